@@ -1,0 +1,3 @@
+from nessus_pool.cli import main
+
+raise SystemExit(main())

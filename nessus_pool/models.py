@@ -1,0 +1,90 @@
+"""Plain data shared across layers: enums and msgspec Structs. Imports nothing of ours."""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+
+class TaskStatus(enum.StrEnum):
+    QUEUED = "queued"
+    DISPATCHING = "dispatching"
+    RUNNING = "running"
+    EXPORTING = "exporting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+    @property
+    def is_active(self) -> bool:
+        """Holds a scanner slot."""
+        return self in _ACTIVE
+
+
+_TERMINAL = frozenset(
+    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.TIMED_OUT}
+)
+_ACTIVE = frozenset({TaskStatus.DISPATCHING, TaskStatus.RUNNING, TaskStatus.EXPORTING})
+
+
+class ScanType(enum.StrEnum):
+    UNTRUSTED = "untrusted"
+    AUTHENTICATED = "authenticated"
+    AUTHENTICATED_PRIVILEGED = "authenticated_privileged"
+
+    @property
+    def is_authenticated(self) -> bool:
+        return self is not ScanType.UNTRUSTED
+
+
+class Escalation(enum.StrEnum):
+    """SSH privilege escalation methods, as Nessus names them in the credentials block."""
+
+    NOTHING = "Nothing"
+    SUDO = "sudo"
+    SU = "su"
+    SU_SUDO = "su+sudo"
+    PBRUN = "pbrun"
+    DZDO = "dzdo"
+    K5LOGIN = ".k5login"
+    CISCO_ENABLE = "Cisco 'enable'"
+    CHECKPOINT_EXPERT = "Checkpoint Gaia 'expert'"
+
+
+class SshCredential(msgspec.Struct, frozen=True, kw_only=True):
+    """Resolved SSH credentials for one scan. Holds secrets: never log, persist or return it;
+    ``__repr__`` hides them."""
+
+    username: str
+    password: str | None = None
+    private_key: str | None = None
+    private_key_passphrase: str | None = None
+    elevate_privileges_with: Escalation = Escalation.NOTHING
+    escalation_account: str | None = None
+    escalation_password: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"SshCredential(username={self.username!r}, "
+            f"elevate_privileges_with={self.elevate_privileges_with.value!r}, secrets=<redacted>)"
+        )
+
+    __str__ = __repr__
+
+
+class ScanSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """What the engine asks a scanner to create."""
+
+    name: str
+    targets: list[str]
+    description: str = ""
+    template: str = "basic"
+    folder_id: int | None = None
+    remote_scanner_id: int | None = None
+    credential: SshCredential | None = None
