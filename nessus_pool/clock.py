@@ -80,3 +80,18 @@ class FakeClock:
         self._now_s += step
         for _ in range(5):
             await asyncio.sleep(0)
+
+
+async def sleep_or_event(clock: Clock, event: asyncio.Event, delay_s: float) -> bool:
+    """Sleep ``delay_s`` on ``clock`` or until ``event`` is set, whichever comes first.
+    Returns True if the event woke us. Does not clear the event."""
+    if event.is_set():
+        return True
+    sleeper = asyncio.ensure_future(clock.sleep(delay_s))
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+        waiter.cancel()
+    return event.is_set()

@@ -88,3 +88,53 @@ class ScanSpec(msgspec.Struct, frozen=True, kw_only=True):
     folder_id: int | None = None
     remote_scanner_id: int | None = None
     credential: SshCredential | None = None
+
+
+#: the marker stored in ``Task.credential`` for credentials given inline in the request: the
+#: secret itself lives only in the engine's memory
+INLINE_CREDENTIAL = "(inline)"
+
+
+class Task(msgspec.Struct, kw_only=True):
+    """A scan request and its whole lifecycle state, as persisted in the ``tasks`` table."""
+
+    task_id: str
+    seq: int
+    pool: str
+    status: TaskStatus = TaskStatus.QUEUED
+    priority: int = 0
+    name: str
+    description: str = ""
+    targets: list[str]
+    scan_type: ScanType = ScanType.UNTRUSTED
+    credential: str | None = None
+    template: str | None = None
+    requested_scanner: str | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    scanner_id: str | None = None
+    attempt: int = 0
+    remote_scan_id: int | None = None
+    remote_scan_uuid: str | None = None
+    remote_scan_name: str | None = None
+    progress_pct: int | None = None
+    export_path: str | None = None
+    export_sha256: str | None = None
+    export_bytes: int | None = None
+    reason: str | None = None
+    error: str | None = None
+    dead_letter: bool = False
+    created_at_ms: int
+    updated_at_ms: int
+    dispatched_at_ms: int | None = None
+    started_at_ms: int | None = None
+    finished_at_ms: int | None = None
+    authentication_status: str | None = None
+
+
+class TaskEvent(msgspec.Struct, kw_only=True, frozen=True):
+    task_id: str
+    at_ms: int
+    status: str
+    reason: str | None = None
+    detail: str | None = None

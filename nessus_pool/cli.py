@@ -1,0 +1,121 @@
+"""Command line: argument parsing and exit codes (0 ok, 1 operation failed, 2 usage or
+validation error). ``sys.exit`` happens here only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from nessus_pool import __version__
+from nessus_pool.config import CONFIG_ENV, config_path_from, load_config, render_starter_config
+from nessus_pool.errors import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="nessus-pool",
+        description="Run fleets of Tenable Nessus scanners for AI agents and operators.")
+    p.add_argument("--version", action="version", version=f"nessus-pool {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    cfg_help = f"config file (default: ${CONFIG_ENV} or ./nessus-pool.toml)"
+    serve = sub.add_parser("serve", help="run the daemon (MCP, admin API, metrics on one port)")
+    serve.add_argument("--config", help=cfg_help)
+
+    mcp = sub.add_parser("mcp", help="MCP over stdio: embedded engine or --connect to a daemon")
+    mcp.add_argument("--config", help=cfg_help)
+    mcp.add_argument("--connect", metavar="URL", help="bridge stdio to a running daemon")
+    mcp.add_argument("--token", help="bearer token for --connect (or $NESSUS_POOL_TOKEN)")
+
+    config = sub.add_parser("config", help="check or create a config file")
+    csub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = csub.add_parser("check", help="validate a config file (exit 0 or 2)")
+    check.add_argument("--config", help=cfg_help)
+    init = csub.add_parser("init", help="write a starting config file")
+    init.add_argument("--output", "-o", default="nessus-pool.toml")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    try:
+        from nessus_pool.simulator import add_simulate_parser
+
+        add_simulate_parser(sub)
+    except ImportError:  # pragma: no cover - the simulator ships with the package
+        pass
+    try:
+        from nessus_pool.results.cli import add_results_parser
+
+        add_results_parser(sub)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from nessus_pool.ops_cli import add_ops_parsers
+
+        add_ops_parsers(sub)
+    except ImportError:
+        pass
+    return p
+
+
+def cmd_config_check(path_arg: str | None) -> int:
+    path = config_path_from(path_arg)
+    try:
+        loaded = load_config(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for w in loaded.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    cfg = loaded.config
+    scanners = sum(len(p.scanners) for p in cfg.pools)
+    sim = f", simulator with {cfg.simulator.scanners} scanners" if cfg.simulator else ""
+    print(f"{path}: ok ({len(cfg.pools)} pools, {scanners} scanners{sim})")
+    return 0
+
+
+def cmd_config_init(output: str, force: bool) -> int:
+    out = Path(output)
+    if out.exists() and not force:
+        print(f"error: {out} exists (use --force to overwrite)", file=sys.stderr)
+        return 2
+    out.write_text(render_starter_config(), encoding="utf-8")
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        from nessus_pool.daemon import run_daemon
+
+        return asyncio.run(run_daemon(config_path_from(args.config)))
+    if args.command == "mcp":
+        from nessus_pool.api.mcp.stdio import run_stdio
+
+        return asyncio.run(run_stdio(args))
+    if args.command == "config":
+        if args.config_command == "check":
+            return cmd_config_check(args.config)
+        return cmd_config_init(args.output, args.force)
+    if args.command == "simulate":
+        from nessus_pool.simulator import run_simulate
+
+        try:
+            return asyncio.run(run_simulate(args))
+        except KeyboardInterrupt:
+            return 0
+    if args.command == "results":
+        from nessus_pool.results.cli import run_results
+
+        return run_results(args)
+    handler = getattr(args, "handler", None)
+    if handler is not None:
+        return int(handler(args))
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

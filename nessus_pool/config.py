@@ -1,0 +1,396 @@
+"""Configuration: TOML -> validated msgspec Structs, secret references, and diff for SIGHUP.
+
+Pure: no I/O except reading the file and resolving secret references (env vars, files).
+Every error names the path in the document (``$.pools[0].scanners[1].max-concurrent-scans``)
+and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import tomli_w
+
+from nessus_pool.errors import ConfigError
+from nessus_pool.models import Escalation
+
+DEFAULT_CONFIG_PATH = "nessus-pool.toml"
+CONFIG_ENV = "NESSUS_POOL_CONFIG"
+
+Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class SecretSource(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A secret kept out of the config file: ``{ env = "VAR" }`` or ``{ file = "/path" }``
+    (systemd ``LoadCredential=`` files live under ``$CREDENTIALS_DIRECTORY``)."""
+
+    env: str | None = None
+    file: str | None = None
+
+
+SecretRef = str | SecretSource
+
+
+class _Base(msgspec.Struct, forbid_unknown_fields=True, rename="kebab", frozen=True):
+    pass
+
+
+class ServerConfig(_Base):
+    listen: str = "127.0.0.1:8835"
+    #: tokens with read-only access to the admin API and MCP
+    read_tokens: list[SecretRef] = []
+    #: tokens with full access (submit, cancel, drain, reload, DLQ)
+    admin_tokens: list[SecretRef] = []
+    max_body_bytes: PositiveInt = 1024 * 1024
+    #: Origins allowed to call /mcp from a browser (others get 403)
+    allowed_origins: list[str] = []
+
+
+class StorageConfig(_Base):
+    path: str = "./nessus-pool-data"
+    max_export_bytes: PositiveInt = 2 * 1024**3
+
+
+class SimulatorConfig(_Base):
+    """Built-in simulated scanners started in-process; their scanners join ``pool``."""
+
+    scanners: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 2
+    scan_seconds: PositiveFloat = 20.0
+    pool: Name = "lan"
+    max_concurrent_scans: PositiveInt = 2
+    scan_api: bool = True
+    seed: int | None = None
+
+
+class ScannerConfig(_Base):
+    id: Name
+    url: str
+    access_key: SecretRef | None = None
+    secret_key: SecretRef | None = None
+    username: SecretRef | None = None
+    password: SecretRef | None = None
+    max_concurrent_scans: PositiveInt = 2
+    verify_tls: bool = True
+    ca_file: str | None = None
+    timeout_s: PositiveFloat = 30.0
+    enabled: bool = True
+    #: Nessus Manager: the id of the linked scanner or agent group to use, if any
+    remote_scanner_id: int | None = None
+    folder_id: int | None = None
+
+
+class PoolConfig(_Base):
+    name: Name
+    scanners: list[ScannerConfig] = []
+    max_queued: PositiveInt = 1000
+    max_scan_duration_s: PositiveFloat = 86400.0
+    max_attempts: PositiveInt = 3
+    poll_interval_s: PositiveFloat = 10.0
+    template: str = "basic"
+    priority_default: int = 0
+
+
+class CredentialConfig(_Base):
+    """A named SSH credential set; tools and the API refer to it by name."""
+
+    username: str
+    password: SecretRef | None = None
+    private_key: SecretRef | None = None
+    private_key_passphrase: SecretRef | None = None
+    elevate_privileges_with: Escalation = Escalation.NOTHING
+    escalation_account: str | None = None
+    escalation_password: SecretRef | None = None
+
+
+class SecurityConfig(_Base):
+    #: allow ssh_username / ssh_password in requests (kept in memory only, never on disk)
+    allow_inline_credentials: bool = True
+
+
+class LoggingConfig(_Base):
+    format: Literal["json", "text"] = "json"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_Base):
+    server: ServerConfig = ServerConfig()
+    storage: StorageConfig = StorageConfig()
+    simulator: SimulatorConfig | None = None
+    pools: list[PoolConfig] = []
+    credentials: dict[str, CredentialConfig] = {}
+    security: SecurityConfig = SecurityConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    def pool(self, name: str) -> PoolConfig | None:
+        return next((p for p in self.pools if p.name == name), None)
+
+
+class LoadedConfig(msgspec.Struct, frozen=True):
+    """A validated config plus where it came from and the warnings it raised."""
+
+    config: Config
+    source: str
+    warnings: list[str]
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+_FIX_HINTS = (
+    (">= 1", "use 1 or more"),
+    ("Object contains unknown field", "remove it or check its spelling against README"),
+    ("Expected `int`", "use a whole number"),
+    ("Expected `float`", "use a number"),
+    ("Expected `str`", "use a quoted string"),
+    ("Expected `bool`", "use true or false"),
+    ("Expected `array`", "use a list: [ ... ]"),
+    ("must match pattern", "use letters, digits, '.', '_' or '-', starting with a letter/digit"),
+    ("Object missing required field", "add it"),
+)
+
+
+def _hint(message: str) -> str:
+    for needle, fix in _FIX_HINTS:
+        if needle in message:
+            return f"{message} (fix: {fix})"
+    return message
+
+
+def _path_of(message: str) -> str | None:
+    m = re.search(r"at `(\$[^`]*)`", message)
+    return m.group(1) if m else None
+
+
+def config_path_from(arg: str | None) -> str:
+    """``--config`` wins, then ``$NESSUS_POOL_CONFIG``, then ./nessus-pool.toml."""
+    return arg or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
+
+
+def parse_config(text: str, source: str = "<string>") -> LoadedConfig:
+    """Parse and validate TOML text. Raises :class:`ConfigError` naming the path and fix."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        config = msgspec.convert(raw, Config, str_keys=True)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+        raise ConfigError(f"{source}: {_hint(msg)}", path=_path_of(msg)) from None
+    warnings = validate(config)
+    return LoadedConfig(config=config, source=source, warnings=warnings)
+
+
+def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{p}: no such file (fix: pass --config, set {CONFIG_ENV}, "
+            "or run `nessus-pool config init`)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    return parse_config(text, str(p))
+
+
+def _err(path: str, message: str) -> ConfigError:
+    return ConfigError(f"{message} - at `{path}`", path=path)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` / ``[v6]:port`` -> (host, port)."""
+    m = re.fullmatch(r"\[(?P<h6>[^\]]+)\]:(?P<p6>\d+)|(?P<h>[^:\[\]]+):(?P<p>\d+)", listen)
+    if not m:
+        raise ValueError("expected host:port, e.g. 127.0.0.1:8835")
+    host = m.group("h6") or m.group("h")
+    port = int(m.group("p6") or m.group("p"))
+    if not 0 <= port <= 65535:
+        raise ValueError("port must be 0..65535")
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate(config: Config) -> list[str]:
+    """Cross-field checks msgspec cannot express. Returns warnings; raises ConfigError."""
+    warnings: list[str] = []
+    try:
+        host, _ = parse_listen(config.server.listen)
+    except ValueError as exc:
+        raise _err("$.server.listen", f"{exc}") from None
+    if not is_loopback(host) and not config.server.admin_tokens:
+        raise _err(
+            "$.server.admin-tokens",
+            f"listen address {config.server.listen} is not loopback: set at least one admin "
+            "token (admin-tokens = [{ env = \"NESSUS_POOL_ADMIN_TOKEN\" }])",
+        )
+    seen_pools: set[str] = set()
+    seen_scanners: dict[str, str] = {}
+    for i, pool in enumerate(config.pools):
+        if pool.name in seen_pools:
+            raise _err(f"$.pools[{i}].name", f"duplicate pool name {pool.name!r}")
+        seen_pools.add(pool.name)
+        for j, sc in enumerate(pool.scanners):
+            at = f"$.pools[{i}].scanners[{j}]"
+            if sc.id in seen_scanners:
+                raise _err(f"{at}.id", f"scanner id {sc.id!r} already used in pool "
+                           f"{seen_scanners[sc.id]!r}; scanner ids must be unique")
+            seen_scanners[sc.id] = pool.name
+            if not re.match(r"^https?://[^/\s]+", sc.url):
+                raise _err(f"{at}.url", f"{sc.url!r} is not an http(s) URL")
+            has_keys = sc.access_key is not None or sc.secret_key is not None
+            has_login = sc.username is not None or sc.password is not None
+            if has_keys and (sc.access_key is None or sc.secret_key is None):
+                raise _err(at, "set both access-key and secret-key")
+            if has_login and (sc.username is None or sc.password is None):
+                raise _err(at, "set both username and password")
+            if not has_keys and not has_login:
+                raise _err(at, "set access-key and secret-key (or username and password)")
+            for key in ("access_key", "secret_key", "password"):
+                warnings += _check_secret(getattr(sc, key), f"{at}.{key.replace('_', '-')}")
+            if not sc.verify_tls:
+                warnings.append(f"{at}.verify-tls = false: TLS certificates are not verified")
+    sim = config.simulator
+    if sim is not None:
+        if sim.pool in seen_pools:
+            pool = config.pool(sim.pool)
+            assert pool is not None
+            for k in range(1, sim.scanners + 1):
+                if f"sim-{k}" in seen_scanners:
+                    raise _err("$.simulator", f"scanner id 'sim-{k}' is reserved for the simulator")
+    for name, cred in config.credentials.items():
+        at = f"$.credentials.{name}"
+        if cred.password is None and cred.private_key is None:
+            raise _err(at, "set password or private-key")
+        for key in ("password", "private_key", "private_key_passphrase", "escalation_password"):
+            warnings += _check_secret(getattr(cred, key), f"{at}.{key.replace('_', '-')}")
+    for kind in ("read_tokens", "admin_tokens"):
+        for k, ref in enumerate(getattr(config.server, kind)):
+            warnings += _check_secret(ref, f"$.server.{kind.replace('_', '-')}[{k}]")
+    if not config.pools and sim is None:
+        warnings.append("no pools and no simulator: nothing can be scanned")
+    return warnings
+
+
+def _check_secret(ref: SecretRef | None, path: str) -> list[str]:
+    if ref is None:
+        return []
+    if isinstance(ref, str):
+        return [f"{path} is a plain string in the config file; prefer {{ env = ... }} or "
+                "{ file = ... }"]
+    if (ref.env is None) == (ref.file is None):
+        raise _err(path, "a secret reference needs exactly one of env or file")
+    return []
+
+
+def resolve_secret(ref: SecretRef | None, path: str = "") -> str | None:
+    """Read the secret a reference points to. Raises ConfigError (without the value)."""
+    if ref is None:
+        return None
+    if isinstance(ref, str):
+        return ref
+    if ref.env is not None:
+        value = os.environ.get(ref.env)
+        if value is None:
+            raise _err(path, f"environment variable {ref.env} is not set")
+        return value
+    assert ref.file is not None
+    file = ref.file
+    creds_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds_dir and not os.path.isabs(file):
+        file = os.path.join(creds_dir, file)
+    try:
+        return Path(file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise _err(path, f"cannot read secret file {file}: {exc.strerror}") from None
+
+
+# --- SIGHUP diff ---------------------------------------------------------------------------
+
+
+class ConfigDiff(msgspec.Struct, frozen=True):
+    pools_added: list[str] = []
+    pools_removed: list[str] = []
+    pools_changed: list[str] = []
+    scanners_added: list[str] = []
+    scanners_removed: list[str] = []
+    scanners_changed: list[str] = []
+    restart_required: list[str] = []
+
+    @property
+    def empty(self) -> bool:
+        return not any(getattr(self, f) for f in self.__struct_fields__)
+
+
+def diff(old: Config, new: Config) -> ConfigDiff:
+    """What a reload changes. Settings that cannot change without restart are listed in
+    ``restart_required`` and keep their old values."""
+    old_pools = {p.name: p for p in old.pools}
+    new_pools = {p.name: p for p in new.pools}
+    old_sc = {s.id: s for p in old.pools for s in p.scanners}
+    new_sc = {s.id: s for p in new.pools for s in p.scanners}
+
+    def strip(p: PoolConfig) -> PoolConfig:
+        return msgspec.structs.replace(p, scanners=[])
+
+    restart = [
+        name for name in ("listen", "max_body_bytes")
+        if getattr(old.server, name) != getattr(new.server, name)
+    ]
+    restart = [f"server.{n.replace('_', '-')}" for n in restart]
+    if old.storage != new.storage:
+        restart.append("storage")
+    if old.simulator != new.simulator:
+        restart.append("simulator")
+    return ConfigDiff(
+        pools_added=sorted(new_pools.keys() - old_pools.keys()),
+        pools_removed=sorted(old_pools.keys() - new_pools.keys()),
+        pools_changed=sorted(
+            n for n in old_pools.keys() & new_pools.keys()
+            if strip(old_pools[n]) != strip(new_pools[n])
+        ),
+        scanners_added=sorted(new_sc.keys() - old_sc.keys()),
+        scanners_removed=sorted(old_sc.keys() - new_sc.keys()),
+        scanners_changed=sorted(
+            s for s in old_sc.keys() & new_sc.keys() if old_sc[s] != new_sc[s]
+        ),
+        restart_required=restart,
+    )
+
+
+# --- init ----------------------------------------------------------------------------------
+
+
+def starter_config() -> dict[str, Any]:
+    """The file `nessus-pool config init` writes: the embedded simulator wired to pool lan."""
+    return {
+        "server": {"listen": "127.0.0.1:8835"},
+        "storage": {"path": "./nessus-pool-data"},
+        "simulator": {"scanners": 2, "scan-seconds": 20, "pool": "lan",
+                      "max-concurrent-scans": 2},
+        "pools": [
+            {"name": "lan", "max-queued": 1000, "max-scan-duration-s": 86400,
+             "poll-interval-s": 2},
+        ],
+        "credentials": {"lab": {"username": "audit", "password": {"env": "NESSUS_POOL_LAB_PW"}}},
+    }
+
+
+def render_starter_config() -> str:
+    return tomli_w.dumps(starter_config())

@@ -1,0 +1,383 @@
+"""The composition root: builds and wires everything, owns the lifecycle and signals.
+
+Shutdown order (uvicorn's): stop accepting connections, stop the engine (every state was
+persisted as it changed; scans keep running on the scanners and are re-attached at the next
+start), close the store, stop the embedded simulator, release the storage lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from nessus_pool import __version__
+from nessus_pool.api.admin import AUTH, METRICS, READY, SERVICE, TokenAuth, add_routes
+from nessus_pool.api.admin import error_middleware
+from nessus_pool.clock import Clock, SystemClock
+from nessus_pool.config import (
+    Config,
+    LoadedConfig,
+    PoolConfig,
+    diff,
+    load_config,
+    parse_listen,
+    resolve_secret,
+)
+from nessus_pool.engine import Engine, ScannerSpec
+from nessus_pool.engine.core import apply_reload
+from nessus_pool.errors import ConfigError, LockedError, NessusPoolError
+from nessus_pool.logs import register_secret, setup_logging
+from nessus_pool.metrics import Metrics
+from nessus_pool.models import SshCredential
+from nessus_pool.nessus import NessusClient
+from nessus_pool.service import ReloadOutcome, Service
+from nessus_pool.store import Store
+
+log = logging.getLogger("nessus_pool.daemon")
+
+SIM_ACCESS_KEY = "sim-access-key"
+SIM_SECRET_KEY = "sim-secret-key"
+
+
+def sd_notify(message: str) -> None:
+    """systemd notify protocol; a no-op outside systemd."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.connect(addr)
+        s.sendall(message.encode())
+
+
+class StorageLock:
+    """One engine per storage directory: an exclusive ``flock`` on ``<storage>/.lock``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 100).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise LockedError(
+                f"storage directory {self.path.parent} is in use by nessus-pool ({holder}); "
+                "stop it first, or point this one at another storage path") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def scanner_specs(cfg: Config, sim_urls: list[str]) -> list[ScannerSpec]:
+    """Resolve secrets and turn config into engine specs. Raises ConfigError."""
+    specs: list[ScannerSpec] = []
+    for i, pool in enumerate(cfg.pools):
+        for j, sc in enumerate(pool.scanners):
+            at = f"$.pools[{i}].scanners[{j}]"
+            values = {k: resolve_secret(getattr(sc, k), f"{at}.{k.replace('_', '-')}")
+                      for k in ("access_key", "secret_key", "username", "password")}
+            for v in values.values():
+                register_secret(v)
+            specs.append(ScannerSpec(
+                scanner_id=sc.id, pool=pool.name, url=sc.url, capacity=sc.max_concurrent_scans,
+                verify_tls=sc.verify_tls, ca_file=sc.ca_file, timeout_s=sc.timeout_s,
+                enabled=sc.enabled, remote_scanner_id=sc.remote_scanner_id,
+                folder_id=sc.folder_id, **values))
+    if cfg.simulator is not None:
+        for k, url in enumerate(sim_urls, start=1):
+            specs.append(ScannerSpec(
+                scanner_id=f"sim-{k}", pool=cfg.simulator.pool, url=url,
+                capacity=cfg.simulator.max_concurrent_scans, access_key=SIM_ACCESS_KEY,
+                secret_key=SIM_SECRET_KEY, simulated=True, timeout_s=10.0))
+    return specs
+
+
+def effective_pools(cfg: Config) -> list[PoolConfig]:
+    pools = list(cfg.pools)
+    if cfg.simulator is not None and cfg.pool(cfg.simulator.pool) is None:
+        pools.append(PoolConfig(name=cfg.simulator.pool,
+                                poll_interval_s=max(0.05, min(2.0, cfg.simulator.scan_seconds / 5))))
+    return pools
+
+
+def credential_resolver(get_config: Any) -> Any:
+    def resolve(name: str) -> SshCredential | None:
+        cfg: Config = get_config()
+        cred = cfg.credentials.get(name)
+        if cred is None:
+            return None
+        at = f"$.credentials.{name}"
+        values = {k: resolve_secret(getattr(cred, k), f"{at}.{k}") for k in (
+            "password", "private_key", "private_key_passphrase", "escalation_password")}
+        for v in values.values():
+            register_secret(v)
+        return SshCredential(username=cred.username,
+                             elevate_privileges_with=cred.elevate_privileges_with,
+                             escalation_account=cred.escalation_account, **values)
+    return resolve
+
+
+class Daemon:
+    def __init__(self, loaded: LoadedConfig, *, config_path: str | None = None,
+                 clock: Clock | None = None, setup_logs: bool = False,
+                 serve_http: bool = True) -> None:
+        self.serve_http = serve_http
+        self.loaded = loaded
+        self.config_path = config_path
+        self.clock = clock or SystemClock()
+        self.setup_logs = setup_logs
+        self.metrics = Metrics()
+        self.lock: StorageLock | None = None
+        self.store: Store | None = None
+        self.engine: Engine | None = None
+        self.service: Service | None = None
+        self.runner: web.AppRunner | None = None
+        self.sim_cluster: Any = None
+        self.port: int = 0
+        self.host: str = ""
+        self._signals: asyncio.Queue[str] = asyncio.Queue()
+        self._reload_lock = asyncio.Lock()
+        self.app: web.Application | None = None
+
+    @property
+    def config(self) -> Config:
+        return self.loaded.config
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        cfg = self.config
+        if self.setup_logs:
+            setup_logging(cfg.logging.format, cfg.logging.level)
+        for w in self.loaded.warnings:
+            log.warning(w, extra={"event": "config_warning"})
+        storage = Path(cfg.storage.path)
+        self.lock = StorageLock(storage)
+        self.lock.acquire()
+        try:
+            await self._start_parts(storage)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_parts(self, storage: Path) -> None:
+        cfg = self.config
+        self.store = Store(storage / "nessus-pool.db")
+        await self.store.open()
+        sim_urls: list[str] = []
+        if cfg.simulator is not None:
+            from nessus_pool.simulator import SimulatorOptions, start_simulators
+
+            self.sim_cluster = await start_simulators(
+                cfg.simulator.scanners, options=SimulatorOptions(
+                    scan_seconds=cfg.simulator.scan_seconds, scan_api=cfg.simulator.scan_api,
+                    seed=cfg.simulator.seed))
+            sim_urls = [s.url for s in self.sim_cluster.scanners]
+        metrics = self.metrics
+
+        def make_client(spec: ScannerSpec) -> NessusClient:
+            return NessusClient(
+                spec.scanner_id, spec.url, access_key=spec.access_key,
+                secret_key=spec.secret_key, username=spec.username, password=spec.password,
+                verify_tls=spec.verify_tls, ca_file=spec.ca_file, timeout_s=spec.timeout_s,
+                clock=self.clock, on_request=metrics.on_request)
+
+        self.engine = Engine(store=self.store, clock=self.clock, exports_dir=storage / "exports",
+                             client_factory=make_client,
+                             credentials=credential_resolver(lambda: self.config),
+                             metrics=metrics, max_export_bytes=cfg.storage.max_export_bytes,
+                             default_duration_s=(cfg.simulator.scan_seconds
+                                                 if cfg.simulator else 1800.0))
+        await self.engine.start(effective_pools(cfg), scanner_specs(cfg, sim_urls))
+        self.service = Service(self.engine, lambda: self.config, self.reload)
+        from nessus_pool.engine.observe import snapshot
+
+        engine = self.engine
+        metrics.set_snapshot(lambda: snapshot(engine))
+        if self.serve_http:
+            await self._start_http()
+        sd_notify("READY=1")
+        log.info("serving", extra={"event": "daemon_ready", "url": self.url,
+                                   "version": __version__})
+
+    def _auth(self) -> TokenAuth:
+        s = self.config.server
+        read = [resolve_secret(t, "$.server.read-tokens") or "" for t in s.read_tokens]
+        admin = [resolve_secret(t, "$.server.admin-tokens") or "" for t in s.admin_tokens]
+        for t in read + admin:
+            register_secret(t)
+        return TokenAuth(read, admin)
+
+    async def _start_http(self) -> None:
+        cfg = self.config
+        app = web.Application(client_max_size=cfg.server.max_body_bytes,
+                              middlewares=[error_middleware])
+        assert self.service is not None
+        app[SERVICE] = self.service
+        app[AUTH] = self._auth()
+        app[READY] = self.readiness
+        app[METRICS] = self.metrics.render
+        add_routes(app)
+        with contextlib.suppress(ImportError):
+            from nessus_pool.api.mcp import mount_mcp
+
+            mount_mcp(app, self.service, cfg, app[AUTH])
+        self.app = app
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self.runner.setup()
+        host, port = parse_listen(cfg.server.listen)
+        site = web.TCPSite(self.runner, host, port, reuse_address=True)
+        await site.start()
+        server = site._server
+        assert server is not None
+        sock = server.sockets[0]  # type: ignore[attr-defined]
+        self.host, self.port = host, sock.getsockname()[1]
+
+    async def readiness(self) -> dict[str, Any]:
+        assert self.store is not None and self.engine is not None
+        writable = await self.store.writable()
+        pools = {}
+        for name, pool in self.engine.pools.items():
+            reach = {sid: sc.slots.reachable for sid, sc in pool.scanners.items()}
+            pools[name] = {"scanners_reachable": sum(reach.values()),
+                           "scanners": len(reach), "reachable": reach}
+        ready = writable and self.engine.started
+        return {"ready": ready, "database_writable": writable, "config_loaded": True,
+                "config_source": self.loaded.source, "pools": pools}
+
+    async def reload(self) -> ReloadOutcome:
+        """Read, validate, diff and apply the config file; on any error keep the old one."""
+        async with self._reload_lock:
+            sd_notify("RELOADING=1")
+            try:
+                return await self._reload()
+            finally:
+                sd_notify("READY=1")
+
+    async def _reload(self) -> ReloadOutcome:
+        assert self.engine is not None
+        if self.config_path is None:
+            return ReloadOutcome(applied=False, message="no config file to reload")
+        try:
+            new = load_config(self.config_path)
+            d = diff(self.config, new.config)
+            sim_urls = [s.url for s in self.sim_cluster.scanners] if self.sim_cluster else []
+            # settings that need a restart keep their old values
+            keep = new.config
+            import msgspec
+
+            keep = msgspec.structs.replace(keep, server=self.config.server,
+                                           storage=self.config.storage,
+                                           simulator=self.config.simulator)
+            specs = scanner_specs(keep, sim_urls)
+            await apply_reload(self.engine, effective_pools(keep), specs)
+        except NessusPoolError as exc:
+            self.metrics.reloads.labels("refused").inc()
+            log.error("reload refused, old config kept", extra={
+                "event": "config_reload_refused", "error": str(exc)})
+            return ReloadOutcome(applied=False, message=f"reload refused: {exc}")
+        self.loaded = LoadedConfig(config=keep, source=new.source, warnings=new.warnings)
+        self.metrics.reloads.labels("applied").inc()
+        changes = {k: v for k, v in msgspec.structs.asdict(d).items() if v}
+        log.info("config reloaded", extra={"event": "config_reloaded", **changes})
+        return ReloadOutcome(applied=True, message="reloaded" + (
+            "; restart needed for: " + ", ".join(d.restart_required)
+            if d.restart_required else ""), changes=changes, warnings=new.warnings)
+
+    async def stop(self) -> None:
+        sd_notify("STOPPING=1")
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        if self.engine is not None:
+            await self.engine.stop()
+        if self.store is not None:
+            await self.store.close()
+        if self.sim_cluster is not None:
+            await self.sim_cluster.close()
+            self.sim_cluster = None
+        if self.lock is not None:
+            self.lock.release()
+        log.info("stopped", extra={"event": "daemon_stopped"})
+
+    # --- signals -------------------------------------------------------------------------
+
+    def install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self._signals.put_nowait, "hup")
+        loop.add_signal_handler(signal.SIGTERM, self._signals.put_nowait, "term")
+        loop.add_signal_handler(signal.SIGINT, self._signals.put_nowait, "term")
+
+    def remove_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+    async def serve_forever(self, shutdown_deadline_s: float = 30.0) -> None:
+        """Run until SIGTERM/SIGINT; SIGHUP reloads. A second stop signal forces exit."""
+        self.install_signals()
+        try:
+            while True:
+                sig = await self._signals.get()
+                if sig == "hup":
+                    outcome = await self.reload()
+                    log.info("sighup handled", extra={"event": "sighup",
+                                                      "applied": outcome.applied})
+                    continue
+                break
+            log.info("stopping", extra={"event": "daemon_stopping"})
+            stopper = asyncio.ensure_future(self.stop())
+            forced = asyncio.ensure_future(self._signals.get())
+            done, _ = await asyncio.wait({stopper, forced}, timeout=shutdown_deadline_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            forced.cancel()
+            if stopper not in done:
+                log.error("forced exit", extra={"event": "daemon_forced_exit"})
+                os._exit(1)
+        finally:
+            self.remove_signals()
+
+
+async def run_daemon(config_path: str) -> int:
+    try:
+        loaded = load_config(config_path)
+    except ConfigError as exc:
+        setup_logging("text", "info")
+        log.error(str(exc), extra={"event": "config_invalid"})
+        return 2
+    daemon = Daemon(loaded, config_path=config_path, setup_logs=True)
+    try:
+        await daemon.start()
+    except LockedError as exc:
+        log.error(str(exc), extra={"event": "storage_locked"})
+        return 1
+    except ConfigError as exc:
+        log.error(str(exc), extra={"event": "config_invalid"})
+        return 2
+    await daemon.serve_forever()
+    return 0

@@ -1,0 +1,490 @@
+"""The engine: pool queues, event-driven dispatch, task runners, recovery, reload.
+
+One event loop holds the queues in memory; every state change is written through to the
+store first. Dispatch is woken by events (new task, freed slot, scanner back, reload), never
+by a sleep loop; only scanner status polling uses an interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nessus_pool.clock import Clock, sleep_or_event
+from nessus_pool.config import PoolConfig
+from nessus_pool.engine.ingest import ingest_export
+from nessus_pool.engine.runner import RunControl, TaskRunner, remote_scan_name
+from nessus_pool.engine.scanner import ScannerHandle, ScannerSpec
+from nessus_pool.errors import CapacityError, ConflictError, NotFoundError
+from nessus_pool.metrics import Metrics
+from nessus_pool.models import INLINE_CREDENTIAL, SshCredential, Task, TaskEvent, TaskStatus
+from nessus_pool.nessus import NessusClient
+from nessus_pool.queues import PoolQueue
+from nessus_pool.retry import RetryPolicy
+from nessus_pool.store import Store
+from nessus_pool.targets import total_addresses
+
+log = logging.getLogger("nessus_pool.engine")
+
+ClientFactory = Callable[[ScannerSpec], NessusClient]
+CredentialResolver = Callable[[str], SshCredential | None]
+
+
+@dataclass
+class PoolState:
+    config: PoolConfig
+    queue: PoolQueue = field(default_factory=PoolQueue)
+    scanners: dict[str, ScannerHandle] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    durations_s: collections.deque[float] = field(
+        default_factory=lambda: collections.deque(maxlen=50))
+    dispatcher: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(max_attempts=self.config.max_attempts, base_delay_s=1.0,
+                           max_delay_s=60.0)
+
+    @property
+    def scanner_lost_after_s(self) -> float:
+        return max(300.0, 30 * self.config.poll_interval_s)
+
+    @property
+    def export_deadline_s(self) -> float:
+        return 1800.0
+
+    @property
+    def capacity(self) -> int:
+        return sum(s.slots.capacity for s in self.scanners.values()
+                   if s.slots.enabled and not s.slots.removed)
+
+    @property
+    def active(self) -> int:
+        return sum(len(s.slots.active) for s in self.scanners.values())
+
+    def mean_duration_s(self) -> float | None:
+        return sum(self.durations_s) / len(self.durations_s) if self.durations_s else None
+
+
+class Engine:
+    def __init__(self, *, store: Store, clock: Clock, exports_dir: Path,
+                 client_factory: ClientFactory, credentials: CredentialResolver,
+                 metrics: Metrics | None = None, max_export_bytes: int = 2 * 1024**3,
+                 probe_interval_s: float = 30.0, default_duration_s: float = 1800.0) -> None:
+        self.store = store
+        self.clock = clock
+        self.exports_dir = exports_dir
+        self.client_factory = client_factory
+        self.resolve_credential = credentials
+        self.metrics = metrics or Metrics()
+        self.max_export_bytes = max_export_bytes
+        self.probe_interval_s = probe_interval_s
+        self.default_duration_s = default_duration_s
+        self.pools: dict[str, PoolState] = {}
+        self.scanners: dict[str, ScannerHandle] = {}
+        #: queued and in-flight tasks (finished ones live in the store only)
+        self.tasks: dict[str, Task] = {}
+        self.controls: dict[str, RunControl] = {}
+        self.inline_credentials: dict[str, SshCredential] = {}
+        self._seq = 0
+        self._bg: set[asyncio.Task[None]] = set()
+        self._changed: dict[str, asyncio.Event] = {}
+        self._stopping = False
+        self.started = False
+        self.dlq_counts: dict[str, int] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, pools: list[PoolConfig], specs: list[ScannerSpec]) -> None:
+        self.exports_dir.mkdir(parents=True, exist_ok=True)
+        self._seq = await self.store.max_seq()
+        self.dlq_counts = await self.store.dlq_counts()
+        for pc in pools:
+            self._add_pool(pc)
+        for spec in specs:
+            self._add_scanner(spec)
+        await self._recover()
+        for pool in self.pools.values():
+            pool.wake.set()
+        self.started = True
+
+    async def stop(self) -> None:
+        """Cancel background work; every state was already persisted as it changed."""
+        self._stopping = True
+        for t in list(self._bg):
+            t.cancel()
+        if self._bg:
+            await asyncio.gather(*self._bg, return_exceptions=True)
+        for sc in self.scanners.values():
+            await sc.client.close()
+
+    def _spawn(self, coro: object, name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+        self._bg.add(task)
+        task.add_done_callback(self._reap)
+        return task
+
+    def _reap(self, task: asyncio.Task[None]) -> None:
+        self._bg.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("background task died", exc_info=exc,
+                      extra={"event": "background_task_died", "task": task.get_name()})
+
+    def _add_pool(self, pc: PoolConfig) -> PoolState:
+        pool = PoolState(config=pc)
+        self.pools[pc.name] = pool
+        pool.dispatcher = self._spawn(self._dispatch_loop(pool), f"dispatch:{pc.name}")
+        return pool
+
+    def _add_scanner(self, spec: ScannerSpec) -> ScannerHandle:
+        sc = ScannerHandle(spec, self.client_factory(spec), self.clock)
+        self.scanners[spec.scanner_id] = sc
+        self.pools[spec.pool].scanners[spec.scanner_id] = sc
+        self._spawn(self._probe_loop(sc), f"probe:{spec.scanner_id}")
+        return sc
+
+    # --- recovery ------------------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        tasks = await self.store.load_active()
+        requeued = adopted = failed = 0
+        for t in tasks:
+            pool = self.pools.get(t.pool)
+            if pool is None:
+                await self._finish_unstarted(t, "pool_removed",
+                                             f"pool {t.pool!r} is no longer configured")
+                failed += 1
+                continue
+            if t.status is TaskStatus.QUEUED:
+                self.tasks[t.task_id] = t
+                pool.queue.push(t)
+                continue
+            sc = self.scanners.get(t.scanner_id or "")
+            if sc is None or sc.spec.pool != t.pool:
+                if t.remote_scan_id is None:
+                    await self.requeue(t, "scanner_removed", use_attempt=False)
+                    requeued += 1
+                else:
+                    await self._finish_unstarted(
+                        t, "scanner_removed",
+                        f"scanner {t.scanner_id!r} was removed while its scan was running",
+                        dead_letter=True)
+                    failed += 1
+                continue
+            self.tasks[t.task_id] = t
+            sc.slots.adopt(t.task_id, total_addresses(t.targets))
+            self._start_runner(pool, t, sc)
+            adopted += 1
+        log.info("recovered", extra={"event": "engine_recovered", "queued": sum(
+            len(p.queue) for p in self.pools.values()), "adopted": adopted,
+            "requeued": requeued, "failed": failed})
+
+    async def _finish_unstarted(self, t: Task, reason: str, error: str,
+                                *, dead_letter: bool = False) -> None:
+        self.tasks[t.task_id] = t
+        await self.finish(t, TaskStatus.FAILED, reason, error, dead_letter=dead_letter)
+
+    # --- dispatch ------------------------------------------------------------------------
+
+    async def _dispatch_loop(self, pool: PoolState) -> None:
+        while True:
+            await pool.wake.wait()
+            pool.wake.clear()
+            self._dispatch(pool)
+
+    def _dispatch(self, pool: PoolState) -> None:
+        """Place queued tasks on free scanners. Synchronous: no await between choosing a
+        scanner and reserving its slot, so the cap cannot be raced."""
+        while pool.queue:
+            available = [s for s in pool.scanners.values() if s.available()]
+            if not available:
+                return
+            placed = False
+            for i, task_id in enumerate(pool.queue):
+                if i >= 256:
+                    break
+                t = self.tasks[task_id]
+                sc = _least_loaded(available, t.requested_scanner)
+                if sc is None:
+                    continue
+                pool.queue.remove(task_id)
+                t.status = TaskStatus.DISPATCHING
+                t.scanner_id = sc.scanner_id
+                t.attempt += 1
+                t.remote_scan_name = remote_scan_name(t.task_id, t.attempt)
+                t.dispatched_at_ms = self.clock.now_ms()
+                sc.slots.reserve(t.task_id, total_addresses(t.targets), t.dispatched_at_ms)
+                self.metrics.queue_wait(pool.name, (t.dispatched_at_ms - t.created_at_ms) / 1000)
+                self._start_runner(pool, t, sc, fresh=True)
+                placed = True
+                break
+            if not placed:
+                return
+
+    def _start_runner(self, pool: PoolState, t: Task, sc: ScannerHandle,
+                      *, fresh: bool = False) -> None:
+        control = self.controls.setdefault(t.task_id, RunControl())
+        runner = TaskRunner(self, pool, t, sc, control)
+
+        async def go() -> None:
+            if fresh:
+                await self.persist(t, "dispatching", detail=f"scanner={sc.scanner_id}")
+            await runner.run()
+
+        self._spawn(go(), f"task:{t.task_id}")
+
+    async def _probe_loop(self, sc: ScannerHandle) -> None:
+        while not sc.slots.removed:
+            if await sc.probe():
+                self.pools[sc.spec.pool].wake.set()
+            delay = self.probe_interval_s if sc.slots.reachable else min(
+                5.0, self.probe_interval_s)
+            await sleep_or_event(self.clock, sc.probe_now, delay)
+            sc.probe_now.clear()
+
+    # --- state changes (called by runners and the service) -------------------------------
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    async def persist(self, t: Task, event: str, *, reason: str | None = None,
+                      detail: str | None = None) -> None:
+        t.updated_at_ms = self.clock.now_ms()
+        await self.store.save_task(t, TaskEvent(task_id=t.task_id, at_ms=t.updated_at_ms,
+                                                status=event, reason=reason, detail=detail))
+        log.info("task %s", event, extra={"event": f"task_{event}", "task_id": t.task_id,
+                                          "pool": t.pool, "scanner": t.scanner_id,
+                                          "reason": reason})
+        self._notify(t.task_id)
+
+    async def submit(self, t: Task, inline: SshCredential | None = None) -> Task:
+        """Persist then queue. Returns once the row is committed."""
+        pool = self.pools.get(t.pool)
+        if pool is None:
+            raise NotFoundError(f"pool {t.pool!r} does not exist")
+        if len(pool.queue) >= pool.config.max_queued:
+            raise CapacityError(
+                f"pool {t.pool!r} already has {len(pool.queue)} queued scans (max-queued = "
+                f"{pool.config.max_queued}); wait for some to finish or use another pool")
+        if t.requested_scanner is not None and t.requested_scanner not in pool.scanners:
+            raise NotFoundError(f"scanner {t.requested_scanner!r} is not in pool {t.pool!r}")
+        if inline is not None:
+            self.inline_credentials[t.task_id] = inline
+        await self.persist(t, "queued")
+        self.tasks[t.task_id] = t
+        pool.queue.push(t)
+        pool.wake.set()
+        self.metrics.submitted(t.pool)
+        return t
+
+    async def cancel(self, task_id: str) -> Task:
+        t = self.tasks.get(task_id)
+        if t is None:
+            stored = await self.store.get_task(task_id)
+            if stored is None:
+                raise NotFoundError(f"task {task_id!r} not found")
+            raise ConflictError(f"task {task_id} already ended ({stored.status.value})")
+        if t.status is TaskStatus.QUEUED:
+            self.pools[t.pool].queue.remove(task_id)
+            await self.finish(t, TaskStatus.CANCELED, "canceled_by_user")
+            return t
+        control = self.controls.setdefault(task_id, RunControl())
+        control.cancel_requested = True
+        control.wake.set()
+        await self.persist(t, "cancel_requested")
+        return t
+
+    async def requeue(self, t: Task, reason: str, *, use_attempt: bool = True,
+                      error: str | None = None) -> None:
+        pool = self.pools[t.pool]
+        if use_attempt and t.attempt >= pool.config.max_attempts:
+            await self.finish(t, TaskStatus.FAILED, "attempts_exhausted",
+                              f"{reason}: {error or 'no more attempts'}", dead_letter=True)
+            return
+        self._release(t)
+        if not use_attempt:
+            t.attempt = max(0, t.attempt - 1)
+        t.status = TaskStatus.QUEUED
+        t.scanner_id = None
+        t.remote_scan_id = t.remote_scan_uuid = t.remote_scan_name = None
+        t.progress_pct = None
+        t.reason, t.error = reason, error
+        self.tasks[t.task_id] = t
+        await self.persist(t, "requeued", reason=reason, detail=error)
+        pool.queue.push(t)
+        pool.wake.set()
+
+    async def finish(self, t: Task, status: TaskStatus, reason: str, error: str | None = None,
+                     *, dead_letter: bool = False) -> None:
+        t.status = status
+        t.reason, t.error = reason, error
+        t.dead_letter = dead_letter
+        t.finished_at_ms = self.clock.now_ms()
+        if dead_letter:
+            self.dlq_counts[t.pool] = self.dlq_counts.get(t.pool, 0) + 1
+        if status is TaskStatus.COMPLETED:
+            t.progress_pct = 100
+        await self.persist(t, status.value, reason=reason, detail=error)
+        self._release(t)
+        self.tasks.pop(t.task_id, None)
+        self.controls.pop(t.task_id, None)
+        self.inline_credentials.pop(t.task_id, None)
+        pool = self.pools.get(t.pool)
+        duration_s = None
+        if t.started_at_ms is not None:
+            duration_s = (t.finished_at_ms - t.started_at_ms) / 1000
+            if status is TaskStatus.COMPLETED and pool is not None:
+                pool.durations_s.append(duration_s)
+        self.metrics.finished(t.pool, status.value, duration_s)
+        if pool is not None:
+            pool.wake.set()
+
+    def _release(self, t: Task) -> None:
+        sc = self.scanners.get(t.scanner_id or "")
+        if sc is not None and sc.slots.release(t.task_id):
+            self.pools[sc.spec.pool].wake.set()
+            if sc.slots.removed and not sc.slots.active:
+                self._spawn(self._retire(sc), f"retire:{sc.scanner_id}")
+
+    def on_launched(self, t: Task) -> None:
+        self.metrics.launched(t.pool)
+
+    def on_progress(self, t: Task, progress_pct: int | None, hosts: int) -> None:
+        if progress_pct is not None and progress_pct != t.progress_pct:
+            t.progress_pct = progress_pct
+            self._notify(t.task_id)
+
+    def credential_for(self, t: Task) -> SshCredential | None:
+        if t.credential is None:
+            return None
+        if t.credential == INLINE_CREDENTIAL:
+            return self.inline_credentials.get(t.task_id)
+        return self.resolve_credential(t.credential)
+
+    def export_path(self, t: Task) -> Path:
+        return self.exports_dir / f"{t.task_id}-a{t.attempt}.nessus"
+
+    async def ingest_results(self, t: Task) -> bool:
+        """Parse the export, store findings and results; True if authentication failed."""
+        result = await ingest_export(self.store, t)
+        t.authentication_status = result.validation.authentication_status.value
+        self.metrics.validated(t.pool, t.authentication_status)
+        return t.scan_type.is_authenticated and t.authentication_status == "failed"
+
+    # --- observation ---------------------------------------------------------------------
+
+    def _notify(self, task_id: str) -> None:
+        ev = self._changed.pop(task_id, None)
+        if ev is not None:
+            ev.set()
+
+    async def wait_change(self, task_id: str, timeout_s: float) -> bool:
+        """Wait until the task changes (status or progress) or ``timeout_s`` passes."""
+        ev = self._changed.setdefault(task_id, asyncio.Event())
+        return await sleep_or_event(self.clock, ev, timeout_s)
+
+    def queue_position(self, t: Task) -> int | None:
+        pool = self.pools.get(t.pool)
+        return pool.queue.position(t.task_id) if pool else None
+
+    def estimated_wait_s(self, t: Task) -> tuple[float | None, str]:
+        pool = self.pools.get(t.pool)
+        pos = self.queue_position(t)
+        if pool is None or pos is None:
+            return None, "not queued"
+        cap = pool.capacity
+        if cap == 0:
+            return None, "the pool has no enabled scanner"
+        mean = pool.mean_duration_s()
+        basis = f"mean of the last {len(pool.durations_s)} completed scans"
+        if mean is None:
+            mean, basis = self.default_duration_s, "default duration (no completed scan yet)"
+        waves = math.ceil(max(0, pos - pool.capacity + pool.active) / cap) if pos else 0
+        return round(waves * mean + (mean / 2 if pool.active >= cap else 0), 1), basis
+
+    async def retire_scanner(self, sc: ScannerHandle) -> None:
+        sc.slots.removed = True
+        sc.probe_now.set()
+        if not sc.slots.active:
+            await self._retire(sc)
+
+    async def _retire(self, sc: ScannerHandle) -> None:
+        self.scanners.pop(sc.scanner_id, None)
+        pool = self.pools.get(sc.spec.pool)
+        if pool is not None:
+            pool.scanners.pop(sc.scanner_id, None)
+        await sc.client.close()
+        log.info("scanner retired", extra={"event": "scanner_retired",
+                                           "scanner": sc.scanner_id})
+
+
+def _least_loaded(available: list[ScannerHandle], requested: str | None) -> ScannerHandle | None:
+    best: ScannerHandle | None = None
+    best_key: tuple[float, int, int] | None = None
+    for s in available:
+        if requested is not None and s.scanner_id != requested:
+            continue
+        if not s.slots.free:
+            continue
+        key = (len(s.slots.active) / s.slots.capacity, s.slots.hosts_in_flight,
+               s.slots.last_used_ms)
+        if best_key is None or key < best_key:
+            best, best_key = s, key
+    return best
+
+
+async def apply_reload(engine: Engine, pools: list[PoolConfig], specs: list[ScannerSpec]) -> None:
+    """Apply a new set of pools and scanners atomically: every check first, then changes.
+    A removed scanner with running scans drains first; a pool is removed only when empty."""
+    new_pools = {p.name: p for p in pools}
+    new_specs = {s.scanner_id: s for s in specs}
+    for name, pool in engine.pools.items():
+        if name not in new_pools and (pool.queue or pool.active):
+            raise ConflictError(
+                f"pool {name!r} still has {len(pool.queue)} queued and {pool.active} running "
+                "scans; let them finish (or cancel them) before removing the pool")
+    for sid, sc in engine.scanners.items():
+        spec = new_specs.get(sid)
+        if spec is not None and spec.pool != sc.spec.pool and sc.slots.active:
+            raise ConflictError(f"scanner {sid!r} has running scans and cannot move from pool "
+                                f"{sc.spec.pool!r} to {spec.pool!r} now")
+    for name, pc in new_pools.items():
+        if name in engine.pools:
+            engine.pools[name].config = pc
+        else:
+            engine._add_pool(pc)
+    for sid, sc in list(engine.scanners.items()):
+        spec = new_specs.get(sid)
+        if spec is None or spec.pool != sc.spec.pool:
+            await engine.retire_scanner(sc)
+            continue
+        if spec.connection_key() != sc.spec.connection_key():
+            old = sc.client
+            sc.client = engine.client_factory(spec)
+            await old.close()
+            sc.probe_now.set()
+        sc.spec = spec
+        sc.slots.capacity = spec.capacity
+        sc.slots.enabled = spec.enabled
+    for sid, spec in new_specs.items():
+        if sid not in engine.scanners:
+            engine._add_scanner(spec)
+    for name in [n for n in engine.pools if n not in new_pools]:
+        pool = engine.pools.pop(name)
+        if pool.dispatcher is not None:
+            pool.dispatcher.cancel()
+    for pool in engine.pools.values():
+        pool.wake.set()

@@ -1,0 +1,43 @@
+"""Live gauges read from the engine at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client.core import GaugeMetricFamily
+
+from nessus_pool.engine.core import Engine
+
+
+def snapshot(engine: Engine) -> Iterable[GaugeMetricFamily]:
+    active = GaugeMetricFamily("nessus_pool_scanner_active_scans", "Scans running on a scanner",
+                               labels=["pool", "scanner"])
+    capacity = GaugeMetricFamily("nessus_pool_scanner_capacity", "max-concurrent-scans",
+                                 labels=["pool", "scanner"])
+    up = GaugeMetricFamily("nessus_pool_scanner_up", "1 if the scanner answered its last probe",
+                           labels=["pool", "scanner"])
+    circuit = GaugeMetricFamily("nessus_pool_scanner_circuit_state",
+                                "0 closed, 1 half-open, 2 open", labels=["pool", "scanner"])
+    for sc in engine.scanners.values():
+        labels = [sc.spec.pool, sc.scanner_id]
+        active.add_metric(labels, len(sc.slots.active))
+        capacity.add_metric(labels, sc.slots.capacity)
+        up.add_metric(labels, 1 if sc.slots.reachable else 0)
+        circuit.add_metric(labels, int(sc.breaker.state))
+    depth = GaugeMetricFamily("nessus_pool_queue_depth", "Queued scans", labels=["pool"])
+    oldest = GaugeMetricFamily("nessus_pool_oldest_queued_age_seconds",
+                               "Age of the oldest queued scan", labels=["pool"])
+    now_ms = engine.clock.now_ms()
+    oldest_ms: dict[str, int] = {}
+    for t in engine.tasks.values():
+        if t.status.value == "queued":
+            prev = oldest_ms.get(t.pool)
+            if prev is None or t.created_at_ms < prev:
+                oldest_ms[t.pool] = t.created_at_ms
+    for name, pool in engine.pools.items():
+        depth.add_metric([name], len(pool.queue))
+        oldest.add_metric([name], (now_ms - oldest_ms[name]) / 1000 if name in oldest_ms else 0)
+    dlq = GaugeMetricFamily("nessus_pool_dlq_depth", "Dead-lettered scans", labels=["pool"])
+    for name, n in engine.dlq_counts.items():
+        dlq.add_metric([name], n)
+    return [active, capacity, up, circuit, depth, oldest, dlq]

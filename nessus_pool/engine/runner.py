@@ -1,0 +1,318 @@
+"""The lifecycle of one dispatched task on one scanner.
+
+Every step is persisted before the remote call that depends on it: the deterministic scan
+name before create, the remote id before launch. So a crash at any point is recovered by
+looking the scan up by id or by name, and a scan is never created twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nessus_pool.errors import (
+    NessusPoolError,
+    PermanentScannerError,
+    RemoteNotFoundError,
+    ResultsError,
+    ScanApiUnavailableError,
+    ScannerError,
+)
+from nessus_pool.models import ScanSpec, SshCredential, Task, TaskStatus
+from nessus_pool.nessus import RemotePhase, is_terminal
+
+if TYPE_CHECKING:
+    from nessus_pool.engine.core import Engine, PoolState
+    from nessus_pool.engine.scanner import ScannerHandle
+
+log = logging.getLogger("nessus_pool.engine")
+
+
+def remote_scan_name(task_id: str, attempt: int) -> str:
+    return f"nessus-pool-{task_id}-a{attempt}"
+
+
+class Requeue(Exception):
+    """The task goes back to its pool's queue (optionally using up an attempt)."""
+
+    def __init__(self, reason: str, *, use_attempt: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.use_attempt = use_attempt
+
+
+class Finish(Exception):
+    """The task ends in ``status``."""
+
+    def __init__(self, status: TaskStatus, reason: str, error: str | None = None,
+                 *, dead_letter: bool = False) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.error = error
+        self.dead_letter = dead_letter
+
+
+@dataclass
+class RunControl:
+    """How the outside world talks to a running task."""
+
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel_requested: bool = False
+
+
+class TaskRunner:
+    def __init__(self, engine: Engine, pool: PoolState, task: Task, sc: ScannerHandle,
+                 control: RunControl) -> None:
+        self.e = engine
+        self.pool = pool
+        self.task = task
+        self.sc = sc
+        self.control = control
+
+    @property
+    def policy(self):  # type: ignore[no-untyped-def]
+        return self.pool.retry
+
+    async def run(self) -> None:
+        t = self.task
+        try:
+            await self._lifecycle()
+        except Requeue as rq:
+            await self.e.requeue(t, rq.reason, use_attempt=rq.use_attempt)
+        except Finish as fin:
+            await self.e.finish(t, fin.status, fin.reason, fin.error, dead_letter=fin.dead_letter)
+        except ScanApiUnavailableError as exc:
+            self.sc.slots.scan_api = False
+            self.sc.slots.message = exc.message
+            await self.e.requeue(t, "scanner_export_only", use_attempt=False)
+        except PermanentScannerError as exc:
+            await self.e.finish(t, TaskStatus.FAILED, "scanner_refused", str(exc),
+                                dead_letter=True)
+        except ScannerError as exc:
+            await self.e.requeue(t, f"scanner_error: {exc.code}", use_attempt=True,
+                                 error=str(exc))
+        except ResultsError as exc:
+            await self.e.finish(t, TaskStatus.FAILED, "results_unreadable", str(exc),
+                                dead_letter=True)
+        except NessusPoolError as exc:
+            await self.e.finish(t, TaskStatus.FAILED, exc.code, str(exc), dead_letter=True)
+
+    # --- steps -------------------------------------------------------------------------
+
+    async def _lifecycle(self) -> None:
+        t = self.task
+        if t.status is TaskStatus.DISPATCHING and t.remote_scan_id is None:
+            await self._create()
+        if t.status is TaskStatus.DISPATCHING:
+            await self._launch()
+        if t.status is TaskStatus.RUNNING:
+            phase = await self._watch()
+            await self._after_scan(phase)
+            return
+        if t.status is TaskStatus.EXPORTING:
+            await self._export_and_finish(TaskStatus.COMPLETED, "completed")
+
+    async def _create(self) -> None:
+        t = self.task
+        assert t.remote_scan_name is not None
+        existing = await self._find_by_name(t.remote_scan_name)
+        if existing is None:
+            if self.control.cancel_requested:
+                raise Finish(TaskStatus.CANCELED, "canceled_by_user")
+            cred = self._credential()
+            spec = ScanSpec(
+                name=t.remote_scan_name, targets=t.targets, description=t.description,
+                template=t.template or self.pool.config.template,
+                folder_id=self.sc.spec.folder_id,
+                remote_scanner_id=self.sc.spec.remote_scanner_id, credential=cred)
+            existing = await self._create_once(spec)
+        t.remote_scan_id = existing
+        await self.e.persist(t, "created", detail=f"remote_scan_id={existing}")
+
+    def _credential(self) -> SshCredential | None:
+        t = self.task
+        if not t.scan_type.is_authenticated:
+            return None
+        cred = self.e.credential_for(t)
+        if cred is None:
+            raise Finish(TaskStatus.FAILED, "inline_credentials_lost",
+                         "the inline SSH credentials were held in memory only and were lost "
+                         "in a restart before the scan was created; submit the scan again "
+                         "(or use a named credential set)")
+        return cred
+
+    async def _find_by_name(self, name: str) -> int | None:
+        found = await self.sc.call(lambda: self.sc.client.find_scans_by_name(name),
+                                   self.policy, what="find_scans_by_name")
+        if not found:
+            return None
+        if len(found) > 1:
+            log.warning("duplicate remote scans", extra={
+                "event": "remote_scan_duplicates", "task_id": self.task.task_id,
+                "scanner": self.sc.scanner_id, "count": len(found)})
+        return min(s.id for s in found)
+
+    async def _create_once(self, spec: ScanSpec) -> int:
+        """Create, never twice: after a transient failure look the name up before trying
+        again, since the scanner may have created it before the connection broke."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                remote = await self.sc.call(lambda: self.sc.client.create_scan(spec),
+                                            self.policy, idempotent=False, what="create_scan")
+                return remote.id
+            except ScannerError as exc:
+                if not exc.transient:
+                    raise
+                found = await self._find_by_name(spec.name)
+                if found is not None:
+                    return found
+                if not self.policy.should_retry(exc, attempt):
+                    raise
+                await self.e.clock.sleep(self.policy.wait_s(exc, attempt, self.sc.rng))
+
+    async def _launch(self) -> None:
+        t = self.task
+        assert t.remote_scan_id is not None
+        scan_id = t.remote_scan_id
+        details = await self.sc.call(lambda: self.sc.client.scan_details(scan_id),
+                                     self.policy, what="scan_details")
+        if self.control.cancel_requested:
+            await self._delete_unlaunched(scan_id)
+            raise Finish(TaskStatus.CANCELED, "canceled_by_user")
+        if details.phase is RemotePhase.EMPTY:
+            try:
+                t.remote_scan_uuid = await self.sc.call(
+                    lambda: self.sc.client.launch_scan(scan_id), self.policy,
+                    idempotent=False, what="launch_scan")
+            except ScannerError as exc:
+                if not exc.transient:
+                    raise
+                again = await self.sc.call(lambda: self.sc.client.scan_details(scan_id),
+                                           self.policy, what="scan_details")
+                if again.phase is RemotePhase.EMPTY:
+                    raise
+        t.status = TaskStatus.RUNNING
+        t.started_at_ms = t.started_at_ms or self.e.clock.now_ms()
+        await self.e.persist(t, "running")
+        self.e.on_launched(t)
+
+    async def _delete_unlaunched(self, scan_id: int) -> None:
+        try:
+            await self.sc.call(lambda: self.sc.client.delete_scan(scan_id), self.policy,
+                               what="delete_scan")
+        except ScannerError:
+            log.warning("could not delete unlaunched scan", extra={
+                "event": "remote_delete_failed", "task_id": self.task.task_id,
+                "scanner": self.sc.scanner_id})
+
+    async def _nap(self, delay_s: float) -> None:
+        """Sleep on the engine clock, waking early if the task is poked (cancel)."""
+        if self.control.wake.is_set():
+            self.control.wake.clear()
+            return
+        sleeper = asyncio.ensure_future(self.e.clock.sleep(delay_s))
+        waiter = asyncio.ensure_future(self.control.wake.wait())
+        try:
+            await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waiter.cancel()
+        self.control.wake.clear()
+
+    async def _watch(self) -> RemotePhase:
+        """Poll until the remote scan ends; handle cancel, max duration, lost scanner."""
+        t = self.task
+        assert t.remote_scan_id is not None
+        scan_id = t.remote_scan_id
+        cfg = self.pool.config
+        started_s = self.e.clock.monotonic_s() - max(
+            0, (self.e.clock.now_ms() - (t.started_at_ms or self.e.clock.now_ms())) / 1000)
+        last_ok_s = self.e.clock.monotonic_s()
+        stop_sent = False
+        while True:
+            now_s = self.e.clock.monotonic_s()
+            want_stop = self.control.cancel_requested or (
+                now_s - started_s >= cfg.max_scan_duration_s)
+            if want_stop and not stop_sent:
+                try:
+                    await self.sc.call(lambda: self.sc.client.stop_scan(scan_id), self.policy,
+                                       what="stop_scan")
+                    stop_sent = True
+                except RemoteNotFoundError:
+                    pass
+                except ScannerError as exc:
+                    if not exc.transient:
+                        raise
+            try:
+                d = await self.sc.call(lambda: self.sc.client.scan_details(scan_id),
+                                       self.policy, what="scan_details")
+            except RemoteNotFoundError:
+                if self.control.cancel_requested:
+                    raise Finish(TaskStatus.CANCELED, "canceled_by_user") from None
+                raise Requeue("remote_scan_disappeared") from None
+            except ScannerError as exc:
+                if not exc.transient:
+                    raise
+                if self.e.clock.monotonic_s() - last_ok_s >= self.pool.scanner_lost_after_s:
+                    raise Finish(TaskStatus.FAILED, "scanner_lost", str(exc),
+                                 dead_letter=True) from None
+                await self._nap(self.pool.config.poll_interval_s)
+                continue
+            last_ok_s = self.e.clock.monotonic_s()
+            self.e.on_progress(t, d.progress_pct, len(d.hosts))
+            if is_terminal(d.phase):
+                return d.phase
+            await self._nap(self.pool.config.poll_interval_s)
+
+    async def _after_scan(self, phase: RemotePhase) -> None:
+        t = self.task
+        if self.control.cancel_requested:
+            raise Finish(TaskStatus.CANCELED, "canceled_by_user")
+        timed_out = t.started_at_ms is not None and (
+            self.e.clock.now_ms() - t.started_at_ms
+        ) / 1000 >= self.pool.config.max_scan_duration_s
+        if phase is RemotePhase.COMPLETED or phase is RemotePhase.IMPORTED:
+            await self._export_and_finish(TaskStatus.COMPLETED, "completed")
+        elif timed_out:
+            await self._export_and_finish(TaskStatus.TIMED_OUT, "max_scan_duration")
+        elif phase is RemotePhase.CANCELED:
+            raise Finish(TaskStatus.CANCELED, "stopped_on_scanner",
+                         "the scan was stopped on the scanner by someone else")
+        else:  # aborted
+            raise Requeue("scan_aborted")
+
+    async def _export_and_finish(self, status: TaskStatus, reason: str) -> None:
+        t = self.task
+        if t.status is not TaskStatus.EXPORTING:
+            t.status = TaskStatus.EXPORTING
+            await self.e.persist(t, "exporting")
+        assert t.remote_scan_id is not None
+        scan_id = t.remote_scan_id
+        dest = self.e.export_path(t)
+        try:
+            res = await self.sc.call(
+                lambda: self.sc.client.export_scan(
+                    scan_id, dest, deadline_s=self.pool.export_deadline_s,
+                    max_bytes=self.e.max_export_bytes,
+                    poll_interval_s=min(2.0, self.pool.config.poll_interval_s)),
+                self.policy, what="export_scan")
+        except ScannerError as exc:
+            if exc.transient:
+                raise Finish(TaskStatus.FAILED, "export_failed", str(exc),
+                             dead_letter=True) from None
+            raise
+        t.export_path = str(Path(res.path))
+        t.export_sha256 = res.sha256
+        t.export_bytes = res.size_bytes
+        auth_failed = await self.e.ingest_results(t)
+        if auth_failed and status is TaskStatus.COMPLETED:
+            raise Finish(TaskStatus.FAILED, "authentication_failed",
+                         "the scan ran but authentication failed on at least one host; "
+                         "see validation.troubleshooting")
+        raise Finish(status, reason)

@@ -1,0 +1,138 @@
+"""One scanner as the engine sees it: its client, slots, breaker, and retried calls."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import msgspec
+
+from nessus_pool.clock import Clock
+from nessus_pool.errors import RateLimitedError, ScannerAuthError, ScannerError
+from nessus_pool.nessus import NessusClient
+from nessus_pool.queues import ScannerSlots
+from nessus_pool.retry import BreakerState, CircuitBreaker, RetryPolicy
+
+log = logging.getLogger("nessus_pool.engine")
+
+T = TypeVar("T")
+
+
+class ScannerSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """What the engine needs to run one scanner; secrets already resolved. Never logged."""
+
+    scanner_id: str
+    pool: str
+    url: str
+    capacity: int
+    access_key: str | None = None
+    secret_key: str | None = None
+    username: str | None = None
+    password: str | None = None
+    verify_tls: bool = True
+    ca_file: str | None = None
+    timeout_s: float = 30.0
+    enabled: bool = True
+    remote_scanner_id: int | None = None
+    folder_id: int | None = None
+    simulated: bool = False
+
+    def __repr__(self) -> str:
+        return f"ScannerSpec({self.scanner_id!r}, pool={self.pool!r}, url={self.url!r})"
+
+    def connection_key(self) -> tuple[object, ...]:
+        """Fields whose change needs a new client."""
+        return (self.url, self.access_key, self.secret_key, self.username, self.password,
+                self.verify_tls, self.ca_file, self.timeout_s)
+
+
+class ScannerHandle:
+    def __init__(self, spec: ScannerSpec, client: NessusClient, clock: Clock,
+                 *, http_concurrency: int = 8, breaker: CircuitBreaker | None = None) -> None:
+        self.spec = spec
+        self.client = client
+        self.clock = clock
+        self.slots = ScannerSlots(scanner_id=spec.scanner_id, pool=spec.pool,
+                                  capacity=spec.capacity, enabled=spec.enabled)
+        self.breaker = breaker or CircuitBreaker()
+        self.sem = asyncio.Semaphore(http_concurrency)
+        self.rng = random.Random(hash(spec.scanner_id) & 0xFFFF)
+        self.probe_now = asyncio.Event()
+
+    @property
+    def scanner_id(self) -> str:
+        return self.spec.scanner_id
+
+    def available(self) -> bool:
+        """Eligible for a new task right now (slots, health, breaker)."""
+        return self.slots.eligible and self.breaker.allow(self.clock.monotonic_s())
+
+    @property
+    def circuit_state(self) -> str:
+        return self.breaker.state.name.lower()
+
+    def _record_failure(self, exc: ScannerError) -> None:
+        if exc.transient:
+            was = self.breaker.state
+            self.breaker.failure(self.clock.monotonic_s())
+            if self.breaker.state is BreakerState.OPEN and was is not BreakerState.OPEN:
+                log.warning("circuit opened", extra={
+                    "event": "scanner_circuit_opened", "scanner": self.scanner_id,
+                    "failures": self.breaker.failures, "error": str(exc)})
+                self.slots.reachable = False
+                self.slots.message = f"unreachable: {exc}"
+
+    async def call(self, op: Callable[[], Awaitable[T]], policy: RetryPolicy,
+                   *, idempotent: bool = True, what: str = "") -> T:
+        """Run one client call, retrying transient failures of idempotent calls with
+        backoff. 429 waits Retry-After without using an attempt."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self.sem:
+                    result = await op()
+            except ScannerAuthError as exc:
+                self.slots.message = f"authentication failed: {exc.message}"
+                raise
+            except ScannerError as exc:
+                if isinstance(exc, RateLimitedError):
+                    attempt -= 1
+                else:
+                    self._record_failure(exc)
+                if not (idempotent or isinstance(exc, RateLimitedError)) or not \
+                        policy.should_retry(exc, attempt):
+                    raise
+                delay = policy.wait_s(exc, attempt, self.rng)
+                log.info("scanner call retried", extra={
+                    "event": "scanner_call_retry", "scanner": self.scanner_id, "call": what,
+                    "attempt": attempt, "delay_s": round(delay, 3), "error": str(exc)})
+                await self.clock.sleep(delay)
+            else:
+                if self.breaker.state is not BreakerState.CLOSED or not self.slots.reachable:
+                    self.breaker.success()
+                    self.slots.reachable = True
+                else:
+                    self.breaker.success()
+                return result
+
+    async def probe(self) -> bool:
+        """Refresh health and licence capability. Returns True if it became eligible."""
+        before = self.slots.eligible
+        try:
+            cap = await self.client.probe()
+        except ScannerError as exc:
+            self.slots.reachable = False
+            self.slots.message = str(exc)
+            return False
+        self.slots.reachable = cap.reachable and cap.ready
+        self.slots.scan_api = cap.scan_api
+        self.slots.version = cap.version
+        self.slots.nessus_type = cap.nessus_type
+        self.slots.message = cap.message
+        if self.slots.reachable:
+            self.breaker.success()
+        return self.slots.eligible and not before

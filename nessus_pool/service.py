@@ -1,0 +1,518 @@
+"""The one application API. The admin HTTP API and the MCP server both call these functions,
+so a feature is written once and shows up in both. No HTTP or JSON-RPC here."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from nessus_pool.config import Config
+from nessus_pool.engine import Engine
+from nessus_pool.errors import ConflictError, NotFoundError, ValidationError
+from nessus_pool.models import (
+    INLINE_CREDENTIAL,
+    Escalation,
+    ScanType,
+    SshCredential,
+    Task,
+    TaskStatus,
+)
+from nessus_pool.results.parser import Finding
+from nessus_pool.results.query import FindingsQuery, diff_findings, query_findings
+from nessus_pool.store import TaskFilter
+from nessus_pool.targets import parse_targets
+
+TASK_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_finding_dec = msgspec.msgpack.Decoder(Finding)
+_json_dec = msgspec.json.Decoder()
+
+
+class SubmitRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    targets: str | list[str]
+    name: str | None = None
+    description: str = ""
+    pool: str | None = None
+    scanner: str | None = None
+    scan_type: ScanType = ScanType.UNTRUSTED
+    credential: str | None = None
+    ssh_username: str | None = None
+    ssh_password: str | None = None
+    elevate_privileges_with: Escalation | None = None
+    escalation_account: str | None = None
+    escalation_password: str | None = None
+    template: str | None = None
+    priority: int = 0
+    idempotency_key: str | None = None
+
+
+class SubmitResult(msgspec.Struct, kw_only=True):
+    task_id: str
+    status: str
+    pool: str
+    scanner: str | None
+    queue_position: int | None
+    estimated_wait_s: float | None
+    eta_basis: str
+    created_at_ms: int
+    duplicate: bool = False
+
+
+class TaskView(msgspec.Struct, kw_only=True):
+    task_id: str
+    name: str
+    status: str
+    pool: str
+    scanner: str | None
+    scan_type: str
+    targets: list[str]
+    priority: int
+    attempt: int
+    credential: str | None
+    queue_position: int | None = None
+    estimated_wait_s: float | None = None
+    eta_basis: str | None = None
+    progress_pct: int | None = None
+    remote_scan_id: int | None = None
+    remote_scan_name: str | None = None
+    reason: str | None = None
+    error: str | None = None
+    dead_letter: bool = False
+    authentication_status: str | None = None
+    created_at_ms: int
+    updated_at_ms: int
+    dispatched_at_ms: int | None = None
+    started_at_ms: int | None = None
+    finished_at_ms: int | None = None
+    export_available: bool = False
+    results: dict[str, Any] | None = None
+
+
+class TaskPage(msgspec.Struct, kw_only=True):
+    tasks: list[TaskView]
+    next_cursor: str | None
+
+
+class ScannerView(msgspec.Struct, kw_only=True):
+    id: str
+    pool: str
+    url: str
+    capacity: int
+    active_scans: int
+    enabled: bool
+    draining: bool
+    reachable: bool
+    scan_api: bool
+    export_only: bool
+    version: str | None
+    nessus_type: str | None
+    message: str
+    circuit_state: str
+
+
+class PoolView(msgspec.Struct, kw_only=True):
+    name: str
+    capacity: int
+    active: int
+    utilisation: float
+    queue_depth: int
+    max_queued: int
+    oldest_queued_age_s: float | None
+    dlq_depth: int
+    mean_scan_duration_s: float | None
+    eta_basis: str
+    scanners: list[ScannerView]
+
+
+class ReloadOutcome(msgspec.Struct, kw_only=True):
+    applied: bool
+    message: str
+    changes: dict[str, list[str]] = {}
+    warnings: list[str] = []
+
+
+def _hash_request(req: SubmitRequest, targets: list[str]) -> str:
+    """The idempotency fingerprint covers what the caller sent (never secrets)."""
+    fields = msgspec.structs.asdict(req)
+    for secret in ("ssh_password", "escalation_password", "idempotency_key"):
+        fields.pop(secret, None)
+    fields["targets"] = targets
+    return hashlib.sha256(msgspec.json.encode(fields, order="sorted")).hexdigest()
+
+
+def new_task_id() -> str:
+    return secrets.token_hex(8)
+
+
+def check_task_id(task_id: str, field: str = "task_id") -> str:
+    import re
+
+    if not isinstance(task_id, str) or not re.match(TASK_ID_PATTERN, task_id):
+        raise ValidationError(f"{field} must match {TASK_ID_PATTERN}", field=field)
+    return task_id
+
+
+class Service:
+    def __init__(self, engine: Engine, config: Callable[[], Config],
+                 reload: Callable[[], Awaitable[ReloadOutcome]] | None = None) -> None:
+        self.engine = engine
+        self._config = config
+        self._reload = reload
+        self._idem_inflight: dict[str, asyncio.Future[Task]] = {}
+
+    @property
+    def config(self) -> Config:
+        return self._config()
+
+    # --- scans ---------------------------------------------------------------------------
+
+    async def submit(self, req: SubmitRequest) -> SubmitResult:
+        cfg = self.config
+        max_addresses = 65536
+        targets = parse_targets(req.targets, max_addresses=max_addresses)
+        pool = self._pick_pool(req.pool)
+        if req.scanner is not None and req.scanner not in self.engine.pools[pool].scanners:
+            raise ValidationError(f"scanner {req.scanner!r} is not in pool {pool!r}",
+                                  field="scanner")
+        if not -100 <= req.priority <= 100:
+            raise ValidationError("priority must be between -100 and 100", field="priority")
+        name = (req.name or f"scan of {', '.join(targets[:3])}"
+                + ("..." if len(targets) > 3 else "")).strip()
+        if len(name) > 200:
+            raise ValidationError("name is longer than 200 characters", field="name")
+        if len(req.description) > 2000:
+            raise ValidationError("description is longer than 2000 characters",
+                                  field="description")
+        if req.idempotency_key is not None and not 1 <= len(req.idempotency_key) <= 200:
+            raise ValidationError("idempotency_key must be 1..200 characters",
+                                  field="idempotency_key")
+        credential, inline = self._credentials(req, cfg)
+        request_hash = _hash_request(req, targets)
+        if req.idempotency_key is not None:
+            existing = await self._by_key(req.idempotency_key)
+            if existing is not None:
+                return self._same_or_conflict(existing, request_hash)
+        now = self.engine.clock.now_ms()
+        task = Task(task_id=new_task_id(), seq=self.engine.next_seq(), pool=pool,
+                    priority=req.priority, name=name, description=req.description,
+                    targets=targets, scan_type=req.scan_type, credential=credential,
+                    template=req.template, requested_scanner=req.scanner,
+                    idempotency_key=req.idempotency_key, request_hash=request_hash,
+                    created_at_ms=now, updated_at_ms=now)
+        if req.idempotency_key is None:
+            await self.engine.submit(task, inline)
+            return self._submit_result(task)
+        fut: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
+        self._idem_inflight[req.idempotency_key] = fut
+        try:
+            await self.engine.submit(task, inline)
+            fut.set_result(task)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved
+            raise
+        finally:
+            self._idem_inflight.pop(req.idempotency_key, None)
+        return self._submit_result(task)
+
+    async def _by_key(self, key: str) -> Task | None:
+        inflight = self._idem_inflight.get(key)
+        if inflight is not None:
+            return await asyncio.shield(inflight)
+        for t in self.engine.tasks.values():
+            if t.idempotency_key == key:
+                return t
+        return await self.engine.store.get_by_idempotency_key(key)
+
+    def _same_or_conflict(self, existing: Task, request_hash: str) -> SubmitResult:
+        if existing.request_hash != request_hash:
+            raise ConflictError(
+                f"idempotency_key was already used for task {existing.task_id} with a "
+                "different request; use a new key or send the same request")
+        result = self._submit_result(existing)
+        result.duplicate = True
+        return result
+
+    def _pick_pool(self, requested: str | None) -> str:
+        pools = list(self.engine.pools)
+        if requested is None:
+            if not pools:
+                raise ValidationError("no pool is configured", field="pool")
+            return pools[0]
+        if requested not in self.engine.pools:
+            raise ValidationError(f"pool {requested!r} does not exist (pools: "
+                                  f"{', '.join(pools) or 'none'})", field="pool")
+        return requested
+
+    def _credentials(self, req: SubmitRequest, cfg: Config
+                     ) -> tuple[str | None, SshCredential | None]:
+        inline_given = any(v is not None for v in (
+            req.ssh_username, req.ssh_password, req.escalation_account,
+            req.escalation_password))
+        if not req.scan_type.is_authenticated:
+            if inline_given or req.credential is not None:
+                raise ValidationError("credentials were given for an untrusted scan; use "
+                                      "scan_type 'authenticated'", field="scan_type")
+            return None, None
+        if req.credential is not None:
+            if inline_given:
+                raise ValidationError("give either credential or ssh_username/ssh_password, "
+                                      "not both", field="credential")
+            if req.credential not in cfg.credentials:
+                raise ValidationError(
+                    f"credential {req.credential!r} is not configured (configured: "
+                    f"{', '.join(sorted(cfg.credentials)) or 'none'})", field="credential")
+            return req.credential, None
+        if not inline_given:
+            raise ValidationError("an authenticated scan needs credential (a configured "
+                                  "credential set) or ssh_username and ssh_password",
+                                  field="credential")
+        if not cfg.security.allow_inline_credentials:
+            raise ValidationError("inline credentials are disabled by configuration; use a "
+                                  "named credential set", field="ssh_password")
+        if not req.ssh_username or not req.ssh_password:
+            raise ValidationError("ssh_username and ssh_password are both required",
+                                  field="ssh_password" if req.ssh_username else "ssh_username")
+        escalation = req.elevate_privileges_with or Escalation.NOTHING
+        if req.scan_type is ScanType.AUTHENTICATED_PRIVILEGED and escalation is \
+                Escalation.NOTHING:
+            escalation = Escalation.SUDO
+        return INLINE_CREDENTIAL, SshCredential(
+            username=req.ssh_username, password=req.ssh_password,
+            elevate_privileges_with=escalation, escalation_account=req.escalation_account,
+            escalation_password=req.escalation_password)
+
+    def _submit_result(self, t: Task) -> SubmitResult:
+        eta, basis = self.engine.estimated_wait_s(t)
+        return SubmitResult(task_id=t.task_id, status=t.status.value, pool=t.pool,
+                            scanner=t.scanner_id, queue_position=self.engine.queue_position(t),
+                            estimated_wait_s=eta, eta_basis=basis,
+                            created_at_ms=t.created_at_ms)
+
+    async def _task(self, task_id: str) -> Task:
+        check_task_id(task_id)
+        t = self.engine.tasks.get(task_id) or await self.engine.store.get_task(task_id)
+        if t is None:
+            raise NotFoundError(f"task {task_id!r} not found")
+        return t
+
+    def view(self, t: Task, results: dict[str, Any] | None = None) -> TaskView:
+        eta, basis = self.engine.estimated_wait_s(t) if t.status is TaskStatus.QUEUED else (
+            None, None)
+        return TaskView(
+            task_id=t.task_id, name=t.name, status=t.status.value, pool=t.pool,
+            scanner=t.scanner_id, scan_type=t.scan_type.value, targets=t.targets,
+            priority=t.priority, attempt=t.attempt, credential=t.credential,
+            queue_position=self.engine.queue_position(t), estimated_wait_s=eta,
+            eta_basis=basis, progress_pct=t.progress_pct, remote_scan_id=t.remote_scan_id,
+            remote_scan_name=t.remote_scan_name, reason=t.reason, error=t.error,
+            dead_letter=t.dead_letter, authentication_status=t.authentication_status,
+            created_at_ms=t.created_at_ms, updated_at_ms=t.updated_at_ms,
+            dispatched_at_ms=t.dispatched_at_ms, started_at_ms=t.started_at_ms,
+            finished_at_ms=t.finished_at_ms, export_available=t.export_path is not None,
+            results=results)
+
+    async def get_task(self, task_id: str, *, with_results: bool = True) -> TaskView:
+        t = await self._task(task_id)
+        results = None
+        if with_results and t.status.is_terminal:
+            blob = await self.engine.store.get_results(task_id)
+            if blob is not None:
+                full = _json_dec.decode(blob)
+                results = {"summary": full.get("summary"),
+                           "validation": full.get("validation"),
+                           "hosts": full.get("hosts", [])[:50],
+                           "hosts_total": len(full.get("hosts", []))}
+        return self.view(t, results)
+
+    async def list_tasks(self, *, status: str | None = None, pool: str | None = None,
+                         target: str | None = None, created_from_ms: int | None = None,
+                         created_to_ms: int | None = None, dead_letter: bool | None = None,
+                         limit: int = 50, cursor: str | None = None) -> TaskPage:
+        if not 1 <= limit <= 500:
+            raise ValidationError("limit must be 1..500", field="limit")
+        statuses = None
+        if status:
+            statuses = [s.strip() for s in status.split(",") if s.strip()]
+            bad = [s for s in statuses if s not in TaskStatus.__members__.values()]
+            if bad:
+                raise ValidationError(f"unknown status {bad[0]!r} (one of "
+                                      f"{', '.join(s.value for s in TaskStatus)})",
+                                      field="status")
+        before = None
+        if cursor:
+            if not cursor.isdigit():
+                raise ValidationError("cursor is not valid", field="cursor")
+            before = int(cursor)
+        match = _target_matcher(target)
+        out: list[Task] = []
+        while len(out) < limit:
+            batch = await self.engine.store.list_tasks(TaskFilter(
+                statuses=statuses, pool=pool, dead_letter=dead_letter,
+                created_from_ms=created_from_ms, created_to_ms=created_to_ms,
+                before_seq=before), limit=limit if match is None else 500)
+            if not batch:
+                break
+            for t in batch:
+                live = self.engine.tasks.get(t.task_id, t)
+                if match is None or match(live):
+                    out.append(live)
+                    if len(out) == limit:
+                        break
+            before = batch[-1].seq if len(out) < limit else out[-1].seq
+            if len(batch) < (limit if match is None else 500):
+                break
+        more = len(out) == limit
+        return TaskPage(tasks=[self.view(t) for t in out],
+                        next_cursor=str(out[-1].seq) if more and out else None)
+
+    async def cancel(self, task_id: str) -> TaskView:
+        t = await self._task(task_id)
+        if t.status.is_terminal:
+            raise ConflictError(f"task {task_id} already ended ({t.status.value})")
+        return self.view(await self.engine.cancel(task_id))
+
+    async def wait_for(self, task_id: str, timeout_s: float,
+                       on_progress: Callable[[TaskView], Awaitable[None]] | None = None
+                       ) -> TaskView:
+        """Wait (bounded) for the task to end, reporting each change."""
+        t = await self._task(task_id)
+        deadline = self.engine.clock.monotonic_s() + max(0.0, timeout_s)
+        while not t.status.is_terminal:
+            left = deadline - self.engine.clock.monotonic_s()
+            if left <= 0:
+                break
+            await self.engine.wait_change(task_id, left)
+            t = await self._task(task_id)
+            if on_progress is not None and not t.status.is_terminal:
+                await on_progress(self.view(t))
+        return await self.get_task(task_id)
+
+    # --- results -------------------------------------------------------------------------
+
+    async def findings(self, task_id: str) -> list[Finding]:
+        t = await self._task(task_id)
+        if not t.status.is_terminal:
+            raise ConflictError(f"task {task_id} is {t.status.value}; results exist once it "
+                                "has ended")
+        blobs = await self.engine.store.get_findings_blobs(task_id)
+        return [_finding_dec.decode(b) for b in blobs]
+
+    async def results(self, task_id: str, query: FindingsQuery) -> dict[str, Any]:
+        page = query_findings(await self.findings(task_id), query)
+        return msgspec.to_builtins(page)  # type: ignore[no-any-return]
+
+    async def export_path(self, task_id: str) -> str:
+        t = await self._task(task_id)
+        if t.export_path is None:
+            raise NotFoundError(f"task {task_id} has no export (status {t.status.value})")
+        return t.export_path
+
+    async def compare(self, task_id: str, base_task_id: str | None = None) -> dict[str, Any]:
+        t = await self._task(task_id)
+        if base_task_id is None:
+            base = await self._previous_same_targets(t)
+            if base is None:
+                raise NotFoundError(f"no earlier completed scan of the same targets as "
+                                    f"{task_id}; pass base_task_id")
+            base_task_id = base.task_id
+        new = await self.findings(task_id)
+        old = await self.findings(base_task_id)
+        diff = msgspec.to_builtins(diff_findings(old, new))
+        return {"task_id": task_id, "base_task_id": base_task_id, "diff": diff}
+
+    async def _previous_same_targets(self, t: Task) -> Task | None:
+        before = t.seq
+        for _ in range(20):
+            batch = await self.engine.store.list_tasks(
+                TaskFilter(statuses=["completed", "failed", "timed_out"], pool=t.pool,
+                           before_seq=before), limit=200)
+            for cand in batch:
+                if sorted(cand.targets) == sorted(t.targets) and cand.export_path:
+                    return cand
+            if len(batch) < 200:
+                return None
+            before = batch[-1].seq
+        return None
+
+    # --- pools and scanners --------------------------------------------------------------
+
+    def scanner_views(self, pool: str | None = None) -> list[ScannerView]:
+        out = []
+        for sc in self.engine.scanners.values():
+            if pool is not None and sc.spec.pool != pool:
+                continue
+            s = sc.slots
+            out.append(ScannerView(
+                id=sc.scanner_id, pool=sc.spec.pool, url=sc.spec.url, capacity=s.capacity,
+                active_scans=len(s.active), enabled=s.enabled, draining=s.draining or s.removed,
+                reachable=s.reachable, scan_api=s.scan_api,
+                export_only=s.reachable and not s.scan_api, version=s.version,
+                nessus_type=s.nessus_type, message=s.message, circuit_state=sc.circuit_state))
+        return out
+
+    async def pool_views(self) -> list[PoolView]:
+        return [await self.pool_view(name) for name in self.engine.pools]
+
+    async def pool_view(self, name: str) -> PoolView:
+        pool = self.engine.pools.get(name)
+        if pool is None:
+            raise NotFoundError(f"pool {name!r} not found")
+        oldest = None
+        seq = pool.queue.oldest_seq()
+        if seq is not None:
+            head = next((t for t in self.engine.tasks.values() if t.seq == seq), None)
+            if head is not None:
+                oldest = max(0.0, (self.engine.clock.now_ms() - head.created_at_ms) / 1000)
+        dlq = await self.engine.store.list_tasks(TaskFilter(pool=name, dead_letter=True),
+                                                 limit=10_000)
+        mean = pool.mean_duration_s()
+        cap = pool.capacity
+        return PoolView(
+            name=name, capacity=cap, active=pool.active,
+            utilisation=round(pool.active / cap, 3) if cap else 0.0,
+            queue_depth=len(pool.queue), max_queued=pool.config.max_queued,
+            oldest_queued_age_s=oldest, dlq_depth=len(dlq), mean_scan_duration_s=mean,
+            eta_basis=(f"mean of the last {len(pool.durations_s)} completed scans"
+                       if mean is not None else "default duration (no completed scan yet)"),
+            scanners=self.scanner_views(name))
+
+    def set_scanner_enabled(self, scanner_id: str, enabled: bool) -> ScannerView:
+        sc = self.engine.scanners.get(scanner_id)
+        if sc is None:
+            raise NotFoundError(f"scanner {scanner_id!r} not found")
+        sc.slots.draining = not enabled
+        if enabled:
+            self.engine.pools[sc.spec.pool].wake.set()
+        return next(v for v in self.scanner_views() if v.id == scanner_id)
+
+    async def reload(self) -> ReloadOutcome:
+        if self._reload is None:
+            raise ConflictError("reload is not available here")
+        return await self._reload()
+
+
+def _target_matcher(target: str | None) -> Callable[[Task], bool] | None:
+    if not target:
+        return None
+    try:
+        net = ipaddress.ip_network(target, strict=False)
+    except ValueError:
+        needle = target.lower()
+        return lambda t: any(needle in x.lower() for x in t.targets)
+
+    def match(t: Task) -> bool:
+        for x in t.targets:
+            try:
+                if ipaddress.ip_network(x.split("-")[0], strict=False).overlaps(net):
+                    return True
+            except (ValueError, TypeError):
+                continue
+        return False
+
+    return match

@@ -1,0 +1,99 @@
+"""Scan targets: strict parsing and address counting. Pure.
+
+Accepted: IPv4/IPv6 addresses, CIDRs, ranges (``10.0.0.1-10.0.0.9`` or ``10.0.0.1-9``) and
+hostnames; separated by commas, whitespace or newlines.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from nessus_pool.errors import ValidationError
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$"
+)
+_SPLIT = re.compile(r"[\s,]+")
+_RANGE = re.compile(r"^[0-9a-fA-F:.]*[.:][0-9a-fA-F:.]*-[0-9a-fA-F:.]+$")
+
+
+def split_targets(raw: str | list[str]) -> list[str]:
+    items = [raw] if isinstance(raw, str) else list(raw)
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValidationError("targets must be strings", field="targets")
+        out += [t for t in _SPLIT.split(item) if t]
+    return out
+
+
+def count_addresses(target: str) -> int:
+    """How many hosts a single normalised target stands for."""
+    if "/" in target:
+        return ipaddress.ip_network(target, strict=False).num_addresses
+    if _RANGE.match(target):
+        a, b = _range_bounds(target)
+        return int(b) - int(a) + 1
+    return 1
+
+
+def _range_bounds(target: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address,
+                                        ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    first, last = target.split("-", 1)
+    a = ipaddress.ip_address(first)
+    if last.isdigit() and a.version == 4:
+        b: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
+            first.rsplit(".", 1)[0] + "." + last)
+    else:
+        b = ipaddress.ip_address(last)
+    if a.version != b.version or int(b) < int(a):
+        raise ValueError("range end is before its start")
+    return a, b
+
+
+def normalise_target(target: str) -> str:
+    """Return the canonical form of one target or raise ValueError saying why."""
+    t = target.strip()
+    if not t:
+        raise ValueError("empty target")
+    if "/" in t:
+        net = ipaddress.ip_network(t, strict=False)
+        return str(net)
+    try:
+        return str(ipaddress.ip_address(t))
+    except ValueError:
+        pass
+    if _RANGE.match(t):
+        a, b = _range_bounds(t)
+        return f"{a}-{b}"
+    if _HOSTNAME.match(t) and not re.fullmatch(r"[0-9.]+", t):
+        return t.lower().rstrip(".")
+    raise ValueError("not an IP address, CIDR, range or hostname")
+
+
+def parse_targets(raw: str | list[str], *, max_addresses: int = 65536) -> list[str]:
+    """Split, validate and normalise targets. Raises ValidationError naming the bad one."""
+    parts = split_targets(raw)
+    if not parts:
+        raise ValidationError("targets is empty: give at least one IP, CIDR, range or hostname",
+                              field="targets")
+    out: list[str] = []
+    total = 0
+    for i, part in enumerate(parts):
+        try:
+            norm = normalise_target(part)
+            total += count_addresses(norm)
+        except ValueError as exc:
+            raise ValidationError(f"target {part!r}: {exc}", field=f"targets[{i}]") from None
+        if total > max_addresses:
+            raise ValidationError(
+                f"targets cover more than {max_addresses} addresses (at {part!r}); split the "
+                "scan", field="targets")
+        if norm not in out:
+            out.append(norm)
+    return out
+
+
+def total_addresses(targets: list[str]) -> int:
+    return sum(count_addresses(t) for t in targets)

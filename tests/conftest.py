@@ -1,0 +1,59 @@
+"""Shared fixtures: real daemons on port 0 with real SQLite files, the simulator, samples."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+
+from nessus_pool.config import parse_config
+from nessus_pool.daemon import Daemon
+
+SAMPLES_DIR = Path(
+    os.environ.get("NESSUS_SAMPLES_DIR")
+    or Path(__file__).resolve().parents[2] / "shared" / "nessus-samples"
+)
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(tomli_w.dumps(data), encoding="utf-8")
+    return path
+
+
+def sim_config(tmp_path: Path, *, scanners: int = 2, scan_seconds: float = 0.3,
+               cap: int = 2, poll_s: float = 0.05, **extra: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "server": {"listen": "127.0.0.1:0"},
+        "storage": {"path": str(tmp_path / "data")},
+        "simulator": {"scanners": scanners, "scan-seconds": scan_seconds, "pool": "lan",
+                      "max-concurrent-scans": cap, "seed": 7},
+        "pools": [{"name": "lan", "poll-interval-s": poll_s, "max-queued": 1000}],
+    }
+    data.update(extra)
+    return data
+
+
+DaemonFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def start_daemon(tmp_path: Path) -> AsyncIterator[DaemonFactory]:
+    """Start real daemons from config dicts (written to a real file so reload works)."""
+    started: list[Daemon] = []
+
+    async def start(data: dict[str, Any], *, name: str = "nessus-pool.toml") -> Daemon:
+        path = write_config(tmp_path / name, data)
+        loaded = parse_config(path.read_text(), str(path))
+        d = Daemon(loaded, config_path=str(path))
+        await d.start()
+        started.append(d)
+        return d
+
+    yield start
+    for d in reversed(started):
+        if d.store is not None and d.lock is not None and d.lock._fd is not None:
+            await d.stop()
