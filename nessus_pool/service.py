@@ -193,37 +193,45 @@ class Service:
                                   field="idempotency_key")
         credential, inline = self._credentials(req, cfg)
         request_hash = _hash_request(req, targets)
-        if req.idempotency_key is not None:
-            existing = await self._by_key(req.idempotency_key)
+        key = req.idempotency_key
+        if key is None:
+            task = self._new_task(req, pool, name, targets, credential, request_hash)
+            await self.engine.submit(task, inline)
+            return self._submit_result(task)
+        inflight = self._idem_inflight.get(key)
+        if inflight is not None:
+            return self._same_or_conflict(await asyncio.shield(inflight), request_hash)
+        # registered before any await, so concurrent requests with this key wait for us
+        fut: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
+        self._idem_inflight[key] = fut
+        try:
+            existing = await self._by_key(key)
             if existing is not None:
+                fut.set_result(existing)
                 return self._same_or_conflict(existing, request_hash)
+            task = self._new_task(req, pool, name, targets, credential, request_hash)
+            await self.engine.submit(task, inline)
+            fut.set_result(task)
+            return self._submit_result(task)
+        except BaseException as exc:
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # retrieved: waiters re-raise it
+            raise
+        finally:
+            self._idem_inflight.pop(key, None)
+
+    def _new_task(self, req: SubmitRequest, pool: str, name: str, targets: list[str],
+                  credential: str | None, request_hash: str) -> Task:
         now = self.engine.clock.now_ms()
-        task = Task(task_id=new_task_id(), seq=self.engine.next_seq(), pool=pool,
+        return Task(task_id=new_task_id(), seq=self.engine.next_seq(), pool=pool,
                     priority=req.priority, name=name, description=req.description,
                     targets=targets, scan_type=req.scan_type, credential=credential,
                     template=req.template, requested_scanner=req.scanner,
                     idempotency_key=req.idempotency_key, request_hash=request_hash,
                     created_at_ms=now, updated_at_ms=now)
-        if req.idempotency_key is None:
-            await self.engine.submit(task, inline)
-            return self._submit_result(task)
-        fut: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
-        self._idem_inflight[req.idempotency_key] = fut
-        try:
-            await self.engine.submit(task, inline)
-            fut.set_result(task)
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # mark retrieved
-            raise
-        finally:
-            self._idem_inflight.pop(req.idempotency_key, None)
-        return self._submit_result(task)
 
     async def _by_key(self, key: str) -> Task | None:
-        inflight = self._idem_inflight.get(key)
-        if inflight is not None:
-            return await asyncio.shield(inflight)
         for t in self.engine.tasks.values():
             if t.idempotency_key == key:
                 return t
@@ -490,6 +498,57 @@ class Service:
         if enabled:
             self.engine.pools[sc.spec.pool].wake.set()
         return next(v for v in self.scanner_views() if v.id == scanner_id)
+
+    # --- dead-letter queue ---------------------------------------------------------------
+
+    async def dlq_list(self, *, pool: str | None = None, limit: int = 50,
+                       cursor: str | None = None) -> TaskPage:
+        return await self.list_tasks(pool=pool, dead_letter=True, limit=limit, cursor=cursor)
+
+    async def dlq_get(self, task_id: str) -> dict[str, Any]:
+        t = await self._task(task_id)
+        if not t.dead_letter:
+            raise NotFoundError(f"task {task_id} is not in the dead-letter queue")
+        events = await self.engine.store.events(task_id)
+        return {**msgspec.to_builtins(self.view(t)),
+                "events": msgspec.to_builtins(events)}
+
+    async def dlq_retry(self, task_id: str) -> TaskView:
+        """A fresh attempt that really runs: the task goes back to its pool's queue with its
+        attempt count reset and its dead-letter mark cleared."""
+        t = await self._task(task_id)
+        if not t.dead_letter:
+            raise ConflictError(f"task {task_id} is not in the dead-letter queue "
+                                f"(status {t.status.value})")
+        if t.pool not in self.engine.pools:
+            raise ConflictError(f"pool {t.pool!r} no longer exists")
+        await self.engine.revive(t)
+        return self.view(t)
+
+    async def dlq_purge(self, *, task_ids: list[str] | None = None, pool: str | None = None,
+                        older_than_s: float | None = None, confirm: bool = False
+                        ) -> dict[str, Any]:
+        """Delete dead letters by id, or in bulk by pool and/or age. A bulk purge without
+        ``confirm`` is a dry run that lists what it would delete."""
+        if task_ids:
+            for tid in task_ids:
+                check_task_id(tid, "task_ids")
+            victims = [t for t in [await self.engine.store.get_task(i) for i in task_ids]
+                       if t is not None and t.dead_letter]
+            dry = False
+        else:
+            if pool is None and older_than_s is None:
+                raise ValidationError("give task_ids, pool or older_than_s", field="task_ids")
+            cutoff = None if older_than_s is None else (
+                self.engine.clock.now_ms() - int(older_than_s * 1000))
+            victims = await self.engine.store.list_tasks(
+                TaskFilter(pool=pool, dead_letter=True, finished_before_ms=cutoff),
+                limit=100_000)
+            dry = not confirm
+        ids = [t.task_id for t in victims]
+        if not dry:
+            await self.engine.purge(victims)
+        return {"purged": 0 if dry else len(ids), "task_ids": ids, "dry_run": dry}
 
     async def reload(self) -> ReloadOutcome:
         if self._reload is None:

@@ -102,7 +102,7 @@ async def test_bad_requests_get_specific_errors(tmp_path: Path,
     async with aiohttp.ClientSession() as http:
         cases: list[tuple[Any, int, str | None]] = [
             ({"targets": "10.0.0.1", "bogus": 1}, 400, None),
-            ({"targets": "not a host!"}, 400, "targets[0]"),
+            ({"targets": "good.example, host!"}, 400, "targets[1]"),
             ({"targets": "10.0.0.1", "pool": "nope"}, 400, "pool"),
             ({"targets": "10.0.0.1", "scan_type": "authenticated"}, 400, "credential"),
             ({"targets": "10.0.0.1", "priority": "high"}, 400, "priority"),

@@ -242,6 +242,38 @@ async def reload_config(request: web.Request) -> web.Response:
     return json_response(outcome, 200 if outcome.applied else 400)
 
 
+class PurgeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    task_ids: list[str] | None = None
+    pool: str | None = None
+    older_than_s: float | None = None
+    confirm: bool = False
+
+
+async def dlq_list(request: web.Request) -> web.Response:
+    request.app[AUTH].require(request, "read")
+    return json_response(await request.app[SERVICE].dlq_list(
+        pool=request.query.get("pool"), limit=_int_param(request, "limit", 50) or 50,
+        cursor=request.query.get("cursor")))
+
+
+async def dlq_get(request: web.Request) -> web.Response:
+    request.app[AUTH].require(request, "read")
+    return json_response(await request.app[SERVICE].dlq_get(request.match_info["task_id"]))
+
+
+async def dlq_retry(request: web.Request) -> web.Response:
+    request.app[AUTH].require(request, "admin")
+    return json_response(await request.app[SERVICE].dlq_retry(request.match_info["task_id"]))
+
+
+async def dlq_purge(request: web.Request) -> web.Response:
+    request.app[AUTH].require(request, "admin")
+    req = await decode_body(request, PurgeRequest)
+    return json_response(await request.app[SERVICE].dlq_purge(
+        task_ids=req.task_ids, pool=req.pool, older_than_s=req.older_than_s,
+        confirm=req.confirm))
+
+
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
@@ -272,6 +304,10 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/v1/scanners/{scanner_id}", get_scanner)
     r.add_post("/api/v1/scanners/{scanner_id}/drain", drain_scanner)
     r.add_post("/api/v1/scanners/{scanner_id}/enable", enable_scanner)
+    r.add_get("/api/v1/dlq", dlq_list)
+    r.add_post("/api/v1/dlq/purge", dlq_purge)
+    r.add_get("/api/v1/dlq/{task_id}", dlq_get)
+    r.add_post("/api/v1/dlq/{task_id}/retry", dlq_retry)
     r.add_post("/api/v1/reload", reload_config)
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)

@@ -352,6 +352,31 @@ class Engine:
         if pool is not None:
             pool.wake.set()
 
+    async def revive(self, t: Task) -> None:
+        """Put a dead-lettered task back in its queue for a fresh set of attempts."""
+        pool = self.pools[t.pool]
+        t.dead_letter = False
+        t.attempt = 0
+        t.status = TaskStatus.QUEUED
+        t.scanner_id = t.remote_scan_name = t.remote_scan_uuid = None
+        t.remote_scan_id = None
+        t.finished_at_ms = t.started_at_ms = t.dispatched_at_ms = None
+        t.progress_pct = None
+        t.reason, t.error = "dlq_retry", None
+        self.dlq_counts[t.pool] = max(0, self.dlq_counts.get(t.pool, 0) - 1)
+        self.tasks[t.task_id] = t
+        await self.persist(t, "requeued", reason="dlq_retry")
+        pool.queue.push(t)
+        pool.wake.set()
+
+    async def purge(self, tasks: list[Task]) -> None:
+        await self.store.delete_tasks([t.task_id for t in tasks])
+        for t in tasks:
+            if t.dead_letter:
+                self.dlq_counts[t.pool] = max(0, self.dlq_counts.get(t.pool, 0) - 1)
+            if t.export_path:
+                Path(t.export_path).unlink(missing_ok=True)
+
     def _release(self, t: Task) -> None:
         sc = self.scanners.get(t.scanner_id or "")
         if sc is not None and sc.slots.release(t.task_id):
