@@ -39,7 +39,7 @@ class SecretSource(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 SecretRef = str | SecretSource
 
 
-class _Base(msgspec.Struct, forbid_unknown_fields=True, rename="kebab", frozen=True):
+class _Base(msgspec.Struct, forbid_unknown_fields=True, rename="kebab"):
     pass
 
 
@@ -121,13 +121,13 @@ class LoggingConfig(_Base):
 
 
 class Config(_Base):
-    server: ServerConfig = ServerConfig()
-    storage: StorageConfig = StorageConfig()
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
     simulator: SimulatorConfig | None = None
     pools: list[PoolConfig] = []
     credentials: dict[str, CredentialConfig] = {}
-    security: SecurityConfig = SecurityConfig()
-    logging: LoggingConfig = LoggingConfig()
+    security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
 
     def pool(self, name: str) -> PoolConfig | None:
         return next((p for p in self.pools if p.name == name), None)
@@ -269,8 +269,6 @@ def validate(config: Config) -> list[str]:
     sim = config.simulator
     if sim is not None:
         if sim.pool in seen_pools:
-            pool = config.pool(sim.pool)
-            assert pool is not None
             for k in range(1, sim.scanners + 1):
                 if f"sim-{k}" in seen_scanners:
                     raise _err("$.simulator", f"scanner id 'sim-{k}' is reserved for the simulator")

@@ -96,15 +96,17 @@ def scanner_specs(cfg: Config, sim_urls: list[str]) -> list[ScannerSpec]:
     for i, pool in enumerate(cfg.pools):
         for j, sc in enumerate(pool.scanners):
             at = f"$.pools[{i}].scanners[{j}]"
-            values = {k: resolve_secret(getattr(sc, k), f"{at}.{k.replace('_', '-')}")
-                      for k in ("access_key", "secret_key", "username", "password")}
-            for v in values.values():
+            access_key, secret_key, username, password = (
+                resolve_secret(getattr(sc, k), f"{at}.{k.replace('_', '-')}")
+                for k in ("access_key", "secret_key", "username", "password"))
+            for v in (access_key, secret_key, password):
                 register_secret(v)
             specs.append(ScannerSpec(
                 scanner_id=sc.id, pool=pool.name, url=sc.url, capacity=sc.max_concurrent_scans,
                 verify_tls=sc.verify_tls, ca_file=sc.ca_file, timeout_s=sc.timeout_s,
                 enabled=sc.enabled, remote_scanner_id=sc.remote_scanner_id,
-                folder_id=sc.folder_id, **values))
+                folder_id=sc.folder_id, access_key=access_key, secret_key=secret_key,
+                username=username, password=password))
     if cfg.simulator is not None:
         for k, url in enumerate(sim_urls, start=1):
             specs.append(ScannerSpec(
