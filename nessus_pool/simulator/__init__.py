@@ -1,0 +1,22 @@
+"""The built-in Nessus simulator: real aiohttp apps answering the Nessus REST API, with
+lazily clocked scan lifecycles, injected faults and generated ``.nessus`` exports."""
+
+from nessus_pool.simulator.cli import add_simulate_parser, run_simulate
+from nessus_pool.simulator.export import generate_export, write_export
+from nessus_pool.simulator.options import Faults, ScanSummary, SimulatorOptions, SimulatorStats
+from nessus_pool.simulator.scanner import SimulatedScanner
+from nessus_pool.simulator.server import SimulatorCluster, start_simulators
+
+__all__ = [
+    "Faults",
+    "ScanSummary",
+    "SimulatedScanner",
+    "SimulatorCluster",
+    "SimulatorOptions",
+    "SimulatorStats",
+    "add_simulate_parser",
+    "generate_export",
+    "run_simulate",
+    "start_simulators",
+    "write_export",
+]

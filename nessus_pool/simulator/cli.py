@@ -1,0 +1,70 @@
+"""The ``nessus-pool simulate`` subcommand (wired in by ``nessus_pool.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from nessus_pool.simulator.options import SimulatorOptions
+from nessus_pool.simulator.server import start_simulators
+
+
+def add_simulate_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "simulate",
+        help="run simulated Nessus scanners (no licence)",
+        description="Serve the Nessus REST API from simulated scanners.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=18834,
+        help="first port; scanner i listens on port+i (default 18834)",
+    )
+    p.add_argument("--scanners", type=int, default=1, help="how many scanners (default 1)")
+    p.add_argument(
+        "--scan-seconds", type=float, default=20.0, help="how long a scan runs (default 20)"
+    )
+    p.add_argument(
+        "--no-scan-api",
+        action="store_true",
+        help="restricted licence: scan create/launch answer 412",
+    )
+    p.add_argument("--seed", type=int, default=None, help="deterministic faults and findings")
+
+
+async def run_simulate(args: argparse.Namespace) -> int:
+    """Start the scanners, print one line each, run until SIGINT/SIGTERM or cancellation."""
+    options = SimulatorOptions(
+        scan_seconds=args.scan_seconds, scan_api=not args.no_scan_api, seed=args.seed
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)  # the handler only sets a flag
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        async with await start_simulators(
+            args.scanners, host=args.host, port=args.port, options=options
+        ) as cluster:
+            for scanner in cluster.scanners:
+                print(
+                    f"{scanner.name} {scanner.url}  api-keys {options.access_key}/"
+                    f"{options.secret_key}  user {options.username}/{options.password}  "
+                    f"target-ssh {options.ssh_username}/{options.ssh_password}  "
+                    f"scan-api {'on' if options.scan_api else 'off (412)'}",
+                    flush=True,
+                )
+            await stop.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    print("simulators stopped", file=sys.stderr)
+    return 0
