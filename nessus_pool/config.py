@@ -115,6 +115,19 @@ class SecurityConfig(_Base):
     allow_inline_credentials: bool = True
 
 
+class HousekeepingConfig(_Base):
+    """Retention. Never touches queued or running tasks, never deletes a scan on a scanner
+    that nessus-pool did not create."""
+
+    interval_s: PositiveFloat = 3600.0
+    #: finished tasks, their findings and export files are deleted this long after the end
+    finished_ttl_s: PositiveFloat = 30 * 86400.0
+    #: dead letters are kept longer, for the operators
+    dead_letter_ttl_s: PositiveFloat = 90 * 86400.0
+    #: delete the scan on the scanner once its export is downloaded
+    delete_remote_scans: bool = False
+
+
 class LoggingConfig(_Base):
     format: Literal["json", "text"] = "json"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -127,6 +140,7 @@ class Config(_Base):
     pools: list[PoolConfig] = []
     credentials: dict[str, CredentialConfig] = {}
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
+    housekeeping: HousekeepingConfig = msgspec.field(default_factory=HousekeepingConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
 
     def pool(self, name: str) -> PoolConfig | None:

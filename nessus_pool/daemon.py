@@ -34,6 +34,7 @@ from nessus_pool.config import (
 )
 from nessus_pool.engine import Engine, ScannerSpec
 from nessus_pool.engine.core import apply_reload
+from nessus_pool.engine.housekeeping import housekeeping_loop
 from nessus_pool.errors import ConfigError, LockedError, NessusPoolError
 from nessus_pool.logs import register_secret, setup_logging
 from nessus_pool.metrics import Metrics
@@ -215,7 +216,10 @@ class Daemon:
                              metrics=metrics, max_export_bytes=cfg.storage.max_export_bytes,
                              default_duration_s=(cfg.simulator.scan_seconds
                                                  if cfg.simulator else 1800.0))
+        self.engine.delete_remote_scans = cfg.housekeeping.delete_remote_scans
         await self.engine.start(effective_pools(cfg), scanner_specs(cfg, sim_urls))
+        self.engine.spawn(housekeeping_loop(self.engine, lambda: self.config.housekeeping),
+                          "housekeeping")
         self.service = Service(self.engine, lambda: self.config, self.reload)
         from nessus_pool.engine.observe import snapshot
 
@@ -304,6 +308,7 @@ class Daemon:
                 "event": "config_reload_refused", "error": str(exc)})
             return ReloadOutcome(applied=False, message=f"reload refused: {exc}")
         self.loaded = LoadedConfig(config=keep, source=new.source, warnings=new.warnings)
+        self.engine.delete_remote_scans = keep.housekeeping.delete_remote_scans
         self.metrics.reloads.labels("applied").inc()
         changes = {k: v for k, v in msgspec.structs.asdict(d).items() if v}
         log.info("config reloaded", extra={"event": "config_reloaded", **changes})

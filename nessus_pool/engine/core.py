@@ -101,6 +101,8 @@ class Engine:
         self._stopping = False
         self.started = False
         self.dlq_counts: dict[str, int] = {}
+        #: delete our own scans on the scanner once their export is downloaded
+        self.delete_remote_scans = False
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -126,6 +128,10 @@ class Engine:
             await asyncio.gather(*self._bg, return_exceptions=True)
         for sc in self.scanners.values():
             await sc.client.close()
+
+    def spawn(self, coro: object, name: str) -> asyncio.Task[None]:
+        """Run a supervised, named background task that stops with the engine."""
+        return self._spawn(coro, name)
 
     def _spawn(self, coro: object, name: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]

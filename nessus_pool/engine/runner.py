@@ -23,6 +23,7 @@ from nessus_pool.errors import (
 )
 from nessus_pool.models import ScanSpec, SshCredential, Task, TaskStatus
 from nessus_pool.nessus import RemotePhase, is_terminal
+from nessus_pool.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from nessus_pool.engine.core import Engine, PoolState
@@ -74,7 +75,7 @@ class TaskRunner:
         self.control = control
 
     @property
-    def policy(self):  # type: ignore[no-untyped-def]
+    def policy(self) -> RetryPolicy:
         return self.pool.retry
 
     async def run(self) -> None:
@@ -183,7 +184,7 @@ class TaskRunner:
         details = await self.sc.call(lambda: self.sc.client.scan_details(scan_id),
                                      self.policy, what="scan_details")
         if self.control.cancel_requested:
-            await self._delete_unlaunched(scan_id)
+            await self._delete_remote(scan_id)
             raise Finish(TaskStatus.CANCELED, "canceled_by_user")
         if details.phase is RemotePhase.EMPTY:
             try:
@@ -202,12 +203,12 @@ class TaskRunner:
         await self.e.persist(t, "running")
         self.e.on_launched(t)
 
-    async def _delete_unlaunched(self, scan_id: int) -> None:
+    async def _delete_remote(self, scan_id: int) -> None:
         try:
             await self.sc.call(lambda: self.sc.client.delete_scan(scan_id), self.policy,
                                what="delete_scan")
         except ScannerError:
-            log.warning("could not delete unlaunched scan", extra={
+            log.warning("could not delete remote scan", extra={
                 "event": "remote_delete_failed", "task_id": self.task.task_id,
                 "scanner": self.sc.scanner_id})
 
@@ -311,6 +312,9 @@ class TaskRunner:
         t.export_sha256 = res.sha256
         t.export_bytes = res.size_bytes
         auth_failed = await self.e.ingest_results(t)
+        if self.e.delete_remote_scans:
+            # only ever the scan this task created, by the id stored when it was created
+            await self._delete_remote(scan_id)
         if auth_failed and status is TaskStatus.COMPLETED:
             raise Finish(TaskStatus.FAILED, "authentication_failed",
                          "the scan ran but authentication failed on at least one host; "

@@ -1,0 +1,63 @@
+"""Retention: delete finished tasks, their findings and export files, and old dead letters.
+
+Only terminal tasks are ever touched. Scans on scanners are deleted only through the remote
+id nessus-pool stored when it created them (see the runner), never by listing a scanner.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+
+from nessus_pool.clock import sleep_or_event
+from nessus_pool.config import HousekeepingConfig
+from nessus_pool.engine.core import Engine
+from nessus_pool.store import TaskFilter
+
+log = logging.getLogger("nessus_pool.engine")
+
+TERMINAL = ["completed", "failed", "canceled", "timed_out"]
+
+
+class HousekeepingRun(msgspec.Struct, kw_only=True):
+    tasks_deleted: int = 0
+    dead_letters_deleted: int = 0
+    export_files_deleted: int = 0
+
+
+async def housekeeping_once(engine: Engine, cfg: HousekeepingConfig,
+                            now_ms: int | None = None) -> HousekeepingRun:
+    now_ms = engine.clock.now_ms() if now_ms is None else now_ms
+    run = HousekeepingRun()
+    for dead_letter, ttl_s in ((False, cfg.finished_ttl_s), (True, cfg.dead_letter_ttl_s)):
+        cutoff = now_ms - int(ttl_s * 1000)
+        while True:
+            batch = await engine.store.list_tasks(TaskFilter(
+                statuses=TERMINAL, dead_letter=dead_letter, finished_before_ms=cutoff),
+                limit=500)
+            batch = [t for t in batch if t.task_id not in engine.tasks]
+            if not batch:
+                break
+            run.export_files_deleted += sum(1 for t in batch if t.export_path)
+            await engine.purge(batch)
+            if dead_letter:
+                run.dead_letters_deleted += len(batch)
+            else:
+                run.tasks_deleted += len(batch)
+    for kind, n in msgspec.structs.asdict(run).items():
+        if n:
+            engine.metrics.housekeeping.labels(kind).inc(n)
+    log.info("housekeeping", extra={"event": "housekeeping_run",
+                                    **msgspec.structs.asdict(run)})
+    return run
+
+
+async def housekeeping_loop(engine: Engine, get_cfg: object) -> None:
+    import asyncio
+
+    never = asyncio.Event()
+    while True:
+        cfg: HousekeepingConfig = get_cfg()  # type: ignore[operator]
+        await sleep_or_event(engine.clock, never, cfg.interval_s)
+        await housekeeping_once(engine, cfg)
