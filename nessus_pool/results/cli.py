@@ -1,0 +1,214 @@
+"""The offline ``results`` command: summarise or query a ``.nessus`` file without a daemon.
+
+Exit codes: 0 ok; 1 the file could not be read or parsed (message on stderr); 2 a usage or
+validation error (the field named). ``--scan-type`` defaults to inferring it: ``authenticated``
+when any host's plugin 19506 / ``Credentialed_Scan`` tag says credentials were used or a
+credential plugin (141118, 110095, 104410, 21745, 110385, 24786) is present, else
+``untrusted``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import msgspec
+
+from nessus_pool.errors import ResultsError, ValidationError
+from nessus_pool.models import ScanType
+from nessus_pool.results.parser import ScanResults, iter_findings, parse_export
+from nessus_pool.results.query import PROFILES, FindingsPage, parse_query, query_findings
+from nessus_pool.results.types import SEVERITY_NAMES
+
+_json = msgspec.json.Encoder()
+
+
+def add_results_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add ``results summary`` and ``results findings`` to a CLI's subparsers."""
+    results = subparsers.add_parser("results", help="summarise or query a .nessus export offline")
+    sub = results.add_subparsers(dest="results_command", metavar="{summary,findings}")
+    sub.required = True
+
+    s = sub.add_parser("summary", help="hosts, severities and the authentication verdict")
+    s.add_argument("file", metavar="FILE.nessus")
+    s.add_argument(
+        "--scan-type",
+        choices=[t.value for t in ScanType],
+        default=None,
+        help="the scan type requested (default: inferred from the export)",
+    )
+    s.add_argument(
+        "--targets",
+        nargs="+",
+        default=None,
+        metavar="TARGET",
+        help="targets the scan was given (IPs, CIDRs, ranges a-b, hostnames; commas allowed)",
+    )
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+
+    f = sub.add_parser("findings", help="filter, sort and page the findings")
+    f.add_argument("file", metavar="FILE.nessus")
+    f.add_argument("--min-severity", help="0-4 or critical/high/medium/low/info")
+    f.add_argument("--min-cvss3", type=float)
+    f.add_argument("--host", help="IP, CIDR or exact hostname/FQDN")
+    f.add_argument("--port", type=int)
+    f.add_argument("--protocol")
+    f.add_argument("--plugin-id", type=int)
+    f.add_argument("--plugin-family")
+    f.add_argument("--cve")
+    f.add_argument("--exploit-available", action="store_true", default=None)
+    f.add_argument("--text", help="case-insensitive substring of the plugin name")
+    f.add_argument("--sort", default="severity")
+    f.add_argument("--page", type=int, default=1)
+    f.add_argument("--page-size", type=int, default=50)
+    f.add_argument("--profile", default="summary", help=f"{', '.join(PROFILES)} or custom")
+    f.add_argument("--fields", help="comma-separated fields for --profile custom")
+    f.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run_results(args: argparse.Namespace) -> int:
+    """Run ``results summary|findings``; returns the exit code."""
+    try:
+        if args.results_command == "summary":
+            return _summary(args)
+        return _findings(args)
+    except ValidationError as exc:
+        field = f" ({exc.field})" if exc.field else ""
+        print(f"error{field}: {exc.message}", file=sys.stderr)
+        return 2
+    except ResultsError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+
+
+def summary_document(r: ScanResults) -> dict[str, Any]:
+    """The ``summary --json`` object."""
+    s, v = r.summary, r.validation
+    return {
+        "hosts_scanned": s.hosts_scanned,
+        "severity_breakdown": msgspec.to_builtins(s.severity_breakdown),
+        "findings_total": s.findings_total,
+        "vulnerabilities_total": s.vulnerabilities_total,
+        "authentication_status": v.authentication_status.value,
+        "hosts_by_status": v.hosts_by_status,
+        "warnings": v.warnings,
+        "troubleshooting": v.troubleshooting,
+        "max_cvss3": s.max_cvss3,
+        "exploitable_total": s.exploitable_total,
+        "scan_start": s.scan_start,
+        "scan_end": s.scan_end,
+        "hosts": [
+            {
+                "name": h.name,
+                "ip": h.ip,
+                "findings_total": h.findings_total,
+                "severity_breakdown": msgspec.to_builtins(h.severity_breakdown),
+                "credentialed_checks": h.credentialed_checks,
+                "authentication_status": h.authentication_status.value,
+                "evidence": h.evidence,
+            }
+            for h in r.hosts
+        ],
+    }
+
+
+def _summary(args: argparse.Namespace) -> int:
+    scan_type = ScanType(args.scan_type) if args.scan_type else None
+    r = parse_export(args.file, scan_type=scan_type, targets=args.targets)
+    doc = summary_document(r)
+    if args.json:
+        print(_json.encode(doc).decode())
+        return 0
+    sev = doc["severity_breakdown"]
+    rows = [
+        ("hosts scanned", str(doc["hosts_scanned"])),
+        ("findings", f"{doc['findings_total']} ({doc['vulnerabilities_total']} low or above)"),
+        ("severity", "  ".join(f"{k} {sev[k]}" for k in SEVERITY_NAMES.values())),
+        ("max CVSS v3", "-" if doc["max_cvss3"] is None else str(doc["max_cvss3"])),
+        ("exploitable", str(doc["exploitable_total"])),
+        ("scan window", f"{doc['scan_start'] or '?'} .. {doc['scan_end'] or '?'}"),
+        ("authentication", doc["authentication_status"]),
+    ]
+    for label, value in rows:
+        print(f"{label:<16}{value}")
+    if doc["hosts"]:
+        print()
+        name_w = max(4, *(len(h["name"]) for h in doc["hosts"]))
+        print(f"{'HOST':<{name_w}}  {'FINDINGS':>8}  {'C/H/M/L/I':<16}  {'CRED':<4}  AUTH")
+        for h in doc["hosts"]:
+            b = h["severity_breakdown"]
+            counts = "/".join(str(b[k]) for k in SEVERITY_NAMES.values())
+            cred = h["credentialed_checks"] or "-"
+            print(
+                f"{h['name']:<{name_w}}  {h['findings_total']:>8}  {counts:<16}  {cred:<4}  "
+                f"{h['authentication_status']}"
+            )
+    for title, lines in (
+        ("warnings", doc["warnings"]),
+        ("troubleshooting", doc["troubleshooting"]),
+    ):
+        if lines:
+            print(f"\n{title}:")
+            for line in lines:
+                print(f"  - {line}")
+    return 0
+
+
+def _findings(args: argparse.Namespace) -> int:
+    raw: dict[str, Any] = {
+        "min_severity": args.min_severity,
+        "min_cvss3": args.min_cvss3,
+        "host": args.host,
+        "port": args.port,
+        "protocol": args.protocol,
+        "plugin_id": args.plugin_id,
+        "plugin_family": args.plugin_family,
+        "cve": args.cve,
+        "exploit_available": args.exploit_available,
+        "text": args.text,
+        "sort": args.sort,
+        "page": args.page,
+        "page_size": args.page_size,
+        "profile": args.profile,
+        "fields": [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None,
+    }
+    q = parse_query({k: v for k, v in raw.items() if v is not None})
+    page = query_findings(list(iter_findings(args.file)), q)
+    if args.json:
+        print(_json.encode(page).decode())
+    else:
+        _print_page(page)
+    return 0
+
+
+def _print_page(page: FindingsPage) -> None:
+    print(f"{page.total} finding(s); page {page.page}/{page.pages}")
+    if not page.items:
+        return
+    cols = page.fields
+    cells = [[_cell(item.get(c)) for c in cols] for item in page.items]
+    widths = [min(40, max(len(c), *(len(row[i]) for row in cells))) for i, c in enumerate(cols)]
+    print("  ".join(c.upper()[:w].ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
+    for row in cells:
+        print("  ".join(v[:w].ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "-"
+    return " ".join(str(value).split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m nessus_pool.results.cli results ...``)."""
+    parser = argparse.ArgumentParser(prog="nessus-pool")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_results_parser(sub)
+    return run_results(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

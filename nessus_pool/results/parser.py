@@ -1,0 +1,368 @@
+"""Streaming parser for ``.nessus`` (NessusClientData_v2) exports.
+
+One pass with ``lxml.etree.iterparse`` over ``end`` events of ``ReportItem``,
+``HostProperties``, ``ReportHost`` and ``Policy``; every handled element is cleared and its
+earlier siblings deleted, so memory stays flat in the file size (about 20 MiB at any size).
+The function is synchronous: callers run it in a worker thread.
+
+Safety: DTDs are never loaded, entities never resolved and the network never used. Any
+``<!DOCTYPE`` or ``<!ENTITY`` in the prolog is refused with :class:`UnsafeXmlError` before
+parsing starts (and again if lxml reports a DTD), so billion-laughs and XXE files fail at
+once. Files over ``max_bytes`` are refused with :class:`ResultsError`.
+
+Severity is the raw ``severity`` attribute (see :mod:`nessus_pool.results.types`).
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from lxml import etree  # type: ignore[import-untyped]  # no stubs for lxml 6
+
+from nessus_pool.errors import ResultsError, UnsafeXmlError
+from nessus_pool.models import ScanType
+from nessus_pool.results.auth import (
+    AUTH_PLUGIN_IDS,
+    HostFacts,
+    assess_host,
+    infer_scan_type,
+    validate,
+)
+from nessus_pool.results.types import (
+    AuthStatus,
+    Finding,
+    HostResult,
+    ResultsSummary,
+    ScanResults,
+    SeverityBreakdown,
+    Validation,
+)
+
+__all__ = [
+    "AuthStatus",
+    "Finding",
+    "HostResult",
+    "ResultsSummary",
+    "ScanResults",
+    "SeverityBreakdown",
+    "Validation",
+    "iter_findings",
+    "parse_export",
+]
+
+DEFAULT_MAX_BYTES = 4 * 1024**3
+_PROLOG_BYTES = 64 * 1024
+#: a prolog (declaration, comments, DOCTYPE) longer than this is refused
+_PROLOG_MAX = 1024 * 1024
+_TAGS = ("ReportItem", "HostProperties", "ReportHost", "Policy")
+_TEXT_FIELDS = ("synopsis", "description", "solution", "plugin_output", "see_also")
+_HOST_TIME_FORMAT = "%a %b %d %H:%M:%S %Y"
+
+OnFindings = Callable[[list[Finding]], None]
+
+
+def check_prolog(head: bytes) -> None:
+    """Refuse a DOCTYPE or ENTITY declaration in the first bytes of an XML document."""
+    text = _decode_head(head).lower()
+    root = _root_start(text)
+    prolog = text if root < 0 else text[:root]
+    for marker in ("<!doctype", "<!entity"):
+        if marker in prolog:
+            raise UnsafeXmlError(
+                f"the export contains a {marker[2:].upper()} declaration and was refused "
+                "(DTDs and entities are never processed: XML bomb / XXE protection)"
+            )
+
+
+def _decode_head(head: bytes) -> str:
+    for bom, enc in ((codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")):
+        if head.startswith(bom):
+            return head[len(bom) :].decode(enc, errors="replace")
+    if head[:4] in (b"<\x00?\x00", b"\x00<\x00?"):
+        return head.decode("utf-16-le" if head[0] == 0x3C else "utf-16-be", errors="replace")
+    return head.decode("latin-1")
+
+
+def _root_start(text: str) -> int:
+    """Index of the first element start tag, skipping the declaration and comments."""
+    i = 0
+    while True:
+        i = text.find("<", i)
+        if i < 0 or i + 1 >= len(text):
+            return -1
+        nxt = text[i + 1]
+        if nxt == "?":
+            end = text.find("?>", i)
+        elif text.startswith("<!--", i):
+            end = text.find("-->", i)
+        elif nxt == "!":
+            return -1  # a declaration: let the caller look at the whole head
+        else:
+            return i
+        if end < 0:
+            return -1
+        i = end + 2
+
+
+def open_checked(path: str | Path, max_bytes: int) -> tuple[Path, int]:
+    """Check size and prolog; return the path and its size."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with p.open("rb") as fh:
+            head = fh.read(_PROLOG_BYTES)
+            # a long comment may push a DOCTYPE past the first chunk: read on to the root
+            while _root_start(_decode_head(head).lower()) < 0 and len(head) < _PROLOG_MAX:
+                more = fh.read(_PROLOG_BYTES)
+                if not more:
+                    break
+                head += more
+    except OSError as exc:
+        raise ResultsError(f"cannot read export {p}: {exc.strerror or exc}") from exc
+    if size > max_bytes:
+        raise ResultsError(
+            f"export {p.name} is {size} bytes, over the {max_bytes}-byte limit; raise "
+            "max_bytes (results.max-export-bytes) to parse it"
+        )
+    check_prolog(head)
+    if size > len(head) and _root_start(_decode_head(head).lower()) < 0:
+        raise UnsafeXmlError(
+            f"export {p.name} has no root element in its first {_PROLOG_MAX} bytes"
+        )
+    return p, size
+
+
+def _iterparse(path: Path) -> Any:
+    return etree.iterparse(
+        str(path),
+        events=("end",),
+        tag=_TAGS,
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        huge_tree=False,
+        remove_blank_text=False,
+    )
+
+
+def _float(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _int(value: str | None, default: int = 0) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _finding(el: Any, host: str, ip: str | None, fqdn: str | None) -> Finding:
+    a = el.attrib
+    f = Finding(
+        host=host,
+        host_ip=ip,
+        host_fqdn=fqdn,
+        port=_int(a.get("port")),
+        protocol=a.get("protocol", ""),
+        svc_name=a.get("svc_name", ""),
+        severity=max(0, min(4, _int(a.get("severity")))),
+        plugin_id=_int(a.get("pluginID")),
+        plugin_name=a.get("pluginName", ""),
+        plugin_family=a.get("pluginFamily", ""),
+    )
+    for child in el:
+        tag = child.tag
+        if not isinstance(tag, str):
+            continue  # comments, processing instructions
+        text = child.text
+        if tag == "cve":
+            if text:
+                f.cves.append(text.strip())
+        elif tag in _TEXT_FIELDS:
+            setattr(f, tag, text)
+        elif tag == "risk_factor":
+            f.risk_factor = text
+        elif tag == "cvss3_base_score":
+            f.cvss3_base_score = _float(text)
+        elif tag == "cvss_base_score":
+            f.cvss_base_score = _float(text)
+        elif tag == "exploit_available":
+            f.exploit_available = (text or "").strip().lower() == "true"
+    return f
+
+
+def _free(el: Any) -> None:
+    el.clear(keep_tail=False)
+    parent = el.getparent()
+    if parent is not None:
+        while el.getprevious() is not None:
+            del parent[0]
+
+
+class _Host:
+    """Per-host accumulator; holds counts and the validation facts, never the findings."""
+
+    __slots__ = ("facts", "props", "result")
+
+    def __init__(self, name: str) -> None:
+        self.result = HostResult(name=name)
+        self.facts = HostFacts(name=name)
+        self.props: dict[str, str] = {}
+
+    def set_properties(self, el: Any) -> None:
+        props = {t.get("name", ""): (t.text or "") for t in el if t.tag == "tag"}
+        self.props = props
+        r = self.result
+        r.ip = props.get("host-ip") or None
+        r.fqdn = props.get("host-fqdn") or props.get("hostname") or None
+        r.os = props.get("operating-system") or None
+        r.start = props.get("HOST_START") or None
+        r.end = props.get("HOST_END") or None
+        self.facts.ip, self.facts.fqdn = r.ip, r.fqdn
+        self.facts.credentialed_scan_tag = props.get("Credentialed_Scan")
+
+    def add(self, f: Finding) -> None:
+        self.result.findings_total += 1
+        self.result.severity_breakdown.add(f.severity)
+        if f.plugin_id in AUTH_PLUGIN_IDS:
+            self.facts.outputs.setdefault(f.plugin_id, []).append(f.plugin_output)
+
+
+def _walk(path: Path, hosts: list[_Host]) -> Iterator[Finding]:
+    """The one streaming pass: yields each ReportItem as a Finding and appends each finished
+    host's accumulator to ``hosts``."""
+    current: _Host | None = None
+    checked_dtd = False
+
+    def host_of(el: Any) -> _Host:
+        nonlocal current
+        parent = el.getparent()
+        name = parent.get("name", "") if parent is not None else ""
+        if current is None or current.result.name != name:
+            current = _Host(name)
+        return current
+
+    try:
+        for _event, el in _iterparse(path):
+            if not checked_dtd:
+                checked_dtd = True
+                info = el.getroottree().docinfo
+                if info.doctype or info.internalDTD is not None:
+                    raise UnsafeXmlError()
+            tag = el.tag
+            if tag == "ReportItem":
+                h = host_of(el)
+                f = _finding(el, h.result.name, h.result.ip, h.result.fqdn)
+                h.add(f)
+                _free(el)
+                yield f
+                continue
+            if tag == "HostProperties":
+                host_of(el).set_properties(el)
+            elif tag == "ReportHost":
+                name = el.get("name", "")
+                if current is None or current.result.name != name:
+                    current = _Host(name)
+                hosts.append(current)
+                current = None
+            _free(el)
+    except etree.XMLSyntaxError as exc:
+        raise ResultsError(f"export {path.name} is not well-formed XML: {exc}") from exc
+
+
+def iter_findings(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[Finding]:
+    """Every ReportItem as a :class:`Finding`, streamed (memory flat in file size). The file
+    is checked (size, DTD) when iteration starts."""
+    p, _ = open_checked(path, max_bytes)
+    yield from _walk(p, [])
+
+
+def parse_export(
+    path: str | Path,
+    *,
+    scan_type: ScanType | None,
+    targets: list[str] | None = None,
+    on_findings: OnFindings | None = None,
+    batch_size: int = 1000,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> ScanResults:
+    """Parse an export in one streaming pass: summary, per-host results and the
+    authentication validation. ``on_findings`` receives findings in batches of
+    ``batch_size`` (for storage) and is called from this thread. ``scan_type=None`` infers
+    it (see :func:`nessus_pool.results.auth.infer_scan_type`).
+
+    Raises :class:`UnsafeXmlError` for DTD/entity declarations and :class:`ResultsError`
+    when the file is missing, too large or not well-formed."""
+    p, _ = open_checked(path, max_bytes)
+    summary = ResultsSummary()
+    batch: list[Finding] = []
+
+    def on_finding(f: Finding) -> None:
+        summary.findings_total += 1
+        summary.severity_breakdown.add(f.severity)
+        if f.severity >= 1:
+            summary.vulnerabilities_total += 1
+        if f.exploit_available:
+            summary.exploitable_total += 1
+        if f.cvss3_base_score is not None and (
+            summary.max_cvss3 is None or f.cvss3_base_score > summary.max_cvss3
+        ):
+            summary.max_cvss3 = f.cvss3_base_score
+        if on_findings is not None:
+            batch.append(f)
+            if len(batch) >= batch_size:
+                on_findings(batch.copy())
+                batch.clear()
+
+    hosts: list[_Host] = []
+    for f in _walk(p, hosts):
+        on_finding(f)
+    if on_findings is not None and batch:
+        on_findings(batch)
+    facts = [h.facts for h in hosts]
+    effective = infer_scan_type(facts) if scan_type is None else scan_type
+    verdicts = [assess_host(f, effective) for f in facts]
+    results: list[HostResult] = []
+    for h, v in zip(hosts, verdicts, strict=True):
+        r = h.result
+        r.credentialed_checks = v.credentialed_checks
+        r.authentication_status = v.status
+        r.evidence = v.evidence
+        r.notes = v.notes + v.troubleshooting
+        results.append(r)
+    summary.hosts_scanned = len(results)
+    summary.scan_start, summary.scan_end = _scan_window(results)
+    validation = validate(facts, verdicts, scan_type=effective, targets=targets)
+    return ScanResults(summary=summary, hosts=results, validation=validation)
+
+
+def _when(value: str | None) -> datetime | None:
+    """``HOST_START`` as a datetime: "Mon Jul  1 11:33:11 2013" or ISO 8601 (WAS exports)."""
+    if not value:
+        return None
+    try:
+        return datetime.strptime(" ".join(value.split()), _HOST_TIME_FORMAT)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value).replace(tzinfo=None)
+    except ValueError:
+        return None
+
+
+def _scan_window(hosts: list[HostResult]) -> tuple[str | None, str | None]:
+    """Earliest ``HOST_START`` and latest ``HOST_END``, as written in the export."""
+    starts = [(t, h.start) for h in hosts if (t := _when(h.start)) is not None]
+    ends = [(t, h.end) for h in hosts if (t := _when(h.end)) is not None]
+    start = min(starts)[1] if starts else next((h.start for h in hosts if h.start), None)
+    end = max(ends)[1] if ends else next((h.end for h in reversed(hosts) if h.end), None)
+    return start, end

@@ -1,0 +1,173 @@
+"""The offline ``results`` CLI, run in-process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nessus_pool.results.cli import add_results_parser, run_results
+
+SUMMARY_KEYS = {
+    "hosts_scanned", "severity_breakdown", "findings_total", "vulnerabilities_total",
+    "authentication_status", "warnings", "troubleshooting", "max_cvss3", "exploitable_total",
+    "scan_start", "scan_end", "hosts",
+}  # fmt: skip
+SEV_NAMES = {"4": "critical", "3": "high", "2": "medium", "1": "low", "0": "info"}
+
+
+def samples_dir() -> Path:
+    env = os.environ.get("NESSUS_SAMPLES_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "nessus-samples"
+
+
+def manifest() -> list[Any]:
+    d = samples_dir()
+    if not (d / "manifest.json").is_file():
+        return [pytest.param(None, marks=pytest.mark.skip(reason=f"no samples at {d}"))]
+    files = json.loads((d / "manifest.json").read_text())["files"]
+    return [pytest.param(e, id=Path(e["file"]).name) for e in files]
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="nessus-pool")
+    add_results_parser(parser.add_subparsers(dest="command", required=True))
+    return run_results(parser.parse_args(argv))
+
+
+def sample(name: str) -> Path:
+    p = samples_dir() / name
+    if not p.exists():
+        pytest.skip(f"sample {name} absent")
+    return p
+
+
+@pytest.mark.parametrize("entry", manifest())
+def test_summary_json_matches_manifest(entry: dict[str, Any], capsys: Any) -> None:
+    path = samples_dir() / Path(entry["file"]).name
+    assert run(["results", "summary", str(path), "--json"]) == 0
+    out = capsys.readouterr().out
+    doc = json.loads(out)
+    assert out.count("\n") == 1 and set(doc) >= SUMMARY_KEYS
+    facts = entry["facts"]
+    assert doc["hosts_scanned"] == facts["report_hosts"]
+    assert doc["findings_total"] == facts["report_items"]
+    assert doc["severity_breakdown"] == {
+        SEV_NAMES[k]: v for k, v in facts["severity_counts"].items()
+    }
+    assert [h["findings_total"] for h in doc["hosts"]] == facts["per_host_item_counts"]
+    for h, want in zip(doc["hosts"], facts["per_host"], strict=True):
+        assert set(h) >= {
+            "name",
+            "findings_total",
+            "severity_breakdown",
+            "credentialed_checks",
+            "authentication_status",
+            "evidence",
+        }
+        if want["credentialed_checks"] is not None:
+            assert h["credentialed_checks"] == want["credentialed_checks"]
+
+
+def test_summary_v_unknown_failed_with_troubleshooting(capsys: Any) -> None:
+    path = sample("defectdojo__nessus_v_unknown.xml")
+    assert (
+        run(
+            [
+                "results",
+                "summary",
+                str(path),
+                "--json",
+                "--targets",
+                "10.31.112.21-22,qa3app09",
+                "10.31.112.99",
+            ]
+        )
+        == 0
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["authentication_status"] == "failed"
+    assert all(h["credentialed_checks"] == "no" and 24786 in h["evidence"] for h in doc["hosts"])
+    assert any("ADMIN$" in t and "qa3app09" in t for t in doc["troubleshooting"])
+    assert any("1 target(s) have no results" in w and "10.31.112.99" in w for w in doc["warnings"])
+
+
+def test_summary_scan_type_override(capsys: Any) -> None:
+    path = sample("defectdojo__nessus_with_cvssv3.nessus")
+    assert run(["results", "summary", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["authentication_status"] == "not_applicable"
+    assert run(["results", "summary", str(path), "--json", "--scan-type", "authenticated"]) == 0
+    assert json.loads(capsys.readouterr().out)["authentication_status"] == "failed"
+
+
+def test_summary_human_output(capsys: Any) -> None:
+    path = sample("pytenable__example.nessus")
+    assert run(["results", "summary", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "hosts scanned   1" in out and "authentication  success" in out
+    header = next(line for line in out.splitlines() if line.startswith("HOST"))
+    row = next(line for line in out.splitlines() if line.startswith("adam"))
+    assert header.index("FINDINGS") + len("FINDINGS") == row.index("230") + 3
+
+
+def test_findings_json_and_filters(capsys: Any) -> None:
+    path = sample("pytenable__example.nessus")
+    argv = [
+        "results",
+        "findings",
+        str(path),
+        "--min-severity",
+        "critical",
+        "--page-size",
+        "3",
+        "--profile",
+        "minimal",
+        "--json",
+    ]
+    assert run(argv) == 0
+    page = json.loads(capsys.readouterr().out)
+    assert page["total"] == 7 and page["pages"] == 3 and page["has_more"]
+    assert all(i["severity"] == 4 for i in page["items"])
+    assert (
+        run(
+            [
+                "results",
+                "findings",
+                str(path),
+                "--exploit-available",
+                "--text",
+                "flash",
+                "--profile",
+                "custom",
+                "--fields",
+                "plugin_id,exploit_available",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    page = json.loads(capsys.readouterr().out)
+    assert page["total"] > 0 and all(i["exploit_available"] for i in page["items"])
+    assert run(["results", "findings", str(path), "--port", "445", "--page-size", "2"]) == 0
+    assert "finding(s); page 1/" in capsys.readouterr().out
+
+
+def test_exit_codes(tmp_path: Path, capsys: Any) -> None:
+    assert run(["results", "summary", str(tmp_path / "missing.nessus")]) == 1
+    assert "cannot read" in capsys.readouterr().err
+    bomb = tmp_path / "bomb.nessus"
+    bomb.write_text('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "a">]><x>&a;</x>')
+    assert run(["results", "findings", str(bomb)]) == 1
+    assert "DOCTYPE" in capsys.readouterr().err
+    ok = tmp_path / "ok.nessus"
+    ok.write_text("<NessusClientData_v2><Report name='r'/></NessusClientData_v2>")
+    assert run(["results", "findings", str(ok), "--min-severity", "severe"]) == 2
+    assert "error (min_severity)" in capsys.readouterr().err
+    assert run(["results", "findings", str(ok), "--page-size", "0"]) == 2
+    assert "(page_size)" in capsys.readouterr().err
+    assert run(["results", "findings", str(ok), "--profile", "wide"]) == 2
+    assert "(profile)" in capsys.readouterr().err
