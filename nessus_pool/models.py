@@ -114,6 +114,9 @@ class Task(msgspec.Struct, kw_only=True):
     request_hash: str | None = None
     scanner_id: str | None = None
     attempt: int = 0
+    #: attempts before this count do not use up max-attempts (a DLQ retry starts afresh
+    #: without ever reusing a scan name)
+    attempt_base: int = 0
     remote_scan_id: int | None = None
     remote_scan_uuid: str | None = None
     remote_scan_name: str | None = None

@@ -289,8 +289,15 @@ async def metrics(request: web.Request) -> web.Response:
                         headers={"X-Content-Type-Options": "nosniff"})
 
 
+async def openapi(request: web.Request) -> web.Response:
+    from nessus_pool.api.openapi import openapi_document
+
+    return json_response(openapi_document())
+
+
 def add_routes(app: web.Application) -> None:
     r = app.router
+    r.add_get("/api/v1/openapi.json", openapi)
     r.add_post("/api/v1/scans", submit_scan)
     r.add_get("/api/v1/scans", list_scans)
     r.add_get("/api/v1/scans/{task_id}", get_scan)

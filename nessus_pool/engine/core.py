@@ -11,6 +11,8 @@ import asyncio
 import collections
 import logging
 import math
+
+import msgspec
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,14 +269,15 @@ class Engine:
         return self._seq
 
     async def persist(self, t: Task, event: str, *, reason: str | None = None,
-                      detail: str | None = None) -> None:
+                      detail: str | None = None, notify: bool = True) -> None:
         t.updated_at_ms = self.clock.now_ms()
         await self.store.save_task(t, TaskEvent(task_id=t.task_id, at_ms=t.updated_at_ms,
                                                 status=event, reason=reason, detail=detail))
         log.info("task %s", event, extra={"event": f"task_{event}", "task_id": t.task_id,
                                           "pool": t.pool, "scanner": t.scanner_id,
                                           "reason": reason})
-        self._notify(t.task_id)
+        if notify:
+            self._notify(t.task_id)
 
     async def submit(self, t: Task, inline: SshCredential | None = None) -> Task:
         """Persist then queue. Returns once the row is committed."""
@@ -316,7 +319,7 @@ class Engine:
     async def requeue(self, t: Task, reason: str, *, use_attempt: bool = True,
                       error: str | None = None) -> None:
         pool = self.pools[t.pool]
-        if use_attempt and t.attempt >= pool.config.max_attempts:
+        if use_attempt and t.attempt - t.attempt_base >= pool.config.max_attempts:
             await self.finish(t, TaskStatus.FAILED, "attempts_exhausted",
                               f"{reason}: {error or 'no more attempts'}", dead_letter=True)
             return
@@ -335,19 +338,22 @@ class Engine:
 
     async def finish(self, t: Task, status: TaskStatus, reason: str, error: str | None = None,
                      *, dead_letter: bool = False) -> None:
-        t.status = status
-        t.reason, t.error = reason, error
-        t.dead_letter = dead_letter
-        t.finished_at_ms = self.clock.now_ms()
+        # the final state becomes visible only once it is durable: readers see the live
+        # task until the commit, then the stored one
+        final = msgspec.structs.replace(
+            t, status=status, reason=reason, error=error, dead_letter=dead_letter,
+            finished_at_ms=self.clock.now_ms(),
+            progress_pct=100 if status is TaskStatus.COMPLETED else t.progress_pct)
+        await self.persist(final, status.value, reason=reason, detail=error, notify=False)
+        for name in final.__struct_fields__:
+            setattr(t, name, getattr(final, name))
         if dead_letter:
             self.dlq_counts[t.pool] = self.dlq_counts.get(t.pool, 0) + 1
-        if status is TaskStatus.COMPLETED:
-            t.progress_pct = 100
-        await self.persist(t, status.value, reason=reason, detail=error)
         self._release(t)
         self.tasks.pop(t.task_id, None)
         self.controls.pop(t.task_id, None)
         self.inline_credentials.pop(t.task_id, None)
+        self._notify(t.task_id)
         pool = self.pools.get(t.pool)
         duration_s = None
         if t.started_at_ms is not None:
@@ -362,7 +368,7 @@ class Engine:
         """Put a dead-lettered task back in its queue for a fresh set of attempts."""
         pool = self.pools[t.pool]
         t.dead_letter = False
-        t.attempt = 0
+        t.attempt_base = t.attempt
         t.status = TaskStatus.QUEUED
         t.scanner_id = t.remote_scan_name = t.remote_scan_uuid = None
         t.remote_scan_id = None
