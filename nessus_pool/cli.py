@@ -16,7 +16,8 @@ from nessus_pool.errors import ConfigError
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="nessus-pool",
-        description="Run fleets of Tenable Nessus scanners for AI agents and operators.")
+        description="Run fleets of Tenable Nessus scanners for AI agents and operators.",
+    )
     p.add_argument("--version", action="version", version=f"nessus-pool {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -92,9 +93,14 @@ def main(argv: list[str] | None = None) -> int:
 
         return asyncio.run(run_daemon(config_path_from(args.config)))
     if args.command == "mcp":
-        from nessus_pool.api.mcp.stdio import run_stdio
+        import importlib
 
-        return asyncio.run(run_stdio(args))
+        try:
+            stdio = importlib.import_module("nessus_pool.api.mcp.stdio")
+        except ImportError:
+            print("error: the MCP server is not available in this build", file=sys.stderr)
+            return 1
+        return int(asyncio.run(stdio.run_stdio(args)))
     if args.command == "config":
         if args.config_command == "check":
             return cmd_config_check(args.config)

@@ -252,7 +252,7 @@ def validate(config: Config) -> list[str]:
         raise _err(
             "$.server.admin-tokens",
             f"listen address {config.server.listen} is not loopback: set at least one admin "
-            "token (admin-tokens = [{ env = \"NESSUS_POOL_ADMIN_TOKEN\" }])",
+            'token (admin-tokens = [{ env = "NESSUS_POOL_ADMIN_TOKEN" }])',
         )
     seen_pools: set[str] = set()
     seen_scanners: dict[str, str] = {}
@@ -263,8 +263,11 @@ def validate(config: Config) -> list[str]:
         for j, sc in enumerate(pool.scanners):
             at = f"$.pools[{i}].scanners[{j}]"
             if sc.id in seen_scanners:
-                raise _err(f"{at}.id", f"scanner id {sc.id!r} already used in pool "
-                           f"{seen_scanners[sc.id]!r}; scanner ids must be unique")
+                raise _err(
+                    f"{at}.id",
+                    f"scanner id {sc.id!r} already used in pool "
+                    f"{seen_scanners[sc.id]!r}; scanner ids must be unique",
+                )
             seen_scanners[sc.id] = pool.name
             if not re.match(r"^https?://[^/\s]+", sc.url):
                 raise _err(f"{at}.url", f"{sc.url!r} is not an http(s) URL")
@@ -282,10 +285,9 @@ def validate(config: Config) -> list[str]:
                 warnings.append(f"{at}.verify-tls = false: TLS certificates are not verified")
     sim = config.simulator
     if sim is not None:
-        if sim.pool in seen_pools:
-            for k in range(1, sim.scanners + 1):
-                if f"sim-{k}" in seen_scanners:
-                    raise _err("$.simulator", f"scanner id 'sim-{k}' is reserved for the simulator")
+        for k in range(1, sim.scanners + 1):
+            if f"sim-{k}" in seen_scanners:
+                raise _err("$.simulator", f"scanner id 'sim-{k}' is reserved for the simulator")
     for name, cred in config.credentials.items():
         at = f"$.credentials.{name}"
         if cred.password is None and cred.private_key is None:
@@ -304,8 +306,10 @@ def _check_secret(ref: SecretRef | None, path: str) -> list[str]:
     if ref is None:
         return []
     if isinstance(ref, str):
-        return [f"{path} is a plain string in the config file; prefer {{ env = ... }} or "
-                "{ file = ... }"]
+        return [
+            f"{path} is a plain string in the config file; prefer {{ env = ... }} or "
+            "{ file = ... }"
+        ]
     if (ref.env is None) == (ref.file is None):
         raise _err(path, "a secret reference needs exactly one of env or file")
     return []
@@ -362,7 +366,8 @@ def diff(old: Config, new: Config) -> ConfigDiff:
         return msgspec.structs.replace(p, scanners=[])
 
     restart = [
-        name for name in ("listen", "max_body_bytes")
+        name
+        for name in ("listen", "max_body_bytes")
         if getattr(old.server, name) != getattr(new.server, name)
     ]
     restart = [f"server.{n.replace('_', '-')}" for n in restart]
@@ -374,14 +379,13 @@ def diff(old: Config, new: Config) -> ConfigDiff:
         pools_added=sorted(new_pools.keys() - old_pools.keys()),
         pools_removed=sorted(old_pools.keys() - new_pools.keys()),
         pools_changed=sorted(
-            n for n in old_pools.keys() & new_pools.keys()
+            n
+            for n in old_pools.keys() & new_pools.keys()
             if strip(old_pools[n]) != strip(new_pools[n])
         ),
         scanners_added=sorted(new_sc.keys() - old_sc.keys()),
         scanners_removed=sorted(old_sc.keys() - new_sc.keys()),
-        scanners_changed=sorted(
-            s for s in old_sc.keys() & new_sc.keys() if old_sc[s] != new_sc[s]
-        ),
+        scanners_changed=sorted(s for s in old_sc.keys() & new_sc.keys() if old_sc[s] != new_sc[s]),
         restart_required=restart,
     )
 
@@ -394,11 +398,9 @@ def starter_config() -> dict[str, Any]:
     return {
         "server": {"listen": "127.0.0.1:8835"},
         "storage": {"path": "./nessus-pool-data"},
-        "simulator": {"scanners": 2, "scan-seconds": 20, "pool": "lan",
-                      "max-concurrent-scans": 2},
+        "simulator": {"scanners": 2, "scan-seconds": 20, "pool": "lan", "max-concurrent-scans": 2},
         "pools": [
-            {"name": "lan", "max-queued": 1000, "max-scan-duration-s": 86400,
-             "poll-interval-s": 2},
+            {"name": "lan", "max-queued": 1000, "max-scan-duration-s": 86400, "poll-interval-s": 2},
         ],
         "credentials": {"lab": {"username": "audit", "password": {"env": "NESSUS_POOL_LAB_PW"}}},
     }

@@ -20,8 +20,15 @@ from typing import Any
 from aiohttp import web
 
 from nessus_pool import __version__
-from nessus_pool.api.admin import AUTH, METRICS, READY, SERVICE, TokenAuth, add_routes
-from nessus_pool.api.admin import error_middleware
+from nessus_pool.api.admin import (
+    AUTH,
+    METRICS,
+    READY,
+    SERVICE,
+    TokenAuth,
+    add_routes,
+    error_middleware,
+)
 from nessus_pool.clock import Clock, SystemClock
 from nessus_pool.config import (
     Config,
@@ -78,7 +85,8 @@ class StorageLock:
             os.close(fd)
             raise LockedError(
                 f"storage directory {self.path.parent} is in use by nessus-pool ({holder}); "
-                "stop it first, or point this one at another storage path") from None
+                "stop it first, or point this one at another storage path"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}".encode())
         self._fd = fd
@@ -99,29 +107,54 @@ def scanner_specs(cfg: Config, sim_urls: list[str]) -> list[ScannerSpec]:
             at = f"$.pools[{i}].scanners[{j}]"
             access_key, secret_key, username, password = (
                 resolve_secret(getattr(sc, k), f"{at}.{k.replace('_', '-')}")
-                for k in ("access_key", "secret_key", "username", "password"))
+                for k in ("access_key", "secret_key", "username", "password")
+            )
             for v in (access_key, secret_key, password):
                 register_secret(v)
-            specs.append(ScannerSpec(
-                scanner_id=sc.id, pool=pool.name, url=sc.url, capacity=sc.max_concurrent_scans,
-                verify_tls=sc.verify_tls, ca_file=sc.ca_file, timeout_s=sc.timeout_s,
-                enabled=sc.enabled, remote_scanner_id=sc.remote_scanner_id,
-                folder_id=sc.folder_id, access_key=access_key, secret_key=secret_key,
-                username=username, password=password))
+            specs.append(
+                ScannerSpec(
+                    scanner_id=sc.id,
+                    pool=pool.name,
+                    url=sc.url,
+                    capacity=sc.max_concurrent_scans,
+                    verify_tls=sc.verify_tls,
+                    ca_file=sc.ca_file,
+                    timeout_s=sc.timeout_s,
+                    enabled=sc.enabled,
+                    remote_scanner_id=sc.remote_scanner_id,
+                    folder_id=sc.folder_id,
+                    access_key=access_key,
+                    secret_key=secret_key,
+                    username=username,
+                    password=password,
+                )
+            )
     if cfg.simulator is not None:
         for k, url in enumerate(sim_urls, start=1):
-            specs.append(ScannerSpec(
-                scanner_id=f"sim-{k}", pool=cfg.simulator.pool, url=url,
-                capacity=cfg.simulator.max_concurrent_scans, access_key=SIM_ACCESS_KEY,
-                secret_key=SIM_SECRET_KEY, simulated=True, timeout_s=10.0))
+            specs.append(
+                ScannerSpec(
+                    scanner_id=f"sim-{k}",
+                    pool=cfg.simulator.pool,
+                    url=url,
+                    capacity=cfg.simulator.max_concurrent_scans,
+                    access_key=SIM_ACCESS_KEY,
+                    secret_key=SIM_SECRET_KEY,
+                    simulated=True,
+                    timeout_s=10.0,
+                )
+            )
     return specs
 
 
 def effective_pools(cfg: Config) -> list[PoolConfig]:
     pools = list(cfg.pools)
     if cfg.simulator is not None and cfg.pool(cfg.simulator.pool) is None:
-        pools.append(PoolConfig(name=cfg.simulator.pool,
-                                poll_interval_s=max(0.05, min(2.0, cfg.simulator.scan_seconds / 5))))
+        pools.append(
+            PoolConfig(
+                name=cfg.simulator.pool,
+                poll_interval_s=max(0.05, min(2.0, cfg.simulator.scan_seconds / 5)),
+            )
+        )
     return pools
 
 
@@ -132,20 +165,32 @@ def credential_resolver(get_config: Any) -> Any:
         if cred is None:
             return None
         at = f"$.credentials.{name}"
-        values = {k: resolve_secret(getattr(cred, k), f"{at}.{k}") for k in (
-            "password", "private_key", "private_key_passphrase", "escalation_password")}
+        values = {
+            k: resolve_secret(getattr(cred, k), f"{at}.{k}")
+            for k in ("password", "private_key", "private_key_passphrase", "escalation_password")
+        }
         for v in values.values():
             register_secret(v)
-        return SshCredential(username=cred.username,
-                             elevate_privileges_with=cred.elevate_privileges_with,
-                             escalation_account=cred.escalation_account, **values)
+        return SshCredential(
+            username=cred.username,
+            elevate_privileges_with=cred.elevate_privileges_with,
+            escalation_account=cred.escalation_account,
+            **values,
+        )
+
     return resolve
 
 
 class Daemon:
-    def __init__(self, loaded: LoadedConfig, *, config_path: str | None = None,
-                 clock: Clock | None = None, setup_logs: bool = False,
-                 serve_http: bool = True) -> None:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        config_path: str | None = None,
+        clock: Clock | None = None,
+        setup_logs: bool = False,
+        serve_http: bool = True,
+    ) -> None:
         self.serve_http = serve_http
         self.loaded = loaded
         self.config_path = config_path
@@ -197,29 +242,46 @@ class Daemon:
             from nessus_pool.simulator import SimulatorOptions, start_simulators
 
             self.sim_cluster = await start_simulators(
-                cfg.simulator.scanners, options=SimulatorOptions(
-                    scan_seconds=cfg.simulator.scan_seconds, scan_api=cfg.simulator.scan_api,
-                    seed=cfg.simulator.seed))
+                cfg.simulator.scanners,
+                options=SimulatorOptions(
+                    scan_seconds=cfg.simulator.scan_seconds,
+                    scan_api=cfg.simulator.scan_api,
+                    seed=cfg.simulator.seed,
+                ),
+            )
             sim_urls = [s.url for s in self.sim_cluster.scanners]
         metrics = self.metrics
 
         def make_client(spec: ScannerSpec) -> NessusClient:
             return NessusClient(
-                spec.scanner_id, spec.url, access_key=spec.access_key,
-                secret_key=spec.secret_key, username=spec.username, password=spec.password,
-                verify_tls=spec.verify_tls, ca_file=spec.ca_file, timeout_s=spec.timeout_s,
-                clock=self.clock, on_request=metrics.on_request)
+                spec.scanner_id,
+                spec.url,
+                access_key=spec.access_key,
+                secret_key=spec.secret_key,
+                username=spec.username,
+                password=spec.password,
+                verify_tls=spec.verify_tls,
+                ca_file=spec.ca_file,
+                timeout_s=spec.timeout_s,
+                clock=self.clock,
+                on_request=metrics.on_request,
+            )
 
-        self.engine = Engine(store=self.store, clock=self.clock, exports_dir=storage / "exports",
-                             client_factory=make_client,
-                             credentials=credential_resolver(lambda: self.config),
-                             metrics=metrics, max_export_bytes=cfg.storage.max_export_bytes,
-                             default_duration_s=(cfg.simulator.scan_seconds
-                                                 if cfg.simulator else 1800.0))
+        self.engine = Engine(
+            store=self.store,
+            clock=self.clock,
+            exports_dir=storage / "exports",
+            client_factory=make_client,
+            credentials=credential_resolver(lambda: self.config),
+            metrics=metrics,
+            max_export_bytes=cfg.storage.max_export_bytes,
+            default_duration_s=(cfg.simulator.scan_seconds if cfg.simulator else 1800.0),
+        )
         self.engine.delete_remote_scans = cfg.housekeeping.delete_remote_scans
         await self.engine.start(effective_pools(cfg), scanner_specs(cfg, sim_urls))
-        self.engine.spawn(housekeeping_loop(self.engine, lambda: self.config.housekeeping),
-                          "housekeeping")
+        self.engine.spawn(
+            housekeeping_loop(self.engine, lambda: self.config.housekeeping), "housekeeping"
+        )
         self.service = Service(self.engine, lambda: self.config, self.reload)
         from nessus_pool.engine.observe import snapshot
 
@@ -228,8 +290,9 @@ class Daemon:
         if self.serve_http:
             await self._start_http()
         sd_notify("READY=1")
-        log.info("serving", extra={"event": "daemon_ready", "url": self.url,
-                                   "version": __version__})
+        log.info(
+            "serving", extra={"event": "daemon_ready", "url": self.url, "version": __version__}
+        )
 
     def _auth(self) -> TokenAuth:
         s = self.config.server
@@ -241,8 +304,9 @@ class Daemon:
 
     async def _start_http(self) -> None:
         cfg = self.config
-        app = web.Application(client_max_size=cfg.server.max_body_bytes,
-                              middlewares=[error_middleware])
+        app = web.Application(
+            client_max_size=cfg.server.max_body_bytes, middlewares=[error_middleware]
+        )
         assert self.service is not None
         app[SERVICE] = self.service
         app[AUTH] = self._auth()
@@ -250,9 +314,10 @@ class Daemon:
         app[METRICS] = self.metrics.render
         add_routes(app)
         with contextlib.suppress(ImportError):
-            from nessus_pool.api.mcp import mount_mcp
+            import importlib
 
-            mount_mcp(app, self.service, cfg, app[AUTH])
+            mcp = importlib.import_module("nessus_pool.api.mcp")
+            mcp.mount_mcp(app, self.service, cfg, app[AUTH])
         self.app = app
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()
@@ -270,11 +335,19 @@ class Daemon:
         pools = {}
         for name, pool in self.engine.pools.items():
             reach = {sid: sc.slots.reachable for sid, sc in pool.scanners.items()}
-            pools[name] = {"scanners_reachable": sum(reach.values()),
-                           "scanners": len(reach), "reachable": reach}
+            pools[name] = {
+                "scanners_reachable": sum(reach.values()),
+                "scanners": len(reach),
+                "reachable": reach,
+            }
         ready = writable and self.engine.started
-        return {"ready": ready, "database_writable": writable, "config_loaded": True,
-                "config_source": self.loaded.source, "pools": pools}
+        return {
+            "ready": ready,
+            "database_writable": writable,
+            "config_loaded": True,
+            "config_source": self.loaded.source,
+            "pools": pools,
+        }
 
     async def reload(self) -> ReloadOutcome:
         """Read, validate, diff and apply the config file; on any error keep the old one."""
@@ -297,24 +370,37 @@ class Daemon:
             keep = new.config
             import msgspec
 
-            keep = msgspec.structs.replace(keep, server=self.config.server,
-                                           storage=self.config.storage,
-                                           simulator=self.config.simulator)
+            keep = msgspec.structs.replace(
+                keep,
+                server=self.config.server,
+                storage=self.config.storage,
+                simulator=self.config.simulator,
+            )
             specs = scanner_specs(keep, sim_urls)
             await apply_reload(self.engine, effective_pools(keep), specs)
         except NessusPoolError as exc:
             self.metrics.reloads.labels("refused").inc()
-            log.error("reload refused, old config kept", extra={
-                "event": "config_reload_refused", "error": str(exc)})
+            log.error(
+                "reload refused, old config kept",
+                extra={"event": "config_reload_refused", "error": str(exc)},
+            )
             return ReloadOutcome(applied=False, message=f"reload refused: {exc}")
         self.loaded = LoadedConfig(config=keep, source=new.source, warnings=new.warnings)
         self.engine.delete_remote_scans = keep.housekeeping.delete_remote_scans
         self.metrics.reloads.labels("applied").inc()
         changes = {k: v for k, v in msgspec.structs.asdict(d).items() if v}
         log.info("config reloaded", extra={"event": "config_reloaded", **changes})
-        return ReloadOutcome(applied=True, message="reloaded" + (
-            "; restart needed for: " + ", ".join(d.restart_required)
-            if d.restart_required else ""), changes=changes, warnings=new.warnings)
+        return ReloadOutcome(
+            applied=True,
+            message="reloaded"
+            + (
+                "; restart needed for: " + ", ".join(d.restart_required)
+                if d.restart_required
+                else ""
+            ),
+            changes=changes,
+            warnings=new.warnings,
+        )
 
     async def stop(self) -> None:
         sd_notify("STOPPING=1")
@@ -353,15 +439,17 @@ class Daemon:
                 sig = await self._signals.get()
                 if sig == "hup":
                     outcome = await self.reload()
-                    log.info("sighup handled", extra={"event": "sighup",
-                                                      "applied": outcome.applied})
+                    log.info(
+                        "sighup handled", extra={"event": "sighup", "applied": outcome.applied}
+                    )
                     continue
                 break
             log.info("stopping", extra={"event": "daemon_stopping"})
             stopper = asyncio.ensure_future(self.stop())
             forced = asyncio.ensure_future(self._signals.get())
-            done, _ = await asyncio.wait({stopper, forced}, timeout=shutdown_deadline_s,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {stopper, forced}, timeout=shutdown_deadline_s, return_when=asyncio.FIRST_COMPLETED
+            )
             forced.cancel()
             if stopper not in done:
                 log.error("forced exit", extra={"event": "daemon_forced_exit"})

@@ -137,8 +137,9 @@ class RateLimitedError(TransientScannerError):
 
     code = "scanner_rate_limited"
 
-    def __init__(self, message: str | None = None, *, retry_after_s: float | None = None,
-                 **kw: Any) -> None:
+    def __init__(
+        self, message: str | None = None, *, retry_after_s: float | None = None, **kw: Any
+    ) -> None:
         super().__init__(message, **kw)
         self.retry_after_s = retry_after_s
 

@@ -10,8 +10,18 @@ import time
 from typing import Any
 
 _STD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "taskName"}
-SECRET_KEYS = ("password", "secret", "token", "access_key", "accesskey", "secretkey",
-               "private_key", "authorization", "cookie", "api_key")
+SECRET_KEYS = (
+    "password",
+    "secret",
+    "token",
+    "access_key",
+    "accesskey",
+    "secretkey",
+    "private_key",
+    "authorization",
+    "cookie",
+    "api_key",
+)
 _secret_values: set[str] = set()
 
 

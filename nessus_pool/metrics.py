@@ -17,8 +17,7 @@ from nessus_pool import __version__
 
 # scans last minutes to a day
 SCAN_BUCKETS_S = (60, 300, 600, 1800, 3600, 7200, 14400, 28800, 43200, 86400, float("inf"))
-WAIT_BUCKETS_S = (0.1, 1, 10, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400,
-                  float("inf"))
+WAIT_BUCKETS_S = (0.1, 1, 10, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400, float("inf"))
 REQUEST_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, float("inf"))
 
 SnapshotFn = Callable[[], Iterable[GaugeMetricFamily]]
@@ -36,30 +35,56 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
-            "nessus_pool_scanner_requests", "HTTP calls to scanners",
-            ["scanner", "endpoint", "outcome"], registry=r)
+            "nessus_pool_scanner_requests",
+            "HTTP calls to scanners",
+            ["scanner", "endpoint", "outcome"],
+            registry=r,
+        )
         self.request_duration = Histogram(
-            "nessus_pool_scanner_request_duration_seconds", "Duration of HTTP calls to scanners",
-            ["scanner", "endpoint", "outcome"], buckets=REQUEST_BUCKETS_S, registry=r)
-        self.scans = Counter("nessus_pool_scans", "Scans by final status",
-                             ["pool", "status"], registry=r)
-        self.submitted_total = Counter("nessus_pool_submitted", "Scans accepted",
-                                       ["pool"], registry=r)
-        self.launched_total = Counter("nessus_pool_launched", "Scans launched on a scanner",
-                                      ["pool"], registry=r)
+            "nessus_pool_scanner_request_duration_seconds",
+            "Duration of HTTP calls to scanners",
+            ["scanner", "endpoint", "outcome"],
+            buckets=REQUEST_BUCKETS_S,
+            registry=r,
+        )
+        self.scans = Counter(
+            "nessus_pool_scans", "Scans by final status", ["pool", "status"], registry=r
+        )
+        self.submitted_total = Counter(
+            "nessus_pool_submitted", "Scans accepted", ["pool"], registry=r
+        )
+        self.launched_total = Counter(
+            "nessus_pool_launched", "Scans launched on a scanner", ["pool"], registry=r
+        )
         self.scan_duration = Histogram(
-            "nessus_pool_scan_duration_seconds", "From launch to end", ["pool"],
-            buckets=SCAN_BUCKETS_S, registry=r)
+            "nessus_pool_scan_duration_seconds",
+            "From launch to end",
+            ["pool"],
+            buckets=SCAN_BUCKETS_S,
+            registry=r,
+        )
         self.queue_wait_s = Histogram(
-            "nessus_pool_queue_wait_seconds", "From submit to dispatch", ["pool"],
-            buckets=WAIT_BUCKETS_S, registry=r)
+            "nessus_pool_queue_wait_seconds",
+            "From submit to dispatch",
+            ["pool"],
+            buckets=WAIT_BUCKETS_S,
+            registry=r,
+        )
         self.validation = Counter(
-            "nessus_pool_validation", "Result validations by authentication status",
-            ["pool", "authentication_status"], registry=r)
-        self.reloads = Counter("nessus_pool_config_reloads", "Config reloads", ["result"],
-                               registry=r)
-        self.housekeeping = Counter("nessus_pool_housekeeping_deleted",
-                                    "Objects deleted by housekeeping", ["kind"], registry=r)
+            "nessus_pool_validation",
+            "Result validations by authentication status",
+            ["pool", "authentication_status"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "nessus_pool_config_reloads", "Config reloads", ["result"], registry=r
+        )
+        self.housekeeping = Counter(
+            "nessus_pool_housekeeping_deleted",
+            "Objects deleted by housekeeping",
+            ["kind"],
+            registry=r,
+        )
         build = Gauge("nessus_pool_build_info", "Build information", ["version"], registry=r)
         build.labels(version=__version__).set(1)
         self._live = _Live()

@@ -96,8 +96,14 @@ class ScannerSlots:
 
     @property
     def eligible(self) -> bool:
-        return (self.enabled and not self.draining and not self.removed and self.reachable
-                and self.scan_api and self.free > 0)
+        return (
+            self.enabled
+            and not self.draining
+            and not self.removed
+            and self.reachable
+            and self.scan_api
+            and self.free > 0
+        )
 
     def reserve(self, task_id: str, hosts: int, now_ms: int) -> None:
         if task_id in self.active:
@@ -114,8 +120,9 @@ class ScannerSlots:
         return self.active.pop(task_id, None) is not None
 
 
-def select_scanner(scanners: list[ScannerSlots], requested: str | None = None
-                   ) -> ScannerSlots | None:
+def select_scanner(
+    scanners: list[ScannerSlots], requested: str | None = None
+) -> ScannerSlots | None:
     """Least-loaded eligible scanner: active/capacity, then hosts in flight, then least
     recently used. ``requested`` restricts the choice to that scanner (still capped)."""
     best: ScannerSlots | None = None

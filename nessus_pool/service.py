@@ -158,8 +158,12 @@ def check_task_id(task_id: str, field: str = "task_id") -> str:
 
 
 class Service:
-    def __init__(self, engine: Engine, config: Callable[[], Config],
-                 reload: Callable[[], Awaitable[ReloadOutcome]] | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        config: Callable[[], Config],
+        reload: Callable[[], Awaitable[ReloadOutcome]] | None = None,
+    ) -> None:
         self.engine = engine
         self._config = config
         self._reload = reload
@@ -177,20 +181,22 @@ class Service:
         targets = parse_targets(req.targets, max_addresses=max_addresses)
         pool = self._pick_pool(req.pool)
         if req.scanner is not None and req.scanner not in self.engine.pools[pool].scanners:
-            raise ValidationError(f"scanner {req.scanner!r} is not in pool {pool!r}",
-                                  field="scanner")
+            raise ValidationError(
+                f"scanner {req.scanner!r} is not in pool {pool!r}", field="scanner"
+            )
         if not -100 <= req.priority <= 100:
             raise ValidationError("priority must be between -100 and 100", field="priority")
-        name = (req.name or f"scan of {', '.join(targets[:3])}"
-                + ("..." if len(targets) > 3 else "")).strip()
+        name = (
+            req.name or f"scan of {', '.join(targets[:3])}" + ("..." if len(targets) > 3 else "")
+        ).strip()
         if len(name) > 200:
             raise ValidationError("name is longer than 200 characters", field="name")
         if len(req.description) > 2000:
-            raise ValidationError("description is longer than 2000 characters",
-                                  field="description")
+            raise ValidationError("description is longer than 2000 characters", field="description")
         if req.idempotency_key is not None and not 1 <= len(req.idempotency_key) <= 200:
-            raise ValidationError("idempotency_key must be 1..200 characters",
-                                  field="idempotency_key")
+            raise ValidationError(
+                "idempotency_key must be 1..200 characters", field="idempotency_key"
+            )
         credential, inline = self._credentials(req, cfg)
         request_hash = _hash_request(req, targets)
         key = req.idempotency_key
@@ -221,15 +227,33 @@ class Service:
         finally:
             self._idem_inflight.pop(key, None)
 
-    def _new_task(self, req: SubmitRequest, pool: str, name: str, targets: list[str],
-                  credential: str | None, request_hash: str) -> Task:
+    def _new_task(
+        self,
+        req: SubmitRequest,
+        pool: str,
+        name: str,
+        targets: list[str],
+        credential: str | None,
+        request_hash: str,
+    ) -> Task:
         now = self.engine.clock.now_ms()
-        return Task(task_id=new_task_id(), seq=self.engine.next_seq(), pool=pool,
-                    priority=req.priority, name=name, description=req.description,
-                    targets=targets, scan_type=req.scan_type, credential=credential,
-                    template=req.template, requested_scanner=req.scanner,
-                    idempotency_key=req.idempotency_key, request_hash=request_hash,
-                    created_at_ms=now, updated_at_ms=now)
+        return Task(
+            task_id=new_task_id(),
+            seq=self.engine.next_seq(),
+            pool=pool,
+            priority=req.priority,
+            name=name,
+            description=req.description,
+            targets=targets,
+            scan_type=req.scan_type,
+            credential=credential,
+            template=req.template,
+            requested_scanner=req.scanner,
+            idempotency_key=req.idempotency_key,
+            request_hash=request_hash,
+            created_at_ms=now,
+            updated_at_ms=now,
+        )
 
     async def _by_key(self, key: str) -> Task | None:
         for t in self.engine.tasks.values():
@@ -241,7 +265,8 @@ class Service:
         if existing.request_hash != request_hash:
             raise ConflictError(
                 f"idempotency_key was already used for task {existing.task_id} with a "
-                "different request; use a new key or send the same request")
+                "different request; use a new key or send the same request"
+            )
         result = self._submit_result(existing)
         result.duplicate = True
         return result
@@ -253,54 +278,83 @@ class Service:
                 raise ValidationError("no pool is configured", field="pool")
             return pools[0]
         if requested not in self.engine.pools:
-            raise ValidationError(f"pool {requested!r} does not exist (pools: "
-                                  f"{', '.join(pools) or 'none'})", field="pool")
+            raise ValidationError(
+                f"pool {requested!r} does not exist (pools: {', '.join(pools) or 'none'})",
+                field="pool",
+            )
         return requested
 
-    def _credentials(self, req: SubmitRequest, cfg: Config
-                     ) -> tuple[str | None, SshCredential | None]:
-        inline_given = any(v is not None for v in (
-            req.ssh_username, req.ssh_password, req.escalation_account,
-            req.escalation_password))
+    def _credentials(
+        self, req: SubmitRequest, cfg: Config
+    ) -> tuple[str | None, SshCredential | None]:
+        inline_given = any(
+            v is not None
+            for v in (
+                req.ssh_username,
+                req.ssh_password,
+                req.escalation_account,
+                req.escalation_password,
+            )
+        )
         if not req.scan_type.is_authenticated:
             if inline_given or req.credential is not None:
-                raise ValidationError("credentials were given for an untrusted scan; use "
-                                      "scan_type 'authenticated'", field="scan_type")
+                raise ValidationError(
+                    "credentials were given for an untrusted scan; use scan_type 'authenticated'",
+                    field="scan_type",
+                )
             return None, None
         if req.credential is not None:
             if inline_given:
-                raise ValidationError("give either credential or ssh_username/ssh_password, "
-                                      "not both", field="credential")
+                raise ValidationError(
+                    "give either credential or ssh_username/ssh_password, not both",
+                    field="credential",
+                )
             if req.credential not in cfg.credentials:
                 raise ValidationError(
                     f"credential {req.credential!r} is not configured (configured: "
-                    f"{', '.join(sorted(cfg.credentials)) or 'none'})", field="credential")
+                    f"{', '.join(sorted(cfg.credentials)) or 'none'})",
+                    field="credential",
+                )
             return req.credential, None
         if not inline_given:
-            raise ValidationError("an authenticated scan needs credential (a configured "
-                                  "credential set) or ssh_username and ssh_password",
-                                  field="credential")
+            raise ValidationError(
+                "an authenticated scan needs credential (a configured "
+                "credential set) or ssh_username and ssh_password",
+                field="credential",
+            )
         if not cfg.security.allow_inline_credentials:
-            raise ValidationError("inline credentials are disabled by configuration; use a "
-                                  "named credential set", field="ssh_password")
+            raise ValidationError(
+                "inline credentials are disabled by configuration; use a named credential set",
+                field="ssh_password",
+            )
         if not req.ssh_username or not req.ssh_password:
-            raise ValidationError("ssh_username and ssh_password are both required",
-                                  field="ssh_password" if req.ssh_username else "ssh_username")
+            raise ValidationError(
+                "ssh_username and ssh_password are both required",
+                field="ssh_password" if req.ssh_username else "ssh_username",
+            )
         escalation = req.elevate_privileges_with or Escalation.NOTHING
-        if req.scan_type is ScanType.AUTHENTICATED_PRIVILEGED and escalation is \
-                Escalation.NOTHING:
+        if req.scan_type is ScanType.AUTHENTICATED_PRIVILEGED and escalation is Escalation.NOTHING:
             escalation = Escalation.SUDO
         return INLINE_CREDENTIAL, SshCredential(
-            username=req.ssh_username, password=req.ssh_password,
-            elevate_privileges_with=escalation, escalation_account=req.escalation_account,
-            escalation_password=req.escalation_password)
+            username=req.ssh_username,
+            password=req.ssh_password,
+            elevate_privileges_with=escalation,
+            escalation_account=req.escalation_account,
+            escalation_password=req.escalation_password,
+        )
 
     def _submit_result(self, t: Task) -> SubmitResult:
         eta, basis = self.engine.estimated_wait_s(t)
-        return SubmitResult(task_id=t.task_id, status=t.status.value, pool=t.pool,
-                            scanner=t.scanner_id, queue_position=self.engine.queue_position(t),
-                            estimated_wait_s=eta, eta_basis=basis,
-                            created_at_ms=t.created_at_ms)
+        return SubmitResult(
+            task_id=t.task_id,
+            status=t.status.value,
+            pool=t.pool,
+            scanner=t.scanner_id,
+            queue_position=self.engine.queue_position(t),
+            estimated_wait_s=eta,
+            eta_basis=basis,
+            created_at_ms=t.created_at_ms,
+        )
 
     async def _task(self, task_id: str) -> Task:
         check_task_id(task_id)
@@ -310,20 +364,38 @@ class Service:
         return t
 
     def view(self, t: Task, results: dict[str, Any] | None = None) -> TaskView:
-        eta, basis = self.engine.estimated_wait_s(t) if t.status is TaskStatus.QUEUED else (
-            None, None)
+        eta, basis = (
+            self.engine.estimated_wait_s(t) if t.status is TaskStatus.QUEUED else (None, None)
+        )
         return TaskView(
-            task_id=t.task_id, name=t.name, status=t.status.value, pool=t.pool,
-            scanner=t.scanner_id, scan_type=t.scan_type.value, targets=t.targets,
-            priority=t.priority, attempt=t.attempt, credential=t.credential,
-            queue_position=self.engine.queue_position(t), estimated_wait_s=eta,
-            eta_basis=basis, progress_pct=t.progress_pct, remote_scan_id=t.remote_scan_id,
-            remote_scan_name=t.remote_scan_name, reason=t.reason, error=t.error,
-            dead_letter=t.dead_letter, authentication_status=t.authentication_status,
-            created_at_ms=t.created_at_ms, updated_at_ms=t.updated_at_ms,
-            dispatched_at_ms=t.dispatched_at_ms, started_at_ms=t.started_at_ms,
-            finished_at_ms=t.finished_at_ms, export_available=t.export_path is not None,
-            results=results)
+            task_id=t.task_id,
+            name=t.name,
+            status=t.status.value,
+            pool=t.pool,
+            scanner=t.scanner_id,
+            scan_type=t.scan_type.value,
+            targets=t.targets,
+            priority=t.priority,
+            attempt=t.attempt,
+            credential=t.credential,
+            queue_position=self.engine.queue_position(t),
+            estimated_wait_s=eta,
+            eta_basis=basis,
+            progress_pct=t.progress_pct,
+            remote_scan_id=t.remote_scan_id,
+            remote_scan_name=t.remote_scan_name,
+            reason=t.reason,
+            error=t.error,
+            dead_letter=t.dead_letter,
+            authentication_status=t.authentication_status,
+            created_at_ms=t.created_at_ms,
+            updated_at_ms=t.updated_at_ms,
+            dispatched_at_ms=t.dispatched_at_ms,
+            started_at_ms=t.started_at_ms,
+            finished_at_ms=t.finished_at_ms,
+            export_available=t.export_path is not None,
+            results=results,
+        )
 
     async def get_task(self, task_id: str, *, with_results: bool = True) -> TaskView:
         t = await self._task(task_id)
@@ -332,16 +404,26 @@ class Service:
             blob = await self.engine.store.get_results(task_id)
             if blob is not None:
                 full = _json_dec.decode(blob)
-                results = {"summary": full.get("summary"),
-                           "validation": full.get("validation"),
-                           "hosts": full.get("hosts", [])[:50],
-                           "hosts_total": len(full.get("hosts", []))}
+                results = {
+                    "summary": full.get("summary"),
+                    "validation": full.get("validation"),
+                    "hosts": full.get("hosts", [])[:50],
+                    "hosts_total": len(full.get("hosts", [])),
+                }
         return self.view(t, results)
 
-    async def list_tasks(self, *, status: str | None = None, pool: str | None = None,
-                         target: str | None = None, created_from_ms: int | None = None,
-                         created_to_ms: int | None = None, dead_letter: bool | None = None,
-                         limit: int = 50, cursor: str | None = None) -> TaskPage:
+    async def list_tasks(
+        self,
+        *,
+        status: str | None = None,
+        pool: str | None = None,
+        target: str | None = None,
+        created_from_ms: int | None = None,
+        created_to_ms: int | None = None,
+        dead_letter: bool | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> TaskPage:
         if not 1 <= limit <= 500:
             raise ValidationError("limit must be 1..500", field="limit")
         statuses = None
@@ -349,9 +431,10 @@ class Service:
             statuses = [s.strip() for s in status.split(",") if s.strip()]
             bad = [s for s in statuses if s not in TaskStatus.__members__.values()]
             if bad:
-                raise ValidationError(f"unknown status {bad[0]!r} (one of "
-                                      f"{', '.join(s.value for s in TaskStatus)})",
-                                      field="status")
+                raise ValidationError(
+                    f"unknown status {bad[0]!r} (one of {', '.join(s.value for s in TaskStatus)})",
+                    field="status",
+                )
         before = None
         if cursor:
             if not cursor.isdigit():
@@ -360,10 +443,17 @@ class Service:
         match = _target_matcher(target)
         out: list[Task] = []
         while len(out) < limit:
-            batch = await self.engine.store.list_tasks(TaskFilter(
-                statuses=statuses, pool=pool, dead_letter=dead_letter,
-                created_from_ms=created_from_ms, created_to_ms=created_to_ms,
-                before_seq=before), limit=limit if match is None else 500)
+            batch = await self.engine.store.list_tasks(
+                TaskFilter(
+                    statuses=statuses,
+                    pool=pool,
+                    dead_letter=dead_letter,
+                    created_from_ms=created_from_ms,
+                    created_to_ms=created_to_ms,
+                    before_seq=before,
+                ),
+                limit=limit if match is None else 500,
+            )
             if not batch:
                 break
             for t in batch:
@@ -376,8 +466,10 @@ class Service:
             if len(batch) < (limit if match is None else 500):
                 break
         more = len(out) == limit
-        return TaskPage(tasks=[self.view(t) for t in out],
-                        next_cursor=str(out[-1].seq) if more and out else None)
+        return TaskPage(
+            tasks=[self.view(t) for t in out],
+            next_cursor=str(out[-1].seq) if more and out else None,
+        )
 
     async def cancel(self, task_id: str) -> TaskView:
         t = await self._task(task_id)
@@ -385,9 +477,12 @@ class Service:
             raise ConflictError(f"task {task_id} already ended ({t.status.value})")
         return self.view(await self.engine.cancel(task_id))
 
-    async def wait_for(self, task_id: str, timeout_s: float,
-                       on_progress: Callable[[TaskView], Awaitable[None]] | None = None
-                       ) -> TaskView:
+    async def wait_for(
+        self,
+        task_id: str,
+        timeout_s: float,
+        on_progress: Callable[[TaskView], Awaitable[None]] | None = None,
+    ) -> TaskView:
         """Wait (bounded) for the task to end, reporting each change."""
         t = await self._task(task_id)
         deadline = self.engine.clock.monotonic_s() + max(0.0, timeout_s)
@@ -406,8 +501,9 @@ class Service:
     async def findings(self, task_id: str) -> list[Finding]:
         t = await self._task(task_id)
         if not t.status.is_terminal:
-            raise ConflictError(f"task {task_id} is {t.status.value}; results exist once it "
-                                "has ended")
+            raise ConflictError(
+                f"task {task_id} is {t.status.value}; results exist once it has ended"
+            )
         blobs = await self.engine.store.get_findings_blobs(task_id)
         return [_finding_dec.decode(b) for b in blobs]
 
@@ -426,8 +522,9 @@ class Service:
         if base_task_id is None:
             base = await self._previous_same_targets(t)
             if base is None:
-                raise NotFoundError(f"no earlier completed scan of the same targets as "
-                                    f"{task_id}; pass base_task_id")
+                raise NotFoundError(
+                    f"no earlier completed scan of the same targets as {task_id}; pass base_task_id"
+                )
             base_task_id = base.task_id
         new = await self.findings(task_id)
         old = await self.findings(base_task_id)
@@ -438,8 +535,11 @@ class Service:
         before = t.seq
         for _ in range(20):
             batch = await self.engine.store.list_tasks(
-                TaskFilter(statuses=["completed", "failed", "timed_out"], pool=t.pool,
-                           before_seq=before), limit=200)
+                TaskFilter(
+                    statuses=["completed", "failed", "timed_out"], pool=t.pool, before_seq=before
+                ),
+                limit=200,
+            )
             for cand in batch:
                 if sorted(cand.targets) == sorted(t.targets) and cand.export_path:
                     return cand
@@ -456,12 +556,24 @@ class Service:
             if pool is not None and sc.spec.pool != pool:
                 continue
             s = sc.slots
-            out.append(ScannerView(
-                id=sc.scanner_id, pool=sc.spec.pool, url=sc.spec.url, capacity=s.capacity,
-                active_scans=len(s.active), enabled=s.enabled, draining=s.draining or s.removed,
-                reachable=s.reachable, scan_api=s.scan_api,
-                export_only=s.reachable and not s.scan_api, version=s.version,
-                nessus_type=s.nessus_type, message=s.message, circuit_state=sc.circuit_state))
+            out.append(
+                ScannerView(
+                    id=sc.scanner_id,
+                    pool=sc.spec.pool,
+                    url=sc.spec.url,
+                    capacity=s.capacity,
+                    active_scans=len(s.active),
+                    enabled=s.enabled,
+                    draining=s.draining or s.removed,
+                    reachable=s.reachable,
+                    scan_api=s.scan_api,
+                    export_only=s.reachable and not s.scan_api,
+                    version=s.version,
+                    nessus_type=s.nessus_type,
+                    message=s.message,
+                    circuit_state=sc.circuit_state,
+                )
+            )
         return out
 
     async def pool_views(self) -> list[PoolView]:
@@ -477,18 +589,28 @@ class Service:
             head = next((t for t in self.engine.tasks.values() if t.seq == seq), None)
             if head is not None:
                 oldest = max(0.0, (self.engine.clock.now_ms() - head.created_at_ms) / 1000)
-        dlq = await self.engine.store.list_tasks(TaskFilter(pool=name, dead_letter=True),
-                                                 limit=10_000)
+        dlq = await self.engine.store.list_tasks(
+            TaskFilter(pool=name, dead_letter=True), limit=10_000
+        )
         mean = pool.mean_duration_s()
         cap = pool.capacity
         return PoolView(
-            name=name, capacity=cap, active=pool.active,
+            name=name,
+            capacity=cap,
+            active=pool.active,
             utilisation=round(pool.active / cap, 3) if cap else 0.0,
-            queue_depth=len(pool.queue), max_queued=pool.config.max_queued,
-            oldest_queued_age_s=oldest, dlq_depth=len(dlq), mean_scan_duration_s=mean,
-            eta_basis=(f"mean of the last {len(pool.durations_s)} completed scans"
-                       if mean is not None else "default duration (no completed scan yet)"),
-            scanners=self.scanner_views(name))
+            queue_depth=len(pool.queue),
+            max_queued=pool.config.max_queued,
+            oldest_queued_age_s=oldest,
+            dlq_depth=len(dlq),
+            mean_scan_duration_s=mean,
+            eta_basis=(
+                f"mean of the last {len(pool.durations_s)} completed scans"
+                if mean is not None
+                else "default duration (no completed scan yet)"
+            ),
+            scanners=self.scanner_views(name),
+        )
 
     def set_scanner_enabled(self, scanner_id: str, enabled: bool) -> ScannerView:
         sc = self.engine.scanners.get(scanner_id)
@@ -501,8 +623,9 @@ class Service:
 
     # --- dead-letter queue ---------------------------------------------------------------
 
-    async def dlq_list(self, *, pool: str | None = None, limit: int = 50,
-                       cursor: str | None = None) -> TaskPage:
+    async def dlq_list(
+        self, *, pool: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> TaskPage:
         return await self.list_tasks(pool=pool, dead_letter=True, limit=limit, cursor=cursor)
 
     async def dlq_get(self, task_id: str) -> dict[str, Any]:
@@ -510,40 +633,51 @@ class Service:
         if not t.dead_letter:
             raise NotFoundError(f"task {task_id} is not in the dead-letter queue")
         events = await self.engine.store.events(task_id)
-        return {**msgspec.to_builtins(self.view(t)),
-                "events": msgspec.to_builtins(events)}
+        return {**msgspec.to_builtins(self.view(t)), "events": msgspec.to_builtins(events)}
 
     async def dlq_retry(self, task_id: str) -> TaskView:
         """A fresh attempt that really runs: the task goes back to its pool's queue with its
         attempt count reset and its dead-letter mark cleared."""
         t = await self._task(task_id)
         if not t.dead_letter:
-            raise ConflictError(f"task {task_id} is not in the dead-letter queue "
-                                f"(status {t.status.value})")
+            raise ConflictError(
+                f"task {task_id} is not in the dead-letter queue (status {t.status.value})"
+            )
         if t.pool not in self.engine.pools:
             raise ConflictError(f"pool {t.pool!r} no longer exists")
         await self.engine.revive(t)
         return self.view(t)
 
-    async def dlq_purge(self, *, task_ids: list[str] | None = None, pool: str | None = None,
-                        older_than_s: float | None = None, confirm: bool = False
-                        ) -> dict[str, Any]:
+    async def dlq_purge(
+        self,
+        *,
+        task_ids: list[str] | None = None,
+        pool: str | None = None,
+        older_than_s: float | None = None,
+        confirm: bool = False,
+    ) -> dict[str, Any]:
         """Delete dead letters by id, or in bulk by pool and/or age. A bulk purge without
         ``confirm`` is a dry run that lists what it would delete."""
         if task_ids:
             for tid in task_ids:
                 check_task_id(tid, "task_ids")
-            victims = [t for t in [await self.engine.store.get_task(i) for i in task_ids]
-                       if t is not None and t.dead_letter]
+            victims = [
+                t
+                for t in [await self.engine.store.get_task(i) for i in task_ids]
+                if t is not None and t.dead_letter
+            ]
             dry = False
         else:
             if pool is None and older_than_s is None:
                 raise ValidationError("give task_ids, pool or older_than_s", field="task_ids")
-            cutoff = None if older_than_s is None else (
-                self.engine.clock.now_ms() - int(older_than_s * 1000))
+            cutoff = (
+                None
+                if older_than_s is None
+                else (self.engine.clock.now_ms() - int(older_than_s * 1000))
+            )
             victims = await self.engine.store.list_tasks(
-                TaskFilter(pool=pool, dead_letter=True, finished_before_ms=cutoff),
-                limit=100_000)
+                TaskFilter(pool=pool, dead_letter=True, finished_before_ms=cutoff), limit=100_000
+            )
             dry = not confirm
         ids = [t.task_id for t in victims]
         if not dry:

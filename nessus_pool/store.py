@@ -91,7 +91,9 @@ Q_ACTIVE = (
     " ORDER BY seq"
 )
 Q_MAX_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM tasks"
-Q_EVENTS = "SELECT task_id, at_ms, status, reason, detail FROM task_events WHERE task_id = ? ORDER BY id"
+Q_EVENTS = (
+    "SELECT task_id, at_ms, status, reason, detail FROM task_events WHERE task_id = ? ORDER BY id"
+)
 Q_UPSERT_RESULTS = "INSERT OR REPLACE INTO task_results (task_id, data) VALUES (?, ?)"
 Q_GET_RESULTS = "SELECT data FROM task_results WHERE task_id = ?"
 Q_INSERT_FINDING = (
@@ -104,10 +106,12 @@ Q_COUNT_FINDINGS = "SELECT COUNT(*) FROM findings WHERE task_id = ?"
 Q_RECENT_DURATIONS = """
 SELECT data FROM tasks WHERE pool = ? AND status = 'completed' ORDER BY seq DESC LIMIT ?
 """
-Q_DELETE_TASK = ("DELETE FROM tasks WHERE task_id = ?",
-                 "DELETE FROM task_events WHERE task_id = ?",
-                 "DELETE FROM task_results WHERE task_id = ?",
-                 "DELETE FROM findings WHERE task_id = ?")
+Q_DELETE_TASK = (
+    "DELETE FROM tasks WHERE task_id = ?",
+    "DELETE FROM task_events WHERE task_id = ?",
+    "DELETE FROM task_results WHERE task_id = ?",
+    "DELETE FROM findings WHERE task_id = ?",
+)
 
 _task_enc = msgspec.msgpack.Encoder()
 _task_dec = msgspec.msgpack.Decoder(Task)
@@ -116,8 +120,18 @@ Op = tuple[str, Sequence[Any]]
 
 
 def _task_row(t: Task) -> tuple[Any, ...]:
-    return (t.task_id, t.seq, t.pool, t.status.value, t.priority, t.idempotency_key,
-            t.created_at_ms, t.finished_at_ms, int(t.dead_letter), _task_enc.encode(t))
+    return (
+        t.task_id,
+        t.seq,
+        t.pool,
+        t.status.value,
+        t.priority,
+        t.idempotency_key,
+        t.created_at_ms,
+        t.finished_at_ms,
+        int(t.dead_letter),
+        _task_enc.encode(t),
+    )
 
 
 def decode_task(blob: bytes) -> Task:
@@ -229,8 +243,11 @@ class Store:
                 try:
                     await self._commit([op for ops, _ in batch for op in ops])
                 except Exception as exc:
-                    err = exc if isinstance(exc, StorageError) else StorageError(
-                        f"database write failed: {exc}")
+                    err = (
+                        exc
+                        if isinstance(exc, StorageError)
+                        else StorageError(f"database write failed: {exc}")
+                    )
                     for _, fut in batch:
                         if not fut.done():
                             fut.set_exception(err)
@@ -381,7 +398,8 @@ class Store:
 
     async def dlq_counts(self) -> dict[str, int]:
         rows = await self._fetch(
-            "SELECT pool, COUNT(*) FROM tasks WHERE dead_letter = 1 GROUP BY pool")
+            "SELECT pool, COUNT(*) FROM tasks WHERE dead_letter = 1 GROUP BY pool"
+        )
         return {r[0]: int(r[1]) for r in rows}
 
     async def writable(self) -> bool:

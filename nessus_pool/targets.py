@@ -38,13 +38,17 @@ def count_addresses(target: str) -> int:
     return 1
 
 
-def _range_bounds(target: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address,
-                                        ipaddress.IPv4Address | ipaddress.IPv6Address]:
+def _range_bounds(
+    target: str,
+) -> tuple[
+    ipaddress.IPv4Address | ipaddress.IPv6Address, ipaddress.IPv4Address | ipaddress.IPv6Address
+]:
     first, last = target.split("-", 1)
     a = ipaddress.ip_address(first)
     if last.isdigit() and a.version == 4:
         b: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
-            first.rsplit(".", 1)[0] + "." + last)
+            first.rsplit(".", 1)[0] + "." + last
+        )
     else:
         b = ipaddress.ip_address(last)
     if a.version != b.version or int(b) < int(a):
@@ -76,8 +80,9 @@ def parse_targets(raw: str | list[str], *, max_addresses: int = 65536) -> list[s
     """Split, validate and normalise targets. Raises ValidationError naming the bad one."""
     parts = split_targets(raw)
     if not parts:
-        raise ValidationError("targets is empty: give at least one IP, CIDR, range or hostname",
-                              field="targets")
+        raise ValidationError(
+            "targets is empty: give at least one IP, CIDR, range or hostname", field="targets"
+        )
     out: list[str] = []
     total = 0
     for i, part in enumerate(parts):
@@ -88,8 +93,9 @@ def parse_targets(raw: str | list[str], *, max_addresses: int = 65536) -> list[s
             raise ValidationError(f"target {part!r}: {exc}", field=f"targets[{i}]") from None
         if total > max_addresses:
             raise ValidationError(
-                f"targets cover more than {max_addresses} addresses (at {part!r}); split the "
-                "scan", field="targets")
+                f"targets cover more than {max_addresses} addresses (at {part!r}); split the scan",
+                field="targets",
+            )
         if norm not in out:
             out.append(norm)
     return out

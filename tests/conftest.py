@@ -24,13 +24,25 @@ def write_config(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def sim_config(tmp_path: Path, *, scanners: int = 2, scan_seconds: float = 0.3,
-               cap: int = 2, poll_s: float = 0.05, **extra: Any) -> dict[str, Any]:
+def sim_config(
+    tmp_path: Path,
+    *,
+    scanners: int = 2,
+    scan_seconds: float = 0.3,
+    cap: int = 2,
+    poll_s: float = 0.05,
+    **extra: Any,
+) -> dict[str, Any]:
     data: dict[str, Any] = {
         "server": {"listen": "127.0.0.1:0"},
         "storage": {"path": str(tmp_path / "data")},
-        "simulator": {"scanners": scanners, "scan-seconds": scan_seconds, "pool": "lan",
-                      "max-concurrent-scans": cap, "seed": 7},
+        "simulator": {
+            "scanners": scanners,
+            "scan-seconds": scan_seconds,
+            "pool": "lan",
+            "max-concurrent-scans": cap,
+            "seed": 7,
+        },
         "pools": [{"name": "lan", "poll-interval-s": poll_s, "max-queued": 1000}],
     }
     data.update(extra)

@@ -52,8 +52,12 @@ def free_port(count: int = 1) -> int:
 async def spawn(*args: str, ready: str) -> asyncio.subprocess.Process:
     """Start a command and wait for a line on stdout/stderr containing ``ready``."""
     proc = await asyncio.create_subprocess_exec(
-        EXE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        EXE,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     seen: list[str] = []
 
     async def scan(stream: asyncio.StreamReader) -> None:
@@ -74,9 +78,13 @@ async def spawn(*args: str, ready: str) -> asyncio.subprocess.Process:
     finally:
         for w in waits:
             w.cancel()
-    asyncio.ensure_future(_drain(proc.stdout))
-    asyncio.ensure_future(_drain(proc.stderr))
+    _drains.update(
+        {asyncio.ensure_future(_drain(proc.stdout)), asyncio.ensure_future(_drain(proc.stderr))}
+    )
     return proc
+
+
+_drains: set[asyncio.Future[None]] = set()
 
 
 async def _drain(stream: asyncio.StreamReader) -> None:
@@ -93,8 +101,18 @@ async def stop(proc: asyncio.subprocess.Process, sig: int = signal.SIGTERM) -> i
 @pytest.fixture
 async def simulators() -> AsyncIterator[tuple[int, asyncio.subprocess.Process]]:
     port = free_port(3)
-    proc = await spawn("simulate", "--port", str(port), "--scanners", "3",
-                       "--scan-seconds", "1", "--seed", "5", ready=f":{port + 2}")
+    proc = await spawn(
+        "simulate",
+        "--port",
+        str(port),
+        "--scanners",
+        "3",
+        "--scan-seconds",
+        "1",
+        "--seed",
+        "5",
+        ready=f":{port + 2}",
+    )
     yield port, proc
     await stop(proc)
 
@@ -104,9 +122,22 @@ def config(tmp_path: Path, sim_port: int, listen_port: int, scanners: int = 2) -
         "server": {"listen": f"127.0.0.1:{listen_port}"},
         "storage": {"path": str(tmp_path / "data")},
         "logging": {"format": "json"},
-        "pools": [{"name": "lan", "poll-interval-s": 0.1, "max-queued": 5000, "scanners": [
-            {"id": f"s{i}", "url": f"http://127.0.0.1:{sim_port + i}",
-             "max-concurrent-scans": 3, **KEYS} for i in range(scanners)]}],
+        "pools": [
+            {
+                "name": "lan",
+                "poll-interval-s": 0.1,
+                "max-queued": 5000,
+                "scanners": [
+                    {
+                        "id": f"s{i}",
+                        "url": f"http://127.0.0.1:{sim_port + i}",
+                        "max-concurrent-scans": 3,
+                        **KEYS,
+                    }
+                    for i in range(scanners)
+                ],
+            }
+        ],
     }
 
 
@@ -115,46 +146,52 @@ async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
         return await r.json()
 
 
-async def wait_terminal(http: aiohttp.ClientSession, base: str, ids: list[str],
-                        deadline_s: float = 90) -> dict[str, str]:
+async def wait_terminal(
+    http: aiohttp.ClientSession, base: str, ids: list[str], deadline_s: float = 90
+) -> dict[str, str]:
     loop = asyncio.get_running_loop()
     end = loop.time() + deadline_s
     status: dict[str, str] = {}
     pending = list(ids)
     while pending and loop.time() < end:
-        views = await asyncio.gather(*(get_json(http, f"{base}/api/v1/scans/{t}")
-                                       for t in pending))
+        views = await asyncio.gather(*(get_json(http, f"{base}/api/v1/scans/{t}") for t in pending))
         for t, v in zip(pending, views, strict=True):
             status[t] = v["status"]
-        pending = [t for t in pending if status[t] not in (
-            "completed", "failed", "canceled", "timed_out")]
+        pending = [
+            t for t in pending if status[t] not in ("completed", "failed", "canceled", "timed_out")
+        ]
         if pending:
             await asyncio.sleep(0.25)  # polling another process: nothing to wait on
     return status
 
 
 async def test_sigkill_under_load_then_restart_loses_and_duplicates_nothing(
-        tmp_path: Path, simulators: tuple[int, asyncio.subprocess.Process]) -> None:
+    tmp_path: Path, simulators: tuple[int, asyncio.subprocess.Process]
+) -> None:
     sim_port, _ = simulators
     port = free_port()
     cfg = write_config(tmp_path / "np.toml", config(tmp_path, sim_port, port))
     base = f"http://127.0.0.1:{port}"
     daemon = await spawn("serve", "--config", str(cfg), ready="daemon_ready")
     acked: list[str] = []
+    enough = asyncio.Event()
     async with aiohttp.ClientSession() as http:
+
         async def submitter(k: int) -> None:
             for i in range(1000):
                 try:
-                    async with http.post(f"{base}/api/v1/scans", json={
-                            "targets": f"10.{k}.{i // 250}.{i % 250 + 1}"}) as r:
+                    async with http.post(
+                        f"{base}/api/v1/scans", json={"targets": f"10.{k}.{i // 250}.{i % 250 + 1}"}
+                    ) as r:
                         if r.status == 202:
                             acked.append((await r.json())["task_id"])
+                            if len(acked) >= 60:
+                                enough.set()
                 except (aiohttp.ClientError, json.JSONDecodeError):
                     return
 
         load = [asyncio.ensure_future(submitter(k)) for k in range(8)]
-        while len(acked) < 60:
-            await asyncio.sleep(0.01)
+        await enough.wait()
         daemon.send_signal(signal.SIGKILL)
         await daemon.wait()
         await asyncio.gather(*load)
@@ -162,8 +199,10 @@ async def test_sigkill_under_load_then_restart_loses_and_duplicates_nothing(
         try:
             status = await wait_terminal(http, base, acked)
             everything = await get_json(http, f"{base}/api/v1/scans?limit=500")
-            stats = [await get_json(http, f"http://127.0.0.1:{sim_port + i}/_sim/stats")
-                     for i in range(2)]
+            stats = [
+                await get_json(http, f"http://127.0.0.1:{sim_port + i}/_sim/stats")
+                for i in range(2)
+            ]
         finally:
             assert await stop(daemon) == 0
     assert len(acked) >= 60
@@ -175,7 +214,8 @@ async def test_sigkill_under_load_then_restart_loses_and_duplicates_nothing(
 
 
 async def test_sighup_broken_file_keeps_serving_and_new_scanner_gets_work(
-        tmp_path: Path, simulators: tuple[int, asyncio.subprocess.Process]) -> None:
+    tmp_path: Path, simulators: tuple[int, asyncio.subprocess.Process]
+) -> None:
     sim_port, _ = simulators
     port = free_port()
     cfg = write_config(tmp_path / "np.toml", config(tmp_path, sim_port, port, scanners=1))
@@ -205,8 +245,9 @@ async def test_sighup_broken_file_keeps_serving_and_new_scanner_gets_work(
             assert sorted(s["id"] for s in scanners["scanners"]) == ["s0", "s1", "s2"]
             ids = []
             for i in range(12):
-                async with http.post(f"{base}/api/v1/scans",
-                                     json={"targets": f"10.50.0.{i + 1}"}) as r:
+                async with http.post(
+                    f"{base}/api/v1/scans", json={"targets": f"10.50.0.{i + 1}"}
+                ) as r:
                     assert r.status == 202
                     ids.append((await r.json())["task_id"])
             status = await wait_terminal(http, base, ids)

@@ -14,30 +14,40 @@ from tests.conftest import DaemonFactory, sim_config
 async def test_openapi_lists_every_route(tmp_path: Path, start_daemon: DaemonFactory) -> None:
     d: Daemon = await start_daemon(sim_config(tmp_path))
     assert d.app is not None
-    async with aiohttp.ClientSession() as http, http.get(
-            f"{d.url}/api/v1/openapi.json") as r:
+    async with aiohttp.ClientSession() as http, http.get(f"{d.url}/api/v1/openapi.json") as r:
         doc = await r.json()
-    routes = {(res.method.lower(), res.resource.canonical)
-              for res in d.app.router.routes() if res.resource is not None
-              and res.method != "HEAD" and res.resource.canonical.startswith(("/api", "/h",
-                                                                              "/r", "/metrics"))}
+    routes = {
+        (res.method.lower(), res.resource.canonical)
+        for res in d.app.router.routes()
+        if res.resource is not None
+        and res.method != "HEAD"
+        and res.resource.canonical.startswith(("/api", "/h", "/r", "/metrics"))
+    }
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert routes <= documented, routes - documented
     submit = doc["components"]["schemas"]["SubmitRequest"]
     assert "targets" in submit["required"]
-    assert set(submit["properties"]) >= {"targets", "scan_type", "credential", "priority",
-                                         "idempotency_key", "pool"}
+    assert set(submit["properties"]) >= {
+        "targets",
+        "scan_type",
+        "credential",
+        "priority",
+        "idempotency_key",
+        "pool",
+    }
 
 
-async def test_tokens_and_roles(tmp_path: Path, start_daemon: DaemonFactory,
-                                monkeypatch: object) -> None:
+async def test_tokens_and_roles(
+    tmp_path: Path, start_daemon: DaemonFactory, monkeypatch: object
+) -> None:
     import os
 
     os.environ["NP_ADMIN_T"] = "admin-token-123456"
     os.environ["NP_READ_T"] = "read-token-123456"
     cfg = sim_config(tmp_path)
-    cfg["server"].update({"admin-tokens": [{"env": "NP_ADMIN_T"}],
-                          "read-tokens": [{"env": "NP_READ_T"}]})
+    cfg["server"].update(
+        {"admin-tokens": [{"env": "NP_ADMIN_T"}], "read-tokens": [{"env": "NP_READ_T"}]}
+    )
     d: Daemon = await start_daemon(cfg)
     admin = {"Authorization": "Bearer admin-token-123456"}
     read = {"Authorization": "Bearer read-token-123456"}
@@ -51,8 +61,9 @@ async def test_tokens_and_roles(tmp_path: Path, start_daemon: DaemonFactory,
             assert r.status == 200
         async with http.post(f"{d.url}/api/v1/scans", json=body, headers=read) as r:
             assert r.status == 403
-        async with http.post(f"{d.url}/api/v1/scans", json=body,
-                             headers={"Authorization": "Bearer nope"}) as r:
+        async with http.post(
+            f"{d.url}/api/v1/scans", json=body, headers={"Authorization": "Bearer nope"}
+        ) as r:
             assert r.status == 401
         async with http.post(f"{d.url}/api/v1/scans", json=body, headers=admin) as r:
             assert r.status == 202

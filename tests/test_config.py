@@ -32,18 +32,33 @@ def test_shipped_config_runs_the_simulator_without_warnings() -> None:
     assert [p.name for p in cfg.pools] == ["lan"]
 
 
-@pytest.mark.parametrize(("text", "path", "words"), [
-    (SCANNER.replace("max-concurrent-scans = 2", "max-concurrent-scans = 0"),
-     "$.pools[0].scanners[0].max-concurrent-scans", "1 or more"),
-    (SCANNER + "\nbogus = 1\n", "$.pools[0].scanners[0]", "unknown field"),
-    (SCANNER.replace('url = "https://n1.example:8834"', 'url = "ftp://x"'),
-     "$.pools[0].scanners[0].url", "not an http(s) URL"),
-    (SCANNER + SCANNER.replace('name = "lan"', 'name = "dmz"'),
-     "$.pools[1].scanners[0].id", "must be unique"),
-    ('[server]\nlisten = "0.0.0.0:8835"\n', "$.server.admin-tokens", "not loopback"),
-    (SCANNER.replace('secret-key = { env = "NP_TEST_SK" }', ""),
-     "$.pools[0].scanners[0]", "set both access-key and secret-key"),
-])
+@pytest.mark.parametrize(
+    ("text", "path", "words"),
+    [
+        (
+            SCANNER.replace("max-concurrent-scans = 2", "max-concurrent-scans = 0"),
+            "$.pools[0].scanners[0].max-concurrent-scans",
+            "1 or more",
+        ),
+        (SCANNER + "\nbogus = 1\n", "$.pools[0].scanners[0]", "unknown field"),
+        (
+            SCANNER.replace('url = "https://n1.example:8834"', 'url = "ftp://x"'),
+            "$.pools[0].scanners[0].url",
+            "not an http(s) URL",
+        ),
+        (
+            SCANNER + SCANNER.replace('name = "lan"', 'name = "dmz"'),
+            "$.pools[1].scanners[0].id",
+            "must be unique",
+        ),
+        ('[server]\nlisten = "0.0.0.0:8835"\n', "$.server.admin-tokens", "not loopback"),
+        (
+            SCANNER.replace('secret-key = { env = "NP_TEST_SK" }', ""),
+            "$.pools[0].scanners[0]",
+            "set both access-key and secret-key",
+        ),
+    ],
+)
 def test_errors_name_path_and_fix(text: str, path: str, words: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(text)
@@ -51,8 +66,9 @@ def test_errors_name_path_and_fix(text: str, path: str, words: str) -> None:
     assert words in str(err.value)
 
 
-def test_plain_secret_warns_and_reference_resolves(monkeypatch: pytest.MonkeyPatch,
-                                                   tmp_path: Path) -> None:
+def test_plain_secret_warns_and_reference_resolves(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     plain = SCANNER.replace('{ env = "NP_TEST_AK" }', '"plainkey"')
     loaded = parse_config(plain)
     assert any("access-key is a plain string" in w for w in loaded.warnings)
@@ -73,9 +89,11 @@ def test_plain_secret_warns_and_reference_resolves(monkeypatch: pytest.MonkeyPat
 
 def test_diff_reports_changes() -> None:
     old = parse_config(SCANNER).config
-    new = parse_config(SCANNER.replace("max-concurrent-scans = 2", "max-concurrent-scans = 4")
-                       + SCANNER.replace('name = "lan"', 'name = "dmz"').replace(
-                           "lan-1", "dmz-1") + '[server]\nlisten = "127.0.0.1:9999"\n').config
+    new = parse_config(
+        SCANNER.replace("max-concurrent-scans = 2", "max-concurrent-scans = 4")
+        + SCANNER.replace('name = "lan"', 'name = "dmz"').replace("lan-1", "dmz-1")
+        + '[server]\nlisten = "127.0.0.1:9999"\n'
+    ).config
     d = diff(old, new)
     assert d.pools_added == ["dmz"]
     assert d.scanners_added == ["dmz-1"]

@@ -25,24 +25,39 @@ async def sims() -> AsyncIterator[SimulatorCluster]:
     await cluster.close()
 
 
-def two_pools(tmp_path: Path, cluster: SimulatorCluster, caps: tuple[int, int, int] = (2, 1, 3),
-              poll_s: float = 0.05) -> dict[str, Any]:
+def two_pools(
+    tmp_path: Path,
+    cluster: SimulatorCluster,
+    caps: tuple[int, int, int] = (2, 1, 3),
+    poll_s: float = 0.05,
+) -> dict[str, Any]:
     s = cluster.scanners
     return {
         "server": {"listen": "127.0.0.1:0"},
         "storage": {"path": str(tmp_path / "data")},
         "pools": [
-            {"name": "a", "poll-interval-s": poll_s, "scanners": [
-                {"id": "a1", "url": s[0].url, "max-concurrent-scans": caps[0], **KEYS},
-                {"id": "a2", "url": s[1].url, "max-concurrent-scans": caps[1], **KEYS}]},
-            {"name": "b", "poll-interval-s": poll_s, "scanners": [
-                {"id": "b1", "url": s[2].url, "max-concurrent-scans": caps[2], **KEYS}]},
+            {
+                "name": "a",
+                "poll-interval-s": poll_s,
+                "scanners": [
+                    {"id": "a1", "url": s[0].url, "max-concurrent-scans": caps[0], **KEYS},
+                    {"id": "a2", "url": s[1].url, "max-concurrent-scans": caps[1], **KEYS},
+                ],
+            },
+            {
+                "name": "b",
+                "poll-interval-s": poll_s,
+                "scanners": [
+                    {"id": "b1", "url": s[2].url, "max-concurrent-scans": caps[2], **KEYS}
+                ],
+            },
         ],
     }
 
 
-async def submit(http: aiohttp.ClientSession, d: Daemon, body: dict[str, Any]
-                 ) -> tuple[int, dict[str, Any]]:
+async def submit(
+    http: aiohttp.ClientSession, d: Daemon, body: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
     async with http.post(f"{d.url}/api/v1/scans", json=body) as r:
         return r.status, await r.json()
 
@@ -54,12 +69,24 @@ async def wait_all(d: Daemon, task_ids: list[str], timeout_s: float = 60.0) -> l
 
 
 async def test_fifty_scans_two_pools_caps_held_no_duplicates(
-        tmp_path: Path, sims: SimulatorCluster, start_daemon: DaemonFactory) -> None:
+    tmp_path: Path, sims: SimulatorCluster, start_daemon: DaemonFactory
+) -> None:
     d: Daemon = await start_daemon(two_pools(tmp_path, sims))
     async with aiohttp.ClientSession() as http:
-        results = await asyncio.gather(*(
-            submit(http, d, {"targets": f"10.1.{i // 200}.{i % 200 + 1}", "name": f"s{i}",
-                             "pool": "a" if i % 2 else "b"}) for i in range(50)))
+        results = await asyncio.gather(
+            *(
+                submit(
+                    http,
+                    d,
+                    {
+                        "targets": f"10.1.{i // 200}.{i % 200 + 1}",
+                        "name": f"s{i}",
+                        "pool": "a" if i % 2 else "b",
+                    },
+                )
+                for i in range(50)
+            )
+        )
     assert {status for status, _ in results} == {202}
     ids = [body["task_id"] for _, body in results]
     statuses = await wait_all(d, ids)
@@ -74,7 +101,8 @@ async def test_fifty_scans_two_pools_caps_held_no_duplicates(
 
 
 async def test_idempotency_key_returns_first_task_and_conflicts_on_change(
-        tmp_path: Path, start_daemon: DaemonFactory) -> None:
+    tmp_path: Path, start_daemon: DaemonFactory
+) -> None:
     d: Daemon = await start_daemon(sim_config(tmp_path))
     body = {"targets": ["10.0.0.1"], "name": "idem", "idempotency_key": "k-1"}
     async with aiohttp.ClientSession() as http:
@@ -86,8 +114,9 @@ async def test_idempotency_key_returns_first_task_and_conflicts_on_change(
     assert changed["error"]["code"] == "conflict"
 
 
-async def test_concurrent_same_key_makes_one_task(tmp_path: Path,
-                                                  start_daemon: DaemonFactory) -> None:
+async def test_concurrent_same_key_makes_one_task(
+    tmp_path: Path, start_daemon: DaemonFactory
+) -> None:
     d: Daemon = await start_daemon(sim_config(tmp_path))
     body = {"targets": "10.0.0.1", "idempotency_key": "same"}
     async with aiohttp.ClientSession() as http:
@@ -96,8 +125,9 @@ async def test_concurrent_same_key_makes_one_task(tmp_path: Path,
     assert sorted(s for s, _ in results) == [200] * 19 + [202]
 
 
-async def test_bad_requests_get_specific_errors(tmp_path: Path,
-                                                start_daemon: DaemonFactory) -> None:
+async def test_bad_requests_get_specific_errors(
+    tmp_path: Path, start_daemon: DaemonFactory
+) -> None:
     d: Daemon = await start_daemon(sim_config(tmp_path))
     async with aiohttp.ClientSession() as http:
         cases: list[tuple[Any, int, str | None]] = [
@@ -152,7 +182,6 @@ async def test_cancel_queued_and_running(tmp_path: Path, start_daemon: DaemonFac
 
 
 async def test_restart_reattaches_running_scans_exactly_once(tmp_path: Path) -> None:
-    from nessus_pool.config import load_config
 
     sims = await start_simulators(3, options=SimulatorOptions(scan_seconds=1.5, seed=4))
     try:
@@ -168,8 +197,10 @@ async def _restart_scenario(tmp_path: Path, sims: SimulatorCluster) -> None:
     d1 = Daemon(load_config(path), config_path=str(path))
     await d1.start()
     assert d1.service is not None and d1.engine is not None
-    ids = [(await d1.service.submit(_req(f"10.2.0.{i + 1}", "a" if i % 2 else "b"))).task_id
-           for i in range(10)]
+    ids = [
+        (await d1.service.submit(_req(f"10.2.0.{i + 1}", "a" if i % 2 else "b"))).task_id
+        for i in range(10)
+    ]
     # stop while scans are dispatched / running: state is whatever was persisted
     while not any(t.remote_scan_id for t in d1.engine.tasks.values()):
         await d1.engine.wait_change(ids[0], 0.05)
@@ -193,11 +224,16 @@ def _req(targets: str, pool: str) -> Any:
 
 
 async def test_reload_adds_scanner_and_refuses_broken_file(
-        tmp_path: Path, sims: SimulatorCluster, start_daemon: DaemonFactory) -> None:
+    tmp_path: Path, sims: SimulatorCluster, start_daemon: DaemonFactory
+) -> None:
     data = two_pools(tmp_path, sims)
-    only_a1 = {**data, "pools": [{**data["pools"][0],
-                                  "scanners": data["pools"][0]["scanners"][:1]},
-                                 data["pools"][1]]}
+    only_a1 = {
+        **data,
+        "pools": [
+            {**data["pools"][0], "scanners": data["pools"][0]["scanners"][:1]},
+            data["pools"][1],
+        ],
+    }
     d: Daemon = await start_daemon(only_a1)
     assert d.engine is not None and d.config_path is not None
     assert set(d.engine.pools["a"].scanners) == {"a1"}
@@ -208,8 +244,9 @@ async def test_reload_adds_scanner_and_refuses_broken_file(
             assert r.status == 200, outcome
         assert outcome["applied"] is True
         assert outcome["changes"]["scanners_added"] == ["a2"]
-        results = await asyncio.gather(*(
-            submit(http, d, {"targets": f"10.3.0.{i + 1}", "pool": "a"}) for i in range(9)))
+        results = await asyncio.gather(
+            *(submit(http, d, {"targets": f"10.3.0.{i + 1}", "pool": "a"}) for i in range(9))
+        )
         await wait_all(d, [b["task_id"] for _, b in results])
         assert sims.scanners[1].stats().launched >= 1
         Path(d.config_path).write_text("[[pools]]\nname = 'a'\nbogus = 1\n")
@@ -224,7 +261,8 @@ async def test_reload_adds_scanner_and_refuses_broken_file(
 
 
 async def test_second_engine_on_same_storage_is_refused(
-        tmp_path: Path, start_daemon: DaemonFactory) -> None:
+    tmp_path: Path, start_daemon: DaemonFactory
+) -> None:
     from nessus_pool.config import parse_config
     from nessus_pool.errors import LockedError
 

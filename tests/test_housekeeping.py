@@ -14,11 +14,16 @@ from tests.conftest import DaemonFactory, sim_config
 DAY_MS = 86_400_000
 
 
-async def test_retention_and_remote_deletion(tmp_path: Path,
-                                             start_daemon: DaemonFactory) -> None:
-    d: Daemon = await start_daemon(sim_config(
-        tmp_path, scanners=1, cap=2, scan_seconds=0.2,
-        housekeeping={"delete-remote-scans": True}))
+async def test_retention_and_remote_deletion(tmp_path: Path, start_daemon: DaemonFactory) -> None:
+    d: Daemon = await start_daemon(
+        sim_config(
+            tmp_path,
+            scanners=1,
+            cap=2,
+            scan_seconds=0.2,
+            housekeeping={"delete-remote-scans": True},
+        )
+    )
     assert d.service is not None and d.engine is not None and d.sim_cluster is not None
     sim = d.sim_cluster.scanners[0]
     foreign = sim.add_foreign_scan("someone-elses-scan")
@@ -28,8 +33,11 @@ async def test_retention_and_remote_deletion(tmp_path: Path,
     names = {s.name for s in sim.stats().scans}
     assert "someone-elses-scan" in names
     assert not any(n.startswith("nessus-pool-") for n in names)  # ours, deleted after export
-    exports = [Path(t.export_path) for t in [await d.engine.store.get_task(r.task_id)
-                                             for r in done] if t and t.export_path]
+    exports = [
+        Path(t.export_path)
+        for t in [await d.engine.store.get_task(r.task_id) for r in done]
+        if t and t.export_path
+    ]
     assert len(exports) == 2 and all(p.exists() for p in exports)
     assert await d.engine.store.count_findings(done[0].task_id) > 0
 

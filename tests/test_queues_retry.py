@@ -21,8 +21,16 @@ from nessus_pool.targets import parse_targets, total_addresses
 
 
 def task(seq: int, priority: int = 0) -> Task:
-    return Task(task_id=f"t{seq}", seq=seq, pool="p", priority=priority, name="n",
-                targets=["10.0.0.1"], created_at_ms=0, updated_at_ms=0)
+    return Task(
+        task_id=f"t{seq}",
+        seq=seq,
+        pool="p",
+        priority=priority,
+        name="n",
+        targets=["10.0.0.1"],
+        created_at_ms=0,
+        updated_at_ms=0,
+    )
 
 
 @given(st.lists(st.tuples(st.integers(-3, 3), st.booleans()), max_size=60))
@@ -82,7 +90,8 @@ def test_breaker_opens_half_opens_and_closes() -> None:
         assert b.allow(0)
         b.failure(0)
     assert b.state is BreakerState.OPEN and not b.allow(5)
-    assert b.allow(10) and b.state is BreakerState.HALF_OPEN
+    assert b.allow(10)
+    assert b.state.name == "HALF_OPEN"
     b.failure(10)
     assert b.state is BreakerState.OPEN and not b.allow(15)
     assert b.allow(20)
@@ -92,7 +101,11 @@ def test_breaker_opens_half_opens_and_closes() -> None:
 
 def test_targets_parse_strictly() -> None:
     assert parse_targets("10.0.0.1, 10.0.0.0/30\nhost.Example.com 10.0.0.5-7") == [
-        "10.0.0.1", "10.0.0.0/30", "host.example.com", "10.0.0.5-10.0.0.7"]
+        "10.0.0.1",
+        "10.0.0.0/30",
+        "host.example.com",
+        "10.0.0.5-10.0.0.7",
+    ]
     assert total_addresses(["10.0.0.0/30", "10.0.0.5-10.0.0.7", "h"]) == 8
     from nessus_pool.errors import ValidationError
 

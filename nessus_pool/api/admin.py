@@ -23,8 +23,7 @@ log = logging.getLogger("nessus_pool.api")
 
 SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
 AUTH: web.AppKey[TokenAuth] = web.AppKey("auth", object)  # type: ignore[arg-type]
-READY: web.AppKey[Callable[[], Awaitable[dict[str, Any]]]] = web.AppKey(
-    "ready", object)  # type: ignore[arg-type]
+READY: web.AppKey[Callable[[], Awaitable[dict[str, Any]]]] = web.AppKey("ready", object)  # type: ignore[arg-type]
 METRICS: web.AppKey[Callable[[], bytes]] = web.AppKey("metrics", object)  # type: ignore[arg-type]
 
 T = TypeVar("T")
@@ -87,12 +86,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except NessusPoolError as exc:
         return error_response(exc)
     except web.HTTPRequestEntityTooLarge:
-        return json_response({"error": {"code": "body_too_large",
-                                        "message": "request body is too large"}}, 413)
+        return json_response(
+            {"error": {"code": "body_too_large", "message": "request body is too large"}}, 413
+        )
     except web.HTTPException as exc:
         if exc.status >= 400 and request.path.startswith(("/api/", "/healthz", "/readyz")):
-            return json_response({"error": {"code": exc.reason.lower().replace(" ", "_"),
-                                            "message": exc.reason}}, exc.status)
+            return json_response(
+                {"error": {"code": exc.reason.lower().replace(" ", "_"), "message": exc.reason}},
+                exc.status,
+            )
         raise
 
 
@@ -108,8 +110,13 @@ async def decode_body(request: web.Request, typ: type[T]) -> T:
         raise ValidationError(f"body is not valid JSON: {exc}") from None
 
 
-def _query_to(typ: type[T], query: Any, ints: tuple[str, ...] = (),
-              floats: tuple[str, ...] = (), bools: tuple[str, ...] = ()) -> T:
+def _query_to(
+    typ: type[T],
+    query: Any,
+    ints: tuple[str, ...] = (),
+    floats: tuple[str, ...] = (),
+    bools: tuple[str, ...] = (),
+) -> T:
     data: dict[str, Any] = {}
     for key, value in query.items():
         if key in ints:
@@ -154,10 +161,14 @@ async def list_scans(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "read")
     q = request.query
     page = await request.app[SERVICE].list_tasks(
-        status=q.get("status"), pool=q.get("pool"), target=q.get("target"),
+        status=q.get("status"),
+        pool=q.get("pool"),
+        target=q.get("target"),
         created_from_ms=_int_param(request, "created_from_ms"),
         created_to_ms=_int_param(request, "created_to_ms"),
-        limit=_int_param(request, "limit", 50) or 50, cursor=q.get("cursor"))
+        limit=_int_param(request, "limit", 50) or 50,
+        cursor=q.get("cursor"),
+    )
     return json_response(page)
 
 
@@ -173,9 +184,13 @@ async def cancel_scan(request: web.Request) -> web.Response:
 
 async def scan_results(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "read")
-    query = _query_to(FindingsQuery, request.query,
-                      ints=("page", "page_size", "port", "plugin_id"),
-                      floats=("min_cvss3",), bools=("exploit_available",))
+    query = _query_to(
+        FindingsQuery,
+        request.query,
+        ints=("page", "page_size", "port", "plugin_id"),
+        floats=("min_cvss3",),
+        bools=("exploit_available",),
+    )
     data = await request.app[SERVICE].results(request.match_info["task_id"], query)
     return json_response(data)
 
@@ -184,9 +199,13 @@ async def scan_export(request: web.Request) -> web.StreamResponse:
     request.app[AUTH].require(request, "read")
     task_id = check_task_id(request.match_info["task_id"])
     path = Path(await request.app[SERVICE].export_path(task_id))
-    return web.FileResponse(path, headers={
-        "Content-Type": "application/xml",
-        "Content-Disposition": f'attachment; filename="{task_id}.nessus"'})
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": "application/xml",
+            "Content-Disposition": f'attachment; filename="{task_id}.nessus"',
+        },
+    )
 
 
 async def scan_compare(request: web.Request) -> web.Response:
@@ -194,8 +213,7 @@ async def scan_compare(request: web.Request) -> web.Response:
     base = request.query.get("base")
     if base is not None:
         check_task_id(base, "base")
-    return json_response(await request.app[SERVICE].compare(request.match_info["task_id"],
-                                                            base))
+    return json_response(await request.app[SERVICE].compare(request.match_info["task_id"], base))
 
 
 async def list_pools(request: web.Request) -> web.Response:
@@ -210,8 +228,9 @@ async def get_pool(request: web.Request) -> web.Response:
 
 async def list_scanners(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "read")
-    return json_response({"scanners": request.app[SERVICE].scanner_views(
-        request.query.get("pool"))})
+    return json_response(
+        {"scanners": request.app[SERVICE].scanner_views(request.query.get("pool"))}
+    )
 
 
 async def get_scanner(request: web.Request) -> web.Response:
@@ -220,20 +239,23 @@ async def get_scanner(request: web.Request) -> web.Response:
     for v in request.app[SERVICE].scanner_views():
         if v.id == sid:
             return json_response(v)
-    return json_response({"error": {"code": "not_found",
-                                    "message": f"scanner {sid!r} not found"}}, 404)
+    return json_response(
+        {"error": {"code": "not_found", "message": f"scanner {sid!r} not found"}}, 404
+    )
 
 
 async def drain_scanner(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "admin")
-    return json_response(request.app[SERVICE].set_scanner_enabled(
-        request.match_info["scanner_id"], False))
+    return json_response(
+        request.app[SERVICE].set_scanner_enabled(request.match_info["scanner_id"], False)
+    )
 
 
 async def enable_scanner(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "admin")
-    return json_response(request.app[SERVICE].set_scanner_enabled(
-        request.match_info["scanner_id"], True))
+    return json_response(
+        request.app[SERVICE].set_scanner_enabled(request.match_info["scanner_id"], True)
+    )
 
 
 async def reload_config(request: web.Request) -> web.Response:
@@ -251,9 +273,13 @@ class PurgeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 async def dlq_list(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "read")
-    return json_response(await request.app[SERVICE].dlq_list(
-        pool=request.query.get("pool"), limit=_int_param(request, "limit", 50) or 50,
-        cursor=request.query.get("cursor")))
+    return json_response(
+        await request.app[SERVICE].dlq_list(
+            pool=request.query.get("pool"),
+            limit=_int_param(request, "limit", 50) or 50,
+            cursor=request.query.get("cursor"),
+        )
+    )
 
 
 async def dlq_get(request: web.Request) -> web.Response:
@@ -269,9 +295,11 @@ async def dlq_retry(request: web.Request) -> web.Response:
 async def dlq_purge(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "admin")
     req = await decode_body(request, PurgeRequest)
-    return json_response(await request.app[SERVICE].dlq_purge(
-        task_ids=req.task_ids, pool=req.pool, older_than_s=req.older_than_s,
-        confirm=req.confirm))
+    return json_response(
+        await request.app[SERVICE].dlq_purge(
+            task_ids=req.task_ids, pool=req.pool, older_than_s=req.older_than_s, confirm=req.confirm
+        )
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -284,9 +312,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[METRICS](),
-                        content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Type-Options": "nosniff"})
+    return web.Response(
+        body=request.app[METRICS](),
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
 
 
 async def openapi(request: web.Request) -> web.Response:

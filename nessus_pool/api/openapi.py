@@ -26,19 +26,30 @@ def _ref(t: type) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{t.__name__}"}
 
 
-def _op(summary: str, ok: dict[str, Any] | None, *, body: type | None = None,
-        params: list[dict[str, Any]] | None = None, status: str = "200",
-        admin: bool = False) -> dict[str, Any]:
+def _op(
+    summary: str,
+    ok: dict[str, Any] | None,
+    *,
+    body: type | None = None,
+    params: list[dict[str, Any]] | None = None,
+    status: str = "200",
+    admin: bool = False,
+) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary + (" (admin token)" if admin else ""),
-        "responses": {status: {"description": "OK", "content": {"application/json": {
-            "schema": ok or {"type": "object"}}}},
-            "4XX": {"description": "Error", "content": {"application/json": {
-                "schema": _ERROR}}}},
+        "responses": {
+            status: {
+                "description": "OK",
+                "content": {"application/json": {"schema": ok or {"type": "object"}}},
+            },
+            "4XX": {"description": "Error", "content": {"application/json": {"schema": _ERROR}}},
+        },
     }
     if body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {
-            "schema": _ref(body)}}}
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(body)}},
+        }
     if params:
         op["parameters"] = params
     return op
@@ -48,8 +59,12 @@ def _q(name: str, typ: str = "string") -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": {"type": typ}}
 
 
-_TASK = {"name": "task_id", "in": "path", "required": True,
-         "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}}
+_TASK = {
+    "name": "task_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+}
 
 
 def _path(name: str) -> dict[str, Any]:
@@ -57,67 +72,142 @@ def _path(name: str) -> dict[str, Any]:
 
 
 def openapi_document() -> dict[str, Any]:
-    types = [SubmitRequest, SubmitResult, TaskView, TaskPage, PoolView, ScannerView,
-             ReloadOutcome, FindingsQuery]
+    types = [
+        SubmitRequest,
+        SubmitResult,
+        TaskView,
+        TaskPage,
+        PoolView,
+        ScannerView,
+        ReloadOutcome,
+        FindingsQuery,
+    ]
     _, components = msgspec.json.schema_components(
-        types, ref_template="#/components/schemas/{name}")
-    components["Error"] = {"type": "object", "required": ["error"], "properties": {
-        "error": {"type": "object", "required": ["code", "message"], "properties": {
-            "code": {"type": "string"}, "message": {"type": "string"},
-            "field": {"type": "string"}}}}}
+        types, ref_template="#/components/schemas/{name}"
+    )
+    components["Error"] = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "field": {"type": "string"},
+                },
+            }
+        },
+    }
     fq = components["FindingsQuery"]["properties"]
     results_params = [_TASK] + [_q(name, "string") for name in fq]
     return {
         "openapi": "3.1.0",
         "info": {"title": "nessus-pool admin API", "version": __version__},
-        "components": {"schemas": components, "securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
         "security": [{"bearer": []}],
         "paths": {
             "/api/v1/scans": {
-                "post": _op("Submit a scan", _ref(SubmitResult), body=SubmitRequest,
-                            status="202", admin=True),
-                "get": _op("List scans, newest first", _ref(TaskPage), params=[
-                    _q("status"), _q("pool"), _q("target"), _q("created_from_ms", "integer"),
-                    _q("created_to_ms", "integer"), _q("limit", "integer"), _q("cursor")])},
-            "/api/v1/scans/{task_id}": {"get": _op("Get a scan", _ref(TaskView),
-                                                   params=[_TASK])},
-            "/api/v1/scans/{task_id}/cancel": {"post": _op("Cancel a scan", _ref(TaskView),
-                                                           params=[_TASK], admin=True)},
-            "/api/v1/scans/{task_id}/results": {"get": _op("Findings, filtered and paged",
-                                                           None, params=results_params)},
-            "/api/v1/scans/{task_id}/export": {"get": {
-                "summary": "The raw .nessus export", "parameters": [_TASK],
-                "responses": {"200": {"description": "NessusClientData_v2 XML",
-                                      "content": {"application/xml": {}}}}}},
-            "/api/v1/scans/{task_id}/compare": {"get": _op(
-                "Diff with an earlier scan", None, params=[_TASK, _q("base")])},
+                "post": _op(
+                    "Submit a scan",
+                    _ref(SubmitResult),
+                    body=SubmitRequest,
+                    status="202",
+                    admin=True,
+                ),
+                "get": _op(
+                    "List scans, newest first",
+                    _ref(TaskPage),
+                    params=[
+                        _q("status"),
+                        _q("pool"),
+                        _q("target"),
+                        _q("created_from_ms", "integer"),
+                        _q("created_to_ms", "integer"),
+                        _q("limit", "integer"),
+                        _q("cursor"),
+                    ],
+                ),
+            },
+            "/api/v1/scans/{task_id}": {"get": _op("Get a scan", _ref(TaskView), params=[_TASK])},
+            "/api/v1/scans/{task_id}/cancel": {
+                "post": _op("Cancel a scan", _ref(TaskView), params=[_TASK], admin=True)
+            },
+            "/api/v1/scans/{task_id}/results": {
+                "get": _op("Findings, filtered and paged", None, params=results_params)
+            },
+            "/api/v1/scans/{task_id}/export": {
+                "get": {
+                    "summary": "The raw .nessus export",
+                    "parameters": [_TASK],
+                    "responses": {
+                        "200": {
+                            "description": "NessusClientData_v2 XML",
+                            "content": {"application/xml": {}},
+                        }
+                    },
+                }
+            },
+            "/api/v1/scans/{task_id}/compare": {
+                "get": _op("Diff with an earlier scan", None, params=[_TASK, _q("base")])
+            },
             "/api/v1/pools": {"get": _op("List pools", None)},
-            "/api/v1/pools/{name}": {"get": _op("Get a pool", _ref(PoolView),
-                                                params=[_path("name")])},
+            "/api/v1/pools/{name}": {
+                "get": _op("Get a pool", _ref(PoolView), params=[_path("name")])
+            },
             "/api/v1/scanners": {"get": _op("List scanners", None, params=[_q("pool")])},
-            "/api/v1/scanners/{scanner_id}": {"get": _op(
-                "Get a scanner", _ref(ScannerView), params=[_path("scanner_id")])},
-            "/api/v1/scanners/{scanner_id}/drain": {"post": _op(
-                "Stop giving a scanner new scans", _ref(ScannerView),
-                params=[_path("scanner_id")], admin=True)},
-            "/api/v1/scanners/{scanner_id}/enable": {"post": _op(
-                "Give a scanner new scans again", _ref(ScannerView),
-                params=[_path("scanner_id")], admin=True)},
-            "/api/v1/dlq": {"get": _op("Dead letters", _ref(TaskPage), params=[
-                _q("pool"), _q("limit", "integer"), _q("cursor")])},
-            "/api/v1/dlq/{task_id}": {"get": _op("A dead letter with its events", None,
-                                                 params=[_TASK])},
-            "/api/v1/dlq/{task_id}/retry": {"post": _op(
-                "Queue a dead letter again", _ref(TaskView), params=[_TASK], admin=True)},
-            "/api/v1/dlq/purge": {"post": _op("Delete dead letters (bulk: dry run unless "
-                                              "confirm)", None, admin=True)},
-            "/api/v1/reload": {"post": _op("Reload the config file (what SIGHUP does)",
-                                           _ref(ReloadOutcome), admin=True)},
+            "/api/v1/scanners/{scanner_id}": {
+                "get": _op("Get a scanner", _ref(ScannerView), params=[_path("scanner_id")])
+            },
+            "/api/v1/scanners/{scanner_id}/drain": {
+                "post": _op(
+                    "Stop giving a scanner new scans",
+                    _ref(ScannerView),
+                    params=[_path("scanner_id")],
+                    admin=True,
+                )
+            },
+            "/api/v1/scanners/{scanner_id}/enable": {
+                "post": _op(
+                    "Give a scanner new scans again",
+                    _ref(ScannerView),
+                    params=[_path("scanner_id")],
+                    admin=True,
+                )
+            },
+            "/api/v1/dlq": {
+                "get": _op(
+                    "Dead letters",
+                    _ref(TaskPage),
+                    params=[_q("pool"), _q("limit", "integer"), _q("cursor")],
+                )
+            },
+            "/api/v1/dlq/{task_id}": {
+                "get": _op("A dead letter with its events", None, params=[_TASK])
+            },
+            "/api/v1/dlq/{task_id}/retry": {
+                "post": _op("Queue a dead letter again", _ref(TaskView), params=[_TASK], admin=True)
+            },
+            "/api/v1/dlq/purge": {
+                "post": _op("Delete dead letters (bulk: dry run unless confirm)", None, admin=True)
+            },
+            "/api/v1/reload": {
+                "post": _op(
+                    "Reload the config file (what SIGHUP does)", _ref(ReloadOutcome), admin=True
+                )
+            },
             "/api/v1/openapi.json": {"get": _op("This document", None)},
             "/healthz": {"get": _op("The event loop answers", None)},
             "/readyz": {"get": _op("Database writable, config loaded, scanners", None)},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
-                "200": {"description": "text exposition format"}}}},
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {"200": {"description": "text exposition format"}},
+                }
+            },
         },
     }

@@ -11,11 +11,11 @@ import asyncio
 import collections
 import logging
 import math
-
-import msgspec
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from nessus_pool.clock import Clock, sleep_or_event
 from nessus_pool.config import PoolConfig
@@ -44,7 +44,8 @@ class PoolState:
     scanners: dict[str, ScannerHandle] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     durations_s: collections.deque[float] = field(
-        default_factory=lambda: collections.deque(maxlen=50))
+        default_factory=lambda: collections.deque(maxlen=50)
+    )
     dispatcher: asyncio.Task[None] | None = None
 
     @property
@@ -53,8 +54,9 @@ class PoolState:
 
     @property
     def retry(self) -> RetryPolicy:
-        return RetryPolicy(max_attempts=self.config.max_attempts, base_delay_s=1.0,
-                           max_delay_s=60.0)
+        return RetryPolicy(
+            max_attempts=self.config.max_attempts, base_delay_s=1.0, max_delay_s=60.0
+        )
 
     @property
     def scanner_lost_after_s(self) -> float:
@@ -66,8 +68,11 @@ class PoolState:
 
     @property
     def capacity(self) -> int:
-        return sum(s.slots.capacity for s in self.scanners.values()
-                   if s.slots.enabled and not s.slots.removed)
+        return sum(
+            s.slots.capacity
+            for s in self.scanners.values()
+            if s.slots.enabled and not s.slots.removed
+        )
 
     @property
     def active(self) -> int:
@@ -78,10 +83,19 @@ class PoolState:
 
 
 class Engine:
-    def __init__(self, *, store: Store, clock: Clock, exports_dir: Path,
-                 client_factory: ClientFactory, credentials: CredentialResolver,
-                 metrics: Metrics | None = None, max_export_bytes: int = 2 * 1024**3,
-                 probe_interval_s: float = 30.0, default_duration_s: float = 1800.0) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        exports_dir: Path,
+        client_factory: ClientFactory,
+        credentials: CredentialResolver,
+        metrics: Metrics | None = None,
+        max_export_bytes: int = 2 * 1024**3,
+        probe_interval_s: float = 30.0,
+        default_duration_s: float = 1800.0,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.exports_dir = exports_dir
@@ -147,8 +161,11 @@ class Engine:
             return
         exc = task.exception()
         if exc is not None:
-            log.error("background task died", exc_info=exc,
-                      extra={"event": "background_task_died", "task": task.get_name()})
+            log.error(
+                "background task died",
+                exc_info=exc,
+                extra={"event": "background_task_died", "task": task.get_name()},
+            )
 
     def _add_pool(self, pc: PoolConfig) -> PoolState:
         pool = PoolState(config=pc)
@@ -171,8 +188,9 @@ class Engine:
         for t in tasks:
             pool = self.pools.get(t.pool)
             if pool is None:
-                await self._finish_unstarted(t, "pool_removed",
-                                             f"pool {t.pool!r} is no longer configured")
+                await self._finish_unstarted(
+                    t, "pool_removed", f"pool {t.pool!r} is no longer configured"
+                )
                 failed += 1
                 continue
             if t.status is TaskStatus.QUEUED:
@@ -186,21 +204,31 @@ class Engine:
                     requeued += 1
                 else:
                     await self._finish_unstarted(
-                        t, "scanner_removed",
+                        t,
+                        "scanner_removed",
                         f"scanner {t.scanner_id!r} was removed while its scan was running",
-                        dead_letter=True)
+                        dead_letter=True,
+                    )
                     failed += 1
                 continue
             self.tasks[t.task_id] = t
             sc.slots.adopt(t.task_id, total_addresses(t.targets))
             self._start_runner(pool, t, sc)
             adopted += 1
-        log.info("recovered", extra={"event": "engine_recovered", "queued": sum(
-            len(p.queue) for p in self.pools.values()), "adopted": adopted,
-            "requeued": requeued, "failed": failed})
+        log.info(
+            "recovered",
+            extra={
+                "event": "engine_recovered",
+                "queued": sum(len(p.queue) for p in self.pools.values()),
+                "adopted": adopted,
+                "requeued": requeued,
+                "failed": failed,
+            },
+        )
 
-    async def _finish_unstarted(self, t: Task, reason: str, error: str,
-                                *, dead_letter: bool = False) -> None:
+    async def _finish_unstarted(
+        self, t: Task, reason: str, error: str, *, dead_letter: bool = False
+    ) -> None:
         self.tasks[t.task_id] = t
         await self.finish(t, TaskStatus.FAILED, reason, error, dead_letter=dead_letter)
 
@@ -241,8 +269,9 @@ class Engine:
             if not placed:
                 return
 
-    def _start_runner(self, pool: PoolState, t: Task, sc: ScannerHandle,
-                      *, fresh: bool = False) -> None:
+    def _start_runner(
+        self, pool: PoolState, t: Task, sc: ScannerHandle, *, fresh: bool = False
+    ) -> None:
         control = self.controls.setdefault(t.task_id, RunControl())
         runner = TaskRunner(self, pool, t, sc, control)
 
@@ -257,8 +286,7 @@ class Engine:
         while not sc.slots.removed:
             if await sc.probe():
                 self.pools[sc.spec.pool].wake.set()
-            delay = self.probe_interval_s if sc.slots.reachable else min(
-                5.0, self.probe_interval_s)
+            delay = self.probe_interval_s if sc.slots.reachable else min(5.0, self.probe_interval_s)
             await sleep_or_event(self.clock, sc.probe_now, delay)
             sc.probe_now.clear()
 
@@ -268,14 +296,33 @@ class Engine:
         self._seq += 1
         return self._seq
 
-    async def persist(self, t: Task, event: str, *, reason: str | None = None,
-                      detail: str | None = None, notify: bool = True) -> None:
+    async def persist(
+        self,
+        t: Task,
+        event: str,
+        *,
+        reason: str | None = None,
+        detail: str | None = None,
+        notify: bool = True,
+    ) -> None:
         t.updated_at_ms = self.clock.now_ms()
-        await self.store.save_task(t, TaskEvent(task_id=t.task_id, at_ms=t.updated_at_ms,
-                                                status=event, reason=reason, detail=detail))
-        log.info("task %s", event, extra={"event": f"task_{event}", "task_id": t.task_id,
-                                          "pool": t.pool, "scanner": t.scanner_id,
-                                          "reason": reason})
+        await self.store.save_task(
+            t,
+            TaskEvent(
+                task_id=t.task_id, at_ms=t.updated_at_ms, status=event, reason=reason, detail=detail
+            ),
+        )
+        log.info(
+            "task %s",
+            event,
+            extra={
+                "event": f"task_{event}",
+                "task_id": t.task_id,
+                "pool": t.pool,
+                "scanner": t.scanner_id,
+                "reason": reason,
+            },
+        )
         if notify:
             self._notify(t.task_id)
 
@@ -287,7 +334,8 @@ class Engine:
         if len(pool.queue) >= pool.config.max_queued:
             raise CapacityError(
                 f"pool {t.pool!r} already has {len(pool.queue)} queued scans (max-queued = "
-                f"{pool.config.max_queued}); wait for some to finish or use another pool")
+                f"{pool.config.max_queued}); wait for some to finish or use another pool"
+            )
         if t.requested_scanner is not None and t.requested_scanner not in pool.scanners:
             raise NotFoundError(f"scanner {t.requested_scanner!r} is not in pool {t.pool!r}")
         if inline is not None:
@@ -316,12 +364,18 @@ class Engine:
         await self.persist(t, "cancel_requested")
         return t
 
-    async def requeue(self, t: Task, reason: str, *, use_attempt: bool = True,
-                      error: str | None = None) -> None:
+    async def requeue(
+        self, t: Task, reason: str, *, use_attempt: bool = True, error: str | None = None
+    ) -> None:
         pool = self.pools[t.pool]
         if use_attempt and t.attempt - t.attempt_base >= pool.config.max_attempts:
-            await self.finish(t, TaskStatus.FAILED, "attempts_exhausted",
-                              f"{reason}: {error or 'no more attempts'}", dead_letter=True)
+            await self.finish(
+                t,
+                TaskStatus.FAILED,
+                "attempts_exhausted",
+                f"{reason}: {error or 'no more attempts'}",
+                dead_letter=True,
+            )
             return
         self._release(t)
         if not use_attempt:
@@ -336,14 +390,26 @@ class Engine:
         pool.queue.push(t)
         pool.wake.set()
 
-    async def finish(self, t: Task, status: TaskStatus, reason: str, error: str | None = None,
-                     *, dead_letter: bool = False) -> None:
+    async def finish(
+        self,
+        t: Task,
+        status: TaskStatus,
+        reason: str,
+        error: str | None = None,
+        *,
+        dead_letter: bool = False,
+    ) -> None:
         # the final state becomes visible only once it is durable: readers see the live
         # task until the commit, then the stored one
         final = msgspec.structs.replace(
-            t, status=status, reason=reason, error=error, dead_letter=dead_letter,
+            t,
+            status=status,
+            reason=reason,
+            error=error,
+            dead_letter=dead_letter,
             finished_at_ms=self.clock.now_ms(),
-            progress_pct=100 if status is TaskStatus.COMPLETED else t.progress_pct)
+            progress_pct=100 if status is TaskStatus.COMPLETED else t.progress_pct,
+        )
         await self.persist(final, status.value, reason=reason, detail=error, notify=False)
         for name in final.__struct_fields__:
             setattr(t, name, getattr(final, name))
@@ -356,7 +422,7 @@ class Engine:
         self._notify(t.task_id)
         pool = self.pools.get(t.pool)
         duration_s = None
-        if t.started_at_ms is not None:
+        if t.started_at_ms is not None and t.finished_at_ms is not None:
             duration_s = (t.finished_at_ms - t.started_at_ms) / 1000
             if status is TaskStatus.COMPLETED and pool is not None:
                 pool.durations_s.append(duration_s)
@@ -386,8 +452,9 @@ class Engine:
         for t in tasks:
             if t.dead_letter:
                 self.dlq_counts[t.pool] = max(0, self.dlq_counts.get(t.pool, 0) - 1)
-            if t.export_path:
-                Path(t.export_path).unlink(missing_ok=True)
+        files = [Path(t.export_path) for t in tasks if t.export_path]
+        if files:
+            await asyncio.to_thread(_unlink_all, files)
 
     def _release(self, t: Task) -> None:
         sc = self.scanners.get(t.scanner_id or "")
@@ -464,8 +531,12 @@ class Engine:
         if pool is not None:
             pool.scanners.pop(sc.scanner_id, None)
         await sc.client.close()
-        log.info("scanner retired", extra={"event": "scanner_retired",
-                                           "scanner": sc.scanner_id})
+        log.info("scanner retired", extra={"event": "scanner_retired", "scanner": sc.scanner_id})
+
+
+def _unlink_all(files: list[Path]) -> None:
+    for f in files:
+        f.unlink(missing_ok=True)
 
 
 def _least_loaded(available: list[ScannerHandle], requested: str | None) -> ScannerHandle | None:
@@ -476,8 +547,11 @@ def _least_loaded(available: list[ScannerHandle], requested: str | None) -> Scan
             continue
         if not s.slots.free:
             continue
-        key = (len(s.slots.active) / s.slots.capacity, s.slots.hosts_in_flight,
-               s.slots.last_used_ms)
+        key = (
+            len(s.slots.active) / s.slots.capacity,
+            s.slots.hosts_in_flight,
+            s.slots.last_used_ms,
+        )
         if best_key is None or key < best_key:
             best, best_key = s, key
     return best
@@ -492,12 +566,15 @@ async def apply_reload(engine: Engine, pools: list[PoolConfig], specs: list[Scan
         if name not in new_pools and (pool.queue or pool.active):
             raise ConflictError(
                 f"pool {name!r} still has {len(pool.queue)} queued and {pool.active} running "
-                "scans; let them finish (or cancel them) before removing the pool")
+                "scans; let them finish (or cancel them) before removing the pool"
+            )
     for sid, sc in engine.scanners.items():
         spec = new_specs.get(sid)
         if spec is not None and spec.pool != sc.spec.pool and sc.slots.active:
-            raise ConflictError(f"scanner {sid!r} has running scans and cannot move from pool "
-                                f"{sc.spec.pool!r} to {spec.pool!r} now")
+            raise ConflictError(
+                f"scanner {sid!r} has running scans and cannot move from pool "
+                f"{sc.spec.pool!r} to {spec.pool!r} now"
+            )
     for name, pc in new_pools.items():
         if name in engine.pools:
             engine.pools[name].config = pc

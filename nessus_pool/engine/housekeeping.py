@@ -26,16 +26,18 @@ class HousekeepingRun(msgspec.Struct, kw_only=True):
     export_files_deleted: int = 0
 
 
-async def housekeeping_once(engine: Engine, cfg: HousekeepingConfig,
-                            now_ms: int | None = None) -> HousekeepingRun:
+async def housekeeping_once(
+    engine: Engine, cfg: HousekeepingConfig, now_ms: int | None = None
+) -> HousekeepingRun:
     now_ms = engine.clock.now_ms() if now_ms is None else now_ms
     run = HousekeepingRun()
     for dead_letter, ttl_s in ((False, cfg.finished_ttl_s), (True, cfg.dead_letter_ttl_s)):
         cutoff = now_ms - int(ttl_s * 1000)
         while True:
-            batch = await engine.store.list_tasks(TaskFilter(
-                statuses=TERMINAL, dead_letter=dead_letter, finished_before_ms=cutoff),
-                limit=500)
+            batch = await engine.store.list_tasks(
+                TaskFilter(statuses=TERMINAL, dead_letter=dead_letter, finished_before_ms=cutoff),
+                limit=500,
+            )
             batch = [t for t in batch if t.task_id not in engine.tasks]
             if not batch:
                 break
@@ -48,8 +50,7 @@ async def housekeeping_once(engine: Engine, cfg: HousekeepingConfig,
     for kind, n in msgspec.structs.asdict(run).items():
         if n:
             engine.metrics.housekeeping.labels(kind).inc(n)
-    log.info("housekeeping", extra={"event": "housekeeping_run",
-                                    **msgspec.structs.asdict(run)})
+    log.info("housekeeping", extra={"event": "housekeeping_run", **msgspec.structs.asdict(run)})
     return run
 
 

@@ -17,8 +17,10 @@ FindingRow = tuple[int, int, int, str, bytes]
 
 
 def finding_rows(findings: list[Finding], start_seq: int) -> list[FindingRow]:
-    return [(start_seq + i, f.severity, f.plugin_id, f.host, _enc.encode(f))
-            for i, f in enumerate(findings)]
+    return [
+        (start_seq + i, f.severity, f.plugin_id, f.host, _enc.encode(f))
+        for i, f in enumerate(findings)
+    ]
 
 
 async def ingest_export(store: Store, t: Task) -> ScanResults:
@@ -37,7 +39,12 @@ async def ingest_export(store: Store, t: Task) -> ScanResults:
         asyncio.run_coroutine_threadsafe(store.add_findings(t.task_id, rows), loop).result()
 
     result = await asyncio.to_thread(
-        parse_export, Path(t.export_path), scan_type=t.scan_type, targets=t.targets,
-        on_findings=on_findings, batch_size=2000)
+        parse_export,
+        Path(t.export_path),
+        scan_type=t.scan_type,
+        targets=t.targets,
+        on_findings=on_findings,
+        batch_size=2000,
+    )
     await store.save_results(t.task_id, _json.encode(result))
     return result

@@ -10,14 +10,22 @@ from nessus_pool.engine.core import Engine
 
 
 def snapshot(engine: Engine) -> Iterable[GaugeMetricFamily]:
-    active = GaugeMetricFamily("nessus_pool_scanner_active_scans", "Scans running on a scanner",
-                               labels=["pool", "scanner"])
-    capacity = GaugeMetricFamily("nessus_pool_scanner_capacity", "max-concurrent-scans",
-                                 labels=["pool", "scanner"])
-    up = GaugeMetricFamily("nessus_pool_scanner_up", "1 if the scanner answered its last probe",
-                           labels=["pool", "scanner"])
-    circuit = GaugeMetricFamily("nessus_pool_scanner_circuit_state",
-                                "0 closed, 1 half-open, 2 open", labels=["pool", "scanner"])
+    active = GaugeMetricFamily(
+        "nessus_pool_scanner_active_scans", "Scans running on a scanner", labels=["pool", "scanner"]
+    )
+    capacity = GaugeMetricFamily(
+        "nessus_pool_scanner_capacity", "max-concurrent-scans", labels=["pool", "scanner"]
+    )
+    up = GaugeMetricFamily(
+        "nessus_pool_scanner_up",
+        "1 if the scanner answered its last probe",
+        labels=["pool", "scanner"],
+    )
+    circuit = GaugeMetricFamily(
+        "nessus_pool_scanner_circuit_state",
+        "0 closed, 1 half-open, 2 open",
+        labels=["pool", "scanner"],
+    )
     for sc in engine.scanners.values():
         labels = [sc.spec.pool, sc.scanner_id]
         active.add_metric(labels, len(sc.slots.active))
@@ -25,8 +33,9 @@ def snapshot(engine: Engine) -> Iterable[GaugeMetricFamily]:
         up.add_metric(labels, 1 if sc.slots.reachable else 0)
         circuit.add_metric(labels, int(sc.breaker.state))
     depth = GaugeMetricFamily("nessus_pool_queue_depth", "Queued scans", labels=["pool"])
-    oldest = GaugeMetricFamily("nessus_pool_oldest_queued_age_seconds",
-                               "Age of the oldest queued scan", labels=["pool"])
+    oldest = GaugeMetricFamily(
+        "nessus_pool_oldest_queued_age_seconds", "Age of the oldest queued scan", labels=["pool"]
+    )
     now_ms = engine.clock.now_ms()
     oldest_ms: dict[str, int] = {}
     for t in engine.tasks.values():

@@ -48,8 +48,14 @@ class Requeue(Exception):
 class Finish(Exception):
     """The task ends in ``status``."""
 
-    def __init__(self, status: TaskStatus, reason: str, error: str | None = None,
-                 *, dead_letter: bool = False) -> None:
+    def __init__(
+        self,
+        status: TaskStatus,
+        reason: str,
+        error: str | None = None,
+        *,
+        dead_letter: bool = False,
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
@@ -66,8 +72,9 @@ class RunControl:
 
 
 class TaskRunner:
-    def __init__(self, engine: Engine, pool: PoolState, task: Task, sc: ScannerHandle,
-                 control: RunControl) -> None:
+    def __init__(
+        self, engine: Engine, pool: PoolState, task: Task, sc: ScannerHandle, control: RunControl
+    ) -> None:
         self.e = engine
         self.pool = pool
         self.task = task
@@ -91,14 +98,13 @@ class TaskRunner:
             self.sc.slots.message = exc.message
             await self.e.requeue(t, "scanner_export_only", use_attempt=False)
         except PermanentScannerError as exc:
-            await self.e.finish(t, TaskStatus.FAILED, "scanner_refused", str(exc),
-                                dead_letter=True)
+            await self.e.finish(t, TaskStatus.FAILED, "scanner_refused", str(exc), dead_letter=True)
         except ScannerError as exc:
-            await self.e.requeue(t, f"scanner_error: {exc.code}", use_attempt=True,
-                                 error=str(exc))
+            await self.e.requeue(t, f"scanner_error: {exc.code}", use_attempt=True, error=str(exc))
         except ResultsError as exc:
-            await self.e.finish(t, TaskStatus.FAILED, "results_unreadable", str(exc),
-                                dead_letter=True)
+            await self.e.finish(
+                t, TaskStatus.FAILED, "results_unreadable", str(exc), dead_letter=True
+            )
         except NessusPoolError as exc:
             await self.e.finish(t, TaskStatus.FAILED, exc.code, str(exc), dead_letter=True)
 
@@ -126,10 +132,14 @@ class TaskRunner:
                 raise Finish(TaskStatus.CANCELED, "canceled_by_user")
             cred = self._credential()
             spec = ScanSpec(
-                name=t.remote_scan_name, targets=t.targets, description=t.description,
+                name=t.remote_scan_name,
+                targets=t.targets,
+                description=t.description,
                 template=t.template or self.pool.config.template,
                 folder_id=self.sc.spec.folder_id,
-                remote_scanner_id=self.sc.spec.remote_scanner_id, credential=cred)
+                remote_scanner_id=self.sc.spec.remote_scanner_id,
+                credential=cred,
+            )
             existing = await self._create_once(spec)
         t.remote_scan_id = existing
         await self.e.persist(t, "created", detail=f"remote_scan_id={existing}")
@@ -140,21 +150,31 @@ class TaskRunner:
             return None
         cred = self.e.credential_for(t)
         if cred is None:
-            raise Finish(TaskStatus.FAILED, "inline_credentials_lost",
-                         "the inline SSH credentials were held in memory only and were lost "
-                         "in a restart before the scan was created; submit the scan again "
-                         "(or use a named credential set)")
+            raise Finish(
+                TaskStatus.FAILED,
+                "inline_credentials_lost",
+                "the inline SSH credentials were held in memory only and were lost "
+                "in a restart before the scan was created; submit the scan again "
+                "(or use a named credential set)",
+            )
         return cred
 
     async def _find_by_name(self, name: str) -> int | None:
-        found = await self.sc.call(lambda: self.sc.client.find_scans_by_name(name),
-                                   self.policy, what="find_scans_by_name")
+        found = await self.sc.call(
+            lambda: self.sc.client.find_scans_by_name(name), self.policy, what="find_scans_by_name"
+        )
         if not found:
             return None
         if len(found) > 1:
-            log.warning("duplicate remote scans", extra={
-                "event": "remote_scan_duplicates", "task_id": self.task.task_id,
-                "scanner": self.sc.scanner_id, "count": len(found)})
+            log.warning(
+                "duplicate remote scans",
+                extra={
+                    "event": "remote_scan_duplicates",
+                    "task_id": self.task.task_id,
+                    "scanner": self.sc.scanner_id,
+                    "count": len(found),
+                },
+            )
         return min(s.id for s in found)
 
     async def _create_once(self, spec: ScanSpec) -> int:
@@ -164,8 +184,12 @@ class TaskRunner:
         while True:
             attempt += 1
             try:
-                remote = await self.sc.call(lambda: self.sc.client.create_scan(spec),
-                                            self.policy, idempotent=False, what="create_scan")
+                remote = await self.sc.call(
+                    lambda: self.sc.client.create_scan(spec),
+                    self.policy,
+                    idempotent=False,
+                    what="create_scan",
+                )
                 return remote.id
             except ScannerError as exc:
                 if not exc.transient:
@@ -181,21 +205,26 @@ class TaskRunner:
         t = self.task
         assert t.remote_scan_id is not None
         scan_id = t.remote_scan_id
-        details = await self.sc.call(lambda: self.sc.client.scan_details(scan_id),
-                                     self.policy, what="scan_details")
+        details = await self.sc.call(
+            lambda: self.sc.client.scan_details(scan_id), self.policy, what="scan_details"
+        )
         if self.control.cancel_requested:
             await self._delete_remote(scan_id)
             raise Finish(TaskStatus.CANCELED, "canceled_by_user")
         if details.phase is RemotePhase.EMPTY:
             try:
                 t.remote_scan_uuid = await self.sc.call(
-                    lambda: self.sc.client.launch_scan(scan_id), self.policy,
-                    idempotent=False, what="launch_scan")
+                    lambda: self.sc.client.launch_scan(scan_id),
+                    self.policy,
+                    idempotent=False,
+                    what="launch_scan",
+                )
             except ScannerError as exc:
                 if not exc.transient:
                     raise
-                again = await self.sc.call(lambda: self.sc.client.scan_details(scan_id),
-                                           self.policy, what="scan_details")
+                again = await self.sc.call(
+                    lambda: self.sc.client.scan_details(scan_id), self.policy, what="scan_details"
+                )
                 if again.phase is RemotePhase.EMPTY:
                     raise
         t.status = TaskStatus.RUNNING
@@ -205,12 +234,18 @@ class TaskRunner:
 
     async def _delete_remote(self, scan_id: int) -> None:
         try:
-            await self.sc.call(lambda: self.sc.client.delete_scan(scan_id), self.policy,
-                               what="delete_scan")
+            await self.sc.call(
+                lambda: self.sc.client.delete_scan(scan_id), self.policy, what="delete_scan"
+            )
         except ScannerError:
-            log.warning("could not delete remote scan", extra={
-                "event": "remote_delete_failed", "task_id": self.task.task_id,
-                "scanner": self.sc.scanner_id})
+            log.warning(
+                "could not delete remote scan",
+                extra={
+                    "event": "remote_delete_failed",
+                    "task_id": self.task.task_id,
+                    "scanner": self.sc.scanner_id,
+                },
+            )
 
     async def _nap(self, delay_s: float) -> None:
         """Sleep on the engine clock, waking early if the task is poked (cancel)."""
@@ -233,17 +268,20 @@ class TaskRunner:
         scan_id = t.remote_scan_id
         cfg = self.pool.config
         started_s = self.e.clock.monotonic_s() - max(
-            0, (self.e.clock.now_ms() - (t.started_at_ms or self.e.clock.now_ms())) / 1000)
+            0, (self.e.clock.now_ms() - (t.started_at_ms or self.e.clock.now_ms())) / 1000
+        )
         last_ok_s = self.e.clock.monotonic_s()
         stop_sent = False
         while True:
             now_s = self.e.clock.monotonic_s()
             want_stop = self.control.cancel_requested or (
-                now_s - started_s >= cfg.max_scan_duration_s)
+                now_s - started_s >= cfg.max_scan_duration_s
+            )
             if want_stop and not stop_sent:
                 try:
-                    await self.sc.call(lambda: self.sc.client.stop_scan(scan_id), self.policy,
-                                       what="stop_scan")
+                    await self.sc.call(
+                        lambda: self.sc.client.stop_scan(scan_id), self.policy, what="stop_scan"
+                    )
                     stop_sent = True
                 except RemoteNotFoundError:
                     pass
@@ -251,8 +289,9 @@ class TaskRunner:
                     if not exc.transient:
                         raise
             try:
-                d = await self.sc.call(lambda: self.sc.client.scan_details(scan_id),
-                                       self.policy, what="scan_details")
+                d = await self.sc.call(
+                    lambda: self.sc.client.scan_details(scan_id), self.policy, what="scan_details"
+                )
             except RemoteNotFoundError:
                 if self.control.cancel_requested:
                     raise Finish(TaskStatus.CANCELED, "canceled_by_user") from None
@@ -261,8 +300,9 @@ class TaskRunner:
                 if not exc.transient:
                     raise
                 if self.e.clock.monotonic_s() - last_ok_s >= self.pool.scanner_lost_after_s:
-                    raise Finish(TaskStatus.FAILED, "scanner_lost", str(exc),
-                                 dead_letter=True) from None
+                    raise Finish(
+                        TaskStatus.FAILED, "scanner_lost", str(exc), dead_letter=True
+                    ) from None
                 await self._nap(self.pool.config.poll_interval_s)
                 continue
             last_ok_s = self.e.clock.monotonic_s()
@@ -275,16 +315,21 @@ class TaskRunner:
         t = self.task
         if self.control.cancel_requested:
             raise Finish(TaskStatus.CANCELED, "canceled_by_user")
-        timed_out = t.started_at_ms is not None and (
-            self.e.clock.now_ms() - t.started_at_ms
-        ) / 1000 >= self.pool.config.max_scan_duration_s
+        timed_out = (
+            t.started_at_ms is not None
+            and (self.e.clock.now_ms() - t.started_at_ms) / 1000
+            >= self.pool.config.max_scan_duration_s
+        )
         if phase is RemotePhase.COMPLETED or phase is RemotePhase.IMPORTED:
             await self._export_and_finish(TaskStatus.COMPLETED, "completed")
         elif timed_out:
             await self._export_and_finish(TaskStatus.TIMED_OUT, "max_scan_duration")
         elif phase is RemotePhase.CANCELED:
-            raise Finish(TaskStatus.CANCELED, "stopped_on_scanner",
-                         "the scan was stopped on the scanner by someone else")
+            raise Finish(
+                TaskStatus.CANCELED,
+                "stopped_on_scanner",
+                "the scan was stopped on the scanner by someone else",
+            )
         else:  # aborted
             raise Requeue("scan_aborted")
 
@@ -299,14 +344,20 @@ class TaskRunner:
         try:
             res = await self.sc.call(
                 lambda: self.sc.client.export_scan(
-                    scan_id, dest, deadline_s=self.pool.export_deadline_s,
+                    scan_id,
+                    dest,
+                    deadline_s=self.pool.export_deadline_s,
                     max_bytes=self.e.max_export_bytes,
-                    poll_interval_s=min(2.0, self.pool.config.poll_interval_s)),
-                self.policy, what="export_scan")
+                    poll_interval_s=min(2.0, self.pool.config.poll_interval_s),
+                ),
+                self.policy,
+                what="export_scan",
+            )
         except ScannerError as exc:
             if exc.transient:
-                raise Finish(TaskStatus.FAILED, "export_failed", str(exc),
-                             dead_letter=True) from None
+                raise Finish(
+                    TaskStatus.FAILED, "export_failed", str(exc), dead_letter=True
+                ) from None
             raise
         t.export_path = str(Path(res.path))
         t.export_sha256 = res.sha256
@@ -316,7 +367,10 @@ class TaskRunner:
             # only ever the scan this task created, by the id stored when it was created
             await self._delete_remote(scan_id)
         if auth_failed and status is TaskStatus.COMPLETED:
-            raise Finish(TaskStatus.FAILED, "authentication_failed",
-                         "the scan ran but authentication failed on at least one host; "
-                         "see validation.troubleshooting")
+            raise Finish(
+                TaskStatus.FAILED,
+                "authentication_failed",
+                "the scan ran but authentication failed on at least one host; "
+                "see validation.troubleshooting",
+            )
         raise Finish(status, reason)

@@ -45,18 +45,34 @@ class ScannerSpec(msgspec.Struct, frozen=True, kw_only=True):
 
     def connection_key(self) -> tuple[object, ...]:
         """Fields whose change needs a new client."""
-        return (self.url, self.access_key, self.secret_key, self.username, self.password,
-                self.verify_tls, self.ca_file, self.timeout_s)
+        return (
+            self.url,
+            self.access_key,
+            self.secret_key,
+            self.username,
+            self.password,
+            self.verify_tls,
+            self.ca_file,
+            self.timeout_s,
+        )
 
 
 class ScannerHandle:
-    def __init__(self, spec: ScannerSpec, client: NessusClient, clock: Clock,
-                 *, http_concurrency: int = 8, breaker: CircuitBreaker | None = None) -> None:
+    def __init__(
+        self,
+        spec: ScannerSpec,
+        client: NessusClient,
+        clock: Clock,
+        *,
+        http_concurrency: int = 8,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         self.spec = spec
         self.client = client
         self.clock = clock
-        self.slots = ScannerSlots(scanner_id=spec.scanner_id, pool=spec.pool,
-                                  capacity=spec.capacity, enabled=spec.enabled)
+        self.slots = ScannerSlots(
+            scanner_id=spec.scanner_id, pool=spec.pool, capacity=spec.capacity, enabled=spec.enabled
+        )
         self.breaker = breaker or CircuitBreaker()
         self.sem = asyncio.Semaphore(http_concurrency)
         self.rng = random.Random(hash(spec.scanner_id) & 0xFFFF)
@@ -79,14 +95,26 @@ class ScannerHandle:
             was = self.breaker.state
             self.breaker.failure(self.clock.monotonic_s())
             if self.breaker.state is BreakerState.OPEN and was is not BreakerState.OPEN:
-                log.warning("circuit opened", extra={
-                    "event": "scanner_circuit_opened", "scanner": self.scanner_id,
-                    "failures": self.breaker.failures, "error": str(exc)})
+                log.warning(
+                    "circuit opened",
+                    extra={
+                        "event": "scanner_circuit_opened",
+                        "scanner": self.scanner_id,
+                        "failures": self.breaker.failures,
+                        "error": str(exc),
+                    },
+                )
                 self.slots.reachable = False
                 self.slots.message = f"unreachable: {exc}"
 
-    async def call(self, op: Callable[[], Awaitable[T]], policy: RetryPolicy,
-                   *, idempotent: bool = True, what: str = "") -> T:
+    async def call(
+        self,
+        op: Callable[[], Awaitable[T]],
+        policy: RetryPolicy,
+        *,
+        idempotent: bool = True,
+        what: str = "",
+    ) -> T:
         """Run one client call, retrying transient failures of idempotent calls with
         backoff. 429 waits Retry-After without using an attempt."""
         attempt = 0
@@ -103,13 +131,22 @@ class ScannerHandle:
                     attempt -= 1
                 else:
                     self._record_failure(exc)
-                if not (idempotent or isinstance(exc, RateLimitedError)) or not \
-                        policy.should_retry(exc, attempt):
+                if not (idempotent or isinstance(exc, RateLimitedError)) or not policy.should_retry(
+                    exc, attempt
+                ):
                     raise
                 delay = policy.wait_s(exc, attempt, self.rng)
-                log.info("scanner call retried", extra={
-                    "event": "scanner_call_retry", "scanner": self.scanner_id, "call": what,
-                    "attempt": attempt, "delay_s": round(delay, 3), "error": str(exc)})
+                log.info(
+                    "scanner call retried",
+                    extra={
+                        "event": "scanner_call_retry",
+                        "scanner": self.scanner_id,
+                        "call": what,
+                        "attempt": attempt,
+                        "delay_s": round(delay, 3),
+                        "error": str(exc),
+                    },
+                )
                 await self.clock.sleep(delay)
             else:
                 if self.breaker.state is not BreakerState.CLOSED or not self.slots.reachable:
