@@ -80,9 +80,9 @@ async def test_dlq_retry_really_runs(tmp_path: Path, start_daemon: DaemonFactory
     from nessus_pool.simulator import Faults
 
     sim = d.sim_cluster.scanners[0]
-    sub = await d.service.submit(SubmitRequest(targets="10.8.0.1"))
     # every scan aborts: attempts run out and the task is dead-lettered
     sim.set_faults(Faults(abort_rate=1.0))
+    sub = await d.service.submit(SubmitRequest(targets="10.8.0.1"))
     view = await d.service.wait_for(sub.task_id, 60)
     assert view.status == "failed" and view.dead_letter
     assert view.reason == "attempts_exhausted"

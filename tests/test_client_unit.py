@@ -355,6 +355,7 @@ async def test_404_is_remote_not_found(client: NessusClient, mock: Any) -> None:
 @pytest.mark.parametrize(
     ("status", "error_type"),
     [
+        (302, PermanentScannerError),
         (400, PermanentScannerError),
         (403, ScannerAuthError),
         (409, PermanentScannerError),

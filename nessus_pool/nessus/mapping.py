@@ -63,6 +63,12 @@ def http_error(
     detail = error_detail(payload, ctx.redact)
     kw = ctx.fields(status)
     suffix = f": {detail}" if detail else ""
+    if status < 400:
+        return PermanentScannerError(
+            f"the scanner answered HTTP {status}; check the scanner's base_url "
+            "(scheme, host and port, e.g. https://host:8834)",
+            **kw,
+        )
     if status == 429:
         return RateLimitedError(
             "the scanner asked us to slow down" + suffix,

@@ -261,10 +261,10 @@ class Transport:
                     method, url, data=data, headers=headers, timeout=timeout, allow_redirects=False
                 ) as resp:
                     status = resp.status
-                    if status < 400 or status in accept:
+                    if 200 <= status < 300 or status in accept:
                         yield resp
                         return
-                    outcome = "http_5xx" if status >= 500 else "http_4xx"
+                    outcome = f"http_{status // 100}xx"
                     if (
                         status == 401
                         and authenticate
