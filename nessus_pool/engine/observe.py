@@ -47,6 +47,6 @@ def snapshot(engine: Engine) -> Iterable[GaugeMetricFamily]:
         depth.add_metric([name], len(pool.queue))
         oldest.add_metric([name], (now_ms - oldest_ms[name]) / 1000 if name in oldest_ms else 0)
     dlq = GaugeMetricFamily("nessus_pool_dlq_depth", "Dead-lettered scans", labels=["pool"])
-    for name, n in engine.dlq_counts.items():
-        dlq.add_metric([name], n)
+    for name in engine.pools:
+        dlq.add_metric([name], engine.dlq_counts.get(name, 0))
     return [active, capacity, up, circuit, depth, oldest, dlq]
