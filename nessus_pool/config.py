@@ -96,6 +96,10 @@ class PoolConfig(_Base):
     poll_interval_s: PositiveFloat = 10.0
     template: str = "basic"
     priority_default: int = 0
+    #: CIDRs / addresses and hostname patterns (``*.corp.example``) this pool may scan
+    allowed_targets: list[str] = []
+    #: never scanned, even when allowed
+    denied_targets: list[str] = []
 
 
 class CredentialConfig(_Base):
@@ -113,6 +117,10 @@ class CredentialConfig(_Base):
 class SecurityConfig(_Base):
     #: allow ssh_username / ssh_password in requests (kept in memory only, never on disk)
     allow_inline_credentials: bool = True
+    #: deny by default: every pool with a real scanner must list allowed-targets
+    require_scope: bool = False
+    #: refuse a scan whose targets cover more addresses than this
+    max_addresses_per_task: PositiveInt = 65536
 
 
 class HousekeepingConfig(_Base):
@@ -283,6 +291,26 @@ def validate(config: Config) -> list[str]:
                 warnings += _check_secret(getattr(sc, key), f"{at}.{key.replace('_', '-')}")
             if not sc.verify_tls:
                 warnings.append(f"{at}.verify-tls = false: TLS certificates are not verified")
+        for kind in ("allowed_targets", "denied_targets"):
+            for k, entry in enumerate(getattr(pool, kind)):
+                if not _SCOPE_ENTRY.match(entry.strip()):
+                    raise _err(
+                        f"$.pools[{i}].{kind.replace('_', '-')}[{k}]",
+                        f"{entry!r} is not a CIDR, address or hostname pattern",
+                    )
+                if re.match(r"^[0-9.:/]+$", entry.strip()):
+                    try:
+                        ipaddress.ip_network(entry.strip(), strict=False)
+                    except ValueError as exc:
+                        raise _err(
+                            f"$.pools[{i}].{kind.replace('_', '-')}[{k}]", str(exc)
+                        ) from None
+        if config.security.require_scope and pool.scanners and not pool.allowed_targets:
+            raise _err(
+                f"$.pools[{i}].allowed-targets",
+                f"security.require-scope is on and pool {pool.name!r} has real "
+                "scanners: list the targets it may scan",
+            )
     sim = config.simulator
     if sim is not None:
         for k in range(1, sim.scanners + 1):
@@ -300,6 +328,9 @@ def validate(config: Config) -> list[str]:
     if not config.pools and sim is None:
         warnings.append("no pools and no simulator: nothing can be scanned")
     return warnings
+
+
+_SCOPE_ENTRY = re.compile(r"^[A-Za-z0-9*?.:/_-]+$")
 
 
 def _check_secret(ref: SecretRef | None, path: str) -> list[str]:

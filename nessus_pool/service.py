@@ -14,7 +14,7 @@ import msgspec
 
 from nessus_pool.config import Config
 from nessus_pool.engine import Engine
-from nessus_pool.errors import ConflictError, NotFoundError, ValidationError
+from nessus_pool.errors import ConflictError, NotFoundError, ScopeError, ValidationError
 from nessus_pool.models import (
     INLINE_CREDENTIAL,
     Escalation,
@@ -23,8 +23,10 @@ from nessus_pool.models import (
     Task,
     TaskStatus,
 )
+from nessus_pool.resolve import Resolver, resolve_hosts
 from nessus_pool.results.parser import Finding
 from nessus_pool.results.query import FindingsQuery, diff_findings, query_findings
+from nessus_pool.scope import Scope
 from nessus_pool.store import TaskFilter
 from nessus_pool.targets import parse_targets
 
@@ -168,6 +170,21 @@ class Service:
         self._config = config
         self._reload = reload
         self._idem_inflight: dict[str, asyncio.Future[Task]] = {}
+        self.resolver: Resolver = resolve_hosts
+        engine.scope_check = self._scope_recheck
+
+    async def _scope_recheck(self, t: Task) -> str | None:
+        """At launch: hostnames are resolved again (DNS can change) and checked."""
+        if t.pool not in self.engine.pools:
+            return None
+        scope = self.scope_for(t.pool)
+        hosts = scope.needs_resolution(t.targets)
+        resolved = await self.resolver(hosts) if hosts else {}
+        for target in t.targets:
+            reason = scope.why_not(target, resolved)
+            if reason is not None:
+                return reason
+        return None
 
     @property
     def config(self) -> Config:
@@ -177,9 +194,8 @@ class Service:
 
     async def submit(self, req: SubmitRequest) -> SubmitResult:
         cfg = self.config
-        max_addresses = 65536
-        targets = parse_targets(req.targets, max_addresses=max_addresses)
-        pool = self._pick_pool(req.pool)
+        targets = parse_targets(req.targets, max_addresses=cfg.security.max_addresses_per_task)
+        pool = await self._pick_pool(req.pool, targets)
         if req.scanner is not None and req.scanner not in self.engine.pools[pool].scanners:
             raise ValidationError(
                 f"scanner {req.scanner!r} is not in pool {pool!r}", field="scanner"
@@ -271,18 +287,48 @@ class Service:
         result.duplicate = True
         return result
 
-    def _pick_pool(self, requested: str | None) -> str:
+    def scope_for(self, pool: str) -> Scope:
+        state = self.engine.pools[pool]
+        real = any(not sc.spec.simulated for sc in state.scanners.values())
+        return Scope(
+            state.config.allowed_targets,
+            state.config.denied_targets,
+            mandatory=self.config.security.require_scope and real,
+        )
+
+    async def _pick_pool(self, requested: str | None, targets: list[str]) -> str:
+        """The requested pool if its scope allows every target; without one, the pool whose
+        scope covers all targets most narrowly (config order breaks ties)."""
         pools = list(self.engine.pools)
-        if requested is None:
-            if not pools:
-                raise ValidationError("no pool is configured", field="pool")
-            return pools[0]
-        if requested not in self.engine.pools:
+        if requested is not None and requested not in self.engine.pools:
             raise ValidationError(
                 f"pool {requested!r} does not exist (pools: {', '.join(pools) or 'none'})",
                 field="pool",
             )
-        return requested
+        if not pools:
+            raise ValidationError("no pool is configured", field="pool")
+        names = [requested] if requested is not None else pools
+        scopes = {name: self.scope_for(name) for name in names}
+        hosts = sorted({h for sc in scopes.values() for h in sc.needs_resolution(targets)})
+        resolved = await self.resolver(hosts) if hosts else {}
+        best: tuple[float, int, str] | None = None
+        first_error: ScopeError | None = None
+        for i, name in enumerate(names):
+            try:
+                scopes[name].check(targets, resolved)
+            except ScopeError as exc:
+                first_error = first_error or exc
+                continue
+            key = (scopes[name].breadth(targets, resolved), i, name)
+            best = key if best is None or key < best else best
+        if best is None:
+            assert first_error is not None
+            if requested is not None:
+                raise first_error
+            raise ScopeError(
+                f"no pool may scan these targets: {first_error}", field=first_error.field
+            )
+        return best[2]
 
     def _credentials(
         self, req: SubmitRequest, cfg: Config

@@ -11,7 +11,7 @@ import asyncio
 import collections
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,6 +119,8 @@ class Engine:
         self.dlq_counts: dict[str, int] = {}
         #: delete our own scans on the scanner once their export is downloaded
         self.delete_remote_scans = False
+        #: set by the service: why a task's targets are out of scope now, or None
+        self.scope_check: Callable[[Task], Awaitable[str | None]] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 

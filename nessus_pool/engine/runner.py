@@ -130,6 +130,10 @@ class TaskRunner:
         if existing is None:
             if self.control.cancel_requested:
                 raise Finish(TaskStatus.CANCELED, "canceled_by_user")
+            if self.e.scope_check is not None:
+                reason = await self.e.scope_check(t)
+                if reason is not None:
+                    raise Finish(TaskStatus.FAILED, "out_of_scope_at_launch", reason)
             cred = self._credential()
             spec = ScanSpec(
                 name=t.remote_scan_name,
