@@ -93,7 +93,21 @@ class PoolConfig(_Base):
     max_queued: PositiveInt = 1000
     max_scan_duration_s: PositiveFloat = 86400.0
     max_attempts: PositiveInt = 3
+    #: backoff between retries of a failed scanner call: full jitter up to
+    #: min(retry-max-delay-s, retry-base-delay-s * 2**(try-1))
+    retry_base_delay_s: PositiveFloat = 1.0
+    retry_max_delay_s: PositiveFloat = 60.0
+    #: a scanner's circuit opens after this many consecutive failures...
+    breaker_failures: PositiveInt = 5
+    #: ...and lets one probe through after this long
+    breaker_reset_s: PositiveFloat = 30.0
     poll_interval_s: PositiveFloat = 10.0
+    #: how often each scanner's health and licence are probed
+    probe_interval_s: PositiveFloat = 30.0
+    #: a running scan whose scanner has not answered for this long is dead-lettered
+    scanner_lost_after_s: PositiveFloat = 3600.0
+    #: overall deadline for one export (ask, poll, download)
+    export_deadline_s: PositiveFloat = 1800.0
     template: str = "basic"
     priority_default: int = 0
     #: CIDRs / addresses and hostname patterns (``*.corp.example``) this pool may scan

@@ -316,8 +316,9 @@ class Daemon:
         with contextlib.suppress(ImportError):
             import importlib
 
-            mcp = importlib.import_module("nessus_pool.api.mcp")
-            mcp.mount_mcp(app, self.service, cfg, app[AUTH])
+            mount = getattr(importlib.import_module("nessus_pool.api.mcp"), "mount_mcp", None)
+            if mount is not None:
+                mount(app, self.service, cfg, app[AUTH])
         self.app = app
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()

@@ -27,7 +27,7 @@ from nessus_pool.metrics import Metrics
 from nessus_pool.models import INLINE_CREDENTIAL, SshCredential, Task, TaskEvent, TaskStatus
 from nessus_pool.nessus import NessusClient
 from nessus_pool.queues import PoolQueue
-from nessus_pool.retry import RetryPolicy
+from nessus_pool.retry import CircuitBreaker, RetryPolicy
 from nessus_pool.store import Store
 from nessus_pool.targets import total_addresses
 
@@ -60,11 +60,11 @@ class PoolState:
 
     @property
     def scanner_lost_after_s(self) -> float:
-        return max(300.0, 30 * self.config.poll_interval_s)
+        return self.config.scanner_lost_after_s
 
     @property
     def export_deadline_s(self) -> float:
-        return 1800.0
+        return self.config.export_deadline_s
 
     @property
     def capacity(self) -> int:
@@ -176,7 +176,13 @@ class Engine:
         return pool
 
     def _add_scanner(self, spec: ScannerSpec) -> ScannerHandle:
-        sc = ScannerHandle(spec, self.client_factory(spec), self.clock)
+        pc = self.pools[spec.pool].config
+        sc = ScannerHandle(
+            spec,
+            self.client_factory(spec),
+            self.clock,
+            breaker=CircuitBreaker(pc.breaker_failures, pc.breaker_reset_s),
+        )
         self.scanners[spec.scanner_id] = sc
         self.pools[spec.pool].scanners[spec.scanner_id] = sc
         self._spawn(self._probe_loop(sc), f"probe:{spec.scanner_id}")
@@ -288,7 +294,9 @@ class Engine:
         while not sc.slots.removed:
             if await sc.probe():
                 self.pools[sc.spec.pool].wake.set()
-            delay = self.probe_interval_s if sc.slots.reachable else min(5.0, self.probe_interval_s)
+            pool = self.pools.get(sc.spec.pool)
+            interval = pool.config.probe_interval_s if pool else self.probe_interval_s
+            delay = interval if sc.slots.reachable else min(5.0, interval)
             await sleep_or_event(self.clock, sc.probe_now, delay)
             sc.probe_now.clear()
 
