@@ -15,6 +15,7 @@ import msgspec
 from nessus_pool.config import Config
 from nessus_pool.engine import Engine
 from nessus_pool.errors import ConflictError, NotFoundError, ScopeError, ValidationError
+from nessus_pool.logs import register_secret
 from nessus_pool.models import (
     INLINE_CREDENTIAL,
     Escalation,
@@ -368,6 +369,8 @@ class Service:
                 "credential set) or ssh_username and ssh_password",
                 field="credential",
             )
+        for secret in (req.ssh_password, req.escalation_password):
+            register_secret(secret)
         if not cfg.security.allow_inline_credentials:
             raise ValidationError(
                 "inline credentials are disabled by configuration; use a named credential set",
