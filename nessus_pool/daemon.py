@@ -68,6 +68,13 @@ def sd_notify(message: str) -> None:
         s.sendall(message.encode())
 
 
+async def _watchdog(interval_s: float) -> None:
+    """Tell systemd the event loop still turns (WatchdogSec=)."""
+    while True:
+        sd_notify("WATCHDOG=1")
+        await asyncio.sleep(interval_s)
+
+
 class StorageLock:
     """One engine per storage directory: an exclusive ``flock`` on ``<storage>/.lock``."""
 
@@ -289,6 +296,11 @@ class Daemon:
         metrics.set_snapshot(lambda: snapshot(engine))
         if self.serve_http:
             await self._start_http()
+        watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        if watchdog_usec > 0 and os.environ.get("WATCHDOG_PID", str(os.getpid())) == str(
+            os.getpid()
+        ):
+            self.engine.spawn(_watchdog(watchdog_usec / 2e6), "watchdog")
         sd_notify("READY=1")
         log.info(
             "serving", extra={"event": "daemon_ready", "url": self.url, "version": __version__}
