@@ -93,14 +93,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return asyncio.run(run_daemon(config_path_from(args.config)))
     if args.command == "mcp":
-        import importlib
+        from nessus_pool.api.mcp.stdio import run_stdio
 
-        try:
-            stdio = importlib.import_module("nessus_pool.api.mcp.stdio")
-        except ImportError:
-            print("error: the MCP server is not available in this build", file=sys.stderr)
-            return 1
-        return int(asyncio.run(stdio.run_stdio(args)))
+        return asyncio.run(run_stdio(args))
     if args.command == "config":
         if args.config_command == "check":
             return cmd_config_check(args.config)

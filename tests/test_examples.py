@@ -113,7 +113,8 @@ def test_unit_file_matches_the_daemon() -> None:
     s = unit_settings(SERVICE.read_text(encoding="utf-8"))
     assert s["Type"] == ["notify"]
     assert "/bin/kill -HUP $MAINPID" in s["ExecReload"]
-    assert "WatchdogSec" not in s, "the daemon does not send WATCHDOG=1"
+    # the daemon pings WATCHDOG=1 at half the interval (tests/test_logs_notify.py proves it)
+    assert s["WatchdogSec"] == ["30s"]
     assert s["ExecStart"][0].endswith(" serve --config /etc/nessus-pool/nessus-pool.toml")
     assert s["StateDirectory"] == ["nessus-pool"]
     assert prod_config().storage.path == "/var/lib/nessus-pool"

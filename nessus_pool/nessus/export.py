@@ -52,7 +52,7 @@ async def export_scan(
         file_id = await _request_export(t, scan_id)
         try:
             await _wait_ready(t, scan_id, file_id, deadline, deadline_s, poll_interval_s)
-            return await _download(t, scan_id, file_id, dest, max_bytes)
+            return await _download_retrying(t, scan_id, file_id, dest, max_bytes, poll_interval_s)
         except RemoteNotFoundError as exc:
             if ask > EXPORT_REASKS:
                 raise ExportError(
@@ -105,7 +105,13 @@ async def _wait_ready(
 ) -> None:
     path = _export_path(scan_id, file_id, "status")
     while True:
-        reply: Any = await t.request_json("GET", path, _EP_STATUS)
+        # a status poll is idempotent: a transient failure is just a missed poll
+        try:
+            reply: Any = await t.request_json("GET", path, _EP_STATUS)
+        except ScannerError as exc:
+            if not exc.transient or isinstance(exc, RemoteNotFoundError):
+                raise
+            reply = {"status": f"unknown ({exc.code})"}
         status = reply.get("status") if isinstance(reply, dict) else None
         if status == "ready":
             return
@@ -123,6 +129,35 @@ async def _wait_ready(
                 endpoint=_EP_STATUS,
             )
         await t.clock.sleep(min(poll_interval_s, remaining_s))
+
+
+async def _download_retrying(
+    t: Transport,
+    scan_id: int,
+    file_id: int | str,
+    dest: Path,
+    max_bytes: int,
+    poll_interval_s: float,
+    tries: int = 3,
+) -> ExportResult:
+    """The download is idempotent: a dropped or failed transfer is tried again."""
+    for attempt in range(1, tries + 1):
+        try:
+            return await _download(t, scan_id, file_id, dest, max_bytes)
+        except ScannerError as exc:
+            if not exc.transient or attempt == tries:
+                raise
+            log.info(
+                "export download failed; trying again",
+                extra={
+                    "event": "export_download_retry",
+                    "scanner": t.scanner_id,
+                    "scan_id": scan_id,
+                    "error": str(exc),
+                },
+            )
+            await t.clock.sleep(poll_interval_s)
+    raise AssertionError("unreachable")
 
 
 async def _download(

@@ -1,0 +1,28 @@
+"""The MCP server: JSON-RPC 2.0 on msgspec (no MCP SDK at run time), tools that call the
+service, and two transports: stdio (``nessus-pool mcp``) and Streamable HTTP at ``/mcp``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from nessus_pool.api.admin import TokenAuth
+from nessus_pool.api.mcp.protocol import Dispatcher
+from nessus_pool.api.mcp.tools import Toolbox
+from nessus_pool.config import Config
+from nessus_pool.service import Service
+
+__all__ = ["build_dispatcher", "mount_mcp"]
+
+
+def build_dispatcher(service: Service) -> Dispatcher:
+    """Tool definitions and static replies are built here, once."""
+    from nessus_pool.api.mcp.handlers import TOOLS
+
+    return Dispatcher(Toolbox(service, TOOLS))
+
+
+def mount_mcp(app: web.Application, service: Service, config: Config, auth: TokenAuth) -> None:
+    """Add ``POST/GET/DELETE /mcp`` to the daemon's app."""
+    from nessus_pool.api.mcp.http import McpHttp
+
+    McpHttp(build_dispatcher(service), config, auth).add_routes(app)

@@ -1,0 +1,166 @@
+"""stdio <-> Streamable HTTP bridge: ``nessus-pool mcp --connect URL`` relays each stdio
+message to a running daemon's ``/mcp`` and writes back what it answers (JSON or SSE)."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from nessus_pool.api.mcp import protocol as p
+from nessus_pool.api.mcp.http import METHOD_HEADER, NAME_HEADER, SESSION_HEADER, VERSION_HEADER
+from nessus_pool.api.mcp.stdio import Output, pump
+from nessus_pool.config import Config, parse_listen, resolve_secret
+from nessus_pool.errors import ConfigError
+
+_SAFE = re.compile(r"^[\x20-\x7e]*$")
+
+
+def encode_header_value(value: str) -> str:
+    if _SAFE.fullmatch(value) and value == value.strip():
+        return value
+    return f"=?base64?{base64.b64encode(value.encode()).decode()}?="
+
+
+def daemon_url(cfg: Config) -> str | None:
+    """``http://host:port/mcp`` of the configured listen address (None for port 0)."""
+    host, port = parse_listen(cfg.server.listen)
+    if port == 0:
+        return None
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}/mcp"
+
+
+def token_from_config(cfg: Config) -> str | None:
+    """The first admin token the config can resolve: the user who may read the config may
+    act as its admin; the value is never printed."""
+    for ref in cfg.server.admin_tokens:
+        try:
+            value = resolve_secret(ref, "$.server.admin-tokens")
+        except ConfigError:
+            continue
+        if value:
+            return value
+    return None
+
+
+class _Relay:
+    def __init__(self, http: aiohttp.ClientSession, url: str, token: str | None, out: Output):
+        self.http = http
+        self.url = url
+        self.out = out
+        self.base = {
+            "Accept": "application/json, text/event-stream",
+            "Content-Type": "application/json",
+        }
+        if token:
+            self.base["Authorization"] = f"Bearer {token}"
+        self.session_id: str | None = None
+        self.version: str | None = None
+
+    def headers(self, msg: dict[str, Any]) -> dict[str, str]:
+        h = dict(self.base)
+        if self.session_id:
+            h[SESSION_HEADER] = self.session_id
+        params = msg.get("params")
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        modern = meta.get(p.PROTOCOL_VERSION_META) if isinstance(meta, dict) else None
+        if isinstance(modern, str):
+            h[VERSION_HEADER] = modern
+            method = msg.get("method")
+            if isinstance(method, str):
+                h[METHOD_HEADER] = method
+                name = params.get("name") if isinstance(params, dict) else None
+                if method == "tools/call" and isinstance(name, str):
+                    h[NAME_HEADER] = encode_header_value(name)
+        elif self.version and msg.get("method") != "initialize":
+            h[VERSION_HEADER] = self.version
+        return h
+
+    async def send(self, msg: dict[str, Any]) -> bytes | None:
+        """POST one message; relay what comes back. Returns a locally made error reply
+        when the daemon cannot be reached."""
+        rid = p.request_id(msg) if "id" in msg else None
+        try:
+            async with self.http.post(
+                self.url, data=msgspec.json.encode(msg), headers=self.headers(msg)
+            ) as resp:
+                ctype = resp.headers.get("Content-Type", "")
+                if resp.status == 202:
+                    return None
+                if ctype.startswith("text/event-stream"):
+                    await self._sse(resp)
+                    return None
+                body = await resp.read()
+                if msg.get("method") == "initialize" and resp.status == 200:
+                    self._remember(resp, body)
+                if ctype.startswith("application/json") and body.strip():
+                    return body.strip()
+                if rid is None:
+                    return None
+                return p.error_bytes(
+                    rid, p.INTERNAL_ERROR, f"the daemon answered HTTP {resp.status}"
+                )
+        except (aiohttp.ClientError, OSError) as exc:
+            if rid is None:
+                return None
+            return p.error_bytes(
+                rid, p.INTERNAL_ERROR, f"cannot reach the daemon at {self.url}: {exc}"
+            )
+
+    def _remember(self, resp: aiohttp.ClientResponse, body: bytes) -> None:
+        self.session_id = resp.headers.get(SESSION_HEADER) or self.session_id
+        try:
+            result = msgspec.json.decode(body).get("result") or {}
+        except (msgspec.DecodeError, AttributeError):
+            return
+        version = result.get("protocolVersion") if isinstance(result, dict) else None
+        if isinstance(version, str):
+            self.version = version
+
+    async def _sse(self, resp: aiohttp.ClientResponse) -> None:
+        data: list[bytes] = []
+        async for raw in resp.content:
+            line = raw.rstrip(b"\r\n")
+            if not line:
+                if data:
+                    await self.out.send(b"\n".join(data))
+                    data = []
+            elif line.startswith(b"data:"):
+                data.append(line[5:].lstrip(b" "))
+        if data:
+            await self.out.send(b"\n".join(data))
+
+    async def close(self) -> None:
+        if self.session_id:
+            h = dict(self.base)
+            h[SESSION_HEADER] = self.session_id
+            try:
+                async with self.http.delete(self.url, headers=h):
+                    pass
+            except (aiohttp.ClientError, OSError):
+                pass
+
+
+async def bridge(
+    url: str, token: str | None, readline: Callable[[], Awaitable[bytes]], out: Output
+) -> int:
+    """Relay until stdin ends. Requests run concurrently; notifications in order."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        relay = _Relay(http, url, token, out)
+
+        async def on_notification(msg: dict[str, Any]) -> None:
+            await relay.send(msg)
+
+        try:
+            await pump(readline, out, relay.send, on_notification)
+        finally:
+            await relay.close()
+    return 0

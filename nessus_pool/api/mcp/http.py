@@ -1,0 +1,309 @@
+"""Streamable HTTP transport at ``/mcp`` on the daemon's aiohttp app.
+
+Handshake era: ``initialize`` opens a session (``Mcp-Session-Id``, 192 random bits, bound to
+the bearer token that opened it); later requests without it get 400, with an unknown or
+expired one 404; DELETE ends it. Stateless era (2026-07-28): no session; the
+``MCP-Protocol-Version`` / ``Mcp-Method`` / ``Mcp-Name`` headers must mirror the body
+(-32020, 400). Replies are JSON, or SSE once a tool streams progress. Every request passes
+the Host (DNS rebinding), Origin and bearer-token checks first.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+import secrets
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from nessus_pool.api.admin import TokenAuth
+from nessus_pool.api.mcp import protocol as p
+from nessus_pool.config import Config, is_loopback, parse_listen
+
+SESSION_HEADER = "Mcp-Session-Id"
+VERSION_HEADER = "MCP-Protocol-Version"
+METHOD_HEADER = "Mcp-Method"
+NAME_HEADER = "Mcp-Name"
+_B64 = re.compile(r"^=\?base64\?(.*)\?=$")
+_JSON = "application/json"
+
+
+def decode_header_value(value: str | None) -> str | None:
+    """Undo the ``=?base64?...?=`` wrapping clients use for non-ASCII header values."""
+    if value is None:
+        return None
+    m = _B64.fullmatch(value)
+    if m is None:
+        return value
+    try:
+        return base64.b64decode(m.group(1), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def _json(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=body, status=status, content_type=_JSON, headers=headers)
+
+
+def _error(status: int, code: int, message: str, rid: Any = None, data: Any = None) -> web.Response:
+    return _json(p.error_bytes(rid, code, message, data), status)
+
+
+class _Exchange:
+    """One POST: answered as JSON unless a notification arrives first, which switches the
+    reply to an SSE stream that ends with the response."""
+
+    __slots__ = ("request", "stream")
+
+    def __init__(self, request: web.Request) -> None:
+        self.request = request
+        self.stream: web.StreamResponse | None = None
+
+    async def notify(self, data: bytes) -> None:
+        if self.stream is None:
+            stream = web.StreamResponse(
+                status=200,
+                headers={
+                    "Content-Type": "text/event-stream",
+                    "Cache-Control": "no-cache, no-transform",
+                    "X-Accel-Buffering": "no",
+                },
+            )
+            await stream.prepare(self.request)
+            self.stream = stream
+        await self.stream.write(b"event: message\ndata: " + data + b"\n\n")
+
+    async def finish(
+        self, data: bytes, status: int, headers: dict[str, str] | None = None
+    ) -> web.StreamResponse:
+        if self.stream is None:
+            return _json(data, status, headers)
+        await self.stream.write(b"event: message\ndata: " + data + b"\n\n")
+        await self.stream.write_eof()
+        return self.stream
+
+
+class McpHttp:
+    """The ``/mcp`` handlers and the session table (expired lazily, no background task)."""
+
+    def __init__(
+        self,
+        dispatcher: p.Dispatcher,
+        config: Config,
+        auth: TokenAuth,
+        *,
+        session_idle_s: float = 3600.0,
+        max_sessions: int = 10_000,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.auth = auth
+        host, _ = parse_listen(config.server.listen)
+        self.loopback = is_loopback(host)
+        self.allowed_origins = frozenset(o.rstrip("/") for o in config.server.allowed_origins)
+        self.max_body = config.server.max_body_bytes
+        self.session_idle_s = session_idle_s
+        self.max_sessions = max_sessions
+        self.sessions: dict[str, p.Session] = {}
+
+    def add_routes(self, app: web.Application, path: str = "/mcp") -> None:
+        app.router.add_post(path, self.post)
+        app.router.add_get(path, self.get)
+        app.router.add_delete(path, self.delete)
+
+    # --- checks ------------------------------------------------------------------------------
+
+    def _guard(self, request: web.Request) -> tuple[str, bytes] | web.Response:
+        """(role, auth key) or the refusal."""
+        if self.loopback:
+            host = (request.headers.get("Host") or "").strip()
+            name = urlsplit(f"//{host}").hostname if host else None
+            if host and (name is None or not is_loopback(name)):
+                return _error(403, p.INVALID_REQUEST, f"Host {host!r} is not allowed")
+        origin = request.headers.get("Origin")
+        if origin is not None and not self._origin_ok(origin):
+            return _error(403, p.INVALID_REQUEST, f"Origin {origin!r} is not allowed")
+        header = request.headers.get("Authorization")
+        role = self.auth.role(header)
+        if role is None:
+            resp = _error(
+                401,
+                p.INVALID_REQUEST,
+                "a valid bearer token is required (Authorization: Bearer ...)",
+            )
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="nessus-pool"'
+            return resp
+        key = hashlib.sha256(header.encode()).digest() if header else b""
+        return role, key
+
+    def _origin_ok(self, origin: str) -> bool:
+        if origin.rstrip("/") in self.allowed_origins:
+            return True
+        try:
+            name = urlsplit(origin).hostname
+        except ValueError:
+            return False
+        return self.loopback and name is not None and is_loopback(name)
+
+    def _session(self, request: web.Request, key: bytes) -> p.Session | web.Response:
+        sid = request.headers.get(SESSION_HEADER)
+        if sid is None:
+            return _error(
+                400,
+                p.INVALID_REQUEST,
+                f"{SESSION_HEADER} header is required; send initialize first",
+            )
+        session = self.sessions.get(sid)
+        now = time.monotonic()
+        if session is not None and now - session.last_used_s > self.session_idle_s:
+            del self.sessions[sid]
+            session = None
+        if session is None or not secrets.compare_digest(session.auth_key, key):
+            return _error(404, p.INVALID_REQUEST, "session not found or expired; initialize again")
+        session.last_used_s = now
+        return session
+
+    def _new_session(self, key: bytes) -> p.Session:
+        if len(self.sessions) >= self.max_sessions:
+            now = time.monotonic()
+            for sid in [s for s, v in self.sessions.items() if now - v.last_used_s > 60.0]:
+                del self.sessions[sid]
+            while len(self.sessions) >= self.max_sessions:
+                del self.sessions[next(iter(self.sessions))]
+        session = p.Session(secrets.token_urlsafe(24), key)
+        session.last_used_s = time.monotonic()
+        self.sessions[session.session_id] = session
+        return session
+
+    # --- handlers ----------------------------------------------------------------------------
+
+    async def get(self, request: web.Request) -> web.StreamResponse:
+        guard = self._guard(request)
+        if isinstance(guard, web.Response):
+            return guard
+        return web.Response(status=405, headers={"Allow": "POST, DELETE"})
+
+    async def delete(self, request: web.Request) -> web.StreamResponse:
+        guard = self._guard(request)
+        if isinstance(guard, web.Response):
+            return guard
+        session = self._session(request, guard[1])
+        if isinstance(session, web.Response):
+            return session
+        self.sessions.pop(session.session_id, None)
+        return web.Response(status=204)
+
+    async def post(self, request: web.Request) -> web.StreamResponse:
+        guard = self._guard(request)
+        if isinstance(guard, web.Response):
+            return guard
+        role, key = guard
+        if request.content_length is not None and request.content_length > self.max_body:
+            return _error(413, p.INVALID_REQUEST, "request body is too large")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, p.INVALID_REQUEST, "request body is too large")
+        try:
+            msg = p.decode(body)
+        except p.RpcError as exc:
+            return _error(400, exc.code, exc.message)
+        kind = p.classify(msg)
+        if kind == "invalid":
+            return _error(
+                400,
+                p.INVALID_REQUEST,
+                "expected one JSON-RPC 2.0 request, notification or response object",
+                p.request_id(msg),
+            )
+        header_version = request.headers.get(VERSION_HEADER)
+        if kind != "request":
+            return self._accept(request, msg, header_version, key)
+        try:
+            version = p.modern_version(msg)
+            if version is None and header_version is not None:
+                if header_version not in p.SUPPORTED_VERSIONS:
+                    raise p.unsupported_version(header_version)
+                if header_version in p.MODERN_VERSIONS:
+                    raise p.RpcError(
+                        p.INVALID_PARAMS,
+                        f"a {header_version} request needs params._meta."
+                        f"{p.PROTOCOL_VERSION_META} and {p.CLIENT_CAPABILITIES_META}",
+                    )
+            if version is not None:
+                self._check_headers(request, msg, version)
+        except p.RpcError as exc:
+            status = p.MODERN_HTTP_STATUS.get(exc.code, 400)
+            return _error(status, exc.code, exc.message, msg["id"], exc.data)
+        if version is not None:
+            return await self._modern(request, msg, version, role)
+        return await self._legacy(request, msg, role, key)
+
+    def _check_headers(self, request: web.Request, msg: dict[str, Any], version: str) -> None:
+        h = request.headers
+        if h.get(VERSION_HEADER) != version:
+            raise p.RpcError(
+                p.HEADER_MISMATCH, f"{VERSION_HEADER} header does not match params._meta"
+            )
+        if h.get(METHOD_HEADER) != msg["method"]:
+            raise p.RpcError(p.HEADER_MISMATCH, f"{METHOD_HEADER} header does not match method")
+        if msg["method"] == "tools/call":
+            name = p.params_of(msg).get("name")
+            if name is not None and decode_header_value(h.get(NAME_HEADER)) != name:
+                raise p.RpcError(
+                    p.HEADER_MISMATCH, f"{NAME_HEADER} header does not match params.name"
+                )
+
+    def _accept(
+        self, request: web.Request, msg: Any, header_version: str | None, key: bytes
+    ) -> web.Response:
+        """Notifications and responses: 202, after the same session rules as requests."""
+        if header_version is not None and header_version not in p.SUPPORTED_VERSIONS:
+            return _error(
+                400, p.UNSUPPORTED_VERSION, f"unsupported protocol version {header_version!r}"
+            )
+        if header_version in p.MODERN_VERSIONS and SESSION_HEADER not in request.headers:
+            return web.Response(status=202)
+        session = self._session(request, key)
+        if isinstance(session, web.Response):
+            return session
+        if msg.get("method") == "notifications/initialized":
+            session.initialized = True
+        return web.Response(status=202)
+
+    async def _modern(
+        self, request: web.Request, msg: dict[str, Any], version: str, role: str
+    ) -> web.StreamResponse:
+        ex = _Exchange(request)
+        data, code = await self.dispatcher.handle(
+            msg, None, role=role, notify=ex.notify, version=version
+        )
+        status = 200 if code is None else p.MODERN_HTTP_STATUS.get(code, 200)
+        return await ex.finish(data, status)
+
+    async def _legacy(
+        self, request: web.Request, msg: dict[str, Any], role: str, key: bytes
+    ) -> web.StreamResponse:
+        method = msg["method"]
+        headers = None
+        if method == "initialize":
+            session: p.Session | None = self._new_session(key)
+            assert session is not None
+            headers = {SESSION_HEADER: session.session_id}
+        elif method == "server/discover":
+            session = None
+        else:
+            found = self._session(request, key)
+            if isinstance(found, web.Response):
+                return found
+            session = found
+        ex = _Exchange(request)
+        data, _ = await self.dispatcher.handle(msg, session, role=role, notify=ex.notify)
+        if method == "initialize" and session is not None and session.protocol_version is None:
+            self.sessions.pop(session.session_id, None)  # initialize failed: no session
+            headers = None
+        return await ex.finish(data, 200, headers)

@@ -1,0 +1,356 @@
+"""JSON-RPC 2.0 for MCP on msgspec: a transport-independent dispatcher for both protocol eras.
+
+Handshake era (2025-03-26 .. 2025-11-25): ``initialize`` negotiates a version that is kept on the
+:class:`Session`. Stateless era (2026-07-28): every request carries its protocol version and
+client capabilities in ``params._meta``; ``server/discover`` says what we speak. A transport
+decodes bytes with :func:`decode`, asks :func:`classify` what arrived, and awaits
+:meth:`Dispatcher.handle` for requests; the reply comes back encoded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import msgspec
+
+from nessus_pool import __version__
+from nessus_pool.api.mcp.tools import (
+    ToolArgumentsError,
+    Toolbox,
+    ToolContext,
+    UnknownToolError,
+)
+
+log = logging.getLogger("nessus_pool.mcp")
+
+PROTOCOL_VERSION_META: Final = "io.modelcontextprotocol/protocolVersion"
+CLIENT_CAPABILITIES_META: Final = "io.modelcontextprotocol/clientCapabilities"
+SERVER_INFO_META: Final = "io.modelcontextprotocol/serverInfo"
+
+HANDSHAKE_VERSIONS: Final = ("2025-03-26", "2025-06-18", "2025-11-25")
+LATEST_HANDSHAKE: Final = "2025-11-25"
+MODERN_VERSIONS: Final = ("2026-07-28",)
+SUPPORTED_VERSIONS: Final = (*HANDSHAKE_VERSIONS, *MODERN_VERSIONS)
+
+PARSE_ERROR: Final = -32700
+INVALID_REQUEST: Final = -32600
+METHOD_NOT_FOUND: Final = -32601
+INVALID_PARAMS: Final = -32602
+INTERNAL_ERROR: Final = -32603
+HEADER_MISMATCH: Final = -32020
+UNSUPPORTED_VERSION: Final = -32022
+
+#: HTTP status of a JSON-RPC error on the stateless (2026-07-28) HTTP wire
+MODERN_HTTP_STATUS: Final = {
+    PARSE_ERROR: 400,
+    INVALID_REQUEST: 400,
+    INVALID_PARAMS: 400,
+    HEADER_MISMATCH: 400,
+    UNSUPPORTED_VERSION: 400,
+    METHOD_NOT_FOUND: 404,
+}
+
+#: cache hint for results that only change with a new server build (tools/list, discover)
+STATIC_TTL_MS: Final = 300_000
+
+INSTRUCTIONS: Final = (
+    "nessus-pool runs Tenable Nessus scans on pools of scanners. Submit with run_untrusted_scan "
+    "or run_authenticated_scan (a configured credential set, or inline SSH fields), then "
+    "wait_for_scan or poll get_scan_status, then read findings page by page with "
+    "get_scan_results and compare runs with compare_scans. Scans only run against targets the "
+    "pool's scope allows."
+)
+
+_enc = msgspec.json.Encoder()
+_dec = msgspec.json.Decoder()
+
+#: sends one encoded notification (progress) on the request's channel
+Notify = Callable[[bytes], Awaitable[None]]
+
+
+class RpcError(Exception):
+    """A JSON-RPC error reply (never a tool failure: those are ``isError`` results)."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+class Session:
+    """Handshake-era state of one connection (stdio) or one ``Mcp-Session-Id`` (HTTP)."""
+
+    __slots__ = ("auth_key", "initialized", "last_used_s", "protocol_version", "session_id")
+
+    def __init__(self, session_id: str = "", auth_key: bytes = b"") -> None:
+        self.session_id = session_id
+        self.auth_key = auth_key
+        self.protocol_version: str | None = None
+        self.initialized = False
+        self.last_used_s = 0.0
+
+
+def decode(body: bytes | str) -> Any:
+    """Raises RpcError(PARSE_ERROR) on malformed JSON."""
+    try:
+        return _dec.decode(body)
+    except msgspec.DecodeError:
+        raise RpcError(PARSE_ERROR, "Parse error: the message is not valid JSON") from None
+
+
+def classify(msg: Any) -> str:
+    """``request``, ``notification``, ``response`` or ``invalid`` (batches are invalid)."""
+    if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0":
+        return "invalid"
+    method = msg.get("method")
+    if method is None:
+        return "response" if "id" in msg and ("result" in msg or "error" in msg) else "invalid"
+    if not isinstance(method, str):
+        return "invalid"
+    if "id" not in msg:
+        return "notification"
+    rid = msg["id"]
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+        return "invalid"
+    return "request"
+
+
+def request_id(msg: Any) -> Any:
+    """The id to answer with, or None when the message has no usable id."""
+    if isinstance(msg, dict):
+        rid = msg.get("id")
+        if isinstance(rid, (str, int)) and not isinstance(rid, bool):
+            return rid
+    return None
+
+
+def params_of(msg: dict[str, Any]) -> dict[str, Any]:
+    params = msg.get("params")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise RpcError(INVALID_PARAMS, "params must be an object")
+    return params
+
+
+def meta_of(params: dict[str, Any]) -> dict[str, Any] | None:
+    meta = params.get("_meta")
+    if meta is None:
+        return None
+    if not isinstance(meta, dict):
+        raise RpcError(INVALID_PARAMS, "params._meta must be an object")
+    return meta
+
+
+def modern_version(msg: dict[str, Any]) -> str | None:
+    """The per-request protocol version (2026-07-28 envelope), validated; None in the
+    handshake era. Raises RpcError for an unsupported version or an incomplete envelope."""
+    meta = meta_of(params_of(msg))
+    if meta is None or PROTOCOL_VERSION_META not in meta:
+        return None
+    version = meta[PROTOCOL_VERSION_META]
+    if not isinstance(version, str):
+        raise RpcError(INVALID_PARAMS, f"params._meta.{PROTOCOL_VERSION_META} must be a string")
+    if version not in MODERN_VERSIONS:
+        raise unsupported_version(version)
+    if CLIENT_CAPABILITIES_META not in meta:
+        raise RpcError(
+            INVALID_PARAMS, f"params._meta is missing the required key {CLIENT_CAPABILITIES_META}"
+        )
+    return version
+
+
+def unsupported_version(requested: str) -> RpcError:
+    return RpcError(
+        UNSUPPORTED_VERSION,
+        f"unsupported protocol version {requested!r}",
+        {"supported": list(SUPPORTED_VERSIONS), "requested": requested},
+    )
+
+
+def error_bytes(rid: Any, code: int, message: str, data: Any = None) -> bytes:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        err["data"] = data
+    return _enc.encode({"jsonrpc": "2.0", "id": rid, "error": err})
+
+
+def notification_bytes(method: str, params: dict[str, Any]) -> bytes:
+    return _enc.encode({"jsonrpc": "2.0", "method": method, "params": params})
+
+
+def _complete(result: dict[str, Any], version: str | None) -> dict[str, Any]:
+    if version is not None:
+        result["resultType"] = "complete"
+    return result
+
+
+class Dispatcher:
+    """Answers MCP requests by calling the toolbox; one per server, shared by transports.
+
+    Everything that does not depend on the request (tool list, discover and initialize
+    results) is encoded once here and spliced into replies as ``msgspec.Raw``."""
+
+    def __init__(self, toolbox: Toolbox, *, server_name: str = "nessus-pool") -> None:
+        self.toolbox = toolbox
+        info = {"name": server_name, "title": "nessus-pool", "version": __version__}
+        caps = {"tools": {"listChanged": False}}
+        tools = toolbox.definitions()
+        self._tools_legacy = msgspec.Raw(_enc.encode({"tools": tools}))
+        self._tools_modern = msgspec.Raw(
+            _enc.encode(
+                {
+                    "tools": tools,
+                    "resultType": "complete",
+                    "ttlMs": STATIC_TTL_MS,
+                    "cacheScope": "public",
+                }
+            )
+        )
+        self._discover = msgspec.Raw(
+            _enc.encode(
+                {
+                    "supportedVersions": list(SUPPORTED_VERSIONS),
+                    "capabilities": caps,
+                    "instructions": INSTRUCTIONS,
+                    "resultType": "complete",
+                    "ttlMs": STATIC_TTL_MS,
+                    "cacheScope": "public",
+                    "_meta": {SERVER_INFO_META: info},
+                }
+            )
+        )
+        self._init_results = {
+            v: msgspec.Raw(
+                _enc.encode(
+                    {
+                        "protocolVersion": v,
+                        "capabilities": caps,
+                        "serverInfo": info,
+                        "instructions": INSTRUCTIONS,
+                    }
+                )
+            )
+            for v in HANDSHAKE_VERSIONS
+        }
+        self._empty_legacy = msgspec.Raw(b"{}")
+        self._empty_modern = msgspec.Raw(b'{"resultType":"complete"}')
+
+    async def handle(
+        self,
+        msg: dict[str, Any],
+        session: Session | None,
+        *,
+        role: str = "admin",
+        notify: Notify | None = None,
+        version: str | None = None,
+    ) -> tuple[bytes, int | None]:
+        """Answer one request (``classify(msg) == "request"``): the encoded reply and its
+        JSON-RPC error code (None on success).
+
+        ``version`` is the already validated per-request version when the transport has
+        checked it (HTTP); otherwise it is read from ``params._meta`` here."""
+        rid = msg["id"]
+        try:
+            if version is None:
+                version = modern_version(msg)
+            result = await self._call(msg, session, version, role, notify)
+        except RpcError as exc:
+            return error_bytes(rid, exc.code, exc.message, exc.data), exc.code
+        except Exception:
+            log.exception("mcp request failed", extra={"event": "mcp_internal_error"})
+            text = "internal error (see the server log)"
+            return error_bytes(rid, INTERNAL_ERROR, text), INTERNAL_ERROR
+        return _enc.encode({"jsonrpc": "2.0", "id": rid, "result": result}), None
+
+    async def _call(
+        self,
+        msg: dict[str, Any],
+        session: Session | None,
+        version: str | None,
+        role: str,
+        notify: Notify | None,
+    ) -> Any:
+        method: str = msg["method"]
+        params = params_of(msg)
+        if method == "server/discover":
+            return self._discover
+        if method == "initialize":
+            return self._initialize(params, session)
+        if method == "ping":
+            return self._empty_modern if version else self._empty_legacy
+        if version is None and (session is None or session.protocol_version is None):
+            raise RpcError(
+                INVALID_REQUEST,
+                "not initialized: send initialize first, or use the 2026-07-28 per-request "
+                f"envelope (params._meta.{PROTOCOL_VERSION_META})",
+            )
+        if method == "tools/list":
+            return self._tools_modern if version else self._tools_legacy
+        if method == "tools/call":
+            return _complete(await self._tools_call(msg, params, role, notify), version)
+        raise RpcError(METHOD_NOT_FOUND, f"method not found: {method}")
+
+    def _initialize(self, params: dict[str, Any], session: Session | None) -> Any:
+        requested = params.get("protocolVersion")
+        if not isinstance(requested, str):
+            raise RpcError(INVALID_PARAMS, "params.protocolVersion must be a string")
+        negotiated = requested if requested in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE
+        if session is not None:
+            session.protocol_version = negotiated
+        return self._init_results[negotiated]
+
+    async def _tools_call(
+        self, msg: dict[str, Any], params: dict[str, Any], role: str, notify: Notify | None
+    ) -> dict[str, Any]:
+        name = params.get("name")
+        if not isinstance(name, str):
+            raise RpcError(INVALID_PARAMS, "params.name must be a string", {"field": "name"})
+        arguments = params.get("arguments")
+        if arguments is None:
+            arguments = {}
+        elif not isinstance(arguments, dict):
+            raise RpcError(
+                INVALID_PARAMS, "params.arguments must be an object", {"field": "arguments"}
+            )
+        meta = meta_of(params)
+        token = None if meta is None else meta.get("progressToken")
+        progress = None
+        if notify is not None and isinstance(token, (str, int)) and not isinstance(token, bool):
+            progress = _ProgressSender(notify, token).send
+        try:
+            return await self.toolbox.call(
+                name, arguments, ToolContext(role=role, progress=progress)
+            )
+        except UnknownToolError as exc:
+            raise RpcError(INVALID_PARAMS, str(exc), {"field": "name"}) from None
+        except ToolArgumentsError as exc:
+            data = {"field": f"arguments.{exc.field}"} if exc.field else None
+            raise RpcError(INVALID_PARAMS, str(exc), data) from None
+
+
+class _ProgressSender:
+    """Sends ``notifications/progress`` whose value strictly increases, as the spec asks."""
+
+    __slots__ = ("_last", "_notify", "_token")
+
+    def __init__(self, notify: Notify, token: str | int) -> None:
+        self._notify = notify
+        self._token = token
+        self._last = -1.0
+
+    async def send(self, progress: float, total: float | None, message: str) -> None:
+        value = float(progress)
+        if value <= self._last:
+            value = round(self._last + 0.01, 2)
+        if total is not None and value > total:
+            return
+        self._last = value
+        params: dict[str, Any] = {"progressToken": self._token, "progress": value}
+        if total is not None:
+            params["total"] = total
+        params["message"] = message
+        await self._notify(notification_bytes("notifications/progress", params))

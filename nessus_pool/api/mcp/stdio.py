@@ -1,0 +1,246 @@
+"""stdio transport: newline-delimited JSON-RPC on stdin/stdout, logs on stderr.
+
+``nessus-pool mcp`` runs the engine embedded (taking the storage lock) or, with ``--connect``,
+bridges stdio to a running daemon's ``/mcp``. File descriptor 1 is re-pointed at stderr at
+start, so a stray ``print`` can never corrupt the protocol stream; replies go to a private
+duplicate of the original stdout. The process exits as soon as stdin reaches EOF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nessus_pool.api.mcp import protocol as p
+
+log = logging.getLogger("nessus_pool.mcp")
+
+TOKEN_ENV = "NESSUS_POOL_TOKEN"
+LINE_LIMIT = 16 * 1024 * 1024
+
+
+class Output:
+    """Serialised writes of one message per line to the protocol stream."""
+
+    def __init__(self, fd: int) -> None:
+        self._file = os.fdopen(fd, "wb", buffering=0)
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            transport, proto = await loop.connect_write_pipe(
+                lambda: asyncio.streams.FlowControlMixin(loop=loop), self._file
+            )
+        except (ValueError, OSError):  # a regular file: plain writes are fine
+            return
+        self._writer = asyncio.StreamWriter(transport, proto, None, loop)
+
+    async def send(self, data: bytes) -> None:
+        if self._writer is None:
+            self._file.write(data + b"\n")
+            return
+        self._writer.write(data + b"\n")
+        await self._writer.drain()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        else:
+            self._file.close()
+
+
+def take_stdout() -> int:
+    """A private fd for the protocol; fd 1 now goes to stderr."""
+    sys.stdout.flush()
+    fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return fd
+
+
+async def open_stdin() -> Callable[[], Awaitable[bytes]]:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=LINE_LIMIT)
+    try:
+        await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", buffering=0)
+        )
+    except (ValueError, OSError):
+        return lambda: asyncio.to_thread(sys.stdin.buffer.readline)
+
+    async def readline() -> bytes:
+        try:
+            return await reader.readline()
+        except ValueError:  # longer than LINE_LIMIT: the rest arrives as a broken line
+            return b"\x00"
+
+    return readline
+
+
+Handler = Callable[[dict[str, Any]], Awaitable[bytes | None]]
+
+
+async def pump(
+    readline: Callable[[], Awaitable[bytes]],
+    out: Output,
+    on_request: Handler,
+    on_notification: Callable[[dict[str, Any]], Awaitable[None]],
+) -> None:
+    """Read until EOF; each request runs as its own task (a long wait_for_scan must not
+    hold up the others); on EOF the ones still running are cancelled."""
+    running: dict[Any, asyncio.Task[None]] = {}
+
+    async def run(msg: dict[str, Any]) -> None:
+        reply = await on_request(msg)
+        if reply is not None:
+            await out.send(reply)
+
+    try:
+        while line := await readline():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                msg = p.decode(line)
+            except p.RpcError as exc:
+                await out.send(p.error_bytes(None, exc.code, exc.message))
+                continue
+            kind = p.classify(msg)
+            if kind == "request":
+                rid = msg["id"]
+                task = asyncio.create_task(run(msg), name=f"mcp:{msg['method']}")
+                running[rid] = task
+                task.add_done_callback(functools.partial(_reap, running, rid))
+            elif kind == "notification":
+                if msg["method"] == "notifications/cancelled":
+                    rid = p.params_of(msg).get("requestId")
+                    if isinstance(rid, (str, int)) and rid in running:
+                        running[rid].cancel()
+                else:
+                    await on_notification(msg)
+            elif kind == "invalid":
+                msg_text = "expected a JSON-RPC 2.0 request, notification or response object"
+                await out.send(p.error_bytes(p.request_id(msg), p.INVALID_REQUEST, msg_text))
+    finally:
+        for task in running.values():
+            task.cancel()
+        if running:
+            await asyncio.gather(*running.values(), return_exceptions=True)
+
+
+def _reap(running: dict[Any, asyncio.Task[None]], rid: Any, task: asyncio.Task[None]) -> None:
+    if running.get(rid) is task:
+        del running[rid]
+    if not task.cancelled() and task.exception() is not None:
+        log.error(
+            "mcp request task failed",
+            exc_info=task.exception(),
+            extra={"event": "mcp_task_failed"},
+        )
+
+
+async def serve(
+    dispatcher: p.Dispatcher, readline: Callable[[], Awaitable[bytes]], out: Output
+) -> None:
+    """Serve one stdio connection with the embedded engine."""
+    session = p.Session()
+
+    async def on_request(msg: dict[str, Any]) -> bytes | None:
+        reply, _ = await dispatcher.handle(msg, session, notify=out.send)
+        return reply
+
+    async def on_notification(msg: dict[str, Any]) -> None:
+        if msg["method"] == "notifications/initialized":
+            session.initialized = True
+
+    await pump(readline, out, on_request, on_notification)
+
+
+def _say(text: str) -> None:
+    print(f"nessus-pool mcp: {text}", file=sys.stderr, flush=True)
+
+
+async def _until_signal(main: Awaitable[int]) -> int:
+    """Run ``main``; SIGTERM/SIGINT cancel it (the caller's ``finally`` cleans up)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(main)
+    sigs = (signal.SIGTERM, signal.SIGINT)
+    for sig in sigs:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return 0
+    finally:
+        for sig in sigs:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+async def run_stdio(args: argparse.Namespace) -> int:
+    """``nessus-pool mcp``: 0 on EOF, 1 when it cannot run, 2 for a bad config."""
+    from nessus_pool.api.mcp.bridge import bridge
+
+    out = Output(take_stdout())
+    await out.open()
+    readline = await open_stdin()
+    token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV)
+    try:
+        if getattr(args, "connect", None):
+            logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+            return await _until_signal(bridge(args.connect, token, readline, out))
+        return await _until_signal(_embedded(args, token, readline, out))
+    finally:
+        out.close()
+
+
+async def _embedded(
+    args: argparse.Namespace,
+    token: str | None,
+    readline: Callable[[], Awaitable[bytes]],
+    out: Output,
+) -> int:
+    from nessus_pool.api.mcp import build_dispatcher
+    from nessus_pool.api.mcp.bridge import bridge, daemon_url, token_from_config
+    from nessus_pool.config import config_path_from, load_config
+    from nessus_pool.daemon import Daemon
+    from nessus_pool.errors import ConfigError, LockedError
+    from nessus_pool.logs import setup_logging
+
+    path = config_path_from(getattr(args, "config", None))
+    try:
+        loaded = load_config(path)
+    except ConfigError as exc:
+        _say(f"error: {exc}")
+        return 2
+    cfg = loaded.config
+    setup_logging(cfg.logging.format, cfg.logging.level)
+    daemon = Daemon(loaded, config_path=path, serve_http=False)
+    try:
+        await daemon.start()
+    except LockedError as exc:
+        url = daemon_url(cfg)
+        if url is None:
+            _say(f"{exc}; its listen address is not fixed, so run: nessus-pool mcp --connect URL")
+            return 1
+        _say(f"{exc}. Bridging stdio to the running daemon at {url} (use --connect to choose).")
+        return await bridge(url, token or token_from_config(cfg), readline, out)
+    except ConfigError as exc:
+        _say(f"error: {exc}")
+        return 2
+    try:
+        assert daemon.service is not None
+        await serve(build_dispatcher(daemon.service), readline, out)
+    finally:
+        await asyncio.shield(daemon.stop())
+    return 0

@@ -1,0 +1,102 @@
+"""``nessus-pool mcp`` as a subprocess, by hand: only JSON-RPC on stdout, a prompt exit on
+EOF, and what happens when a daemon already holds the storage lock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nessus_pool.daemon import Daemon
+from tests.conftest import DaemonFactory, write_config
+from tests.test_mcp_sdk import NESSUS_POOL, mcp_config
+
+pytestmark = pytest.mark.acceptance
+
+
+async def spawn(config: Path, *extra: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        str(NESSUS_POOL), "mcp", "--config", str(config), *extra,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin"},  # what desktop clients pass, nothing more
+    )  # fmt: skip
+
+
+def line(msg: dict[str, Any]) -> bytes:
+    return json.dumps(msg).encode() + b"\n"
+
+
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+               "clientInfo": {"name": "t", "version": "1"}},
+}  # fmt: skip
+
+
+async def test_stdout_is_protocol_only_and_eof_exits(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "np.toml", mcp_config(tmp_path))
+    proc = await spawn(config)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(line(INIT) + b"not json\n" + line({"jsonrpc": "2.0", "method": "x"}))
+    proc.stdin.write(line({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+    await proc.stdin.drain()
+    replies = [json.loads(await proc.stdout.readline()) for _ in range(3)]
+    by_id = {r["id"]: r for r in replies}
+    assert by_id[1]["result"]["serverInfo"]["name"] == "nessus-pool"
+    assert by_id[None]["error"]["code"] == -32700
+    assert len(by_id[2]["result"]["tools"]) == 12
+    started = time.monotonic()
+    proc.stdin.close()
+    rest, err = await asyncio.wait_for(proc.communicate(), 10)
+    assert await proc.wait() == 0
+    assert time.monotonic() - started < 2.0  # SDK clients SIGTERM after 2 s
+    assert rest == b""  # nothing but replies ever reached stdout
+    assert b"Traceback" not in err
+
+
+async def test_locked_storage_without_fixed_port_says_use_connect(
+    start_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    data = mcp_config(tmp_path)
+    await start_daemon(data)
+    proc = await spawn(write_config(tmp_path / "np2.toml", data))
+    _, err = await asyncio.wait_for(proc.communicate(b""), 20)
+    assert proc.returncode == 1
+    assert b"--connect" in err and b"in use" in err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_locked_storage_bridges_to_configured_daemon(
+    start_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    data = mcp_config(tmp_path, server={"listen": f"127.0.0.1:{free_port()}"})
+    d: Daemon = await start_daemon(data)
+    assert d.port
+    proc = await spawn(write_config(tmp_path / "np2.toml", data))
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(line(INIT))
+    await proc.stdin.drain()
+    reply = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+    assert reply["result"]["protocolVersion"] == "2025-11-25"
+    proc.stdin.write(line({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+    proc.stdin.write(line({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+    await proc.stdin.drain()
+    reply = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+    assert reply["id"] == 2 and len(reply["result"]["tools"]) == 12
+    proc.stdin.close()
+    _, err = await asyncio.wait_for(proc.communicate(), 10)
+    assert proc.returncode == 0 and b"Bridging stdio" in err
