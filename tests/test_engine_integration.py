@@ -271,3 +271,36 @@ async def test_second_engine_on_same_storage_is_refused(
     other = Daemon(parse_config(__import__("tomli_w").dumps(data)))
     with pytest.raises(LockedError, match="in use by nessus-pool"):
         await other.start()
+
+
+async def test_scanner_removed_then_listed_again_before_it_drained_stays(
+    tmp_path: Path, start_daemon: DaemonFactory
+) -> None:
+    cluster = await start_simulators(3, options=SimulatorOptions(scan_seconds=1.0, seed=8))
+    try:
+        data = two_pools(tmp_path, cluster)
+        d: Daemon = await start_daemon(data)
+        assert d.engine is not None and d.service is not None and d.config_path is not None
+        from nessus_pool.service import SubmitRequest
+
+        pinned = await d.service.submit(SubmitRequest(targets="10.4.0.1", pool="a", scanner="a2"))
+        while d.engine.tasks[pinned.task_id].status.value != "running":
+            await d.engine.wait_change(pinned.task_id, 1)
+        without_a2 = {
+            **data,
+            "pools": [
+                {**data["pools"][0], "scanners": data["pools"][0]["scanners"][:1]},
+                data["pools"][1],
+            ],
+        }
+        write_config(Path(d.config_path), without_a2)
+        assert (await d.service.reload()).applied
+        assert d.engine.scanners["a2"].slots.removed  # draining its running scan
+        write_config(Path(d.config_path), data)
+        assert (await d.service.reload()).applied
+        assert (await d.service.wait_for(pinned.task_id, 30)).status == "completed"
+        again = await d.service.submit(SubmitRequest(targets="10.4.0.2", pool="a", scanner="a2"))
+        assert (await d.service.wait_for(again.task_id, 30)).status == "completed"
+        assert "a2" in d.engine.scanners and not d.engine.scanners["a2"].slots.removed
+    finally:
+        await cluster.close()

@@ -20,6 +20,7 @@ FAST = {
     "poll-interval-s": 0.05,
     "retry-base-delay-s": 0.01,
     "retry-max-delay-s": 0.05,
+    "export-deadline-s": 2,
     "breaker-failures": 3,
     "breaker-reset-s": 0.3,
     "probe-interval-s": 0.2,

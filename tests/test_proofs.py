@@ -64,11 +64,7 @@ def test_reload_storm_loses_nothing_and_keeps_serving() -> None:
     assert r["unacknowledged_sighups"] == 0, out
     assert r["healthz_failures"] == 0, out
     assert r["still_serves"], out
-    if not r["scanners_match_config"]:
-        # known bug (see proofs/README.md): a scanner removed by one reload and listed again by
-        # the next while it still drains stays "removed" and is retired; remove this xfail
-        # once apply_reload clears the flag and restarts its probe loop
-        pytest.xfail(f"re-added scanner retired: running {r['scanners_final']}")
+    assert r["scanners_match_config"], r["scanners_final"]
     assert rc == 0, out
 
 

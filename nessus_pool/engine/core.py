@@ -185,7 +185,7 @@ class Engine:
         )
         self.scanners[spec.scanner_id] = sc
         self.pools[spec.pool].scanners[spec.scanner_id] = sc
-        self._spawn(self._probe_loop(sc), f"probe:{spec.scanner_id}")
+        sc.prober = self._spawn(self._probe_loop(sc), f"probe:{spec.scanner_id}")
         return sc
 
     # --- recovery ------------------------------------------------------------------------
@@ -536,6 +536,8 @@ class Engine:
             await self._retire(sc)
 
     async def _retire(self, sc: ScannerHandle) -> None:
+        if not sc.slots.removed or sc.slots.active:
+            return  # listed again by a later reload, or still finishing scans
         self.scanners.pop(sc.scanner_id, None)
         pool = self.pools.get(sc.spec.pool)
         if pool is not None:
@@ -603,6 +605,13 @@ async def apply_reload(engine: Engine, pools: list[PoolConfig], specs: list[Scan
         sc.spec = spec
         sc.slots.capacity = spec.capacity
         sc.slots.enabled = spec.enabled
+        pc = new_pools[spec.pool]
+        sc.breaker.threshold, sc.breaker.reset_s = pc.breaker_failures, pc.breaker_reset_s
+        if sc.slots.removed:  # removed by an earlier reload, listed again before it retired
+            sc.slots.removed = False
+            if sc.prober is None or sc.prober.done():
+                sc.prober = engine.spawn(engine._probe_loop(sc), f"probe:{sid}")
+            sc.probe_now.set()
     for sid, spec in new_specs.items():
         if sid not in engine.scanners:
             engine._add_scanner(spec)

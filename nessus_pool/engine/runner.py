@@ -22,7 +22,7 @@ from nessus_pool.errors import (
     ScannerError,
 )
 from nessus_pool.models import ScanSpec, SshCredential, Task, TaskStatus
-from nessus_pool.nessus import RemotePhase, is_terminal
+from nessus_pool.nessus import ExportResult, RemotePhase, is_terminal
 from nessus_pool.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -337,6 +337,41 @@ class TaskRunner:
         else:  # aborted
             raise Requeue("scan_aborted")
 
+    async def _export(self, scan_id: int, dest: Path) -> ExportResult:
+        """The scan has ended on the scanner: keep trying (with backoff) until the pool's
+        export deadline, then dead-letter. A brief outage must not lose a finished scan."""
+        started_s = self.e.clock.monotonic_s()
+        deadline_s = self.pool.export_deadline_s
+        tries = 0
+        while True:
+            tries += 1
+            left_s = deadline_s - (self.e.clock.monotonic_s() - started_s)
+            try:
+                return await self.sc.call(
+                    lambda: self.sc.client.export_scan(
+                        scan_id,
+                        dest,
+                        deadline_s=max(1.0, left_s),
+                        max_bytes=self.e.max_export_bytes,
+                        poll_interval_s=min(2.0, self.pool.config.poll_interval_s),
+                    ),
+                    self.policy,
+                    what="export_scan",
+                )
+            except ScannerError as exc:
+                if not exc.transient:
+                    raise
+                if self.control.cancel_requested:
+                    raise Finish(TaskStatus.CANCELED, "canceled_by_user") from None
+                if self.e.clock.monotonic_s() - started_s >= deadline_s:
+                    raise Finish(
+                        TaskStatus.FAILED,
+                        "export_failed",
+                        f"{exc} (still failing after {deadline_s:g}s)",
+                        dead_letter=True,
+                    ) from None
+                await self._nap(self.policy.wait_s(exc, tries, self.sc.rng))
+
     async def _export_and_finish(self, status: TaskStatus, reason: str) -> None:
         t = self.task
         if t.status is not TaskStatus.EXPORTING:
@@ -345,24 +380,7 @@ class TaskRunner:
         assert t.remote_scan_id is not None
         scan_id = t.remote_scan_id
         dest = self.e.export_path(t)
-        try:
-            res = await self.sc.call(
-                lambda: self.sc.client.export_scan(
-                    scan_id,
-                    dest,
-                    deadline_s=self.pool.export_deadline_s,
-                    max_bytes=self.e.max_export_bytes,
-                    poll_interval_s=min(2.0, self.pool.config.poll_interval_s),
-                ),
-                self.policy,
-                what="export_scan",
-            )
-        except ScannerError as exc:
-            if exc.transient:
-                raise Finish(
-                    TaskStatus.FAILED, "export_failed", str(exc), dead_letter=True
-                ) from None
-            raise
+        res = await self._export(scan_id, dest)
         t.export_path = str(Path(res.path))
         t.export_sha256 = res.sha256
         t.export_bytes = res.size_bytes

@@ -77,6 +77,7 @@ class ScannerHandle:
         self.sem = asyncio.Semaphore(http_concurrency)
         self.rng = random.Random(hash(spec.scanner_id) & 0xFFFF)
         self.probe_now = asyncio.Event()
+        self.prober: asyncio.Task[None] | None = None
 
     @property
     def scanner_id(self) -> str:
