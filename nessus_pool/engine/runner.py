@@ -345,13 +345,13 @@ class TaskRunner:
         tries = 0
         while True:
             tries += 1
-            left_s = deadline_s - (self.e.clock.monotonic_s() - started_s)
+            left_s = max(1.0, deadline_s - (self.e.clock.monotonic_s() - started_s))
             try:
                 return await self.sc.call(
-                    lambda: self.sc.client.export_scan(
+                    lambda left_s=left_s: self.sc.client.export_scan(  # type: ignore[misc]
                         scan_id,
                         dest,
-                        deadline_s=max(1.0, left_s),
+                        deadline_s=left_s,
                         max_bytes=self.e.max_export_bytes,
                         poll_interval_s=min(2.0, self.pool.config.poll_interval_s),
                     ),
