@@ -338,10 +338,7 @@ class Daemon:
         host, port = parse_listen(cfg.server.listen)
         site = web.TCPSite(self.runner, host, port, reuse_address=True)
         await site.start()
-        server = site._server
-        assert server is not None
-        sock = server.sockets[0]  # type: ignore[attr-defined]
-        self.host, self.port = host, sock.getsockname()[1]
+        self.host, self.port = host, int(self.runner.addresses[0][1])
 
     async def readiness(self) -> dict[str, Any]:
         assert self.store is not None and self.engine is not None

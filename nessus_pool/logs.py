@@ -9,6 +9,8 @@ import sys
 import time
 from typing import Any
 
+import msgspec
+
 _STD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "taskName"}
 SECRET_KEYS = (
     "password",
@@ -49,6 +51,16 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return out
 
 
+_encoder = msgspec.json.Encoder(enc_hook=str)
+
+
+def _json_line(data: dict[str, Any]) -> str:
+    try:
+        return _encoder.encode(data).decode()
+    except (TypeError, ValueError, OverflowError):
+        return json.dumps(data, default=str)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
@@ -62,7 +74,7 @@ class JsonFormatter(logging.Formatter):
         data.update(_fields(record))
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return redact(json.dumps(data, default=str))
+        return redact(_json_line(data))
 
 
 class TextFormatter(logging.Formatter):

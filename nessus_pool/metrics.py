@@ -87,6 +87,7 @@ class Metrics:
         )
         build = Gauge("nessus_pool_build_info", "Build information", ["version"], registry=r)
         build.labels(version=__version__).set(1)
+        self._submitted_by_pool: dict[str, Counter] = {}
         self._live = _Live()
         r.register(self._live)
 
@@ -103,7 +104,10 @@ class Metrics:
         self.request_duration.labels(scanner, endpoint, outcome).observe(duration_s)
 
     def submitted(self, pool: str) -> None:
-        self.submitted_total.labels(pool).inc()
+        child = self._submitted_by_pool.get(pool)
+        if child is None:
+            child = self._submitted_by_pool[pool] = self.submitted_total.labels(pool)
+        child.inc()
 
     def launched(self, pool: str) -> None:
         self.launched_total.labels(pool).inc()

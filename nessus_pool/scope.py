@@ -66,6 +66,11 @@ class Scope:
     def unrestricted(self) -> bool:
         return not self.allowed and not self.mandatory
 
+    @property
+    def open(self) -> bool:
+        """Allows every target: nothing to check."""
+        return self.unrestricted and not self.denied
+
     def breadth(self, targets: list[str], resolved: Mapping[str, list[str]] | None = None) -> float:
         """How narrowly this scope covers ``targets`` (in scope): the sizes of the smallest
         allowed networks holding each of them; a hostname pattern counts as one address.

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -30,8 +32,8 @@ SCHEMA_VERSION = 1
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE tasks (
-        task_id TEXT PRIMARY KEY,
-        seq INTEGER NOT NULL,
+        seq INTEGER PRIMARY KEY,
+        task_id TEXT NOT NULL UNIQUE,
         pool TEXT NOT NULL,
         status TEXT NOT NULL,
         priority INTEGER NOT NULL,
@@ -44,7 +46,6 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX tasks_active ON tasks(status)
         WHERE status IN ('queued', 'dispatching', 'running', 'exporting');
     CREATE INDEX tasks_pool_seq ON tasks(pool, seq);
-    CREATE INDEX tasks_seq ON tasks(seq);
     CREATE INDEX tasks_dlq ON tasks(pool, dead_letter) WHERE dead_letter = 1;
     CREATE TABLE task_events (
         id INTEGER PRIMARY KEY,
@@ -113,6 +114,20 @@ Q_DELETE_TASK = (
     "DELETE FROM findings WHERE task_id = ?",
 )
 
+_COMMUTING = frozenset({Q_UPSERT_TASK, Q_INSERT_EVENT})
+_MULTI_ROW = frozenset({Q_UPSERT_TASK, Q_INSERT_EVENT, Q_INSERT_FINDING})
+_CHUNK_ROWS = 200
+_VALUES = re.compile(r"VALUES \((\?(?:, \?)*)\)")
+
+
+@functools.lru_cache(maxsize=1024)
+def _multi_row_sql(sql: str, rows: int) -> str:
+    m = _VALUES.search(sql)
+    assert m is not None, sql
+    group = f"({m.group(1)})"
+    return sql[: m.start()] + "VALUES " + ", ".join([group] * rows) + sql[m.end() :]
+
+
 _task_enc = msgspec.msgpack.Encoder()
 _task_dec = msgspec.msgpack.Decoder(Task)
 
@@ -138,16 +153,30 @@ def _commit_batch(conn: sqlite3.Connection, ops: list[Op]) -> None:
     """Runs on the database thread: one ``BEGIN IMMEDIATE`` ... ``COMMIT``; consecutive
     statements with the same SQL go through one ``executemany``."""
     groups: list[tuple[str, list[Sequence[Any]]]] = []
-    for sql, params in ops:
-        if groups and groups[-1][0] == sql:
-            groups[-1][1].append(params)
-        else:
-            groups.append((sql, [params]))
+    if all(sql in _COMMUTING for sql, _ in ops):
+        # task rows and event rows never depend on each other: one executemany each, order
+        # kept within each (the common case: a burst of submits or transitions)
+        by_sql: dict[str, list[Sequence[Any]]] = {}
+        for sql, params in ops:
+            by_sql.setdefault(sql, []).append(params)
+        groups = list(by_sql.items())
+    else:
+        for sql, params in ops:
+            if groups and groups[-1][0] == sql:
+                groups[-1][1].append(params)
+            else:
+                groups.append((sql, [params]))
     conn.execute("BEGIN IMMEDIATE")
     try:
         for sql, rows in groups:
             if len(rows) == 1:
                 conn.execute(sql, rows[0])
+            elif sql in _MULTI_ROW:
+                # one multi-row INSERT per chunk: executemany steps (and hands the GIL back
+                # and forth with a busy event loop) once per row
+                for i in range(0, len(rows), _CHUNK_ROWS):
+                    chunk = rows[i : i + _CHUNK_ROWS]
+                    conn.execute(_multi_row_sql(sql, len(chunk)), [v for row in chunk for v in row])
             else:
                 conn.executemany(sql, rows)
         conn.execute("COMMIT")

@@ -14,6 +14,7 @@ from nessus_pool.errors import ValidationError
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$"
 )
+_DOTTED_QUAD = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
 _SPLIT = re.compile(r"[\s,]+")
 _RANGE = re.compile(r"^[0-9a-fA-F:.]*[.:][0-9a-fA-F:.]*-[0-9a-fA-F:.]+$")
 
@@ -61,6 +62,9 @@ def normalise_target(target: str) -> str:
     t = target.strip()
     if not t:
         raise ValueError("empty target")
+    m = _DOTTED_QUAD.match(t)
+    if m is not None and all(int(o) <= 255 and (o == "0" or o[0] != "0") for o in m.groups()):
+        return t  # the common case, already canonical
     if "/" in t:
         net = ipaddress.ip_network(t, strict=False)
         return str(net)

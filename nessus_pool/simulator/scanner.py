@@ -99,9 +99,7 @@ class SimulatedScanner:
         assert self._runner is not None
         self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await self._site.start()
-        server = self._site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = int(self._runner.addresses[-1][1])
         self.url = f"http://{self.host}:{self.port}"
 
     @property
