@@ -281,7 +281,7 @@ class Engine:
         self, pool: PoolState, t: Task, sc: ScannerHandle, *, fresh: bool = False
     ) -> None:
         control = self.controls.setdefault(t.task_id, RunControl())
-        runner = TaskRunner(self, pool, t, sc, control)
+        runner = TaskRunner(self, pool, t, sc, control, fresh=fresh)
 
         async def go() -> None:
             if fresh:

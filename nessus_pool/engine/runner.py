@@ -73,13 +73,23 @@ class RunControl:
 
 class TaskRunner:
     def __init__(
-        self, engine: Engine, pool: PoolState, task: Task, sc: ScannerHandle, control: RunControl
+        self,
+        engine: Engine,
+        pool: PoolState,
+        task: Task,
+        sc: ScannerHandle,
+        control: RunControl,
+        *,
+        fresh: bool = False,
     ) -> None:
         self.e = engine
         self.pool = pool
         self.task = task
         self.sc = sc
         self.control = control
+        #: dispatched by this process with a new attempt number: no scan of that name can
+        #: exist yet, so the look-ups that recovery needs are skipped
+        self.fresh = fresh
 
     @property
     def policy(self) -> RetryPolicy:
@@ -126,7 +136,7 @@ class TaskRunner:
     async def _create(self) -> None:
         t = self.task
         assert t.remote_scan_name is not None
-        existing = await self._find_by_name(t.remote_scan_name)
+        existing = None if self.fresh else await self._find_by_name(t.remote_scan_name)
         if existing is None:
             if self.control.cancel_requested:
                 raise Finish(TaskStatus.CANCELED, "canceled_by_user")
@@ -209,13 +219,17 @@ class TaskRunner:
         t = self.task
         assert t.remote_scan_id is not None
         scan_id = t.remote_scan_id
-        details = await self.sc.call(
-            lambda: self.sc.client.scan_details(scan_id), self.policy, what="scan_details"
-        )
+        if self.fresh:  # we created it a moment ago and have not launched it
+            phase = RemotePhase.EMPTY
+        else:
+            details = await self.sc.call(
+                lambda: self.sc.client.scan_details(scan_id), self.policy, what="scan_details"
+            )
+            phase = details.phase
         if self.control.cancel_requested:
             await self._delete_remote(scan_id)
             raise Finish(TaskStatus.CANCELED, "canceled_by_user")
-        if details.phase is RemotePhase.EMPTY:
+        if phase is RemotePhase.EMPTY:
             try:
                 t.remote_scan_uuid = await self.sc.call(
                     lambda: self.sc.client.launch_scan(scan_id),

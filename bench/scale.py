@@ -1,0 +1,252 @@
+"""Scale (issue 8 part 4): many simulated scanners, a deep queue, a long poll interval.
+
+500 simulated scanners with 4 slots each (2,000 running scans) and 100,000 queued tasks at
+a 10 s poll interval. Measures, over a window (default 300 s):
+- freed slot -> next launch latency, p50/p99 (from the tasks' own timestamps: a slot is
+  freed when a task ends; the next task dispatched to that scanner is launched when its
+  `running` transition is stored),
+- the daemon's CPU share (of one core) and RSS (median and max),
+then stops the daemon (SIGTERM) and restarts it with everything still queued: time from
+process start to `/readyz` 200.
+
+There is no anchor to run beside it: the issue gives absolute targets (p99 < 50 ms, CPU <
+50% of one core, RSS < 300 MB, ready in < 2 s). The queue is written straight into the
+store before the first start (submitting 100,000 scans through the API is bench/submits.py's
+job), so the first start is itself a restart with 100,000 queued.
+
+    python bench/scale.py                 # 500 scanners, 100,000 queued, 300 s window
+    python bench/scale.py --quick         # 50 scanners, 10,000 queued, 30 s window
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import describe, table  # noqa: E402
+
+import tomli_w  # noqa: E402
+
+from nessus_pool.models import Task  # noqa: E402
+from nessus_pool.store import Store, decode_task  # noqa: E402
+
+EXE = str(Path(sys.executable).parent / "nessus-pool")
+
+
+def free_base_port(count: int) -> int:
+    for base in range(20000, 60000 - count, 997):
+        ok = True
+        for p in range(base, base + count + 1):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free port range")
+
+
+async def wait_line(stream: asyncio.StreamReader, needle: str, timeout_s: float) -> None:
+    async def scan() -> None:
+        while line := await stream.readline():
+            if needle in line.decode(errors="replace"):
+                return
+        raise RuntimeError(f"stream ended before {needle!r}")
+
+    await asyncio.wait_for(scan(), timeout_s)
+
+
+async def drain(stream: asyncio.StreamReader) -> None:
+    while await stream.readline():
+        pass
+
+
+def cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1000
+    return float("nan")
+
+
+def ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+async def prefill(db: Path, pool: str, n: int) -> None:
+    store = Store(db)
+    await store.open()
+    now = int(time.time() * 1000)
+    for start in range(0, n, 5000):
+        ops = [
+            Store.op_save_task(Task(task_id=f"q{i:08d}", seq=i + 1, pool=pool,
+                                    name=f"scale {i}", targets=[f"10.{i // 65536 % 256}."
+                                                                f"{i // 256 % 256}.{i % 256}"],
+                                    created_at_ms=now, updated_at_ms=now))
+            for i in range(start, min(n, start + 5000))
+        ]
+        await store.write(ops)
+    await store.close()
+
+
+def slot_latencies_ms(tasks: list[Task], window_start_ms: int) -> list[float]:
+    """Pair each freed slot with the next launch on the same scanner."""
+    by_scanner: dict[str, list[Task]] = {}
+    for t in tasks:
+        if t.scanner_id:
+            by_scanner.setdefault(t.scanner_id, []).append(t)
+    out: list[float] = []
+    for ts in by_scanner.values():
+        freed = sorted(t.finished_at_ms for t in ts
+                       if t.finished_at_ms and t.finished_at_ms >= window_start_ms)
+        launches = sorted((t.dispatched_at_ms, t.started_at_ms) for t in ts
+                          if t.dispatched_at_ms and t.started_at_ms)
+        j = 0
+        for f in freed:
+            while j < len(launches) and launches[j][0] < f:
+                j += 1
+            if j == len(launches):
+                break
+            out.append(float(launches[j][1] - f))
+            j += 1
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+async def start_daemon(cfg: Path, port: int) -> tuple[asyncio.subprocess.Process, float]:
+    t0 = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        EXE, "serve", "--config", str(cfg), stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL)
+    while not ready(port):
+        if proc.returncode is not None:
+            raise RuntimeError(f"daemon exited with {proc.returncode}")
+        await asyncio.sleep(0.02)
+    return proc, time.monotonic() - t0
+
+
+async def amain(args: argparse.Namespace) -> int:
+    n_sc, queued, window_s = args.scanners, args.queued, args.window_s
+    work = Path(tempfile.mkdtemp(prefix="np-bench-scale-"))
+    base = free_base_port(n_sc + 1)
+    port = base + n_sc
+    print(describe(["nessus-pool", "aiohttp", "aiosqlite", "msgspec"], {
+        "scenario": f"{n_sc} simulated scanners x {args.slots} slots, {queued:,} queued, "
+                    f"poll {args.poll_s:g} s, scans {args.scan_s:g} s, window {window_s:g} s",
+        "storage": str(work)}))
+    sim = await asyncio.create_subprocess_exec(
+        EXE, "simulate", "--port", str(base), "--scanners", str(n_sc), "--scan-seconds",
+        str(args.scan_s), "--seed", "1", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    assert sim.stdout is not None and sim.stderr is not None
+    await wait_line(sim.stdout, f":{base + n_sc - 1}", 120)
+    drains = [asyncio.ensure_future(drain(sim.stdout)), asyncio.ensure_future(drain(sim.stderr))]
+    cfg = work / "np.toml"
+    cfg.write_text(tomli_w.dumps({
+        "server": {"listen": f"127.0.0.1:{port}"},
+        "storage": {"path": str(work / "data")},
+        "logging": {"level": "warning"},
+        "pools": [{"name": "scale", "poll-interval-s": args.poll_s, "max-queued": queued * 2,
+                   "probe-interval-s": 60, "scanners": [
+                       {"id": f"s{i}", "url": f"http://127.0.0.1:{base + i}",
+                        "access-key": "sim-access-key", "secret-key": "sim-secret-key",
+                        "max-concurrent-scans": args.slots} for i in range(n_sc)]}]}))
+    await prefill(work / "data" / "nessus-pool.db", "scale", queued)
+    try:
+        proc, first_ready_s = await start_daemon(cfg, port)
+        print(f"first start with {queued:,} queued: ready in {first_ready_s:.2f} s")
+        # let the scanners fill up, then measure a steady window
+        warm_s = min(args.scan_s + 2 * args.poll_s, 60)
+        await asyncio.sleep(warm_s)
+        window_start_ms = int(time.time() * 1000)
+        cpu0, t0 = cpu_s(proc.pid), time.monotonic()
+        rss: list[float] = []
+        while time.monotonic() - t0 < window_s:
+            rss.append(rss_mb(proc.pid))
+            await asyncio.sleep(1)
+        cpu_share = (cpu_s(proc.pid) - cpu0) / (time.monotonic() - t0)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 60)
+        store = Store(work / "data" / "nessus-pool.db")
+        await store.open()
+        rows = await store._fetch("SELECT data FROM tasks")
+        await store.close()
+        tasks = [decode_task(r[0]) for r in rows]
+        still_queued = sum(1 for t in tasks if t.status.value == "queued")
+        done = sum(1 for t in tasks if t.status.is_terminal)
+        lat = slot_latencies_ms(tasks, window_start_ms)
+        readies: list[float] = []
+        for _ in range(3):
+            proc, ready_s = await start_daemon(cfg, port)
+            readies.append(ready_s)
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 60)
+    finally:
+        sim.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(sim.wait(), 30)
+        for d in drains:
+            d.cancel()
+    rows_out = [
+        ["freed slot -> next launch p50 (ms)", f"{pct(lat, 0.5):.1f}", "-", f"n={len(lat)}"],
+        ["freed slot -> next launch p99 (ms)", f"{pct(lat, 0.99):.1f}", "< 50",
+         "met" if pct(lat, 0.99) < 50 else "NOT met"],
+        ["daemon CPU (share of one core)", f"{cpu_share * 100:.0f}%", "< 50%",
+         "met" if cpu_share < 0.5 else "NOT met"],
+        ["daemon RSS median / max (MB)", f"{statistics.median(rss):.0f} / {max(rss):.0f}",
+         "< 300", "met" if max(rss) < 300 else "NOT met"],
+        [f"ready after restart with {still_queued:,} queued (s), median (min-max) of 3",
+         f"{statistics.median(readies):.2f} ({min(readies):.2f}-{max(readies):.2f})", "< 2",
+         "met" if statistics.median(readies) < 2 else "NOT met"],
+    ]
+    print(table(f"Scale: {n_sc} scanners x {args.slots} slots, {queued:,} queued "
+                f"({done:,} finished during the run)",
+                ["measure", "value", "target", "verdict"], rows_out))
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="50 scanners, 10,000 queued, 30 s")
+    p.add_argument("--scanners", type=int, default=500)
+    p.add_argument("--slots", type=int, default=4)
+    p.add_argument("--queued", type=int, default=100_000)
+    p.add_argument("--window-s", type=float, default=300)
+    p.add_argument("--poll-s", type=float, default=10)
+    p.add_argument("--scan-s", type=float, default=60)
+    args = p.parse_args()
+    if args.quick:
+        args.scanners, args.queued, args.window_s, args.scan_s = 50, 10_000, 30, 20
+    return asyncio.run(amain(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
