@@ -210,6 +210,8 @@ class Store:
         self._w: aiosqlite.Connection | None = None
         self._r: aiosqlite.Connection | None = None
         self._pending: list[tuple[list[Op], asyncio.Future[None]]] = []
+        #: large writes (findings) wait here, so task transitions never queue behind them
+        self._bulk: list[tuple[list[Op], asyncio.Future[None]]] = []
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
@@ -275,12 +277,13 @@ class Store:
 
     # --- writing -----------------------------------------------------------------------
 
-    async def write(self, ops: list[Op]) -> None:
-        """Queue ``ops`` and return once they are committed (group commit)."""
+    async def write(self, ops: list[Op], *, bulk: bool = False) -> None:
+        """Queue ``ops`` and return once they are committed (group commit). ``bulk`` writes
+        go one per commit, after the small ones waiting at that moment."""
         if self._wake is None or self._closing:
             raise StorageError("store is closed")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((ops, fut))
+        (self._bulk if bulk else self._pending).append((ops, fut))
         self._wake.set()
         await asyncio.shield(fut)
 
@@ -289,9 +292,11 @@ class Store:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._pending:
+            while self._pending or self._bulk:
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
+                if len(batch) < self.max_batch and self._bulk:
+                    batch.append(self._bulk.pop(0))
                 try:
                     await self._commit([op for ops, _ in batch for op in ops])
                 except Exception as exc:
@@ -345,12 +350,12 @@ class Store:
         """Store findings ``(seq, severity, plugin_id, host, data)`` for a task, replacing any."""
         ops: list[Op] = [(Q_DELETE_FINDINGS, (task_id,))]
         ops += [(Q_INSERT_FINDING, (task_id, *row)) for row in rows]
-        await self.write(ops)
+        await self.write(ops, bulk=True)
 
     async def add_findings(
         self, task_id: str, rows: Iterable[tuple[int, int, int, str, bytes]]
     ) -> None:
-        await self.write([(Q_INSERT_FINDING, (task_id, *row)) for row in rows])
+        await self.write([(Q_INSERT_FINDING, (task_id, *row)) for row in rows], bulk=True)
 
     async def delete_tasks(self, task_ids: Iterable[str]) -> None:
         ops: list[Op] = [(q, (tid,)) for tid in task_ids for q in Q_DELETE_TASK]
