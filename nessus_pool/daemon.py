@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -167,9 +168,12 @@ def effective_pools(cfg: Config) -> list[PoolConfig]:
     return pools
 
 
-def credential_resolver(get_config: Any) -> Any:
+def credential_resolver(get_config: Callable[[], Config]) -> Callable[[str], SshCredential | None]:
+    """Resolve a named credential set when a scan needs it (secrets are read then, so a
+    rotated file or env var is picked up without a reload)."""
+
     def resolve(name: str) -> SshCredential | None:
-        cfg: Config = get_config()
+        cfg = get_config()
         cred = cfg.credentials.get(name)
         if cred is None:
             return None

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import ipaddress
 import random
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,6 +34,7 @@ from nessus_pool.store import TaskFilter
 from nessus_pool.targets import parse_targets
 
 TASK_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_TASK_ID = re.compile(TASK_ID_PATTERN)
 _finding_dec = msgspec.msgpack.Decoder(Finding)
 _json_dec = msgspec.json.Decoder()
 
@@ -159,9 +161,7 @@ def new_task_id() -> str:
 
 
 def check_task_id(task_id: str, field: str = "task_id") -> str:
-    import re
-
-    if not isinstance(task_id, str) or not re.match(TASK_ID_PATTERN, task_id):
+    if not isinstance(task_id, str) or not _TASK_ID.match(task_id):
         raise ValidationError(f"{field} must match {TASK_ID_PATTERN}", field=field)
     return task_id
 

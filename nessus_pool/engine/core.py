@@ -26,7 +26,7 @@ from nessus_pool.errors import CapacityError, ConflictError, NotFoundError
 from nessus_pool.metrics import Metrics
 from nessus_pool.models import INLINE_CREDENTIAL, SshCredential, Task, TaskEvent, TaskStatus
 from nessus_pool.nessus import NessusClient
-from nessus_pool.queues import PoolQueue
+from nessus_pool.queues import PoolQueue, select_scanner
 from nessus_pool.retry import CircuitBreaker, RetryPolicy
 from nessus_pool.store import Store
 from nessus_pool.targets import total_addresses
@@ -552,21 +552,8 @@ def _unlink_all(files: list[Path]) -> None:
 
 
 def _least_loaded(available: list[ScannerHandle], requested: str | None) -> ScannerHandle | None:
-    best: ScannerHandle | None = None
-    best_key: tuple[float, int, int] | None = None
-    for s in available:
-        if requested is not None and s.scanner_id != requested:
-            continue
-        if not s.slots.free:
-            continue
-        key = (
-            len(s.slots.active) / s.slots.capacity,
-            s.slots.hosts_in_flight,
-            s.slots.last_used_ms,
-        )
-        if best_key is None or key < best_key:
-            best, best_key = s, key
-    return best
+    chosen = select_scanner([s.slots for s in available], requested)
+    return next(s for s in available if s.slots is chosen) if chosen is not None else None
 
 
 async def apply_reload(engine: Engine, pools: list[PoolConfig], specs: list[ScannerSpec]) -> None:

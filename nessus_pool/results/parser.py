@@ -59,7 +59,6 @@ _PROLOG_BYTES = 64 * 1024
 #: a prolog (declaration, comments, DOCTYPE) longer than this is refused
 _PROLOG_MAX = 1024 * 1024
 _TAGS = ("ReportItem", "HostProperties", "ReportHost", "Policy")
-_TEXT_FIELDS = ("synopsis", "description", "solution", "plugin_output", "see_also")
 _HOST_TIME_FORMAT = "%a %b %d %H:%M:%S %Y"
 
 OnFindings = Callable[[list[Finding]], None]
@@ -165,39 +164,85 @@ def _int(value: str | None, default: int = 0) -> int:
         return default
 
 
+#: ReportItem children a Finding reads; lxml skips every other child in C
+_FINDING_TAGS = (
+    "cve",
+    "plugin_output",
+    "description",
+    "synopsis",
+    "solution",
+    "see_also",
+    "risk_factor",
+    "cvss3_base_score",
+    "cvss_base_score",
+    "exploit_available",
+)
+#: the children the summary pass reads (plus plugin_output for AUTH_PLUGIN_IDS)
+_SUMMARY_TAGS = ("cvss3_base_score", "exploit_available")
+_SUMMARY_AUTH_TAGS = (*_SUMMARY_TAGS, "plugin_output")
+_SEVERITY = {"0": 0, "1": 1, "2": 2, "3": 3, "4": 4}
+
+
+def _severity(value: str | None) -> int:
+    """The raw ``severity`` attribute clamped to 0..4 (0 when missing or not a number)."""
+    if value is not None and (sev := _SEVERITY.get(value)) is not None:
+        return sev
+    return max(0, min(4, _int(value)))
+
+
 def _finding(el: Any, host: str, ip: str | None, fqdn: str | None) -> Finding:
     a = el.attrib
-    f = Finding(
+    risk = synopsis = description = solution = output = see_also = None
+    cvss3 = cvss = None
+    cves: list[str] = []
+    exploit = False
+    # one pass over the wanted children; a repeated child: the last one wins (cve: all kept)
+    for child in el.iterchildren(*_FINDING_TAGS):
+        tag = child.tag
+        text = child.text
+        if tag == "cve":
+            if text:
+                cves.append(text.strip())
+        elif tag == "plugin_output":
+            output = text
+        elif tag == "description":
+            description = text
+        elif tag == "synopsis":
+            synopsis = text
+        elif tag == "solution":
+            solution = text
+        elif tag == "see_also":
+            see_also = text
+        elif tag == "risk_factor":
+            risk = text
+        elif tag == "cvss3_base_score":
+            cvss3 = _float(text)
+        elif tag == "cvss_base_score":
+            cvss = _float(text)
+        else:  # exploit_available
+            exploit = (text or "").strip().lower() == "true"
+    return Finding(
         host=host,
         host_ip=ip,
         host_fqdn=fqdn,
         port=_int(a.get("port")),
         protocol=a.get("protocol", ""),
         svc_name=a.get("svc_name", ""),
-        severity=max(0, min(4, _int(a.get("severity")))),
+        severity=_severity(a.get("severity")),
         plugin_id=_int(a.get("pluginID")),
         plugin_name=a.get("pluginName", ""),
         plugin_family=a.get("pluginFamily", ""),
+        risk_factor=risk,
+        cvss3_base_score=cvss3,
+        cvss_base_score=cvss,
+        cves=cves,
+        exploit_available=exploit,
+        synopsis=synopsis,
+        description=description,
+        solution=solution,
+        plugin_output=output,
+        see_also=see_also,
     )
-    for child in el:
-        tag = child.tag
-        if not isinstance(tag, str):
-            continue  # comments, processing instructions
-        text = child.text
-        if tag == "cve":
-            if text:
-                f.cves.append(text.strip())
-        elif tag in _TEXT_FIELDS:
-            setattr(f, tag, text)
-        elif tag == "risk_factor":
-            f.risk_factor = text
-        elif tag == "cvss3_base_score":
-            f.cvss3_base_score = _float(text)
-        elif tag == "cvss_base_score":
-            f.cvss_base_score = _float(text)
-        elif tag == "exploit_available":
-            f.exploit_available = (text or "").strip().lower() == "true"
-    return f
 
 
 def _free(el: Any) -> None:
@@ -211,15 +256,17 @@ def _free(el: Any) -> None:
 class _Host:
     """Per-host accumulator; holds counts and the validation facts, never the findings."""
 
-    __slots__ = ("facts", "props", "result")
+    __slots__ = ("by_severity", "facts", "props", "result")
 
     def __init__(self, name: str) -> None:
         self.result = HostResult(name=name)
         self.facts = HostFacts(name=name)
         self.props: dict[str, str] = {}
+        #: findings per raw severity 0..4 (summed into ``result`` by :meth:`finish`)
+        self.by_severity = [0, 0, 0, 0, 0]
 
     def set_properties(self, el: Any) -> None:
-        props = {t.get("name", ""): (t.text or "") for t in el if t.tag == "tag"}
+        props = {t.get("name", ""): (t.text or "") for t in el.iterchildren("tag")}
         self.props = props
         r = self.result
         r.ip = props.get("host-ip") or None
@@ -230,22 +277,35 @@ class _Host:
         self.facts.ip, self.facts.fqdn = r.ip, r.fqdn
         self.facts.credentialed_scan_tag = props.get("Credentialed_Scan")
 
-    def add(self, f: Finding) -> None:
-        self.result.findings_total += 1
-        self.result.severity_breakdown.add(f.severity)
-        if f.plugin_id in AUTH_PLUGIN_IDS:
-            self.facts.outputs.setdefault(f.plugin_id, []).append(f.plugin_output)
+    def add_output(self, plugin_id: int, output: str | None) -> None:
+        self.facts.outputs.setdefault(plugin_id, []).append(output)
+
+    def finish(self) -> None:
+        r = self.result
+        r.findings_total = sum(self.by_severity)
+        r.severity_breakdown = _breakdown(self.by_severity)
 
 
-def _walk(path: Path, hosts: list[_Host]) -> Iterator[Finding]:
-    """The one streaming pass: yields each ReportItem as a Finding and appends each finished
+def _breakdown(by_severity: list[int]) -> SeverityBreakdown:
+    info, low, medium, high, critical = by_severity
+    return SeverityBreakdown(critical=critical, high=high, medium=medium, low=low, info=info)
+
+
+def _items(path: Path, hosts: list[_Host]) -> Iterator[tuple[Any, _Host]]:
+    """The one streaming pass: yields each ReportItem element with its host's accumulator
+    (the element is freed when the caller asks for the next one) and appends each finished
     host's accumulator to ``hosts``."""
     current: _Host | None = None
+    current_parent: Any = None
     checked_dtd = False
 
     def host_of(el: Any) -> _Host:
-        nonlocal current
+        nonlocal current, current_parent
         parent = el.getparent()
+        # the parent's name is read once per parent, not once per item
+        if current is not None and parent is current_parent:
+            return current
+        current_parent = parent
         name = parent.get("name", "") if parent is not None else ""
         if current is None or current.result.name != name:
             current = _Host(name)
@@ -260,20 +320,16 @@ def _walk(path: Path, hosts: list[_Host]) -> Iterator[Finding]:
                     raise UnsafeXmlError()
             tag = el.tag
             if tag == "ReportItem":
-                h = host_of(el)
-                f = _finding(el, h.result.name, h.result.ip, h.result.fqdn)
-                h.add(f)
-                _free(el)
-                yield f
-                continue
-            if tag == "HostProperties":
+                yield el, host_of(el)
+            elif tag == "HostProperties":
                 host_of(el).set_properties(el)
             elif tag == "ReportHost":
                 name = el.get("name", "")
                 if current is None or current.result.name != name:
                     current = _Host(name)
+                current.finish()
                 hosts.append(current)
-                current = None
+                current = current_parent = None
             _free(el)
     except etree.XMLSyntaxError as exc:
         raise ResultsError(f"export {path.name} is not well-formed XML: {exc}") from exc
@@ -283,7 +339,89 @@ def iter_findings(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> It
     """Every ReportItem as a :class:`Finding`, streamed (memory flat in file size). The file
     is checked (size, DTD) when iteration starts."""
     p, _ = open_checked(path, max_bytes)
-    yield from _walk(p, [])
+    for el, h in _items(p, []):
+        r = h.result
+        yield _finding(el, r.name, r.ip, r.fqdn)
+
+
+class _Totals:
+    """Scan-wide counters of the streaming pass."""
+
+    __slots__ = ("by_severity", "exploitable", "max_cvss3")
+
+    def __init__(self) -> None:
+        self.by_severity = [0, 0, 0, 0, 0]
+        self.exploitable = 0
+        self.max_cvss3: float | None = None
+
+    def summary(self) -> ResultsSummary:
+        by = self.by_severity
+        return ResultsSummary(
+            severity_breakdown=_breakdown(by),
+            findings_total=sum(by),
+            vulnerabilities_total=sum(by[1:]),
+            max_cvss3=self.max_cvss3,
+            exploitable_total=self.exploitable,
+        )
+
+
+def _summarise(p: Path, hosts: list[_Host], totals: _Totals) -> None:
+    """The summary pass: per item only the attributes, ``cvss3_base_score``,
+    ``exploit_available`` and, for the authentication plugins, ``plugin_output``; the long
+    texts of other items are never turned into Python strings."""
+    by_severity = totals.by_severity
+    auth_ids = AUTH_PLUGIN_IDS
+    for el, h in _items(p, hosts):
+        get = el.get
+        sev = _severity(get("severity"))
+        by_severity[sev] += 1
+        h.by_severity[sev] += 1
+        plugin_id = _int(get("pluginID"))
+        auth = plugin_id in auth_ids
+        cvss3_text = exploit_text = output = None
+        for child in el.iterchildren(*(_SUMMARY_AUTH_TAGS if auth else _SUMMARY_TAGS)):
+            tag = child.tag
+            if tag == "cvss3_base_score":
+                cvss3_text = child.text
+            elif tag == "exploit_available":
+                exploit_text = child.text
+            else:
+                output = child.text
+        if cvss3_text is not None:
+            cvss3 = _float(cvss3_text)
+            if cvss3 is not None and (totals.max_cvss3 is None or cvss3 > totals.max_cvss3):
+                totals.max_cvss3 = cvss3
+        if exploit_text is not None and exploit_text.strip().lower() == "true":
+            totals.exploitable += 1
+        if auth:
+            h.add_output(plugin_id, output)
+
+
+def _extract(
+    p: Path, hosts: list[_Host], totals: _Totals, on_findings: OnFindings, batch_size: int
+) -> None:
+    """The findings pass: every item as a :class:`Finding`, handed on in batches."""
+    by_severity = totals.by_severity
+    auth_ids = AUTH_PLUGIN_IDS
+    batch: list[Finding] = []
+    for el, h in _items(p, hosts):
+        r = h.result
+        f = _finding(el, r.name, r.ip, r.fqdn)
+        by_severity[f.severity] += 1
+        h.by_severity[f.severity] += 1
+        if f.exploit_available:
+            totals.exploitable += 1
+        cvss3 = f.cvss3_base_score
+        if cvss3 is not None and (totals.max_cvss3 is None or cvss3 > totals.max_cvss3):
+            totals.max_cvss3 = cvss3
+        if f.plugin_id in auth_ids:
+            h.add_output(f.plugin_id, f.plugin_output)
+        batch.append(f)
+        if len(batch) >= batch_size:
+            on_findings(batch)
+            batch = []
+    if batch:
+        on_findings(batch)
 
 
 def parse_export(
@@ -297,37 +435,21 @@ def parse_export(
 ) -> ScanResults:
     """Parse an export in one streaming pass: summary, per-host results and the
     authentication validation. ``on_findings`` receives findings in batches of
-    ``batch_size`` (for storage) and is called from this thread. ``scan_type=None`` infers
-    it (see :func:`nessus_pool.results.auth.infer_scan_type`).
+    ``batch_size`` (for storage; each batch is a new list the callee may keep) and is called
+    from this thread. Without ``on_findings`` only what the summary needs is read of each
+    finding. ``scan_type=None`` infers it (see
+    :func:`nessus_pool.results.auth.infer_scan_type`).
 
     Raises :class:`UnsafeXmlError` for DTD/entity declarations and :class:`ResultsError`
     when the file is missing, too large or not well-formed."""
     p, _ = open_checked(path, max_bytes)
-    summary = ResultsSummary()
-    batch: list[Finding] = []
-
-    def on_finding(f: Finding) -> None:
-        summary.findings_total += 1
-        summary.severity_breakdown.add(f.severity)
-        if f.severity >= 1:
-            summary.vulnerabilities_total += 1
-        if f.exploit_available:
-            summary.exploitable_total += 1
-        if f.cvss3_base_score is not None and (
-            summary.max_cvss3 is None or f.cvss3_base_score > summary.max_cvss3
-        ):
-            summary.max_cvss3 = f.cvss3_base_score
-        if on_findings is not None:
-            batch.append(f)
-            if len(batch) >= batch_size:
-                on_findings(batch.copy())
-                batch.clear()
-
     hosts: list[_Host] = []
-    for f in _walk(p, hosts):
-        on_finding(f)
-    if on_findings is not None and batch:
-        on_findings(batch)
+    totals = _Totals()
+    if on_findings is None:
+        _summarise(p, hosts, totals)
+    else:
+        _extract(p, hosts, totals, on_findings, batch_size)
+    summary = totals.summary()
     facts = [h.facts for h in hosts]
     effective = infer_scan_type(facts) if scan_type is None else scan_type
     verdicts = [assess_host(f, effective) for f in facts]
