@@ -313,7 +313,12 @@ class Daemon:
         gc.freeze()
         sd_notify("READY=1")
         log.info(
-            "serving", extra={"event": "daemon_ready", "url": self.url, "version": __version__}
+            "serving",
+            extra={
+                "event": "daemon_ready",
+                "url": self.url if self.serve_http else "(embedded, no HTTP listener)",
+                "version": __version__,
+            },
         )
 
     def _auth(self) -> TokenAuth:
