@@ -54,6 +54,29 @@ def _error(status: int, code: int, message: str, rid: Any = None, data: Any = No
     return _json(p.error_bytes(rid, code, message, data), status)
 
 
+_VERDICTS_MAX = 256
+
+
+def _remember(cache: dict[str, bool], key: str, verdict: bool) -> bool:
+    """Keep a header verdict; the cache is bounded (cleared when full) because the values
+    come from clients."""
+    if len(cache) >= _VERDICTS_MAX:
+        cache.clear()
+    cache[key] = verdict
+    return verdict
+
+
+def _loopback_host(host: str) -> bool:
+    """An empty Host, or one naming a loopback address (DNS rebinding protection)."""
+    if not host:
+        return True
+    try:
+        name = urlsplit(f"//{host}").hostname
+    except ValueError:
+        return False
+    return name is not None and is_loopback(name)
+
+
 class _Exchange:
     """One POST: answered as JSON unless a notification arrives first, which switches the
     reply to an SSE stream that ends with the response."""
@@ -109,6 +132,10 @@ class McpHttp:
         self.session_idle_s = session_idle_s
         self.max_sessions = max_sessions
         self.sessions: dict[str, p.Session] = {}
+        # Host / Origin verdicts depend only on the header value and on config fixed for this
+        # object's life; parsing them (urlsplit, ipaddress) was ~5% of a tools/call under load
+        self._host_ok: dict[str, bool] = {}
+        self._origin_ok_cache: dict[str, bool] = {}
 
     def add_routes(self, app: web.Application, path: str = "/mcp") -> None:
         app.router.add_post(path, self.post)
@@ -119,15 +146,23 @@ class McpHttp:
 
     def _guard(self, request: web.Request) -> tuple[str, bytes] | web.Response:
         """(role, auth key) or the refusal."""
+        headers = request.headers
         if self.loopback:
-            host = (request.headers.get("Host") or "").strip()
-            name = urlsplit(f"//{host}").hostname if host else None
-            if host and (name is None or not is_loopback(name)):
+            raw_host = headers.get("Host") or ""
+            ok = self._host_ok.get(raw_host)
+            if ok is None:
+                ok = _remember(self._host_ok, raw_host, _loopback_host(raw_host.strip()))
+            if not ok:
+                host = raw_host.strip()
                 return _error(403, p.INVALID_REQUEST, f"Host {host!r} is not allowed")
-        origin = request.headers.get("Origin")
-        if origin is not None and not self._origin_ok(origin):
-            return _error(403, p.INVALID_REQUEST, f"Origin {origin!r} is not allowed")
-        header = request.headers.get("Authorization")
+        origin = headers.get("Origin")
+        if origin is not None:
+            ok = self._origin_ok_cache.get(origin)
+            if ok is None:
+                ok = _remember(self._origin_ok_cache, origin, self._origin_ok(origin))
+            if not ok:
+                return _error(403, p.INVALID_REQUEST, f"Origin {origin!r} is not allowed")
+        header = headers.get("Authorization")
         role = self.auth.role(header)
         if role is None:
             resp = _error(
@@ -302,7 +337,9 @@ class McpHttp:
                 return found
             session = found
         ex = _Exchange(request)
-        data, _ = await self.dispatcher.handle(msg, session, role=role, notify=ex.notify)
+        data, _ = await self.dispatcher.handle(
+            msg, session, role=role, notify=ex.notify, checked=True
+        )
         if method == "initialize" and session is not None and session.protocol_version is None:
             self.sessions.pop(session.session_id, None)  # initialize failed: no session
             headers = None

@@ -247,15 +247,17 @@ class Dispatcher:
         role: str = "admin",
         notify: Notify | None = None,
         version: str | None = None,
+        checked: bool = False,
     ) -> tuple[bytes, int | None]:
         """Answer one request (``classify(msg) == "request"``): the encoded reply and its
         JSON-RPC error code (None on success).
 
         ``version`` is the already validated per-request version when the transport has
-        checked it (HTTP); otherwise it is read from ``params._meta`` here."""
+        checked it (HTTP; ``checked=True`` says a None there was checked too); otherwise it
+        is read from ``params._meta`` here."""
         rid = msg["id"]
         try:
-            if version is None:
+            if version is None and not checked:
                 version = modern_version(msg)
             result = await self._call(msg, session, version, role, notify)
         except RpcError as exc:
