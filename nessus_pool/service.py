@@ -4,6 +4,7 @@ so a feature is written once and shows up in both. No HTTP or JSON-RPC here."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import ipaddress
 import random
@@ -34,6 +35,7 @@ from nessus_pool.store import TaskFilter
 from nessus_pool.targets import parse_targets
 
 TASK_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+FINISHED_CACHE = 4096
 _TASK_ID = re.compile(TASK_ID_PATTERN)
 _finding_dec = msgspec.msgpack.Decoder(Finding)
 _json_dec = msgspec.json.Decoder()
@@ -178,6 +180,12 @@ class Service:
         self._reload = reload
         self._idem_inflight: dict[str, asyncio.Future[Task]] = {}
         self._scopes: dict[str, tuple[PoolConfig, bool, Scope]] = {}
+        #: finished tasks with their results summary, most recently read last: status
+        #: polling of finished scans (agents do a lot of it) never touches SQLite
+        self._finished: collections.OrderedDict[str, tuple[Task, dict[str, Any] | None]] = (
+            collections.OrderedDict()
+        )
+        engine.on_change.append(self._forget)
         self.resolver: Resolver = resolve_hosts
         engine.scope_check = self._scope_recheck
 
@@ -421,10 +429,20 @@ class Service:
 
     async def _task(self, task_id: str) -> Task:
         check_task_id(task_id)
-        t = self.engine.tasks.get(task_id) or await self.engine.store.get_task(task_id)
+        t = self.engine.tasks.get(task_id)
+        if t is not None:
+            return t
+        cached = self._finished.get(task_id)
+        if cached is not None:
+            self._finished.move_to_end(task_id)
+            return cached[0]
+        t = await self.engine.store.get_task(task_id)
         if t is None:
             raise NotFoundError(f"task {task_id!r} not found")
         return t
+
+    def _forget(self, task_id: str) -> None:
+        self._finished.pop(task_id, None)
 
     def view(self, t: Task, results: dict[str, Any] | None = None) -> TaskView:
         eta, basis = (
@@ -462,17 +480,27 @@ class Service:
 
     async def get_task(self, task_id: str, *, with_results: bool = True) -> TaskView:
         t = await self._task(task_id)
+        if not (with_results and t.status.is_terminal):
+            return self.view(t)
+        cached = self._finished.get(task_id)
+        if cached is not None:
+            return self.view(cached[0], cached[1])
         results = None
-        if with_results and t.status.is_terminal:
-            blob = await self.engine.store.get_results(task_id)
-            if blob is not None:
-                full = _json_dec.decode(blob)
-                results = {
-                    "summary": full.get("summary"),
-                    "validation": full.get("validation"),
-                    "hosts": full.get("hosts", [])[:50],
-                    "hosts_total": len(full.get("hosts", [])),
-                }
+        blob = await self.engine.store.get_results(task_id)
+        if blob is not None:
+            full = _json_dec.decode(blob)
+            hosts = full.get("hosts", [])
+            results = {
+                "summary": full.get("summary"),
+                "validation": full.get("validation"),
+                "hosts": hosts[:50],
+                "hosts_total": len(hosts),
+            }
+        if task_id not in self.engine.tasks:
+            # a finished task changes only through the engine, which tells us (_forget)
+            self._finished[task_id] = (t, results)
+            if len(self._finished) > FINISHED_CACHE:
+                self._finished.popitem(last=False)
         return self.view(t, results)
 
     async def list_tasks(

@@ -117,6 +117,8 @@ class Engine:
         self._stopping = False
         self.started = False
         self.dlq_counts: dict[str, int] = {}
+        #: called with a task id whenever that task's stored state changes or is deleted
+        self.on_change: list[Callable[[str], None]] = []
         #: delete our own scans on the scanner once their export is downloaded
         self.delete_remote_scans = False
         #: set by the service: why a task's targets are out of scope now, or None
@@ -460,6 +462,7 @@ class Engine:
     async def purge(self, tasks: list[Task]) -> None:
         await self.store.delete_tasks([t.task_id for t in tasks])
         for t in tasks:
+            self._notify(t.task_id)
             if t.dead_letter:
                 self.dlq_counts[t.pool] = max(0, self.dlq_counts.get(t.pool, 0) - 1)
         files = [Path(t.export_path) for t in tasks if t.export_path]
@@ -501,6 +504,8 @@ class Engine:
     # --- observation ---------------------------------------------------------------------
 
     def _notify(self, task_id: str) -> None:
+        for hook in self.on_change:
+            hook(task_id)
         ev = self._changed.pop(task_id, None)
         if ev is not None:
             ev.set()
