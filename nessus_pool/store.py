@@ -218,6 +218,7 @@ class Store:
         #: counters for benchmarks and metrics
         self.commits = 0
         self.rows_written = 0
+        self.last_commit_ok = False
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -305,10 +306,12 @@ class Store:
                         if isinstance(exc, StorageError)
                         else StorageError(f"database write failed: {exc}")
                     )
+                    self.last_commit_ok = False
                     for _, fut in batch:
                         if not fut.done():
                             fut.set_exception(err)
                 else:
+                    self.last_commit_ok = True
                     for _, fut in batch:
                         if not fut.done():
                             fut.set_result(None)
@@ -446,7 +449,11 @@ class Store:
         return {r[0]: int(r[1]) for r in rows}
 
     async def writable(self) -> bool:
-        """Readiness: a real write transaction round-trips."""
+        """Readiness. While writes flow, the last commit's outcome answers at once (a probe
+        write would queue behind a burst and make a busy daemon look unready); with nothing
+        committed yet, or after a failure, a real write transaction round-trips."""
+        if self.last_commit_ok and (self._pending or self._bulk):
+            return True
         try:
             await self.write([("CREATE TABLE IF NOT EXISTS _probe (x INTEGER)", ())])
         except StorageError:

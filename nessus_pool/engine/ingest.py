@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import threading
 from pathlib import Path
 
 import msgspec
@@ -14,37 +16,95 @@ from nessus_pool.store import Store
 _enc = msgspec.msgpack.Encoder()
 _json = msgspec.json.Encoder()
 FindingRow = tuple[int, int, int, str, bytes]
+#: findings per stored batch (one commit each), and the text (plugin outputs, descriptions)
+#: that ends a batch sooner; with one batch being written while the next is parsed, about
+#: two batches are in memory at once whatever the export's size
+BATCH_SIZE = 2000
+BATCH_CHARS = 8 * 1024 * 1024
 
 
 def finding_rows(findings: list[Finding], start_seq: int) -> list[FindingRow]:
+    enc = _enc.encode
     return [
-        (start_seq + i, f.severity, f.plugin_id, f.host, _enc.encode(f))
-        for i, f in enumerate(findings)
+        (seq, f.severity, f.plugin_id, f.host, enc(f)) for seq, f in enumerate(findings, start_seq)
     ]
+
+
+class _Stopped(Exception):
+    """Raised in the parser thread to abandon the parse once the caller has gone."""
+
+
+class _BatchWriter:
+    """Runs in the parser thread: encodes each batch and hands it to the store on the event
+    loop, keeping exactly one batch in flight, so parsing the next batch overlaps the commit
+    of this one and memory stays flat. A failed write surfaces at the next batch."""
+
+    def __init__(self, store: Store, task_id: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.store = store
+        self.task_id = task_id
+        self.loop = loop
+        self.seq = 0
+        self.in_flight: concurrent.futures.Future[None] | None = None
+        self.stopped = False
+        self._lock = threading.Lock()
+
+    def __call__(self, batch: list[Finding]) -> None:
+        rows = finding_rows(batch, self.seq)
+        self.seq += len(rows)
+        batch.clear()  # ours now (parse_export hands over each list): free the texts early
+        self.wait()
+        with self._lock:  # held only to check and submit, never across a wait
+            if self.stopped:
+                raise _Stopped
+            self.in_flight = asyncio.run_coroutine_threadsafe(
+                self.store.add_findings(self.task_id, rows), self.loop
+            )
+
+    def wait(self) -> None:
+        """Wait for the batch in flight (raising its error), from the parser thread."""
+        fut = self.in_flight
+        if fut is not None:
+            fut.result()
+            self.in_flight = None
+
+    async def settle(self) -> None:
+        """From the event loop after a failed or cancelled parse: stop the parser thread at
+        its next batch and let the batch in flight finish, ignoring its outcome."""
+        with self._lock:
+            self.stopped = True
+            fut = self.in_flight
+        if fut is not None:
+            done = asyncio.wrap_future(fut)
+            await asyncio.wait([done])
+            if not done.cancelled():
+                done.exception()  # retrieved: the parse's own error is the one raised
 
 
 async def ingest_export(store: Store, t: Task) -> ScanResults:
     """Parse ``t.export_path`` in a worker thread; findings are written to the store in
-    batches as the parser streams them (the thread waits for each batch's commit, so memory
-    stays flat); results are stored as JSON."""
+    batches as the parser streams them (one batch committing while the next is parsed, so
+    memory stays flat); results are stored as JSON."""
     assert t.export_path is not None
-    loop = asyncio.get_running_loop()
+    export_path = Path(t.export_path)
     await store.replace_findings(t.task_id, [])
-    seq = 0
+    writer = _BatchWriter(store, t.task_id, asyncio.get_running_loop())
 
-    def on_findings(batch: list[Finding]) -> None:
-        nonlocal seq
-        rows = finding_rows(batch, seq)
-        seq += len(rows)
-        asyncio.run_coroutine_threadsafe(store.add_findings(t.task_id, rows), loop).result()
+    def parse() -> ScanResults:
+        result = parse_export(
+            export_path,
+            scan_type=t.scan_type,
+            targets=t.targets,
+            on_findings=writer,
+            batch_size=BATCH_SIZE,
+            batch_chars=BATCH_CHARS,
+        )
+        writer.wait()
+        return result
 
-    result = await asyncio.to_thread(
-        parse_export,
-        Path(t.export_path),
-        scan_type=t.scan_type,
-        targets=t.targets,
-        on_findings=on_findings,
-        batch_size=2000,
-    )
+    try:
+        result = await asyncio.to_thread(parse)
+    except BaseException:
+        await asyncio.shield(writer.settle())
+        raise
     await store.save_results(t.task_id, _json.encode(result))
     return result

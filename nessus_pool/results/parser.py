@@ -55,6 +55,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_BYTES = 4 * 1024**3
+DEFAULT_BATCH_CHARS = 16 * 1024 * 1024
 _PROLOG_BYTES = 64 * 1024
 #: a prolog (declaration, comments, DOCTYPE) longer than this is refused
 _PROLOG_MAX = 1024 * 1024
@@ -256,18 +257,17 @@ def _free(el: Any) -> None:
 class _Host:
     """Per-host accumulator; holds counts and the validation facts, never the findings."""
 
-    __slots__ = ("by_severity", "facts", "props", "result")
+    __slots__ = ("by_severity", "facts", "result")
 
     def __init__(self, name: str) -> None:
         self.result = HostResult(name=name)
         self.facts = HostFacts(name=name)
-        self.props: dict[str, str] = {}
         #: findings per raw severity 0..4 (summed into ``result`` by :meth:`finish`)
         self.by_severity = [0, 0, 0, 0, 0]
 
     def set_properties(self, el: Any) -> None:
+        # read here and dropped: kept per host, the tags grew memory with the host count
         props = {t.get("name", ""): (t.text or "") for t in el.iterchildren("tag")}
-        self.props = props
         r = self.result
         r.ip = props.get("host-ip") or None
         r.fqdn = props.get("host-fqdn") or props.get("hostname") or None
@@ -398,12 +398,18 @@ def _summarise(p: Path, hosts: list[_Host], totals: _Totals) -> None:
 
 
 def _extract(
-    p: Path, hosts: list[_Host], totals: _Totals, on_findings: OnFindings, batch_size: int
+    p: Path,
+    hosts: list[_Host],
+    totals: _Totals,
+    on_findings: OnFindings,
+    batch_size: int,
+    batch_chars: int,
 ) -> None:
     """The findings pass: every item as a :class:`Finding`, handed on in batches."""
     by_severity = totals.by_severity
     auth_ids = AUTH_PLUGIN_IDS
     batch: list[Finding] = []
+    chars = 0
     for el, h in _items(p, hosts):
         r = h.result
         f = _finding(el, r.name, r.ip, r.fqdn)
@@ -417,9 +423,12 @@ def _extract(
         if f.plugin_id in auth_ids:
             h.add_output(f.plugin_id, f.plugin_output)
         batch.append(f)
-        if len(batch) >= batch_size:
+        # the two long texts bound a batch's memory when plugin outputs are huge
+        chars += len(f.plugin_output or "") + len(f.description or "")
+        if len(batch) >= batch_size or chars >= batch_chars:
             on_findings(batch)
             batch = []
+            chars = 0
     if batch:
         on_findings(batch)
 
@@ -431,11 +440,13 @@ def parse_export(
     targets: list[str] | None = None,
     on_findings: OnFindings | None = None,
     batch_size: int = 1000,
+    batch_chars: int = DEFAULT_BATCH_CHARS,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> ScanResults:
     """Parse an export in one streaming pass: summary, per-host results and the
     authentication validation. ``on_findings`` receives findings in batches of
-    ``batch_size`` (for storage; each batch is a new list the callee may keep) and is called
+    ``batch_size`` (for storage; each batch is a new list the callee may keep), or fewer once
+    their plugin outputs and descriptions reach ``batch_chars`` characters, and is called
     from this thread. Without ``on_findings`` only what the summary needs is read of each
     finding. ``scan_type=None`` infers it (see
     :func:`nessus_pool.results.auth.infer_scan_type`).
@@ -448,7 +459,7 @@ def parse_export(
     if on_findings is None:
         _summarise(p, hosts, totals)
     else:
-        _extract(p, hosts, totals, on_findings, batch_size)
+        _extract(p, hosts, totals, on_findings, batch_size, batch_chars)
     summary = totals.summary()
     facts = [h.facts for h in hosts]
     effective = infer_scan_type(facts) if scan_type is None else scan_type
