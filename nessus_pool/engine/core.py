@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -193,7 +194,15 @@ class Engine:
     # --- recovery ------------------------------------------------------------------------
 
     async def _recover(self) -> None:
-        tasks = await self.store.load_active()
+        # 100,000 queued tasks are 100,000+ new tracked objects: without this the collector
+        # walks the growing heap again and again while they load (most of a start-up)
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            tasks = await self.store.load_active()
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         requeued = adopted = failed = 0
         for t in tasks:
             pool = self.pools.get(t.pool)
