@@ -239,7 +239,10 @@ async def test_sighup_broken_file_keeps_serving_and_new_scanner_gets_work(
             daemon.send_signal(signal.SIGHUP)
             for _ in range(200):
                 scanners = await get_json(http, f"{base}/api/v1/scanners")
-                if len(scanners["scanners"]) == 3:
+                # listed, and probed reachable, so the next scans can go to them
+                if len(scanners["scanners"]) == 3 and all(
+                    sc["reachable"] for sc in scanners["scanners"]
+                ):
                     break
                 await asyncio.sleep(0.05)
             assert sorted(s["id"] for s in scanners["scanners"]) == ["s0", "s1", "s2"]
