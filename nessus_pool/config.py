@@ -109,7 +109,6 @@ class PoolConfig(_Base):
     #: overall deadline for one export (ask, poll, download)
     export_deadline_s: PositiveFloat = 1800.0
     template: str = "basic"
-    priority_default: int = 0
     #: CIDRs / addresses and hostname patterns (``*.corp.example``) this pool may scan
     allowed_targets: list[str] = []
     #: never scanned, even when allowed

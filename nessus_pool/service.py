@@ -680,9 +680,6 @@ class Service:
             head = next((t for t in self.engine.tasks.values() if t.seq == seq), None)
             if head is not None:
                 oldest = max(0.0, (self.engine.clock.now_ms() - head.created_at_ms) / 1000)
-        dlq = await self.engine.store.list_tasks(
-            TaskFilter(pool=name, dead_letter=True), limit=10_000
-        )
         mean = pool.mean_duration_s()
         cap = pool.capacity
         return PoolView(
@@ -693,7 +690,7 @@ class Service:
             queue_depth=len(pool.queue),
             max_queued=pool.config.max_queued,
             oldest_queued_age_s=oldest,
-            dlq_depth=len(dlq),
+            dlq_depth=self.engine.dlq_counts.get(name, 0),
             mean_scan_duration_s=mean,
             eta_basis=(
                 f"mean of the last {len(pool.durations_s)} completed scans"

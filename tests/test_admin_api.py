@@ -90,6 +90,8 @@ async def test_dlq_retry_really_runs(tmp_path: Path, start_daemon: DaemonFactory
         async with http.get(f"{d.url}/api/v1/dlq") as r:
             page = await r.json()
         assert [t["task_id"] for t in page["tasks"]] == [sub.task_id]
+        async with http.get(f"{d.url}/api/v1/pools/lan") as r:
+            assert (await r.json())["dlq_depth"] == 1
         async with http.get(f"{d.url}/api/v1/dlq/{sub.task_id}") as r:
             shown = await r.json()
         assert [e["status"] for e in shown["events"]].count("requeued") == 2
@@ -98,6 +100,8 @@ async def test_dlq_retry_really_runs(tmp_path: Path, start_daemon: DaemonFactory
             assert r.status == 200
             assert (await r.json())["status"] == "queued"
         done = await d.service.wait_for(sub.task_id, 60)
+        async with http.get(f"{d.url}/api/v1/pools/lan") as r:
+            assert (await r.json())["dlq_depth"] == 0
         assert done.status == "completed" and not done.dead_letter, (done.reason, done.error)
         async with http.post(f"{d.url}/api/v1/dlq/{sub.task_id}/retry") as r:
             assert r.status == 409

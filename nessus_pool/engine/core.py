@@ -115,7 +115,6 @@ class Engine:
         self._seq = 0
         self._bg: set[asyncio.Task[None]] = set()
         self._changed: dict[str, asyncio.Event] = {}
-        self._stopping = False
         self.started = False
         self.dlq_counts: dict[str, int] = {}
         #: called with a task id whenever that task's stored state changes or is deleted
@@ -142,7 +141,6 @@ class Engine:
 
     async def stop(self) -> None:
         """Cancel background work; every state was already persisted as it changed."""
-        self._stopping = True
         for t in list(self._bg):
             t.cancel()
         if self._bg:
