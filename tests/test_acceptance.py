@@ -197,8 +197,11 @@ async def test_sigkill_under_load_then_restart_loses_and_duplicates_nothing(
         await asyncio.gather(*load)
         daemon = await spawn("serve", "--config", str(cfg), ready="daemon_ready")
         try:
-            status = await wait_terminal(http, base, acked)
+            # Tasks persisted but never acknowledged (the kill cut the response) must run
+            # too: wait for every stored task, not only the acknowledged ones.
             everything = await get_json(http, f"{base}/api/v1/scans?limit=500")
+            all_ids = {t["task_id"] for t in everything["tasks"]}
+            status = await wait_terminal(http, base, sorted(all_ids))
             stats = [
                 await get_json(http, f"http://127.0.0.1:{sim_port + i}/_sim/stats")
                 for i in range(2)
@@ -206,9 +209,8 @@ async def test_sigkill_under_load_then_restart_loses_and_duplicates_nothing(
         finally:
             assert await stop(daemon) == 0
     assert len(acked) >= 60
-    assert set(status.values()) == {"completed"}, status
-    all_ids = {t["task_id"] for t in everything["tasks"]}
     assert set(acked) <= all_ids
+    assert set(status.values()) == {"completed"}, status
     assert sum(s["duplicates"] for s in stats) == 0
     assert sum(s["created"] for s in stats) == len(all_ids)
 
