@@ -247,6 +247,35 @@ class Daemon:
             raise
 
     async def _start_parts(self, storage: Path) -> None:
+        # Start-up allocates what lives as long as the daemon (100,000 queued tasks are
+        # 100,000+ objects): collect what imports left behind, then keep the collector off
+        # until everything is loaded and frozen out of its way (STYLE.md: full collections
+        # walking a long-lived heap were the p99 under load).
+        gc.collect()
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            await self._load_parts(storage)
+        finally:
+            gc.freeze()
+            if gc_was_enabled:
+                gc.enable()
+        assert self.engine is not None
+        if self.serve_http:
+            await self._start_http()
+        # the listener is up: now the probes, re-attached runners and dispatchers start
+        self.engine.release_background()
+        sd_notify("READY=1")
+        log.info(
+            "serving",
+            extra={
+                "event": "daemon_ready",
+                "url": self.url if self.serve_http else "(embedded, no HTTP listener)",
+                "version": __version__,
+            },
+        )
+
+    async def _load_parts(self, storage: Path) -> None:
         cfg = self.config
         self.store = Store(storage / "nessus-pool.db")
         await self.store.open()
@@ -291,7 +320,9 @@ class Daemon:
             default_duration_s=(cfg.simulator.scan_seconds if cfg.simulator else 1800.0),
         )
         self.engine.delete_remote_scans = cfg.housekeeping.delete_remote_scans
-        await self.engine.start(effective_pools(cfg), scanner_specs(cfg, sim_urls))
+        await self.engine.start(
+            effective_pools(cfg), scanner_specs(cfg, sim_urls), hold_background=True
+        )
         self.engine.spawn(
             housekeeping_loop(self.engine, lambda: self.config.housekeeping), "housekeeping"
         )
@@ -300,26 +331,11 @@ class Daemon:
 
         engine = self.engine
         metrics.set_snapshot(lambda: snapshot(engine))
-        if self.serve_http:
-            await self._start_http()
         watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         if watchdog_usec > 0 and os.environ.get("WATCHDOG_PID", str(os.getpid())) == str(
             os.getpid()
         ):
             self.engine.spawn(_watchdog(watchdog_usec / 2e6), "watchdog")
-        # what exists now lives as long as the daemon: keep it out of the collector's way
-        # (full collections walking it were the p99 under load, STYLE.md)
-        gc.collect()
-        gc.freeze()
-        sd_notify("READY=1")
-        log.info(
-            "serving",
-            extra={
-                "event": "daemon_ready",
-                "url": self.url if self.serve_http else "(embedded, no HTTP listener)",
-                "version": __version__,
-            },
-        )
 
     def _auth(self) -> TokenAuth:
         s = self.config.server

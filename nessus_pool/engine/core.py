@@ -12,9 +12,10 @@ import collections
 import gc
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -83,6 +84,19 @@ class PoolState:
         return sum(self.durations_s) / len(self.durations_s) if self.durations_s else None
 
 
+#: probes and re-attached runners making their first scanner call at once
+RECOVERY_CONCURRENCY = 64
+
+
+async def _after(gate: asyncio.Event, coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        await gate.wait()
+    except BaseException:
+        coro.close()  # cancelled before it began: never started, nothing to undo
+        raise
+    await coro
+
+
 class Engine:
     def __init__(
         self,
@@ -116,6 +130,11 @@ class Engine:
         self._bg: set[asyncio.Task[None]] = set()
         self._changed: dict[str, asyncio.Event] = {}
         self.started = False
+        #: while set (a held start), new background tasks wait for it
+        self._gate: asyncio.Event | None = None
+        #: bounds the first scanner call of probes and re-attached runners (a restart with
+        #: 2,000 running scans and 500 scanners would otherwise send them all at once)
+        self.recovery_gate = asyncio.Semaphore(RECOVERY_CONCURRENCY)
         self.dlq_counts: dict[str, int] = {}
         #: called with a task id whenever that task's stored state changes or is deleted
         self.on_change: list[Callable[[str], None]] = []
@@ -126,7 +145,14 @@ class Engine:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    async def start(self, pools: list[PoolConfig], specs: list[ScannerSpec]) -> None:
+    async def start(
+        self, pools: list[PoolConfig], specs: list[ScannerSpec], *, hold_background: bool = False
+    ) -> None:
+        """Load the pools, scanners and every unfinished task. With ``hold_background`` the
+        probes, runners and dispatchers it creates wait for :meth:`release_background`, so a
+        daemon can open its listener before the first burst of scanner traffic."""
+        if hold_background:
+            self._gate = asyncio.Event()
         self.exports_dir.mkdir(parents=True, exist_ok=True)
         self._seq = await self.store.max_seq()
         self.dlq_counts = await self.store.dlq_counts()
@@ -135,6 +161,14 @@ class Engine:
         for spec in specs:
             self._add_scanner(spec)
         await self._recover()
+        if not hold_background:
+            self.release_background()
+
+    def release_background(self) -> None:
+        """Let the background work created by :meth:`start` run, and dispatch."""
+        if self._gate is not None:
+            self._gate.set()
+            self._gate = None
         for pool in self.pools.values():
             pool.wake.set()
         self.started = True
@@ -153,6 +187,8 @@ class Engine:
         return self._spawn(coro, name)
 
     def _spawn(self, coro: object, name: str) -> asyncio.Task[None]:
+        if self._gate is not None:
+            coro = _after(self._gate, coro)  # type: ignore[arg-type]
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
         self._bg.add(task)
         task.add_done_callback(self._reap)
@@ -193,15 +229,21 @@ class Engine:
 
     async def _recover(self) -> None:
         # 100,000 queued tasks are 100,000+ new tracked objects: without this the collector
-        # walks the growing heap again and again while they load (most of a start-up)
+        # walks the growing heap again and again while they load and are queued (most of a
+        # start-up); the daemon freezes them out of its way once it is up
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            tasks = await self.store.load_active()
+            await self._recover_tasks()
         finally:
             if gc_was_enabled:
                 gc.enable()
+
+    async def _recover_tasks(self) -> None:
+        tasks = await self.store.load_active()
         requeued = adopted = failed = 0
+        queued: dict[str, list[Task]] = {name: [] for name in self.pools}
+        queued_status = TaskStatus.QUEUED
         for t in tasks:
             pool = self.pools.get(t.pool)
             if pool is None:
@@ -210,9 +252,9 @@ class Engine:
                 )
                 failed += 1
                 continue
-            if t.status is TaskStatus.QUEUED:
+            if t.status is queued_status:
                 self.tasks[t.task_id] = t
-                pool.queue.push(t)
+                queued[t.pool].append(t)
                 continue
             sc = self.scanners.get(t.scanner_id or "")
             if sc is None or sc.spec.pool != t.pool:
@@ -232,6 +274,8 @@ class Engine:
             sc.slots.adopt(t.task_id, total_addresses(t.targets))
             self._start_runner(pool, t, sc)
             adopted += 1
+        for name, waiting in queued.items():
+            self.pools[name].queue.extend(waiting)
         log.info(
             "recovered",
             extra={
@@ -300,14 +344,19 @@ class Engine:
         self._spawn(go(), f"task:{t.task_id}")
 
     async def _probe_loop(self, sc: ScannerHandle) -> None:
+        async with self.recovery_gate:
+            reachable = await sc.probe()
         while not sc.slots.removed:
-            if await sc.probe():
+            if reachable:
                 self.pools[sc.spec.pool].wake.set()
             pool = self.pools.get(sc.spec.pool)
             interval = pool.config.probe_interval_s if pool else self.probe_interval_s
             delay = interval if sc.slots.reachable else min(5.0, interval)
             await sleep_or_event(self.clock, sc.probe_now, delay)
             sc.probe_now.clear()
+            if sc.slots.removed:
+                return
+            reachable = await sc.probe()
 
     # --- state changes (called by runners and the service) -------------------------------
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from nessus_pool.errors import (
     NessusPoolError,
@@ -28,6 +29,8 @@ from nessus_pool.retry import RetryPolicy
 if TYPE_CHECKING:
     from nessus_pool.engine.core import Engine, PoolState
     from nessus_pool.engine.scanner import ScannerHandle
+
+T = TypeVar("T")
 
 log = logging.getLogger("nessus_pool.engine")
 
@@ -90,6 +93,24 @@ class TaskRunner:
         #: dispatched by this process with a new attempt number: no scan of that name can
         #: exist yet, so the look-ups that recovery needs are skipped
         self.fresh = fresh
+        #: a re-attached runner makes its first scanner call through the engine's recovery
+        #: gate: thousands of them after a restart then reach the scanners (and the event
+        #: loop) a bounded number at a time instead of as one burst
+        self._first_call_gate: asyncio.Semaphore | None = None if fresh else engine.recovery_gate
+
+    async def _call(
+        self,
+        op: Callable[[], Awaitable[T]],
+        policy: RetryPolicy,
+        *,
+        idempotent: bool = True,
+        what: str = "",
+    ) -> T:
+        gate, self._first_call_gate = self._first_call_gate, None
+        if gate is None:
+            return await self.sc.call(op, policy, idempotent=idempotent, what=what)
+        async with gate:
+            return await self.sc.call(op, policy, idempotent=idempotent, what=what)
 
     @property
     def policy(self) -> RetryPolicy:
@@ -174,7 +195,7 @@ class TaskRunner:
         return cred
 
     async def _find_by_name(self, name: str) -> int | None:
-        found = await self.sc.call(
+        found = await self._call(
             lambda: self.sc.client.find_scans_by_name(name), self.policy, what="find_scans_by_name"
         )
         if not found:
@@ -198,7 +219,7 @@ class TaskRunner:
         while True:
             attempt += 1
             try:
-                remote = await self.sc.call(
+                remote = await self._call(
                     lambda: self.sc.client.create_scan(spec),
                     self.policy,
                     idempotent=False,
@@ -222,7 +243,7 @@ class TaskRunner:
         if self.fresh:  # we created it a moment ago and have not launched it
             phase = RemotePhase.EMPTY
         else:
-            details = await self.sc.call(
+            details = await self._call(
                 lambda: self.sc.client.scan_details(scan_id), self.policy, what="scan_details"
             )
             phase = details.phase
@@ -231,7 +252,7 @@ class TaskRunner:
             raise Finish(TaskStatus.CANCELED, "canceled_by_user")
         if phase is RemotePhase.EMPTY:
             try:
-                t.remote_scan_uuid = await self.sc.call(
+                t.remote_scan_uuid = await self._call(
                     lambda: self.sc.client.launch_scan(scan_id),
                     self.policy,
                     idempotent=False,
@@ -240,7 +261,7 @@ class TaskRunner:
             except ScannerError as exc:
                 if not exc.transient:
                     raise
-                again = await self.sc.call(
+                again = await self._call(
                     lambda: self.sc.client.scan_details(scan_id), self.policy, what="scan_details"
                 )
                 if again.phase is RemotePhase.EMPTY:
@@ -252,7 +273,7 @@ class TaskRunner:
 
     async def _delete_remote(self, scan_id: int) -> None:
         try:
-            await self.sc.call(
+            await self._call(
                 lambda: self.sc.client.delete_scan(scan_id), self.policy, what="delete_scan"
             )
         except ScannerError:
@@ -297,7 +318,7 @@ class TaskRunner:
             )
             if want_stop and not stop_sent:
                 try:
-                    await self.sc.call(
+                    await self._call(
                         lambda: self.sc.client.stop_scan(scan_id), self.policy, what="stop_scan"
                     )
                     stop_sent = True
@@ -307,7 +328,7 @@ class TaskRunner:
                     if not exc.transient:
                         raise
             try:
-                d = await self.sc.call(
+                d = await self._call(
                     lambda: self.sc.client.scan_details(scan_id), self.policy, what="scan_details"
                 )
             except RemoteNotFoundError:
@@ -361,7 +382,7 @@ class TaskRunner:
             tries += 1
             left_s = max(1.0, deadline_s - (self.e.clock.monotonic_s() - started_s))
             try:
-                return await self.sc.call(
+                return await self._call(
                     lambda left_s=left_s: self.sc.client.export_scan(  # type: ignore[misc]
                         scan_id,
                         dest,
