@@ -31,15 +31,13 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import describe, table  # noqa: E402
+import tomli_w
+from _common import describe, table
 
-import tomli_w  # noqa: E402
-
-from nessus_pool.models import Task  # noqa: E402
-from nessus_pool.store import Store, decode_task  # noqa: E402
+from nessus_pool.models import Task
+from nessus_pool.store import Store, decode_task
 
 EXE = str(Path(sys.executable).parent / "nessus-pool")
 
@@ -102,10 +100,17 @@ async def prefill(db: Path, pool: str, n: int) -> None:
     now = int(time.time() * 1000)
     for start in range(0, n, 5000):
         ops = [
-            Store.op_save_task(Task(task_id=f"q{i:08d}", seq=i + 1, pool=pool,
-                                    name=f"scale {i}", targets=[f"10.{i // 65536 % 256}."
-                                                                f"{i // 256 % 256}.{i % 256}"],
-                                    created_at_ms=now, updated_at_ms=now))
+            Store.op_save_task(
+                Task(
+                    task_id=f"q{i:08d}",
+                    seq=i + 1,
+                    pool=pool,
+                    name=f"scale {i}",
+                    targets=[f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}"],
+                    created_at_ms=now,
+                    updated_at_ms=now,
+                )
+            )
             for i in range(start, min(n, start + 5000))
         ]
         await store.write(ops)
@@ -120,10 +125,14 @@ def slot_latencies_ms(tasks: list[Task], window_start_ms: int) -> list[float]:
             by_scanner.setdefault(t.scanner_id, []).append(t)
     out: list[float] = []
     for ts in by_scanner.values():
-        freed = sorted(t.finished_at_ms for t in ts
-                       if t.finished_at_ms and t.finished_at_ms >= window_start_ms)
-        launches = sorted((t.dispatched_at_ms, t.started_at_ms) for t in ts
-                          if t.dispatched_at_ms and t.started_at_ms)
+        freed = sorted(
+            t.finished_at_ms for t in ts if t.finished_at_ms and t.finished_at_ms >= window_start_ms
+        )
+        launches = sorted(
+            (t.dispatched_at_ms, t.started_at_ms)
+            for t in ts
+            if t.dispatched_at_ms and t.started_at_ms
+        )
         j = 0
         for f in freed:
             while j < len(launches) and launches[j][0] < f:
@@ -145,8 +154,13 @@ def pct(values: list[float], q: float) -> float:
 async def start_daemon(cfg: Path, port: int) -> tuple[asyncio.subprocess.Process, float]:
     t0 = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
-        EXE, "serve", "--config", str(cfg), stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL)
+        EXE,
+        "serve",
+        "--config",
+        str(cfg),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     while not ready(port):
         if proc.returncode is not None:
             raise RuntimeError(f"daemon exited with {proc.returncode}")
@@ -159,27 +173,61 @@ async def amain(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="np-bench-scale-"))
     base = free_base_port(n_sc + 1)
     port = base + n_sc
-    print(describe(["nessus-pool", "aiohttp", "aiosqlite", "msgspec"], {
-        "scenario": f"{n_sc} simulated scanners x {args.slots} slots, {queued:,} queued, "
-                    f"poll {args.poll_s:g} s, scans {args.scan_s:g} s, window {window_s:g} s",
-        "storage": str(work)}))
+    print(
+        describe(
+            ["nessus-pool", "aiohttp", "aiosqlite", "msgspec"],
+            {
+                "scenario": f"{n_sc} simulated scanners x {args.slots} slots, {queued:,} queued, "
+                f"poll {args.poll_s:g} s, scans {args.scan_s:g} s, window {window_s:g} s",
+                "storage": str(work),
+            },
+        )
+    )
     sim = await asyncio.create_subprocess_exec(
-        EXE, "simulate", "--port", str(base), "--scanners", str(n_sc), "--scan-seconds",
-        str(args.scan_s), "--seed", "1", stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        EXE,
+        "simulate",
+        "--port",
+        str(base),
+        "--scanners",
+        str(n_sc),
+        "--scan-seconds",
+        str(args.scan_s),
+        "--seed",
+        "1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     assert sim.stdout is not None and sim.stderr is not None
     await wait_line(sim.stdout, f":{base + n_sc - 1}", 120)
     drains = [asyncio.ensure_future(drain(sim.stdout)), asyncio.ensure_future(drain(sim.stderr))]
     cfg = work / "np.toml"
-    cfg.write_text(tomli_w.dumps({
-        "server": {"listen": f"127.0.0.1:{port}"},
-        "storage": {"path": str(work / "data")},
-        "logging": {"level": "warning"},
-        "pools": [{"name": "scale", "poll-interval-s": args.poll_s, "max-queued": queued * 2,
-                   "probe-interval-s": 60, "scanners": [
-                       {"id": f"s{i}", "url": f"http://127.0.0.1:{base + i}",
-                        "access-key": "sim-access-key", "secret-key": "sim-secret-key",
-                        "max-concurrent-scans": args.slots} for i in range(n_sc)]}]}))
+    cfg.write_text(
+        tomli_w.dumps(
+            {
+                "server": {"listen": f"127.0.0.1:{port}"},
+                "storage": {"path": str(work / "data")},
+                "logging": {"level": "warning"},
+                "pools": [
+                    {
+                        "name": "scale",
+                        "poll-interval-s": args.poll_s,
+                        "max-queued": queued * 2,
+                        "probe-interval-s": 60,
+                        "scanners": [
+                            {
+                                "id": f"s{i}",
+                                "url": f"http://127.0.0.1:{base + i}",
+                                "access-key": "sim-access-key",
+                                "secret-key": "sim-secret-key",
+                                "max-concurrent-scans": args.slots,
+                            }
+                            for i in range(n_sc)
+                        ],
+                    }
+                ],
+            }
+        )
+    )
     await prefill(work / "data" / "nessus-pool.db", "scale", queued)
     try:
         proc, first_ready_s = await start_daemon(cfg, port)
@@ -217,19 +265,39 @@ async def amain(args: argparse.Namespace) -> int:
             d.cancel()
     rows_out = [
         ["freed slot -> next launch p50 (ms)", f"{pct(lat, 0.5):.1f}", "-", f"n={len(lat)}"],
-        ["freed slot -> next launch p99 (ms)", f"{pct(lat, 0.99):.1f}", "< 50",
-         "met" if pct(lat, 0.99) < 50 else "NOT met"],
-        ["daemon CPU (share of one core)", f"{cpu_share * 100:.0f}%", "< 50%",
-         "met" if cpu_share < 0.5 else "NOT met"],
-        ["daemon RSS median / max (MB)", f"{statistics.median(rss):.0f} / {max(rss):.0f}",
-         "< 300", "met" if max(rss) < 300 else "NOT met"],
-        [f"ready after restart with {still_queued:,} queued (s), median (min-max) of 3",
-         f"{statistics.median(readies):.2f} ({min(readies):.2f}-{max(readies):.2f})", "< 2",
-         "met" if statistics.median(readies) < 2 else "NOT met"],
+        [
+            "freed slot -> next launch p99 (ms)",
+            f"{pct(lat, 0.99):.1f}",
+            "< 50",
+            "met" if pct(lat, 0.99) < 50 else "NOT met",
+        ],
+        [
+            "daemon CPU (share of one core)",
+            f"{cpu_share * 100:.0f}%",
+            "< 50%",
+            "met" if cpu_share < 0.5 else "NOT met",
+        ],
+        [
+            "daemon RSS median / max (MB)",
+            f"{statistics.median(rss):.0f} / {max(rss):.0f}",
+            "< 300",
+            "met" if max(rss) < 300 else "NOT met",
+        ],
+        [
+            f"ready after restart with {still_queued:,} queued (s), median (min-max) of 3",
+            f"{statistics.median(readies):.2f} ({min(readies):.2f}-{max(readies):.2f})",
+            "< 2",
+            "met" if statistics.median(readies) < 2 else "NOT met",
+        ],
     ]
-    print(table(f"Scale: {n_sc} scanners x {args.slots} slots, {queued:,} queued "
-                f"({done:,} finished during the run)",
-                ["measure", "value", "target", "verdict"], rows_out))
+    print(
+        table(
+            f"Scale: {n_sc} scanners x {args.slots} slots, {queued:,} queued "
+            f"({done:,} finished during the run)",
+            ["measure", "value", "target", "verdict"],
+            rows_out,
+        )
+    )
     return 0
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import pytest
@@ -215,6 +215,74 @@ async def _restart_scenario(tmp_path: Path, sims: SimulatorCluster) -> None:
     stats = [s.stats() for s in sims.scanners]
     assert sum(st.created for st in stats) == 10
     assert all(st.duplicates == 0 for st in stats)
+
+
+class CountingGate(asyncio.Semaphore):
+    """A semaphore that records how many hold it at once."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__(width)
+        self.holding = self.most = self.entries = 0
+
+    async def acquire(self) -> Literal[True]:
+        await super().acquire()
+        self.holding += 1
+        self.entries += 1
+        self.most = max(self.most, self.holding)
+        return True
+
+    def release(self) -> None:
+        self.holding -= 1
+        super().release()
+
+
+async def test_restart_reattaches_through_a_bounded_recovery_gate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a restart the first call of every probe and re-attached run waits for a gate
+    two wide: it is passed once per probe and run, never by more than two at once, and every
+    run still completes exactly once."""
+    import nessus_pool.engine.core as core
+    from nessus_pool.config import load_config
+
+    gates: list[CountingGate] = []
+
+    def counting_gate() -> CountingGate:
+        gates.append(CountingGate(2))
+        return gates[-1]
+
+    monkeypatch.setattr(core, "recovery_gate", counting_gate)
+    sims = await start_simulators(3, options=SimulatorOptions(scan_seconds=1.5, seed=6))
+    try:
+        path = write_config(tmp_path / "np.toml", two_pools(tmp_path, sims, caps=(3, 3, 4)))
+        d1 = Daemon(load_config(path), config_path=str(path))
+        await d1.start()
+        assert d1.service is not None and d1.engine is not None
+        ids = [
+            (await d1.service.submit(_req(f"10.3.0.{i + 1}", "a" if i % 2 else "b"))).task_id
+            for i in range(10)
+        ]
+        while sum(1 for t in d1.engine.tasks.values() if t.remote_scan_id) < 6:
+            await d1.engine.wait_change(ids[0], 0.05)
+        await d1.stop()
+        d2 = Daemon(load_config(path), config_path=str(path))
+        await d2.start()
+        assert d2.engine is not None
+        adopted = sum(1 for t in d2.engine.tasks.values() if t.status.is_active)
+        try:
+            statuses = await wait_all(d2, ids)
+        finally:
+            await d2.stop()
+        stats = [s.stats() for s in sims.scanners]
+    finally:
+        await sims.close()
+    assert statuses == ["completed"] * 10
+    assert sum(st.created for st in stats) == 10
+    assert all(st.duplicates == 0 for st in stats)
+    gate = gates[-1]
+    assert adopted >= 6
+    assert gate.entries == 3 + adopted  # three first probes, one first call per run
+    assert gate.most == 2  # the runs queued for it: bounded, and it was used at full width
 
 
 def _req(targets: str, pool: str) -> Any:

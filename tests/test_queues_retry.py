@@ -52,6 +52,33 @@ def test_queue_orders_by_priority_then_fifo(ops: list[tuple[int, bool]]) -> None
     assert len(q) == len(live)
 
 
+@given(
+    st.dictionaries(st.integers(0, 80), st.integers(-3, 3), max_size=60),
+    st.randoms(use_true_random=False),
+)
+def test_queue_extend_matches_one_push_at_a_time(
+    priorities: dict[int, int], rnd: random.Random
+) -> None:
+    """Recovery rebuilds a queue with one sort; it must equal pushing the tasks one by one,
+    whatever order they arrive in, a task given twice counting once."""
+    unique = [task(seq, prio) for seq, prio in priorities.items()]
+    tasks = unique + rnd.sample(unique, len(unique) // 3)
+    rnd.shuffle(tasks)
+    pushed = PoolQueue()
+    for t in tasks:
+        pushed.push(t)
+    extended = PoolQueue()
+    first, rest = tasks[: len(tasks) // 2], tasks[len(tasks) // 2 :]
+    for t in first:
+        extended.push(t)
+    rnd.shuffle(rest)
+    extended.extend(rest)
+    assert list(extended) == list(pushed)
+    assert len(extended) == len(pushed) == len({t.task_id for t in tasks})
+    for t in tasks:
+        assert extended.position(t.task_id) == pushed.position(t.task_id)
+
+
 def test_slots_never_exceed_capacity_and_selection_prefers_least_loaded() -> None:
     a = ScannerSlots("a", "p", capacity=2, reachable=True)
     b = ScannerSlots("b", "p", capacity=4, reachable=True)

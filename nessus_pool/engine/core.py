@@ -88,6 +88,10 @@ class PoolState:
 RECOVERY_CONCURRENCY = 64
 
 
+def recovery_gate() -> asyncio.Semaphore:
+    return asyncio.Semaphore(RECOVERY_CONCURRENCY)
+
+
 async def _after(gate: asyncio.Event, coro: Coroutine[Any, Any, None]) -> None:
     try:
         await gate.wait()
@@ -134,7 +138,7 @@ class Engine:
         self._gate: asyncio.Event | None = None
         #: bounds the first scanner call of probes and re-attached runners (a restart with
         #: 2,000 running scans and 500 scanners would otherwise send them all at once)
-        self.recovery_gate = asyncio.Semaphore(RECOVERY_CONCURRENCY)
+        self.recovery_gate = recovery_gate()
         self.dlq_counts: dict[str, int] = {}
         #: called with a task id whenever that task's stored state changes or is deleted
         self.on_change: list[Callable[[str], None]] = []

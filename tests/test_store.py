@@ -1,0 +1,73 @@
+"""The SQLite store on a real file: recovery reads, group commit under cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from nessus_pool.errors import StorageError
+from nessus_pool.models import Task, TaskStatus
+from nessus_pool.store import Store
+
+
+def _task(seq: int, status: TaskStatus) -> Task:
+    return Task(
+        task_id=f"t{seq:05d}",
+        seq=seq,
+        pool="lan",
+        name=f"scan {seq}",
+        targets=[f"10.0.{seq // 250}.{seq % 250 + 1}"],
+        status=status,
+        created_at_ms=seq,
+        updated_at_ms=seq,
+    )
+
+
+async def test_load_active_reads_unfinished_tasks_in_seq_order_across_chunks(
+    tmp_path: Path,
+) -> None:
+    statuses = list(TaskStatus)
+    rng = random.Random(7)
+    tasks = [_task(seq, rng.choice(statuses)) for seq in range(1, 301)]
+    written = tasks[:]
+    rng.shuffle(written)  # rows land in the table in no particular order
+    store = Store(tmp_path / "np.db")
+    await store.open()
+    try:
+        for i in range(0, len(written), 50):
+            await store.write([Store.op_save_task(t) for t in written[i : i + 50]])
+        loaded = await store.load_active(chunk_rows=7)
+    finally:
+        await store.close()
+    unfinished = [t for t in tasks if not t.status.is_terminal]
+    assert 0 < len(unfinished) < len(tasks)
+    assert [t.task_id for t in loaded] == [t.task_id for t in unfinished]
+    assert loaded == unfinished  # every field decoded back
+    with pytest.raises(StorageError, match="closed"):
+        await store.load_active()
+
+
+async def test_a_cancelled_writer_still_has_its_rows_committed(tmp_path: Path) -> None:
+    """Cancelling the caller of ``write`` cancels its wait, never the accepted rows."""
+    store = Store(tmp_path / "np.db")
+    await store.open()
+    try:
+        waiting = [
+            asyncio.ensure_future(store.write([Store.op_save_task(_task(i, TaskStatus.QUEUED))]))
+            for i in range(1, 21)
+        ]
+        await asyncio.sleep(0)  # every write is queued; none is committed yet
+        for w in waiting[::2]:
+            w.cancel()
+        outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+        assert sum(isinstance(o, asyncio.CancelledError) for o in outcomes) == 10
+        assert [o for o in outcomes if not isinstance(o, asyncio.CancelledError)] == [None] * 10
+        # a later write commits after the earlier batch: by then all 20 rows are stored
+        await store.write([Store.op_save_task(_task(99, TaskStatus.QUEUED))])
+        loaded = await store.load_active()
+    finally:
+        await store.close()
+    assert [t.seq for t in loaded] == [*range(1, 21), 99]
