@@ -308,10 +308,12 @@ class Engine:
     def _dispatch(self, pool: PoolState) -> None:
         """Place queued tasks on free scanners. Synchronous: no await between choosing a
         scanner and reserving its slot, so the cap cannot be raced."""
-        while pool.queue:
-            available = [s for s in pool.scanners.values() if s.available()]
-            if not available:
-                return
+        if not pool.queue:
+            return
+        # once per pass (500 scanners: this scan was the dispatcher's main cost when it ran
+        # again after every placement); a scanner leaves the list when it fills up
+        available = [s for s in pool.scanners.values() if s.available()]
+        while pool.queue and available:
             placed = False
             for i, task_id in enumerate(pool.queue):
                 if i >= 256:
@@ -329,6 +331,8 @@ class Engine:
                 sc.slots.reserve(t.task_id, total_addresses(t.targets), t.dispatched_at_ms)
                 self.metrics.queue_wait(pool.name, (t.dispatched_at_ms - t.created_at_ms) / 1000)
                 self._start_runner(pool, t, sc, fresh=True)
+                if not sc.available():
+                    available.remove(sc)
                 placed = True
                 break
             if not placed:
@@ -482,12 +486,16 @@ class Engine:
             finished_at_ms=self.clock.now_ms(),
             progress_pct=100 if status is TaskStatus.COMPLETED else t.progress_pct,
         )
+        # The scan has ended on the scanner: its slot is free now, not after our commit.
+        # The final row is queued below before the dispatcher can run, and group commits
+        # keep their order, so the next task's "dispatching" is never durable before this
+        # task's end (a crash in between re-adopts this task, its export is idempotent).
+        self._release(t)
         await self.persist(final, status.value, reason=reason, detail=error, notify=False)
         for name in final.__struct_fields__:
             setattr(t, name, getattr(final, name))
         if dead_letter:
             self.dlq_counts[t.pool] = self.dlq_counts.get(t.pool, 0) + 1
-        self._release(t)
         self.tasks.pop(t.task_id, None)
         self.controls.pop(t.task_id, None)
         self.inline_credentials.pop(t.task_id, None)

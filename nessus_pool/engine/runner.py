@@ -97,6 +97,8 @@ class TaskRunner:
         #: gate: thousands of them after a restart then reach the scanners (and the event
         #: loop) a bounded number at a time instead of as one burst
         self._first_call_gate: asyncio.Semaphore | None = None if fresh else engine.recovery_gate
+        #: the "created" commit, left in flight while the scan is launched
+        self._created_write: asyncio.Future[None] | None = None
 
     async def _call(
         self,
@@ -145,10 +147,18 @@ class TaskRunner:
         t = self.task
         if t.status is TaskStatus.DISPATCHING and t.remote_scan_id is None:
             await self._create()
+        launched_now = False
         if t.status is TaskStatus.DISPATCHING:
-            await self._launch()
+            try:
+                await self._launch()
+            finally:
+                created, self._created_write = self._created_write, None
+                if created is not None:
+                    await created
+            # launched by us a moment ago (a recovered one may have ended long since)
+            launched_now = self.fresh
         if t.status is TaskStatus.RUNNING:
-            phase = await self._watch()
+            phase = await self._watch(nap_first=launched_now)
             await self._after_scan(phase)
             return
         if t.status is TaskStatus.EXPORTING:
@@ -177,7 +187,15 @@ class TaskRunner:
             )
             existing = await self._create_once(spec)
         t.remote_scan_id = existing
-        await self.e.persist(t, "created", detail=f"remote_scan_id={existing}")
+        if self.fresh:
+            # The launch need not wait for this commit: after a crash in between, recovery
+            # finds the scan by its name (stored with "dispatching") and asks the scanner
+            # whether it was launched. One commit less between a free slot and a launch.
+            self._created_write = asyncio.ensure_future(
+                self.e.persist(t, "created", detail=f"remote_scan_id={existing}")
+            )
+        else:
+            await self.e.persist(t, "created", detail=f"remote_scan_id={existing}")
 
     def _credential(self) -> SshCredential | None:
         t = self.task
@@ -300,8 +318,12 @@ class TaskRunner:
             waiter.cancel()
         self.control.wake.clear()
 
-    async def _watch(self) -> RemotePhase:
-        """Poll until the remote scan ends; handle cancel, max duration, lost scanner."""
+    async def _watch(self, *, nap_first: bool = False) -> RemotePhase:
+        """Poll until the remote scan ends; handle cancel, max duration, lost scanner.
+        ``nap_first``: the scan was launched a moment ago, so the first poll waits an
+        interval (asking at once only tells us it is running: one request per scan saved)."""
+        if nap_first:
+            await self._nap(self.pool.config.poll_interval_s)
         t = self.task
         assert t.remote_scan_id is not None
         scan_id = t.remote_scan_id
