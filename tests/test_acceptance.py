@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,33 +19,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import write_config
+from tests.conftest import free_port, write_config
 
 pytestmark = pytest.mark.acceptance
 
 EXE = shutil.which("nessus-pool") or str(Path(sys.executable).parent / "nessus-pool")
 KEYS = {"access-key": "sim-access-key", "secret-key": "sim-secret-key"}
-
-
-def free_port(count: int = 1) -> int:
-    """A base port with ``count`` consecutive free ports."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + count > 65535:
-            continue
-        ok = True
-        for p in range(base, base + count):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free ports")
 
 
 async def spawn(*args: str, ready: str) -> asyncio.subprocess.Process:

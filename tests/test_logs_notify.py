@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from nessus_pool.logs import JsonFormatter, register_secret
-from tests.conftest import write_config
-from tests.test_acceptance import EXE, free_port
+from tests.conftest import free_port, write_config
+from tests.test_acceptance import EXE
 
 
 def test_json_lines_carry_event_and_fields_and_redact() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 
 from nessus_pool.daemon import Daemon
-from tests.conftest import DaemonFactory, write_config
+from tests.conftest import DaemonFactory, free_port, write_config
 from tests.test_mcp_sdk import NESSUS_POOL, mcp_config
 
 pytestmark = pytest.mark.acceptance
@@ -72,12 +71,6 @@ async def test_locked_storage_without_fixed_port_says_use_connect(
     _, err = await asyncio.wait_for(proc.communicate(b""), 20)
     assert proc.returncode == 1
     assert b"--connect" in err and b"in use" in err
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_locked_storage_bridges_to_configured_daemon(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import socket
+import errno
 import xml.etree.ElementTree as etree
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,6 +22,7 @@ from nessus_pool.simulator import (
 )
 from nessus_pool.simulator.scanner import TEMPLATES
 from nessus_pool.simulator.targets import expand_targets
+from tests.conftest import free_port
 
 KEYS = {"X-ApiKeys": "accessKey=sim-access-key; secretKey=sim-secret-key;"}
 BASIC = TEMPLATES[0][2]
@@ -491,8 +492,17 @@ def test_expand_targets() -> None:
 
 
 async def test_port_range_start(clock: FakeClock) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        base = probe.getsockname()[1]
-    async with await start_simulators(2, port=base, clock=clock) as cluster:
-        assert [s.port for s in cluster.scanners] == [base, base + 1]
+    """Scanner i listens on port+i. Another process may take a port between our check and
+    the bind (CI found one), so a range found busy is tried again elsewhere."""
+    for _ in range(20):
+        base = free_port(2)
+        try:
+            cluster = await start_simulators(2, port=base, clock=clock)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            continue
+        async with cluster:
+            assert [s.port for s in cluster.scanners] == [base, base + 1]
+        return
+    pytest.fail("no two consecutive free ports in 20 tries")
