@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -52,13 +53,19 @@ def parse_args(
 
 
 def free_port(count: int = 1) -> int:
-    """A base port with ``count`` consecutive free ports."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + count > 65000:
-            continue
+    """A base port with ``count`` consecutive free ports, below the kernel's ephemeral range
+    (outgoing connections draw from that range and could take a port picked there before
+    the daemon or simulator binds it)."""
+    low, high = 20000, 32000
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            first_ephemeral = int(fh.read().split()[0])
+        if first_ephemeral - 1000 > low:
+            high = first_ephemeral
+    except (OSError, ValueError, IndexError):
+        pass
+    for _ in range(200):
+        base = random.randrange(low, high - count)
         ok = True
         for p in range(base, base + count):
             with socket.socket() as s:
@@ -69,7 +76,7 @@ def free_port(count: int = 1) -> int:
                     break
         if ok:
             return base
-    raise RuntimeError("no free ports")
+    raise RuntimeError(f"no {count} consecutive free ports in {low}-{high}")
 
 
 def write_toml(path: Path, data: dict[str, Any]) -> Path:
