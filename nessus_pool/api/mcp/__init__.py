@@ -15,10 +15,11 @@ __all__ = ["build_dispatcher", "mount_mcp"]
 
 
 def build_dispatcher(service: Service) -> Dispatcher:
-    """Tool definitions and static replies are built here, once."""
+    """Tool definitions, resource templates and static replies are built here, once."""
     from nessus_pool.api.mcp.handlers import TOOLS
+    from nessus_pool.api.mcp.resources import ScanResources
 
-    return Dispatcher(Toolbox(service, TOOLS))
+    return Dispatcher(Toolbox(service, TOOLS), ScanResources(service))
 
 
 def mount_mcp(app: web.Application, service: Service, config: Config, auth: TokenAuth) -> None:

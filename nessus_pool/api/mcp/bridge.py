@@ -12,7 +12,13 @@ import aiohttp
 import msgspec
 
 from nessus_pool.api.mcp import protocol as p
-from nessus_pool.api.mcp.http import METHOD_HEADER, NAME_HEADER, SESSION_HEADER, VERSION_HEADER
+from nessus_pool.api.mcp.http import (
+    METHOD_HEADER,
+    NAME_HEADER,
+    NAMED_PARAM,
+    SESSION_HEADER,
+    VERSION_HEADER,
+)
 from nessus_pool.api.mcp.stdio import Output, pump
 from nessus_pool.config import Config, parse_listen, resolve_secret
 from nessus_pool.errors import ConfigError
@@ -76,8 +82,9 @@ class _Relay:
             method = msg.get("method")
             if isinstance(method, str):
                 h[METHOD_HEADER] = method
-                name = params.get("name") if isinstance(params, dict) else None
-                if method == "tools/call" and isinstance(name, str):
+                named = NAMED_PARAM.get(method)
+                name = params.get(named) if named and isinstance(params, dict) else None
+                if isinstance(name, str):
                     h[NAME_HEADER] = encode_header_value(name)
         elif self.version and msg.get("method") != "initialize":
             h[VERSION_HEADER] = self.version

@@ -21,7 +21,7 @@ from nessus_pool.results.query import (
 from nessus_pool.service import Service, SubmitRequest, TaskView
 
 MCP_MAX_PAGE_SIZE = min(100, MAX_PAGE_SIZE)
-_TERMINAL = {"completed", "failed", "canceled", "timed_out"}
+TERMINAL = frozenset({"completed", "failed", "canceled", "timed_out"})
 
 
 def _minutes(seconds: float | None) -> float | None:
@@ -94,7 +94,7 @@ def _next_step(v: TaskView) -> str:
     tid = v.task_id
     if v.status == "queued":
         return f"Queued; wait_for_scan(task_id={tid!r}) returns when it ends."
-    if v.status not in _TERMINAL:
+    if v.status not in TERMINAL:
         return f"In progress; wait_for_scan(task_id={tid!r}) returns when it ends."
     if v.export_available:
         return f"Read findings with get_scan_results(task_id={tid!r}, page=1)."
@@ -162,10 +162,10 @@ async def wait_for_scan(svc: Service, a: s.WaitArgs, ctx: ToolContext) -> Any:
             await progress(pct, 100.0, f"{v.status} {pct:.0f}%")
 
     first = await svc.get_task(a.task_id, with_results=False)
-    if first.status not in _TERMINAL:
+    if first.status not in TERMINAL:
         await on_progress(first)
     v = await svc.wait_for(a.task_id, a.timeout_s, on_progress)
-    return status_out(v, wait_timed_out=v.status not in _TERMINAL)
+    return status_out(v, wait_timed_out=v.status not in TERMINAL)
 
 
 def _filters(f: s.Filters | None) -> dict[str, Any]:

@@ -29,6 +29,8 @@ SESSION_HEADER = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"
 METHOD_HEADER = "Mcp-Method"
 NAME_HEADER = "Mcp-Name"
+#: the methods whose target ``Mcp-Name`` mirrors, and the param that names it
+NAMED_PARAM = {"tools/call": "name", "resources/read": "uri", "prompts/get": "name"}
 _B64 = re.compile(r"^=\?base64\?(.*)\?=$")
 _JSON = "application/json"
 
@@ -286,11 +288,12 @@ class McpHttp:
             )
         if h.get(METHOD_HEADER) != msg["method"]:
             raise p.RpcError(p.HEADER_MISMATCH, f"{METHOD_HEADER} header does not match method")
-        if msg["method"] == "tools/call":
-            name = p.params_of(msg).get("name")
+        named = NAMED_PARAM.get(msg["method"])
+        if named is not None:
+            name = p.params_of(msg).get(named)
             if name is not None and decode_header_value(h.get(NAME_HEADER)) != name:
                 raise p.RpcError(
-                    p.HEADER_MISMATCH, f"{NAME_HEADER} header does not match params.name"
+                    p.HEADER_MISMATCH, f"{NAME_HEADER} header does not match params.{named}"
                 )
 
     def _accept(

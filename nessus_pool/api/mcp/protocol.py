@@ -17,6 +17,9 @@ import msgspec
 
 from nessus_pool import __version__
 from nessus_pool.api.mcp.tools import (
+    ResourceCatalog,
+    ResourceNotFoundError,
+    ResourceParamsError,
     ToolArgumentsError,
     Toolbox,
     ToolContext,
@@ -40,6 +43,8 @@ METHOD_NOT_FOUND: Final = -32601
 INVALID_PARAMS: Final = -32602
 INTERNAL_ERROR: Final = -32603
 HEADER_MISMATCH: Final = -32020
+#: resource not found in the handshake era; 2026-07-28 (SEP-2164) answers INVALID_PARAMS
+RESOURCE_NOT_FOUND: Final = -32002
 UNSUPPORTED_VERSION: Final = -32022
 
 #: HTTP status of a JSON-RPC error on the stateless (2026-07-28) HTTP wire
@@ -188,17 +193,43 @@ def _complete(result: dict[str, Any], version: str | None) -> dict[str, Any]:
     return result
 
 
+def _fresh(result: dict[str, Any], version: str | None) -> dict[str, Any]:
+    """A 2026-07-28 cacheable result that may change any time (and is per token)."""
+    if version is not None:
+        result.update(resultType="complete", ttlMs=0, cacheScope="private")
+    return result
+
+
 class Dispatcher:
     """Answers MCP requests by calling the toolbox; one per server, shared by transports.
 
-    Everything that does not depend on the request (tool list, discover and initialize
-    results) is encoded once here and spliced into replies as ``msgspec.Raw``."""
+    Everything that does not depend on the request (tool list, resource templates, discover
+    and initialize results) is encoded once here and spliced into replies as ``msgspec.Raw``."""
 
-    def __init__(self, toolbox: Toolbox, *, server_name: str = "nessus-pool") -> None:
+    def __init__(
+        self,
+        toolbox: Toolbox,
+        resources: ResourceCatalog,
+        *,
+        server_name: str = "nessus-pool",
+    ) -> None:
         self.toolbox = toolbox
+        self.resources = resources
         info = {"name": server_name, "title": "nessus-pool", "version": __version__}
-        caps = {"tools": {"listChanged": False}}
+        caps = {"tools": {"listChanged": False}, "resources": {"listChanged": False}}
         tools = toolbox.definitions()
+        templates = resources.templates()
+        self._templates_legacy = msgspec.Raw(_enc.encode({"resourceTemplates": templates}))
+        self._templates_modern = msgspec.Raw(
+            _enc.encode(
+                {
+                    "resourceTemplates": templates,
+                    "resultType": "complete",
+                    "ttlMs": STATIC_TTL_MS,
+                    "cacheScope": "public",
+                }
+            )
+        )
         self._tools_legacy = msgspec.Raw(_enc.encode({"tools": tools}))
         self._tools_modern = msgspec.Raw(
             _enc.encode(
@@ -294,6 +325,12 @@ class Dispatcher:
             return self._tools_modern if version else self._tools_legacy
         if method == "tools/call":
             return _complete(await self._tools_call(msg, params, role, notify), version)
+        if method == "resources/list":
+            return _fresh(await self._resources_list(params), version)
+        if method == "resources/templates/list":
+            return self._templates_modern if version else self._templates_legacy
+        if method == "resources/read":
+            return _fresh(await self._resources_read(params, version), version)
         raise RpcError(METHOD_NOT_FOUND, f"method not found: {method}")
 
     def _initialize(self, params: dict[str, Any], session: Session | None) -> Any:
@@ -332,6 +369,31 @@ class Dispatcher:
         except ToolArgumentsError as exc:
             data = {"field": f"arguments.{exc.field}"} if exc.field else None
             raise RpcError(INVALID_PARAMS, str(exc), data) from None
+
+    async def _resources_list(self, params: dict[str, Any]) -> dict[str, Any]:
+        cursor = params.get("cursor")
+        if cursor is not None and not isinstance(cursor, str):
+            raise RpcError(INVALID_PARAMS, "params.cursor must be a string", {"field": "cursor"})
+        try:
+            items, next_cursor = await self.resources.list_page(cursor)
+        except ResourceParamsError as exc:
+            raise RpcError(INVALID_PARAMS, str(exc), {"field": exc.field}) from None
+        result: dict[str, Any] = {"resources": items}
+        if next_cursor is not None:
+            result["nextCursor"] = next_cursor
+        return result
+
+    async def _resources_read(self, params: dict[str, Any], version: str | None) -> dict[str, Any]:
+        uri = params.get("uri")
+        if not isinstance(uri, str):
+            raise RpcError(INVALID_PARAMS, "params.uri must be a string", {"field": "uri"})
+        try:
+            return {"contents": await self.resources.read(uri)}
+        except ResourceParamsError as exc:
+            raise RpcError(INVALID_PARAMS, str(exc), {"field": exc.field}) from None
+        except ResourceNotFoundError as exc:
+            code = INVALID_PARAMS if version else RESOURCE_NOT_FOUND
+            raise RpcError(code, f"Resource not found: {exc}", {"uri": exc.uri}) from None
 
 
 class _ProgressSender:

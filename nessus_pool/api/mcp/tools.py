@@ -8,7 +8,7 @@ import copy
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -36,6 +36,40 @@ class ToolArgumentsError(Exception):
 
 class UnknownToolError(Exception):
     """No tool by that name (a JSON-RPC -32602)."""
+
+
+class ResourceParamsError(Exception):
+    """A resource request whose uri or cursor is malformed (a JSON-RPC -32602)."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ResourceNotFoundError(Exception):
+    """A well-formed resource URI that names nothing we have (resource not found)."""
+
+    def __init__(self, uri: str, message: str) -> None:
+        super().__init__(message)
+        self.uri = uri
+
+
+class ResourceCatalog(Protocol):
+    """What the dispatcher needs to serve ``resources/*``; the bodies call the service."""
+
+    def templates(self) -> list[dict[str, Any]]:
+        """The ``ResourceTemplate`` objects (static: encoded once)."""
+        ...
+
+    async def list_page(self, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """One bounded page of ``Resource`` objects and the cursor of the next page.
+        Raises ResourceParamsError for a cursor we did not hand out."""
+        ...
+
+    async def read(self, uri: str) -> list[dict[str, Any]]:
+        """The ``contents`` of one resource. Raises ResourceParamsError for a URI that fits
+        no template, ResourceNotFoundError for one that names nothing."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

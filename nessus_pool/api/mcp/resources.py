@@ -1,0 +1,106 @@
+"""Finished scans as MCP resources: ``nessus-pool://scans/{task_id}/report`` (what
+``get_scan_status`` says) and ``.../findings`` (``get_scan_results``' first page). Never a
+whole export: the same bounds as the tools, and the same service calls."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import msgspec
+
+from nessus_pool.api.mcp import schemas as s
+from nessus_pool.api.mcp.handlers import TERMINAL, get_scan_results, status_out
+from nessus_pool.api.mcp.tools import ResourceNotFoundError, ResourceParamsError, ToolContext
+from nessus_pool.errors import ConflictError, NotFoundError
+from nessus_pool.service import Service, TaskView
+
+_JSON: Final = "application/json"
+_enc = msgspec.json.Encoder()
+#: finished scans per resources/list page (a module constant so tests can shrink it)
+RESOURCE_PAGE_SIZE = 50
+_RESOURCE_URI = re.compile(r"^nessus-pool://scans/([A-Za-z0-9_-]{1,64})/(report|findings)$")
+RESOURCE_TEMPLATES: Final = [
+    {
+        "uriTemplate": "nessus-pool://scans/{task_id}/report",
+        "name": "scan-report",
+        "title": "Scan report",
+        "description": "A scan task's report as JSON: the same fields as get_scan_status "
+        "(status, authentication verdicts, validation warnings, results summary, "
+        "troubleshooting). Findings are not inline: read them page by page with "
+        "get_scan_results.",
+        "mimeType": _JSON,
+    },
+    {
+        "uriTemplate": "nessus-pool://scans/{task_id}/findings",
+        "name": "scan-findings",
+        "title": "Scan findings, first page",
+        "description": "The first page of a finished scan's findings as JSON, most severe "
+        "first (get_scan_results' default page); has_more says whether get_scan_results "
+        "has further pages.",
+        "mimeType": _JSON,
+    },
+]
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
+
+
+def _report_resource(v: TaskView) -> dict[str, Any]:
+    shown = ", ".join(v.targets[:5]) + (
+        f" and {len(v.targets) - 5} more" if len(v.targets) > 5 else ""
+    )
+    finished = _iso(v.finished_at_ms)
+    res: dict[str, Any] = {
+        "uri": f"nessus-pool://scans/{v.task_id}/report",
+        "name": f"scan-{v.task_id}-report",
+        "title": f"{v.name} ({v.status})",
+        "description": f"{v.scan_type} scan of {shown} on pool {v.pool}: {v.status}"
+        + (f", finished {finished}" if finished else ""),
+        "mimeType": _JSON,
+    }
+    if finished:
+        res["annotations"] = {"lastModified": finished}
+    return res
+
+
+class ScanResources:
+    """Finished scans as MCP resources: ``nessus-pool://scans/{task_id}/report`` (what
+    get_scan_status says) and ``.../findings`` (get_scan_results' first page). Never a
+    whole export: the same bounds as the tools."""
+
+    def __init__(self, svc: Service) -> None:
+        self.svc = svc
+
+    def templates(self) -> list[dict[str, Any]]:
+        return RESOURCE_TEMPLATES
+
+    async def list_page(self, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        if cursor is not None and not cursor.isdigit():
+            raise ResourceParamsError("cursor is not valid", "cursor")
+        page = await self.svc.list_tasks(
+            status=",".join(sorted(TERMINAL)), limit=RESOURCE_PAGE_SIZE, cursor=cursor
+        )
+        return [_report_resource(v) for v in page.tasks], page.next_cursor
+
+    async def read(self, uri: str) -> list[dict[str, Any]]:
+        m = _RESOURCE_URI.match(uri)
+        if m is None:
+            raise ResourceParamsError(
+                "uri must be nessus-pool://scans/{task_id}/report or .../findings", "uri"
+            )
+        task_id, kind = m.groups()
+        try:
+            if kind == "report":
+                out: Any = status_out(await self.svc.get_task(task_id))
+            else:
+                args = s.ResultsArgs(task_id=task_id)
+                page = await get_scan_results(self.svc, args, ToolContext(role="read"))
+                out = page.structured
+        except (NotFoundError, ConflictError) as exc:
+            raise ResourceNotFoundError(uri, str(exc)) from None
+        return [{"uri": uri, "mimeType": _JSON, "text": _enc.encode(out).decode()}]
