@@ -219,6 +219,7 @@ class Daemon:
         self.port: int = 0
         self.host: str = ""
         self._signals: asyncio.Queue[str] = asyncio.Queue()
+        self._signals_installed = False
         self._reload_lock = asyncio.Lock()
         self.app: web.Application | None = None
 
@@ -457,12 +458,16 @@ class Daemon:
     # --- signals -------------------------------------------------------------------------
 
     def install_signals(self) -> None:
+        if self._signals_installed:
+            return
+        self._signals_installed = True
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self._signals.put_nowait, "hup")
         loop.add_signal_handler(signal.SIGTERM, self._signals.put_nowait, "term")
         loop.add_signal_handler(signal.SIGINT, self._signals.put_nowait, "term")
 
     def remove_signals(self) -> None:
+        self._signals_installed = False
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
@@ -502,12 +507,18 @@ async def run_daemon(config_path: str) -> int:
         log.error(str(exc), extra={"event": "config_invalid"})
         return 2
     daemon = Daemon(loaded, config_path=config_path, setup_logs=True)
+    # Before anything announces readiness (READY=1, the daemon_ready line): from then on a
+    # SIGHUP (systemctl reload) or SIGTERM is queued for serve_forever, never the default
+    # action, which for SIGHUP would kill the process.
+    daemon.install_signals()
     try:
         await daemon.start()
     except LockedError as exc:
+        daemon.remove_signals()
         log.error(str(exc), extra={"event": "storage_locked"})
         return 1
     except ConfigError as exc:
+        daemon.remove_signals()
         log.error(str(exc), extra={"event": "config_invalid"})
         return 2
     await daemon.serve_forever()

@@ -109,3 +109,39 @@ async def test_notify_ready_watchdog_reloading_stopping_and_events(tmp_path: Pat
         assert expected in names, (expected, names)
     mine = [e for e in events if e.get("task_id") == task_id]
     assert mine and all(e["pool"] == "lan" for e in mine)
+
+
+async def test_signals_are_handled_before_ready_is_announced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd may send SIGHUP (reload) or SIGTERM the moment READY=1 arrives: by then the
+    daemon must already handle them, or SIGHUP's default action would kill it."""
+    import asyncio
+
+    import nessus_pool.daemon as daemon_mod
+    from tests.test_mcp_sdk import mcp_config
+
+    seen: dict[str, object] = {}
+
+    def fake_notify(message: str) -> None:
+        if message == "READY=1" and "hup" not in seen:
+            seen["hup"] = signal.getsignal(signal.SIGHUP)
+            seen["term"] = signal.getsignal(signal.SIGTERM)
+            if signal.SIG_DFL in (seen["hup"], seen["term"]):
+                # not handled yet (the bug): a signal now would kill the test run, so stop
+                # the daemon a turn later, once serve_forever handles them
+                asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGTERM)
+                return
+            # what `systemctl reload` would do right now; then a stop
+            os.kill(os.getpid(), signal.SIGHUP)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(daemon_mod, "sd_notify", fake_notify)
+    monkeypatch.setattr(daemon_mod, "setup_logging", lambda *a, **k: None)
+    cfg = write_config(tmp_path / "np.toml", mcp_config(tmp_path))
+    before = signal.getsignal(signal.SIGHUP)
+    rc = await asyncio.wait_for(daemon_mod.run_daemon(str(cfg)), 60)
+    assert rc == 0  # it reloaded, then stopped cleanly on the queued SIGTERM
+    assert seen["hup"] not in (signal.SIG_DFL, signal.SIG_IGN, None)
+    assert seen["term"] not in (signal.SIG_DFL, signal.SIG_IGN, None)
+    assert signal.getsignal(signal.SIGHUP) == before  # handlers removed after the stop
