@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -37,24 +36,10 @@ import tomli_w
 from _common import describe, table
 
 from nessus_pool.models import Task
+from nessus_pool.simulator.ports import free_port_range
 from nessus_pool.store import Store, decode_task
 
 EXE = str(Path(sys.executable).parent / "nessus-pool")
-
-
-def free_base_port(count: int) -> int:
-    for base in range(20000, 60000 - count, 997):
-        ok = True
-        for p in range(base, base + count + 1):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port range")
 
 
 async def wait_line(stream: asyncio.StreamReader, needle: str, timeout_s: float) -> None:
@@ -171,7 +156,7 @@ async def start_daemon(cfg: Path, port: int) -> tuple[asyncio.subprocess.Process
 async def amain(args: argparse.Namespace) -> int:
     n_sc, queued, window_s = args.scanners, args.queued, args.window_s
     work = Path(tempfile.mkdtemp(prefix="np-bench-scale-"))
-    base = free_base_port(n_sc + 1)
+    base = free_port_range(n_sc + 1)
     port = base + n_sc
     print(
         describe(

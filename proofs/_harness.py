@@ -13,10 +13,8 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -27,6 +25,8 @@ from typing import Any
 
 import aiohttp
 import tomli_w
+
+from nessus_pool.simulator.ports import free_port_range as free_port
 
 EXE = shutil.which("nessus-pool") or str(Path(sys.executable).parent / "nessus-pool")
 KEYS = {"access-key": "sim-access-key", "secret-key": "sim-secret-key"}
@@ -50,33 +50,6 @@ def parse_args(
     if args.duration_s is None:
         args.duration_s = duration[0] if args.quick else duration[1]
     return args
-
-
-def free_port(count: int = 1) -> int:
-    """A base port with ``count`` consecutive free ports, below the kernel's ephemeral range
-    (outgoing connections draw from that range and could take a port picked there before
-    the daemon or simulator binds it)."""
-    low, high = 20000, 32000
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
-            first_ephemeral = int(fh.read().split()[0])
-        if first_ephemeral - 1000 > low:
-            high = first_ephemeral
-    except (OSError, ValueError, IndexError):
-        pass
-    for _ in range(200):
-        base = random.randrange(low, high - count)
-        ok = True
-        for p in range(base, base + count):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError(f"no {count} consecutive free ports in {low}-{high}")
 
 
 def write_toml(path: Path, data: dict[str, Any]) -> Path:

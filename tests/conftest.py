@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,35 +17,6 @@ SAMPLES_DIR = Path(
     os.environ.get("NESSUS_SAMPLES_DIR")
     or Path(__file__).resolve().parents[2] / "shared" / "nessus-samples"
 )
-
-
-def free_port(count: int = 1) -> int:
-    """A base port with ``count`` consecutive free ports, for a server we start later.
-
-    Chosen below the kernel's ephemeral range (32768 and up here), which outgoing
-    connections draw from: a port picked with bind(0) could be taken by one of them between
-    the check and the server's bind (CI saw it happen)."""
-    low, high = 20000, 32000
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
-            first_ephemeral = int(fh.read().split()[0])
-        if first_ephemeral - 1000 > low:
-            high = first_ephemeral
-    except (OSError, ValueError, IndexError):
-        pass
-    for _ in range(200):
-        base = random.randrange(low, high - count)
-        ok = True
-        for p in range(base, base + count):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError(f"no {count} consecutive free ports in {low}-{high}")
 
 
 def write_config(path: Path, data: dict[str, Any]) -> Path:

@@ -19,7 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import free_port, write_config
+from nessus_pool.simulator.ports import free_port_range as free_port
+from tests.conftest import write_config
 
 pytestmark = pytest.mark.acceptance
 

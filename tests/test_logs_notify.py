@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from nessus_pool.logs import JsonFormatter, register_secret
-from tests.conftest import free_port, write_config
+from nessus_pool.simulator.ports import free_port_range as free_port
+from tests.conftest import write_config
 from tests.test_acceptance import EXE
 
 

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from nessus_pool.daemon import Daemon
-from tests.conftest import DaemonFactory, free_port, write_config
+from nessus_pool.simulator.ports import free_port_range as free_port
+from tests.conftest import DaemonFactory, write_config
 from tests.test_mcp_sdk import NESSUS_POOL, mcp_config
 
 pytestmark = pytest.mark.acceptance

@@ -20,9 +20,9 @@ from nessus_pool.simulator import (
     generate_export,
     start_simulators,
 )
+from nessus_pool.simulator.ports import free_port_range as free_port
 from nessus_pool.simulator.scanner import TEMPLATES
 from nessus_pool.simulator.targets import expand_targets
-from tests.conftest import free_port
 
 KEYS = {"X-ApiKeys": "accessKey=sim-access-key; secretKey=sim-secret-key;"}
 BASIC = TEMPLATES[0][2]
