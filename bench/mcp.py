@@ -49,7 +49,7 @@ from typing import Any
 _HERE = str(Path(__file__).resolve().parent)
 sys.path.insert(0, _HERE)
 
-from _common import Series, describe, free_port, ratio, require, table  # noqa: E402
+from _common import Series, describe, free_port, percentile, ratio, require, table  # noqa: E402
 
 # this file is called mcp.py: with its folder on sys.path, ``import mcp`` would find this
 # file instead of the SDK
@@ -262,10 +262,7 @@ class RunResult:
         return self.ok / self.seconds if self.seconds else 0.0
 
     def pct_ms(self, q: float) -> float:
-        if not self.latencies_s:
-            return float("nan")
-        lat = sorted(self.latencies_s)
-        return lat[min(len(lat) - 1, int(len(lat) * q))] * 1000
+        return percentile(self.latencies_s, q) * 1000
 
     def error(self, text: str) -> None:
         self.errors += 1

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tomli_w
-from _common import describe, table
+from _common import describe, percentile, table
 
 from nessus_pool.models import Task
 from nessus_pool.simulator.ports import free_port_range
@@ -127,13 +127,6 @@ def slot_latencies_ms(tasks: list[Task], window_start_ms: int) -> list[float]:
             out.append(float(launches[j][1] - f))
             j += 1
     return out
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 async def start_daemon(cfg: Path, port: int) -> tuple[asyncio.subprocess.Process, float]:
@@ -249,12 +242,12 @@ async def amain(args: argparse.Namespace) -> int:
         for d in drains:
             d.cancel()
     rows_out = [
-        ["freed slot -> next launch p50 (ms)", f"{pct(lat, 0.5):.1f}", "-", f"n={len(lat)}"],
+        ["freed slot -> next launch p50 (ms)", f"{percentile(lat, 0.5):.1f}", "-", f"n={len(lat)}"],
         [
             "freed slot -> next launch p99 (ms)",
-            f"{pct(lat, 0.99):.1f}",
+            f"{percentile(lat, 0.99):.1f}",
             "< 50",
-            "met" if pct(lat, 0.99) < 50 else "NOT met",
+            "met" if percentile(lat, 0.99) < 50 else "NOT met",
         ],
         [
             "daemon CPU (share of one core)",

@@ -41,7 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Series, describe, free_port, ratio, require, table
+from _common import Series, describe, free_port, percentile, ratio, require, table
 
 DISTS = ("nessus-pool", "aiohttp", "aiosqlite", "msgspec", "huey")
 
@@ -134,10 +134,7 @@ class RunResult:
         return self.acked / self.seconds if self.seconds else 0.0
 
     def pct_ms(self, q: float) -> float:
-        if not self.latencies_s:
-            return float("nan")
-        lat = sorted(self.latencies_s)
-        return lat[min(len(lat) - 1, int(len(lat) * q))] * 1000
+        return percentile(self.latencies_s, q) * 1000
 
 
 _counter = iter(range(1, 1 << 40))

@@ -200,6 +200,23 @@ def _fresh(result: dict[str, Any], version: str | None) -> dict[str, Any]:
     return result
 
 
+def _static_list(key: str, items: list[Any]) -> tuple[msgspec.Raw, msgspec.Raw]:
+    """A list result that never changes, encoded once: (handshake era, 2026-07-28 era with
+    its cache fields)."""
+    legacy = msgspec.Raw(_enc.encode({key: items}))
+    modern = msgspec.Raw(
+        _enc.encode(
+            {
+                key: items,
+                "resultType": "complete",
+                "ttlMs": STATIC_TTL_MS,
+                "cacheScope": "public",
+            }
+        )
+    )
+    return legacy, modern
+
+
 class Dispatcher:
     """Answers MCP requests by calling the toolbox; one per server, shared by transports.
 
@@ -218,28 +235,9 @@ class Dispatcher:
         info = {"name": server_name, "title": "nessus-pool", "version": __version__}
         caps = {"tools": {"listChanged": False}, "resources": {"listChanged": False}}
         tools = toolbox.definitions()
-        templates = resources.templates()
-        self._templates_legacy = msgspec.Raw(_enc.encode({"resourceTemplates": templates}))
-        self._templates_modern = msgspec.Raw(
-            _enc.encode(
-                {
-                    "resourceTemplates": templates,
-                    "resultType": "complete",
-                    "ttlMs": STATIC_TTL_MS,
-                    "cacheScope": "public",
-                }
-            )
-        )
-        self._tools_legacy = msgspec.Raw(_enc.encode({"tools": tools}))
-        self._tools_modern = msgspec.Raw(
-            _enc.encode(
-                {
-                    "tools": tools,
-                    "resultType": "complete",
-                    "ttlMs": STATIC_TTL_MS,
-                    "cacheScope": "public",
-                }
-            )
+        self._tools_legacy, self._tools_modern = _static_list("tools", tools)
+        self._templates_legacy, self._templates_modern = _static_list(
+            "resourceTemplates", resources.templates()
         )
         self._discover = msgspec.Raw(
             _enc.encode(
