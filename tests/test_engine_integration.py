@@ -190,23 +190,34 @@ async def test_restart_reattaches_running_scans_exactly_once(tmp_path: Path) -> 
         await sims.close()
 
 
-async def _restart_scenario(tmp_path: Path, sims: SimulatorCluster) -> None:
+async def _restart_scenario(
+    tmp_path: Path,
+    sims: SimulatorCluster,
+    *,
+    caps: tuple[int, int, int] = (2, 2, 2),
+    subnet: str = "10.2.0",
+    with_scan_ids: int = 1,
+) -> int:
+    """Submit 10 scans, stop once ``with_scan_ids`` have a remote scan id (state is whatever
+    was persisted), start again on the same storage: all 10 complete, each created exactly
+    once. Returns how many unfinished runs the second start re-attached."""
     from nessus_pool.config import load_config
 
-    path = write_config(tmp_path / "np.toml", two_pools(tmp_path, sims, caps=(2, 2, 2)))
+    path = write_config(tmp_path / "np.toml", two_pools(tmp_path, sims, caps=caps))
     d1 = Daemon(load_config(path), config_path=str(path))
     await d1.start()
     assert d1.service is not None and d1.engine is not None
     ids = [
-        (await d1.service.submit(_req(f"10.2.0.{i + 1}", "a" if i % 2 else "b"))).task_id
+        (await d1.service.submit(_req(f"{subnet}.{i + 1}", "a" if i % 2 else "b"))).task_id
         for i in range(10)
     ]
-    # stop while scans are dispatched / running: state is whatever was persisted
-    while not any(t.remote_scan_id for t in d1.engine.tasks.values()):
+    while sum(1 for t in d1.engine.tasks.values() if t.remote_scan_id) < with_scan_ids:
         await d1.engine.wait_change(ids[0], 0.05)
     await d1.stop()
     d2 = Daemon(load_config(path), config_path=str(path))
     await d2.start()
+    assert d2.engine is not None
+    adopted = sum(1 for t in d2.engine.tasks.values() if t.status.is_active)
     try:
         statuses = await wait_all(d2, ids)
     finally:
@@ -215,6 +226,7 @@ async def _restart_scenario(tmp_path: Path, sims: SimulatorCluster) -> None:
     stats = [s.stats() for s in sims.scanners]
     assert sum(st.created for st in stats) == 10
     assert all(st.duplicates == 0 for st in stats)
+    return adopted
 
 
 class CountingGate(asyncio.Semaphore):
@@ -243,7 +255,6 @@ async def test_restart_reattaches_through_a_bounded_recovery_gate(
     two wide: it is passed once per probe and run, never by more than two at once, and every
     run still completes exactly once."""
     import nessus_pool.engine.core as core
-    from nessus_pool.config import load_config
 
     gates: list[CountingGate] = []
 
@@ -254,31 +265,11 @@ async def test_restart_reattaches_through_a_bounded_recovery_gate(
     monkeypatch.setattr(core, "recovery_gate", counting_gate)
     sims = await start_simulators(3, options=SimulatorOptions(scan_seconds=1.5, seed=6))
     try:
-        path = write_config(tmp_path / "np.toml", two_pools(tmp_path, sims, caps=(3, 3, 4)))
-        d1 = Daemon(load_config(path), config_path=str(path))
-        await d1.start()
-        assert d1.service is not None and d1.engine is not None
-        ids = [
-            (await d1.service.submit(_req(f"10.3.0.{i + 1}", "a" if i % 2 else "b"))).task_id
-            for i in range(10)
-        ]
-        while sum(1 for t in d1.engine.tasks.values() if t.remote_scan_id) < 6:
-            await d1.engine.wait_change(ids[0], 0.05)
-        await d1.stop()
-        d2 = Daemon(load_config(path), config_path=str(path))
-        await d2.start()
-        assert d2.engine is not None
-        adopted = sum(1 for t in d2.engine.tasks.values() if t.status.is_active)
-        try:
-            statuses = await wait_all(d2, ids)
-        finally:
-            await d2.stop()
-        stats = [s.stats() for s in sims.scanners]
+        adopted = await _restart_scenario(
+            tmp_path, sims, caps=(3, 3, 4), subnet="10.3.0", with_scan_ids=6
+        )
     finally:
         await sims.close()
-    assert statuses == ["completed"] * 10
-    assert sum(st.created for st in stats) == 10
-    assert all(st.duplicates == 0 for st in stats)
     gate = gates[-1]
     assert adopted >= 6
     assert gate.entries == 3 + adopted  # three first probes, one first call per run
