@@ -30,7 +30,7 @@ VERSION_HEADER = "MCP-Protocol-Version"
 METHOD_HEADER = "Mcp-Method"
 NAME_HEADER = "Mcp-Name"
 #: the methods whose target ``Mcp-Name`` mirrors, and the param that names it
-NAMED_PARAM = {"tools/call": "name", "resources/read": "uri", "prompts/get": "name"}
+NAMED_PARAM = {"tools/call": "name", "resources/read": "uri"}
 _B64 = re.compile(r"^=\?base64\?(.*)\?=$")
 _JSON = "application/json"
 

@@ -69,9 +69,7 @@ def _report_resource(v: TaskView) -> dict[str, Any]:
 
 
 class ScanResources:
-    """Finished scans as MCP resources: ``nessus-pool://scans/{task_id}/report`` (what
-    get_scan_status says) and ``.../findings`` (get_scan_results' first page). Never a
-    whole export: the same bounds as the tools."""
+    """The :class:`~nessus_pool.api.mcp.tools.ResourceCatalog` of finished scans."""
 
     def __init__(self, svc: Service) -> None:
         self.svc = svc
