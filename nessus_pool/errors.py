@@ -192,6 +192,12 @@ class ResultsError(NessusPoolError):
     code = "results_error"
 
 
+class NotNessusExportError(ResultsError):
+    """The file is XML but not a Nessus export (its root element is not NessusClientData_v2)."""
+
+    code = "not_nessus_export"
+
+
 class UnsafeXmlError(ResultsError):
     """The export contains a DOCTYPE or entity declaration and was refused."""
 

@@ -171,3 +171,13 @@ def test_exit_codes(tmp_path: Path, capsys: Any) -> None:
     assert "(page_size)" in capsys.readouterr().err
     assert run(["results", "findings", str(ok), "--profile", "wide"]) == 2
     assert "(profile)" in capsys.readouterr().err
+
+
+def test_xml_that_is_not_an_export_exits_2(tmp_path: Path, capsys: Any) -> None:
+    foo = tmp_path / "foo.xml"
+    foo.write_text("<foo/>")
+    for command in ("summary", "findings"):
+        assert run(["results", command, str(foo)]) == 2
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert err.startswith("error: foo.xml is not a NessusClientData_v2 file")

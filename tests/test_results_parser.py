@@ -12,9 +12,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from nessus_pool.errors import ResultsError, UnsafeXmlError
-from nessus_pool.models import ScanType
+from nessus_pool.engine.ingest import ingest_export
+from nessus_pool.errors import NotNessusExportError, ResultsError, UnsafeXmlError
+from nessus_pool.models import ScanType, Task, TaskStatus
 from nessus_pool.results.parser import Finding, iter_findings, parse_export
+from nessus_pool.store import Store
 
 SEV_NAMES = {"4": "critical", "3": "high", "2": "medium", "1": "low", "0": "info"}
 
@@ -272,3 +274,48 @@ def test_doctype_behind_a_long_comment_refused(tmp_path: Path) -> None:
         with pytest.raises(UnsafeXmlError):
             parse_export(path, scan_type=ScanType.UNTRUSTED)
         assert time.monotonic() - t0 < 1.0
+
+
+@pytest.mark.parametrize(
+    ("content", "root"),
+    [
+        ("<foo/>", "foo"),
+        ('<?xml version="1.0"?>\n<!-- c --><NessusClientData><Report/></NessusClientData>',
+         "NessusClientData"),
+        ("<html><body><ReportItem pluginID='1'/></body></html>", "html"),
+    ],
+    ids=["foo", "v1-root", "html-with-items"],
+)  # fmt: skip
+def test_xml_that_is_not_an_export_is_refused(tmp_path: Path, content: str, root: str) -> None:
+    path = tmp_path / "other.xml"
+    path.write_text(content)
+    msg = f"other.xml is not a NessusClientData_v2 file \\(its root element is <{root}>\\)"
+    with pytest.raises(NotNessusExportError, match=msg):
+        parse_export(path, scan_type=None)
+    with pytest.raises(NotNessusExportError, match=msg):
+        list(iter_findings(path))
+
+
+async def test_ingest_of_a_file_that_is_not_an_export_fails_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "t1.nessus"
+    path.write_text("<foo/>")
+    task = Task(
+        task_id="t00001",
+        seq=1,
+        pool="lan",
+        name="scan",
+        targets=["10.0.0.1"],
+        status=TaskStatus.EXPORTING,
+        export_path=str(path),
+        created_at_ms=1,
+        updated_at_ms=1,
+    )
+    store = Store(tmp_path / "np.db")
+    await store.open()
+    try:
+        await store.write([Store.op_save_task(task)])
+        with pytest.raises(NotNessusExportError, match="not a NessusClientData_v2 file"):
+            await ingest_export(store, task)
+        assert await store.get_findings_blobs(task.task_id) == []
+    finally:
+        await store.close()

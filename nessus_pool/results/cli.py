@@ -1,10 +1,11 @@
 """The offline ``results`` command: summarise or query a ``.nessus`` file without a daemon.
 
 Exit codes: 0 ok; 1 the file could not be read or parsed (message on stderr); 2 a usage or
-validation error (the field named). ``--scan-type`` defaults to inferring it: ``authenticated``
-when any host's plugin 19506 / ``Credentialed_Scan`` tag says credentials were used or a
-credential plugin (141118, 110095, 104410, 21745, 110385, 24786) is present, else
-``untrusted``.
+validation error (the field named), or an XML file that is not a Nessus export.
+
+``--scan-type`` defaults to inferring it: ``authenticated`` when any host's plugin 19506 /
+``Credentialed_Scan`` tag says credentials were used or a credential plugin (141118, 110095,
+104410, 21745, 110385, 24786) is present, else ``untrusted``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from nessus_pool.errors import ResultsError, ValidationError
+from nessus_pool.errors import NotNessusExportError, ResultsError, ValidationError
 from nessus_pool.models import ScanType
 from nessus_pool.results.parser import ScanResults, iter_findings, parse_export
 from nessus_pool.results.query import PROFILES, FindingsPage, parse_query, query_findings
@@ -76,6 +77,10 @@ def run_results(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         field = f" ({exc.field})" if exc.field else ""
         print(f"error{field}: {exc.message}", file=sys.stderr)
+        return 2
+    except NotNessusExportError as exc:
+        # the wrong file was given: a usage error, like a bad option value
+        print(f"error: {exc.message}", file=sys.stderr)
         return 2
     except ResultsError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

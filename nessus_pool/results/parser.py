@@ -16,6 +16,7 @@ Severity is the raw ``severity`` attribute (see :mod:`nessus_pool.results.types`
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 
 from lxml import etree  # type: ignore[import-untyped]  # no stubs for lxml 6
 
-from nessus_pool.errors import ResultsError, UnsafeXmlError
+from nessus_pool.errors import NotNessusExportError, ResultsError, UnsafeXmlError
 from nessus_pool.models import ScanType
 from nessus_pool.results.auth import (
     AUTH_PLUGIN_IDS,
@@ -59,6 +60,10 @@ DEFAULT_BATCH_CHARS = 16 * 1024 * 1024
 _PROLOG_BYTES = 64 * 1024
 #: a prolog (declaration, comments, DOCTYPE) longer than this is refused
 _PROLOG_MAX = 1024 * 1024
+#: the root element of every .nessus export
+ROOT_TAG = "NessusClientData_v2"
+#: an element name as it follows "<" (no namespace handling: .nessus roots have none)
+_ROOT_NAME = re.compile(r"[^\s/>]+")
 _TAGS = ("ReportItem", "HostProperties", "ReportHost", "Policy")
 _HOST_TIME_FORMAT = "%a %b %d %H:%M:%S %Y"
 
@@ -129,9 +134,17 @@ def open_checked(path: str | Path, max_bytes: int) -> tuple[Path, int]:
             "max_bytes (results.max-export-bytes) to parse it"
         )
     check_prolog(head)
-    if size > len(head) and _root_start(_decode_head(head).lower()) < 0:
-        raise UnsafeXmlError(
-            f"export {p.name} has no root element in its first {_PROLOG_MAX} bytes"
+    text = _decode_head(head)
+    root = _root_start(text)
+    if root < 0:
+        if size > len(head):
+            raise UnsafeXmlError(
+                f"export {p.name} has no root element in its first {_PROLOG_MAX} bytes"
+            )
+    elif (tag := _ROOT_NAME.match(text, root + 1)) and tag.group(0) != ROOT_TAG:
+        raise NotNessusExportError(
+            f"{p.name} is not a {ROOT_TAG} file (its root element is <{tag.group(0)}>): "
+            "export the scan as .nessus"
         )
     return p, size
 
@@ -451,8 +464,9 @@ def parse_export(
     finding. ``scan_type=None`` infers it (see
     :func:`nessus_pool.results.auth.infer_scan_type`).
 
-    Raises :class:`UnsafeXmlError` for DTD/entity declarations and :class:`ResultsError`
-    when the file is missing, too large or not well-formed."""
+    Raises :class:`UnsafeXmlError` for DTD/entity declarations,
+    :class:`NotNessusExportError` for XML whose root is not ``NessusClientData_v2`` and
+    :class:`ResultsError` when the file is missing, too large or not well-formed."""
     p, _ = open_checked(path, max_bytes)
     hosts: list[_Host] = []
     totals = _Totals()
