@@ -181,3 +181,44 @@ def test_xml_that_is_not_an_export_exits_2(tmp_path: Path, capsys: Any) -> None:
         out, err = capsys.readouterr()
         assert out == ""
         assert err.startswith("error: foo.xml is not a NessusClientData_v2 file")
+
+
+#: the shape of defectdojo__nessus_was_no_vuln.xml (a Web App Scanning export, BSD-3-Clause,
+#: DefectDojo) with one ReportItem added, since that sample has none
+WAS_EXPORT = """<?xml version="1.0" ?>
+<NessusClientData_v2>
+  <Report xmlns:cm="http://www.nessus.org/cm" name="google.com" version="1.1" type="was">
+    <ReportHost name="http://google.com/">
+      <HostProperties>
+        <tag name="host-fqdn">http://google.com/</tag>
+        <tag name="system-type">web_application</tag>
+        <tag name="HOST_START">2021-03-12T12:34:30.12031+00:00</tag>
+      </HostProperties>
+      <ReportItem port="443" svc_name="www" protocol="tcp" severity="2" pluginID="98115"
+          pluginName="Cross-Site Request Forgery" pluginFamily="Cross Site Request Forgery">
+        <cvss3_base_score>4.3</cvss3_base_score>
+      </ReportItem>
+    </ReportHost>
+    <ReportHost name="http://example.com/">
+      <ReportItem port="443" svc_name="www" protocol="tcp" severity="0" pluginID="98000"
+          pluginName="Scan Information" pluginFamily="General"/>
+    </ReportHost>
+  </Report>
+</NessusClientData_v2>
+"""
+
+
+def test_findings_host_filter_takes_a_was_url(tmp_path: Path, capsys: Any) -> None:
+    path = tmp_path / "was.nessus"
+    path.write_text(WAS_EXPORT)
+    assert run(["results", "summary", str(path), "--json"]) == 0
+    hosts = [h["name"] for h in json.loads(capsys.readouterr().out)["hosts"]]
+    assert hosts == ["http://google.com/", "http://example.com/"]
+    assert run(["results", "findings", str(path), "--host", hosts[0], "--json"]) == 0
+    page = json.loads(capsys.readouterr().out)
+    assert [(i["host"], i["plugin_id"]) for i in page["items"]] == [(hosts[0], 98115)]
+    real = sample("defectdojo__nessus_was_no_vuln.xml")
+    assert run(["results", "findings", str(real), "--host", "http://google.com/", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total"] == 0
+    assert run(["results", "findings", str(path), "--host", "10.0.0.0/33"]) == 2
+    assert "error (host): invalid CIDR '10.0.0.0/33'" in capsys.readouterr().err

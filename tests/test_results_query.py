@@ -200,3 +200,23 @@ def test_diff_counts_add_up(old: list[Finding], new: list[Finding]) -> None:
 
     assert d.new_total + d.unchanged_total + d.changed_severity_total == len(keys(new))
     assert d.fixed_total + d.unchanged_total + d.changed_severity_total == len(keys(old))
+
+
+def test_host_filter_takes_a_url_host_as_a_name() -> None:
+    """Web App Scanning exports name hosts by URL: a "/" does not make a CIDR."""
+    url = "http://google.com/"
+    fs = [mk(url, host_fqdn=url), mk("https://a.example/app/", plugin_id=2), mk("10.0.0.1")]
+
+    def hosts(spec: str) -> list[str]:
+        return [i["host"] for i in query_findings(fs, parse_query({"host": spec})).items]
+
+    assert hosts(url) == [url]
+    assert hosts("HTTP://Google.com/") == [url]
+    assert hosts("https://a.example/app/") == ["https://a.example/app/"]
+    assert hosts("http://google.com") == []  # exact, not a prefix or substring
+    assert hosts("10.0.0.0/8") == ["10.0.0.1"]
+    assert hosts("fe80::/10") == []
+    for bad in ("10.0.0.0/33", "10.0.0.1/x", "fe80::/129"):
+        with pytest.raises(ValidationError, match="invalid CIDR") as ei:
+            parse_query({"host": bad})
+        assert ei.value.field == "host"

@@ -52,7 +52,9 @@ def add_results_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     f.add_argument("file", metavar="FILE.nessus")
     f.add_argument("--min-severity", help="0-4 or critical/high/medium/low/info")
     f.add_argument("--min-cvss3", type=float)
-    f.add_argument("--host", help="IP, CIDR or exact hostname/FQDN")
+    f.add_argument(
+        "--host", help="IP, CIDR or exact host name (hostname, FQDN, or a WAS URL as listed)"
+    )
     f.add_argument("--port", type=int)
     f.add_argument("--protocol")
     f.add_argument("--plugin-id", type=int)

@@ -50,8 +50,9 @@ def severity_value(value: int | str, field: str = "min_severity") -> int:
 
 
 class FindingsQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """A findings filter; every given criterion must hold. ``host`` matches an IP exactly,
-    a CIDR by containment, or a hostname/FQDN exactly (case-insensitive), never a substring.
+    """A findings filter; every given criterion must hold. ``host`` matches a host name or
+    FQDN exactly (case-insensitive; a Web App Scanning host is a URL such as
+    ``http://google.com/``), an IP exactly, or a CIDR by containment, never a substring.
     Invalid values raise :class:`nessus_pool.errors.ValidationError` with ``field`` set."""
 
     min_severity: int | str | None = None
@@ -128,13 +129,28 @@ class FindingsPage(msgspec.Struct, kw_only=True):
     fields: list[str]
 
 
+#: what a CIDR's address part looks like; anything else with a "/" (a Web App Scanning
+#: host such as ``http://google.com/``) is a host name
+_CIDR_ADDRESS = re.compile(r"^(?:[0-9.]+|[0-9A-Fa-f]*:[0-9A-Fa-f:.]*)$")
+
+
 def _host_matcher(spec: str) -> Predicate:
+    """Only ``address/prefix`` with an IP address part is a CIDR (containment; an invalid
+    one is an error); an IP matches exactly; anything else is a host name, matched exactly
+    (case-insensitive) against the report host and its FQDN, so the URL hosts of Web App
+    Scanning exports (``http://google.com/``) filter like any other name."""
     spec = spec.strip()
-    if "/" in spec:
+    name = spec.lower()
+
+    def by_name(f: Finding) -> bool:
+        return f.host.lower() == name or (f.host_fqdn or "").lower() == name
+
+    address, slash, _prefix = spec.partition("/")
+    if slash and "://" not in spec and _CIDR_ADDRESS.match(address):
         try:
             net = ipaddress.ip_network(spec, strict=False)
         except ValueError as exc:
-            raise ValidationError(f"host: invalid CIDR {spec!r}", field="host") from exc
+            raise ValidationError(f"invalid CIDR {spec!r}", field="host") from exc
 
         def in_net(f: Finding) -> bool:
             for cand in (f.host_ip, f.host):
@@ -149,8 +165,7 @@ def _host_matcher(spec: str) -> Predicate:
     try:
         ip = str(ipaddress.ip_address(spec))
     except ValueError:
-        name = spec.lower()
-        return lambda f: f.host.lower() == name or (f.host_fqdn or "").lower() == name
+        return by_name
     return lambda f: f.host_ip == ip or f.host == ip
 
 
