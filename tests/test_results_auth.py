@@ -364,3 +364,80 @@ def test_sample_requested_authenticated_but_untrusted_output_fails() -> None:
     assert r.validation.authentication_status is AuthStatus.FAILED
     assert r.hosts[0].evidence == [19506]
     assert not any("target" in w for w in r.validation.warnings)
+
+
+# --- warnings that must be true ------------------------------------------------------------
+
+PARANOID = "Paranoia level : 2"
+
+
+def warnings_for(*hosts: HostFacts) -> list[str]:
+    hs = list(hosts)
+    return validate(hs, [assess_host(h, AUTH) for h in hs], scan_type=AUTH).warnings
+
+
+def test_paranoid_warning_only_when_confirmation_plugins_decided() -> None:
+    yes = info_19506("yes, as 'root' via ssh").replace("Paranoia level : 1", PARANOID)
+    no = info_19506("no").replace("Paranoia level : 1", PARANOID)
+    # 19506 says yes: nothing was overridden, nothing to warn about
+    assert warnings_for(host({19506: [yes]})) == []
+    # 19506 says no, 12634 (local checks ran) decided: the warning names what decided
+    (w,) = warnings_for(host({19506: [no], 12634: ["Local checks have been enabled."]}))
+    assert w.startswith(
+        "Host 10.0.0.5: plugin 19506 says 'Credentialed checks : no' but plugin(s) 12634 "
+        "confirm a login and decided the verdict (Paranoid report settings"
+    )
+    assert "141118" not in w and "110095" not in w
+    # 19506 says no and a failure plugin decided: no Paranoid story to tell
+    assert not any("Paranoid" in w for w in warnings_for(host({19506: [no], 104410: [OUT_104410]})))
+
+
+def test_paranoid_yes_export_has_no_paranoid_warning(tmp_path: Path) -> None:
+    """libnessus_report_local2 (CC-BY-3.0, savon-noir/python-libnessus) with its 19506 set
+    to Paranoia level 2: 19506 still says yes and no confirmation plugin is present."""
+    src = samples_dir() / "libnessus__nessus_report_local2.nessus"
+    if not src.exists():
+        pytest.skip("samples absent")
+    path = tmp_path / "paranoid.nessus"
+    path.write_bytes(src.read_bytes().replace(b"Paranoia level : 1", PARANOID.encode()))
+    r = parse_export(path, scan_type=AUTH)
+    assert r.validation.authentication_status is AuthStatus.SUCCESS
+    assert r.hosts[0].credentialed_checks == "yes"
+    assert not any("Paranoid" in w for w in r.validation.warnings)
+
+
+def test_19506_empty_or_without_the_credential_line_warns() -> None:
+    no_line = "Information about this scan : \n\nNessus version : 10.1.1\nScan type : Normal\n"
+    ws = warnings_for(
+        HostFacts(name="a", outputs={19506: [None]}),
+        HostFacts(name="b", outputs={19506: ["  \n"]}, credentialed_scan_tag="true"),
+        HostFacts(name="c", outputs={19506: [no_line]}),
+        HostFacts(name="d", outputs={}),
+        HostFacts(name="e", outputs={19506: [info_19506("yes")]}),
+    )
+    assert ws == [
+        "plugin 19506 (Nessus Scan Information) is absent on 1 host(s): d; "
+        "scan settings unknown there",
+        "plugin 19506 (Nessus Scan Information) has an empty output on 2 host(s): a, b; "
+        "scan settings unknown there",
+        "plugin 19506 (Nessus Scan Information) has no 'Credentialed checks' line on 1 "
+        "host(s): c; whether credentialed checks ran is unknown there",
+    ]
+
+
+def test_19506_without_output_in_an_export_warns(tmp_path: Path) -> None:
+    path = tmp_path / "empty19506.nessus"
+    path.write_text(
+        '<?xml version="1.0" ?><NessusClientData_v2><Report name="r">'
+        '<ReportHost name="10.0.0.9"><HostProperties><tag name="host-ip">10.0.0.9</tag>'
+        "</HostProperties>"
+        '<ReportItem port="0" svc_name="general" protocol="tcp" severity="0" pluginID="19506" '
+        'pluginName="Nessus Scan Information" pluginFamily="Settings"/>'
+        "</ReportHost></Report></NessusClientData_v2>"
+    )
+    r = parse_export(path, scan_type=None)
+    assert r.hosts[0].credentialed_checks is None
+    assert any(
+        "19506 (Nessus Scan Information) has an empty output on 1 host(s): 10.0.0.9" in w
+        for w in r.validation.warnings
+    )

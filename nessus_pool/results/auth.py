@@ -130,8 +130,13 @@ def assess_host(facts: HostFacts, scan_type: ScanType) -> HostAuth:
     if cc == "no" and confirmed:
         notes.append(
             f"plugin 19506 says 'Credentialed checks : no' but plugin(s) "
-            f"{', '.join(map(str, confirmed))} confirm a login"
-            + (" (Paranoid report settings)" if info and info.paranoid else "")
+            f"{', '.join(map(str, confirmed))} confirm a login and decided the verdict"
+            + (
+                " (Paranoid report settings, under which 19506 may say 'no' although the "
+                "login worked)"
+                if info and info.paranoid
+                else ""
+            )
         )
     if SMB_LOGIN_POSSIBLE in failures:
         evidence = sorted({*evidence, SMB_LOGIN_POSSIBLE})
@@ -235,13 +240,7 @@ def validate(
                 f"{len(missing)} target(s) have no results (down, filtered or excluded): "
                 f"{shown}{more}"
             )
-    no_19506 = [h.name for h in hosts if SCAN_INFO not in h.outputs]
-    if no_19506:
-        warnings.append(
-            f"plugin 19506 (Nessus Scan Information) is absent on {len(no_19506)} host(s): "
-            f"{', '.join(no_19506[:_MAX_LISTED])}; scan settings unknown there"
-        )
-    infos = [v.scan_info for v in verdicts if v.scan_info is not None]
+    warnings.extend(_scan_info_warnings(hosts, verdicts))
     no_scanner = [
         h.name
         for h, v in zip(hosts, verdicts, strict=True)
@@ -250,11 +249,6 @@ def validate(
     if no_scanner:
         warnings.append(
             f"no port scanner was enabled for {len(no_scanner)} host(s): results may be incomplete"
-        )
-    if scan_type.is_authenticated and any(i.paranoid for i in infos):
-        warnings.append(
-            "Paranoid report settings: plugin 19506 may say 'Credentialed checks : no' "
-            "although the login worked; confirmation plugins 141118/110095 decided instead"
         )
     warnings.extend(
         f"Host {h.name}: {n}" for h, v in zip(hosts, verdicts, strict=True) for n in v.notes
@@ -266,6 +260,40 @@ def validate(
         warnings=warnings,
         troubleshooting=trouble,
     )
+
+
+def _scan_info_warnings(hosts: list[HostFacts], verdicts: list[HostAuth]) -> list[str]:
+    """Hosts whose plugin 19506 is absent, has no output, or has no readable
+    ``Credentialed checks`` line: the scan settings (or the credential verdict) are unknown
+    there, whatever a ``Credentialed_Scan`` tag says."""
+    absent: list[str] = []
+    empty: list[str] = []
+    unreadable: list[str] = []
+    for h, v in zip(hosts, verdicts, strict=True):
+        if SCAN_INFO not in h.outputs:
+            absent.append(h.name)
+        elif not (h.first(SCAN_INFO) or "").strip():
+            empty.append(h.name)
+        elif v.scan_info is None or v.scan_info.credentialed_raw is None:
+            unreadable.append(h.name)
+    out = []
+    for names, what, unknown in (
+        (absent, "is absent", "scan settings unknown there"),
+        (empty, "has an empty output", "scan settings unknown there"),
+        (
+            unreadable,
+            "has no 'Credentialed checks' line",
+            "whether credentialed checks ran is unknown there",
+        ),
+    ):
+        if names:
+            shown = ", ".join(names[:_MAX_LISTED])
+            more = f" (+{len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else ""
+            out.append(
+                f"plugin 19506 (Nessus Scan Information) {what} on {len(names)} host(s): "
+                f"{shown}{more}; {unknown}"
+            )
+    return out
 
 
 # --- targets -------------------------------------------------------------------------------
