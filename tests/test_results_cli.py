@@ -222,3 +222,16 @@ def test_findings_host_filter_takes_a_was_url(tmp_path: Path, capsys: Any) -> No
     assert json.loads(capsys.readouterr().out)["total"] == 0
     assert run(["results", "findings", str(path), "--host", "10.0.0.0/33"]) == 2
     assert "error (host): invalid CIDR '10.0.0.0/33'" in capsys.readouterr().err
+
+
+def test_findings_cwe_filter_on_a_real_export(capsys: Any) -> None:
+    path = sample("defectdojo__nessus_with_cvssv3.nessus")
+    assert run(["results", "findings", str(path), "--profile", "full", "--json"]) == 0
+    every = json.loads(capsys.readouterr().out)["items"]
+    assert run(["results", "findings", str(path), "--cwe", "CWE-79", "--json"]) == 0
+    page = json.loads(capsys.readouterr().out)
+    with_79 = sorted(i["plugin_id"] for i in every if 79 in i["cwes"])
+    assert sorted(i["plugin_id"] for i in page["items"]) == with_79 and with_79
+    assert all("cwes" in i for i in page["items"])
+    assert run(["results", "findings", str(path), "--cwe", "XSS"]) == 2
+    assert "error (cwe)" in capsys.readouterr().err

@@ -83,6 +83,16 @@ async def test_authenticated_success_failure_and_untrusted(
         ) as r:
             assert r.status == 400
             assert (await r.json())["error"]["code"] == "invalid_request"
+        # the CWE filter (the simulator's plugins carry no <cwe>: every finding has cwes [])
+        url = f"{d.url}/api/v1/scans/{tid}/results"
+        async with http.get(url, params={"cwe": "CWE-79", "profile": "summary"}) as r:
+            assert r.status == 200, await r.text()
+            assert (await r.json())["total"] == 0
+        async with http.get(url, params={"page_size": "3"}) as r:
+            assert [i["cwes"] for i in (await r.json())["items"]] == [[]] * 3
+        async with http.get(url, params={"cwe": "XSS"}) as r:
+            assert r.status == 400
+            assert (await r.json())["error"]["field"] == "cwe"
 
         # raw export and diff against the earlier scan of the same targets
         async with http.get(f"{d.url}/api/v1/scans/{good['task_id']}/export") as r:

@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import msgspec
 import pytest
@@ -319,3 +320,31 @@ async def test_ingest_of_a_file_that_is_not_an_export_fails_clearly(tmp_path: Pa
         assert await store.get_findings_blobs(task.task_id) == []
     finally:
         await store.close()
+
+
+def test_cwes_match_the_export(tmp_path: Path) -> None:
+    """with_cvssv3 (DefectDojo, BSD-3-Clause) carries <cwe> elements; every finding's cwes
+    equal its <cwe> children read by the stdlib parser, in order."""
+    path = samples_dir() / "defectdojo__nessus_with_cvssv3.nessus"
+    if not path.exists():
+        pytest.skip("samples absent")
+    want = [
+        [int(c.text or "") for c in item.iter("cwe")]
+        for item in ElementTree.parse(path).getroot().iter("ReportItem")
+    ]
+    got = [f.cwes for f in iter_findings(path)]
+    assert got == want
+    assert sum(map(len, got)) == path.read_text().count("<cwe>") > 0
+
+
+def test_cwe_forms_and_old_stored_findings(tmp_path: Path) -> None:
+    item = report_item(7).replace(
+        "</ReportItem>", "<cwe>CWE-79</cwe><cwe> 352 </cwe><cwe>n/a</cwe></ReportItem>"
+    )
+    path = tmp_path / "c.nessus"
+    path.write_text(export({"h": ({}, [item])}))
+    (f,) = iter_findings(path)
+    assert f.cwes == [79, 352]
+    # findings stored before cwes existed decode with none
+    old = msgspec.msgpack.encode({k: v for k, v in msgspec.to_builtins(f).items() if k != "cwes"})
+    assert msgspec.msgpack.decode(old, type=Finding).cwes == []

@@ -50,6 +50,7 @@ findings_st = st.lists(
         plugin_family=st.sampled_from(["General", "Web Servers"]),
         cvss3_base_score=st.none() | st.sampled_from([3.1, 5.0, 7.5, 9.8]),
         cves=st.lists(st.sampled_from(["CVE-2020-1", "CVE-2021-2"]), max_size=2),
+        cwes=st.lists(st.sampled_from([20, 79, 352]), max_size=2),
         exploit_available=st.booleans(),
         plugin_name=st.sampled_from(["OpenSSH < 9", "Apache httpd", "TLS Version"]),
     ),
@@ -66,6 +67,7 @@ queries_st = st.builds(
     plugin_id=st.none() | st.integers(1, 6),
     plugin_family=st.none() | st.sampled_from(["general", "Web Servers"]),
     cve=st.none() | st.sampled_from(["cve-2020-1", "CVE-2021-2"]),
+    cwe=st.none() | st.sampled_from([79, "79", "CWE-352", "cwe-20"]),
     exploit_available=st.none() | st.booleans(),
     text=st.none() | st.sampled_from(["openssh", "TLS", "x"]),
     page_size=st.integers(1, 7),
@@ -141,6 +143,9 @@ def test_host_filter_has_no_substring_surprises() -> None:
         ({"bogus": 1}, "bogus"),
         ({"page": "x"}, "page"),
         ({"profile": "huge"}, "profile"),
+        ({"cwe": "XSS"}, "cwe"),
+        ({"cwe": True}, "cwe"),
+        ({"cwe": "-79"}, "cwe"),
     ],
 )
 def test_validation_errors_name_the_field(raw: dict[str, Any], field: str) -> None:
@@ -220,3 +225,13 @@ def test_host_filter_takes_a_url_host_as_a_name() -> None:
         with pytest.raises(ValidationError, match="invalid CIDR") as ei:
             parse_query({"host": bad})
         assert ei.value.field == "host"
+
+
+def test_cwe_filter_and_profiles() -> None:
+    fs = [mk(plugin_id=1, cwes=[20, 79]), mk(plugin_id=2, cwes=[352]), mk(plugin_id=3)]
+    for spec in (79, "79", "CWE-79", "cwe-79"):
+        page = query_findings(fs, parse_query({"cwe": spec, "profile": "summary"}))
+        assert [(i["plugin_id"], i["cwes"]) for i in page.items] == [(1, [20, 79])]
+    brief = query_findings(fs, parse_query({"profile": "brief", "sort": "plugin_id"}))
+    assert [i["cwes"] for i in brief.items] == [[20, 79], [352], []]
+    assert "cwes" not in query_findings(fs, FindingsQuery(profile="minimal")).items[0]

@@ -60,6 +60,7 @@ def add_results_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     f.add_argument("--plugin-id", type=int)
     f.add_argument("--plugin-family")
     f.add_argument("--cve")
+    f.add_argument("--cwe", help="CWE id, e.g. 79 or CWE-79")
     f.add_argument("--exploit-available", action="store_true", default=None)
     f.add_argument("--text", help="case-insensitive substring of the plugin name")
     f.add_argument("--sort", default="severity")
@@ -172,6 +173,7 @@ def _findings(args: argparse.Namespace) -> int:
         "plugin_id": args.plugin_id,
         "plugin_family": args.plugin_family,
         "cve": args.cve,
+        "cwe": args.cwe,
         "exploit_available": args.exploit_available,
         "text": args.text,
         "sort": args.sort,

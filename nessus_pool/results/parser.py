@@ -41,6 +41,7 @@ from nessus_pool.results.types import (
     ScanResults,
     SeverityBreakdown,
     Validation,
+    cwe_number,
 )
 
 __all__ = [
@@ -181,6 +182,7 @@ def _int(value: str | None, default: int = 0) -> int:
 #: ReportItem children a Finding reads; lxml skips every other child in C
 _FINDING_TAGS = (
     "cve",
+    "cwe",
     "plugin_output",
     "description",
     "synopsis",
@@ -209,14 +211,19 @@ def _finding(el: Any, host: str, ip: str | None, fqdn: str | None) -> Finding:
     risk = synopsis = description = solution = output = see_also = None
     cvss3 = cvss = None
     cves: list[str] = []
+    cwes: list[int] = []
     exploit = False
-    # one pass over the wanted children; a repeated child: the last one wins (cve: all kept)
+    # one pass over the wanted children; a repeated child: the last one wins (cve, cwe: all
+    # kept)
     for child in el.iterchildren(*_FINDING_TAGS):
         tag = child.tag
         text = child.text
         if tag == "cve":
             if text:
                 cves.append(text.strip())
+        elif tag == "cwe":
+            if (cwe := cwe_number(text)) is not None:
+                cwes.append(cwe)
         elif tag == "plugin_output":
             output = text
         elif tag == "description":
@@ -250,6 +257,7 @@ def _finding(el: Any, host: str, ip: str | None, fqdn: str | None) -> Finding:
         cvss3_base_score=cvss3,
         cvss_base_score=cvss,
         cves=cves,
+        cwes=cwes,
         exploit_available=exploit,
         synopsis=synopsis,
         description=description,

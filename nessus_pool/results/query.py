@@ -12,7 +12,7 @@ from typing import Any, Literal
 import msgspec
 
 from nessus_pool.errors import ValidationError
-from nessus_pool.results.types import SEVERITY_BY_NAME, SEVERITY_NAMES, Finding
+from nessus_pool.results.types import SEVERITY_BY_NAME, SEVERITY_NAMES, Finding, cwe_number
 
 Predicate = Callable[[Finding], bool]
 Profile = Literal["minimal", "summary", "brief", "full", "custom"]
@@ -23,11 +23,11 @@ PROFILES: dict[str, tuple[str, ...]] = {
     "minimal": ("host", "port", "severity", "plugin_id", "plugin_name"),
     "summary": (
         "host", "port", "protocol", "severity", "plugin_id", "plugin_name", "plugin_family",
-        "cvss3_base_score", "cves", "exploit_available",
+        "cvss3_base_score", "cves", "cwes", "exploit_available",
     ),
     "brief": (
         "host", "port", "protocol", "severity", "plugin_id", "plugin_name", "plugin_family",
-        "cvss3_base_score", "cves", "exploit_available", "synopsis", "solution",
+        "cvss3_base_score", "cves", "cwes", "exploit_available", "synopsis", "solution",
     ),
     "full": ALL_FIELDS,
 }  # fmt: skip
@@ -64,6 +64,8 @@ class FindingsQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     plugin_id: int | None = None
     plugin_family: str | None = None
     cve: str | None = None
+    #: a CWE id: 79, "79" or "CWE-79" (matches findings whose ``cwes`` hold it)
+    cwe: int | str | None = None
     exploit_available: bool | None = None
     text: str | None = None
     sort: Sort = "severity"
@@ -79,6 +81,13 @@ class FindingsQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             self.severities = sorted({severity_value(s, "severities") for s in self.severities})
         if self.min_cvss3 is not None and not 0.0 <= self.min_cvss3 <= 10.0:
             raise ValidationError("min_cvss3 must be between 0 and 10", field="min_cvss3")
+        if self.cwe is not None:
+            cwe = None if isinstance(self.cwe, bool) else cwe_number(str(self.cwe))
+            if cwe is None:
+                raise ValidationError(
+                    f"cwe must be a CWE id such as 79 or CWE-79; got {self.cwe!r}", field="cwe"
+                )
+            self.cwe = cwe
         if self.port is not None and not 0 <= self.port <= 65535:
             raise ValidationError("port must be 0-65535", field="port")
         if self.page < 1:
@@ -200,6 +209,9 @@ def _predicate(q: FindingsQuery) -> Predicate:
     if q.cve is not None:
         cve = q.cve.strip().upper()
         checks.append(lambda f: any(c.upper() == cve for c in f.cves))
+    if isinstance(q.cwe, int):
+        cwe = q.cwe
+        checks.append(lambda f: cwe in f.cwes)
     if q.exploit_available is not None:
         checks.append(lambda f: f.exploit_available is q.exploit_available)
     if q.text is not None:
@@ -228,8 +240,9 @@ def _sort_key(sort: str) -> Callable[[Finding], tuple[Any, ...]]:
 def project(f: Finding, fields: tuple[str, ...]) -> dict[str, Any]:
     """The finding as a dict of ``fields`` (lists copied, so callers may mutate them)."""
     out = {name: getattr(f, name) for name in fields}
-    if "cves" in out:
-        out["cves"] = list(out["cves"])
+    for name in ("cves", "cwes"):
+        if name in out:
+            out[name] = list(out[name])
     return out
 
 

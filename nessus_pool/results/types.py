@@ -12,6 +12,7 @@ scores are kept on every :class:`Finding` for callers who want the CVSS view.
 from __future__ import annotations
 
 import enum
+import re
 from typing import Literal
 
 import msgspec
@@ -32,6 +33,15 @@ SEVERITY_BY_NAME: dict[str, int] = {
 CredentialedChecks = Literal["yes", "no"]
 
 
+_CWE = re.compile(r"(?:CWE[-: ]?)?([0-9]{1,9})", re.I)
+
+
+def cwe_number(text: str | None) -> int | None:
+    """The CWE id of ``"79"``, ``"CWE-79"`` or ``"cwe 79"``; None for anything else."""
+    m = _CWE.fullmatch((text or "").strip())
+    return int(m.group(1)) if m else None
+
+
 class Finding(msgspec.Struct, kw_only=True, gc=False):
     """One ``ReportItem`` of one ``ReportHost``."""
 
@@ -50,6 +60,8 @@ class Finding(msgspec.Struct, kw_only=True, gc=False):
     cvss3_base_score: float | None = None
     cvss_base_score: float | None = None
     cves: list[str] = msgspec.field(default_factory=list)
+    #: CWE ids of the weakness classes (``<cwe>79</cwe>``), in export order
+    cwes: list[int] = msgspec.field(default_factory=list)
     exploit_available: bool = False
     synopsis: str | None = None
     description: str | None = None

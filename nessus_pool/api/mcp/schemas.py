@@ -115,6 +115,7 @@ class Filters(_Args):
     plugin_id: int | None = None
     plugin_family: str | None = None
     cve: Annotated[str | None, D(description="e.g. CVE-2021-44228")] = None
+    cwe: Annotated[int | str | None, D(description="e.g. 79 or CWE-79")] = None
     exploit_available: bool | None = None
     text: Annotated[str | None, D(description="Substring of the plugin name")] = None
     sort: Literal["severity", "cvss3", "host", "plugin_id", "port"] = "severity"
