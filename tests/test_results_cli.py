@@ -52,7 +52,8 @@ def test_summary_json_matches_manifest(entry: dict[str, Any], capsys: Any) -> No
     assert run(["results", "summary", str(path), "--json"]) == 0
     out = capsys.readouterr().out
     doc = json.loads(out)
-    assert out.count("\n") == 1 and set(doc) >= SUMMARY_KEYS
+    assert out == json.dumps(doc, indent=2) + "\n"  # indented like every other --json
+    assert set(doc) >= SUMMARY_KEYS
     facts = entry["facts"]
     assert doc["hosts_scanned"] == facts["report_hosts"]
     assert doc["findings_total"] == facts["report_items"]
@@ -153,7 +154,39 @@ def test_findings_json_and_filters(capsys: Any) -> None:
     page = json.loads(capsys.readouterr().out)
     assert page["total"] > 0 and all(i["exploit_available"] for i in page["items"])
     assert run(["results", "findings", str(path), "--port", "445", "--page-size", "2"]) == 0
-    assert "finding(s); page 1/" in capsys.readouterr().out
+    assert capsys.readouterr().out.splitlines()[-1].startswith("page 1/")
+
+
+def test_findings_table_speaks_like_scan_results(capsys: Any) -> None:
+    """Severity by name, yes/no, the PLUGIN header and plurals, as the online table."""
+    path = sample("pytenable__example.nessus")
+    assert run(["results", "findings", str(path), "--profile", "full", "--json"]) == 0
+    every = json.loads(capsys.readouterr().out)["items"]
+    argv = ["results", "findings", str(path), "--min-severity", "critical", "--page-size", "2"]
+    assert run(argv) == 0
+    head, *rows, foot = capsys.readouterr().out.splitlines()
+    assert head.split() == [
+        "SEVERITY", "HOST", "PORT", "PROTO", "PLUGIN", "NAME", "FAMILY", "CVSS3", "CVES", "CWES",
+        "EXPLOIT",
+    ]  # fmt: skip
+    criticals = [i for i in every if i["severity"] == 4]
+    assert len(rows) == 2 and all(r.startswith("critical  adam  445 ") for r in rows)
+    exploit = {True: "yes", False: "no"}
+    by_id = {i["plugin_id"]: i for i in criticals}
+    for r in rows:
+        plugin_id = int(r.split()[4])
+        assert r.endswith("  " + exploit[by_id[plugin_id]["exploit_available"]])
+    pages = -(-len(criticals) // 2)
+    assert foot == f"page 1/{pages}, {len(criticals)} findings (next: --page 2)"
+    assert run(["results", "findings", str(path), "--plugin-id", "19506"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("info  ") and out[-1] == "page 1/1, 1 finding"
+    empty = ["results", "findings", str(path), "--plugin-id", "1", "--json"]
+    assert run(empty[:-1]) == 0
+    assert capsys.readouterr().out == "page 1/1, 0 findings\n"
+    assert run(empty) == 0
+    out = capsys.readouterr().out
+    assert out == json.dumps(json.loads(out), indent=2) + "\n"
 
 
 def test_exit_codes(tmp_path: Path, capsys: Any) -> None:

@@ -11,6 +11,7 @@ validation error (the field named), or an XML file that is not a Nessus export.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -21,8 +22,6 @@ from nessus_pool.models import ScanType
 from nessus_pool.results.parser import ScanResults, iter_findings, parse_export
 from nessus_pool.results.query import PROFILES, FindingsPage, parse_query, query_findings
 from nessus_pool.results.types import SEVERITY_NAMES
-
-_json = msgspec.json.Encoder()
 
 
 def add_results_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -46,7 +45,7 @@ def add_results_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="TARGET",
         help="targets the scan was given (IPs, CIDRs, ranges a-b, hostnames; commas allowed)",
     )
-    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.add_argument("--json", action="store_true", help="print one indented JSON object")
 
     f = sub.add_parser("findings", help="filter, sort and page the findings")
     f.add_argument("file", metavar="FILE.nessus")
@@ -68,7 +67,7 @@ def add_results_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     f.add_argument("--page-size", type=int, default=50)
     f.add_argument("--profile", default="summary", help=f"{', '.join(PROFILES)} or custom")
     f.add_argument("--fields", help="comma-separated fields for --profile custom")
-    f.add_argument("--json", action="store_true", help="print one JSON object")
+    f.add_argument("--json", action="store_true", help="print one indented JSON object")
 
 
 def run_results(args: argparse.Namespace) -> int:
@@ -126,7 +125,7 @@ def _summary(args: argparse.Namespace) -> int:
     r = parse_export(args.file, scan_type=scan_type, targets=args.targets)
     doc = summary_document(r)
     if args.json:
-        print(_json.encode(doc).decode())
+        print_json(doc)
         return 0
     sev = doc["severity_breakdown"]
     rows = [
@@ -185,27 +184,66 @@ def _findings(args: argparse.Namespace) -> int:
     q = parse_query({k: v for k, v in raw.items() if v is not None})
     page = query_findings(list(iter_findings(args.file)), q)
     if args.json:
-        print(_json.encode(page).decode())
+        print_json(page)
     else:
         _print_page(page)
     return 0
 
 
+#: table headers shared with the online ``scan results`` table; other fields: upper-cased
+HEADERS = {
+    "severity": "SEVERITY",
+    "protocol": "PROTO",
+    "plugin_id": "PLUGIN",
+    "plugin_name": "NAME",
+    "plugin_family": "FAMILY",
+    "cvss3_base_score": "CVSS3",
+    "cvss_base_score": "CVSS2",
+    "exploit_available": "EXPLOIT",
+}
+_CELL_MAX = 40
+
+
+def plural(n: int, word: str) -> str:
+    """``1 finding``, ``2 findings``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def print_json(data: Any) -> None:
+    """Indented JSON, like every other ``--json`` of the CLI."""
+    print(json.dumps(msgspec.to_builtins(data), indent=2))
+
+
+def findings_table(items: list[dict[str, Any]], fields: list[str]) -> list[str]:
+    """Table lines for findings: severity first and by name, booleans as yes/no."""
+    cols = sorted(fields, key=lambda c: c != "severity")
+    cells = [[cell(c, item.get(c)) for c in cols] for item in items]
+    heads = [HEADERS.get(c, c.upper()) for c in cols]
+    widths = [
+        min(_CELL_MAX, max(len(h), *(len(row[i]) for row in cells))) for i, h in enumerate(heads)
+    ]
+    return [
+        "  ".join(v[:w].ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+        for row in (heads, *cells)
+    ]
+
+
 def _print_page(page: FindingsPage) -> None:
-    print(f"{page.total} finding(s); page {page.page}/{page.pages}")
-    if not page.items:
-        return
-    cols = page.fields
-    cells = [[_cell(item.get(c)) for c in cols] for item in page.items]
-    widths = [min(40, max(len(c), *(len(row[i]) for row in cells))) for i, c in enumerate(cols)]
-    print("  ".join(c.upper()[:w].ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
-    for row in cells:
-        print("  ".join(v[:w].ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    if page.items:
+        for line in findings_table(page.items, page.fields):
+            print(line)
+    more = f" (next: --page {page.page + 1})" if page.has_more else ""
+    print(f"page {page.page}/{page.pages}, {plural(page.total, 'finding')}{more}")
 
 
-def _cell(value: Any) -> str:
+def cell(field: str, value: Any) -> str:
+    """One table cell: severity by name, yes/no, lists comma-separated, "-" for nothing."""
     if value is None:
         return "-"
+    if field == "severity" and isinstance(value, int):
+        return SEVERITY_NAMES.get(value, str(value))
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, list):
         return ",".join(map(str, value)) or "-"
     return " ".join(str(value).split())
