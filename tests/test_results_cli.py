@@ -268,3 +268,97 @@ def test_findings_cwe_filter_on_a_real_export(capsys: Any) -> None:
     assert all("cwes" in i for i in page["items"])
     assert run(["results", "findings", str(path), "--cwe", "XSS"]) == 2
     assert "error (cwe)" in capsys.readouterr().err
+
+
+def mini_export(items: list[tuple[str, int, int, int]]) -> str:
+    """An export of (host, plugin id, port, severity) items."""
+    hosts: dict[str, list[str]] = {}
+    for host, pid, port, sev in items:
+        hosts.setdefault(host, []).append(
+            f'<ReportItem port="{port}" svc_name="x" protocol="tcp" severity="{sev}" '
+            f'pluginID="{pid}" pluginName="Plugin {pid}" pluginFamily="General"/>'
+        )
+    body = "".join(
+        f'<ReportHost name="{h}"><HostProperties/>{"".join(its)}</ReportHost>'
+        for h, its in hosts.items()
+    )
+    return f'<NessusClientData_v2><Report name="r">{body}</Report></NessusClientData_v2>'
+
+
+def test_diff_tables_and_json(tmp_path: Path, capsys: Any) -> None:
+    old, new = tmp_path / "old.nessus", tmp_path / "new.nessus"
+    old.write_text(
+        mini_export(
+            [("a", 1, 22, 2), ("a", 2, 443, 3), ("a", 3, 0, 0), ("a", 6, 25, 2), ("b", 4, 80, 1)]
+        )
+    )
+    new.write_text(
+        mini_export(
+            [("a", 1, 22, 2), ("a", 2, 443, 4), ("a", 6, 25, 3), ("b", 4, 80, 1), ("b", 5, 80, 3)]
+        )
+    )
+    assert run(["results", "diff", str(old), str(new), "--json"]) == 0
+    out = capsys.readouterr().out
+    doc = json.loads(out)
+    assert out == json.dumps(doc, indent=2) + "\n"
+    assert (doc["old"], doc["new"]) == (str(old), str(new))
+    d = doc["diff"]
+    assert (d["new_total"], d["fixed_total"], d["changed_severity_total"]) == (1, 1, 2)
+    assert d["unchanged_total"] == 2 and not d["truncated"]
+    assert [(i["host"], i["plugin_id"]) for i in d["new"]] == [("b", 5)]
+    assert [(i["host"], i["plugin_id"]) for i in d["fixed"]] == [("a", 3)]
+    assert [
+        (c["plugin_id"], c["old_severity"], c["new_severity"]) for c in d["changed_severity"]
+    ] == [
+        (2, 3, 4),
+        (6, 2, 3),
+    ]
+
+    assert run(["results", "diff", str(old), str(new)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "1 new, 1 fixed, 2 changed severity, 2 unchanged"
+    sections = {
+        title: lines[i + 1 : i + 3] for i, title in enumerate(lines) if title.endswith("):")
+    }
+    assert [ln.split() for ln in sections["new (1):"]] == [
+        ["SEVERITY", "HOST", "PORT", "PROTO", "PLUGIN", "NAME"],
+        ["high", "b", "80", "tcp", "5", "Plugin", "5"],
+    ]
+    assert sections["fixed (1):"][1].split()[:5] == ["info", "a", "0", "tcp", "3"]
+    assert [ln.split()[:4] for ln in sections["changed severity (2):"]] == [
+        ["WAS", "NOW", "HOST", "PORT"],
+        ["high", "critical", "a", "443"],
+    ]
+
+    # only what is high or worse in either export: medium -> high stays a change
+    assert run(["results", "diff", str(old), str(new), "--min-severity", "high", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)["diff"]
+    assert (d["new_total"], d["fixed_total"], d["changed_severity_total"]) == (1, 0, 2)
+    assert d["unchanged_total"] == 0
+    # lists bounded, counts complete
+    assert run(["results", "diff", str(new), str(old), "--limit", "1", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)["diff"]
+    assert (d["changed_severity_total"], len(d["changed_severity"]), d["truncated"]) == (2, 1, True)
+    assert d["changed_severity"][0]["new_severity"] == 3  # the worst first: critical -> high
+
+
+def test_diff_of_a_real_export_with_itself_and_bad_input(tmp_path: Path, capsys: Any) -> None:
+    path = sample("libnessus__nessus_report_local2.nessus")
+    assert run(["results", "diff", str(path), str(path), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)["diff"]
+    keys = run(["results", "findings", str(path), "--page-size", "500", "--json"])
+    items = json.loads(capsys.readouterr().out)["items"]
+    distinct = {(i["host"], i["plugin_id"], i["port"], i["protocol"]) for i in items}
+    assert keys == 0 and d["unchanged_total"] == len(distinct) > 0
+    assert d["new_total"] == d["fixed_total"] == d["changed_severity_total"] == 0
+    foo = tmp_path / "foo.xml"
+    foo.write_text("<foo/>")
+    for argv, message in (
+        ([str(path), str(foo)], "foo.xml is not a NessusClientData_v2 file"),
+        ([str(path), str(path), "--limit", "0"], "error (limit): limit must be >= 1"),
+        ([str(path), str(path), "--min-severity", "bad"], "error (min_severity)"),
+    ):
+        assert run(["results", "diff", *argv]) == 2
+        assert message in capsys.readouterr().err
+    assert run(["results", "diff", str(path), str(tmp_path / "nope.nessus")]) == 1
+    assert "cannot read" in capsys.readouterr().err

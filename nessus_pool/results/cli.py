@@ -20,14 +20,26 @@ import msgspec
 from nessus_pool.errors import NotNessusExportError, ResultsError, ValidationError
 from nessus_pool.models import ScanType
 from nessus_pool.results.parser import ScanResults, iter_findings, parse_export
-from nessus_pool.results.query import PROFILES, FindingsPage, parse_query, query_findings
+from nessus_pool.results.query import (
+    PROFILES,
+    DiffKey,
+    FindingsPage,
+    diff_findings,
+    diff_key,
+    parse_query,
+    query_findings,
+    severity_value,
+)
 from nessus_pool.results.types import SEVERITY_NAMES
 
 
 def add_results_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add ``results summary`` and ``results findings`` to a CLI's subparsers."""
-    results = subparsers.add_parser("results", help="summarise or query a .nessus export offline")
-    sub = results.add_subparsers(dest="results_command", metavar="{summary,findings}")
+    """Add ``results summary``, ``results findings`` and ``results diff`` to a CLI's
+    subparsers."""
+    results = subparsers.add_parser(
+        "results", help="summarise, query or compare .nessus exports offline"
+    )
+    sub = results.add_subparsers(dest="results_command", metavar="{summary,findings,diff}")
     sub.required = True
 
     s = sub.add_parser("summary", help="hosts, severities and the authentication verdict")
@@ -69,12 +81,35 @@ def add_results_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     f.add_argument("--fields", help="comma-separated fields for --profile custom")
     f.add_argument("--json", action="store_true", help="print one indented JSON object")
 
+    d = sub.add_parser(
+        "diff",
+        help="what changed between two exports: new, fixed and re-rated findings",
+        description="Compare two exports of the same targets. A finding is one (host, "
+        "plugin, port, protocol); it is new, fixed, changed in severity or unchanged.",
+    )
+    d.add_argument("old", metavar="OLD.nessus")
+    d.add_argument("new", metavar="NEW.nessus")
+    d.add_argument(
+        "--min-severity",
+        help="compare only findings this severe or worse in either export (0-4 or a name): "
+        "a medium that became high is a change, not a new finding",
+    )
+    d.add_argument(
+        "--limit",
+        type=int,
+        default=100,
+        help="findings listed per section, worst first (counts are always complete)",
+    )
+    d.add_argument("--json", action="store_true", help="print one indented JSON object")
+
 
 def run_results(args: argparse.Namespace) -> int:
-    """Run ``results summary|findings``; returns the exit code."""
+    """Run ``results summary|findings|diff``; returns the exit code."""
     try:
         if args.results_command == "summary":
             return _summary(args)
+        if args.results_command == "diff":
+            return _diff(args)
         return _findings(args)
     except ValidationError as exc:
         field = f" ({exc.field})" if exc.field else ""
@@ -190,9 +225,59 @@ def _findings(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the columns of the diff tables (the JSON carries the summary profile)
+_DIFF_COLUMNS = ["severity", "host", "port", "protocol", "plugin_id", "plugin_name"]
+
+
+def _diff(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise ValidationError(f"limit must be >= 1; got {args.limit}", field="limit")
+    floor = None if args.min_severity is None else severity_value(args.min_severity)
+    old, new = list(iter_findings(args.old)), list(iter_findings(args.new))
+    if floor is not None:
+        # by the worse of the two exports, so medium -> high is a change, not a new finding
+        worst: dict[DiffKey, int] = {}
+        for f in (*old, *new):
+            k = diff_key(f)
+            worst[k] = max(worst.get(k, 0), f.severity)
+        old = [f for f in old if worst[diff_key(f)] >= floor]
+        new = [f for f in new if worst[diff_key(f)] >= floor]
+    diff = diff_findings(old, new, limit=args.limit)
+    if args.json:
+        print_json({"old": args.old, "new": args.new, "diff": diff})
+        return 0
+    print(f"old  {args.old}  ({plural(len(old), 'finding')})")
+    print(f"new  {args.new}  ({plural(len(new), 'finding')})")
+    print(
+        f"{diff.new_total} new, {diff.fixed_total} fixed, "
+        f"{diff.changed_severity_total} changed severity, {diff.unchanged_total} unchanged"
+    )
+    for title, items, total in (
+        ("new", diff.new, diff.new_total),
+        ("fixed", diff.fixed, diff.fixed_total),
+    ):
+        if items:
+            print(f"\n{title} ({_shown(len(items), total)}):")
+            for line in findings_table(items, _DIFF_COLUMNS):
+                print(f"  {line}")
+    if diff.changed_severity:
+        shown = _shown(len(diff.changed_severity), diff.changed_severity_total)
+        print(f"\nchanged severity ({shown}):")
+        rows = [msgspec.to_builtins(c) for c in diff.changed_severity]
+        for line in findings_table(rows, ["old_severity", "new_severity", *_DIFF_COLUMNS[1:]]):
+            print(f"  {line}")
+    return 0
+
+
+def _shown(listed: int, total: int) -> str:
+    return str(total) if listed == total else f"{listed} of {total}; raise --limit for more"
+
+
 #: table headers shared with the online ``scan results`` table; other fields: upper-cased
 HEADERS = {
     "severity": "SEVERITY",
+    "old_severity": "WAS",
+    "new_severity": "NOW",
     "protocol": "PROTO",
     "plugin_id": "PLUGIN",
     "plugin_name": "NAME",
@@ -202,6 +287,7 @@ HEADERS = {
     "exploit_available": "EXPLOIT",
 }
 _CELL_MAX = 40
+_SEVERITY_FIELDS = frozenset({"severity", "old_severity", "new_severity"})
 
 
 def plural(n: int, word: str) -> str:
@@ -240,7 +326,7 @@ def cell(field: str, value: Any) -> str:
     """One table cell: severity by name, yes/no, lists comma-separated, "-" for nothing."""
     if value is None:
         return "-"
-    if field == "severity" and isinstance(value, int):
+    if field in _SEVERITY_FIELDS and isinstance(value, int):
         return SEVERITY_NAMES.get(value, str(value))
     if isinstance(value, bool):
         return "yes" if value else "no"
