@@ -1,4 +1,5 @@
-"""The offline ``results`` command: summarise or query a ``.nessus`` file without a daemon.
+"""The offline ``results`` command: summarise, query or compare ``.nessus`` files without a
+daemon.
 
 Exit codes: 0 ok; 1 the file could not be read or parsed (message on stderr); 2 a usage or
 validation error (the field named), or an XML file that is not a Nessus export.
