@@ -298,9 +298,9 @@ def test_validate_counts_and_warnings() -> None:
     assert v.authentication_status is AuthStatus.FAILED
     assert v.hosts_by_status == {"failed": 1, "success": 1, "unknown": 1}
     joined = "\n".join(v.warnings)
-    assert "2 target(s) have no results" in joined and "10.0.0.4, db" in joined
-    assert "absent on 1 host(s): web" in joined
-    assert "no port scanner was enabled for 1 host(s)" in joined
+    assert "2 targets have no results" in joined and "10.0.0.4, db" in joined
+    assert "absent on 1 host: web" in joined
+    assert "no port scanner was enabled for 1 host:" in joined
     assert any("'bob'" in t for t in v.troubleshooting)
 
 
@@ -384,8 +384,8 @@ def test_paranoid_warning_only_when_confirmation_plugins_decided() -> None:
     # 19506 says no, 12634 (local checks ran) decided: the warning names what decided
     (w,) = warnings_for(host({19506: [no], 12634: ["Local checks have been enabled."]}))
     assert w.startswith(
-        "Host 10.0.0.5: plugin 19506 says 'Credentialed checks : no' but plugin(s) 12634 "
-        "confirm a login and decided the verdict (Paranoid report settings"
+        "Host 10.0.0.5: plugin 19506 says 'Credentialed checks : no' but plugin 12634 "
+        "confirms a login and decided the verdict (Paranoid report settings"
     )
     assert "141118" not in w and "110095" not in w
     # 19506 says no and a failure plugin decided: no Paranoid story to tell
@@ -416,12 +416,12 @@ def test_19506_empty_or_without_the_credential_line_warns() -> None:
         HostFacts(name="e", outputs={19506: [info_19506("yes")]}),
     )
     assert ws == [
-        "plugin 19506 (Nessus Scan Information) is absent on 1 host(s): d; "
+        "plugin 19506 (Nessus Scan Information) is absent on 1 host: d; "
         "scan settings unknown there",
-        "plugin 19506 (Nessus Scan Information) has an empty output on 2 host(s): a, b; "
+        "plugin 19506 (Nessus Scan Information) has an empty output on 2 hosts: a, b; "
         "scan settings unknown there",
         "plugin 19506 (Nessus Scan Information) has no 'Credentialed checks' line on 1 "
-        "host(s): c; whether credentialed checks ran is unknown there",
+        "host: c; whether credentialed checks ran is unknown there",
     ]
 
 
@@ -438,6 +438,6 @@ def test_19506_without_output_in_an_export_warns(tmp_path: Path) -> None:
     r = parse_export(path, scan_type=None)
     assert r.hosts[0].credentialed_checks is None
     assert any(
-        "19506 (Nessus Scan Information) has an empty output on 1 host(s): 10.0.0.9" in w
+        "19506 (Nessus Scan Information) has an empty output on 1 host: 10.0.0.9" in w
         for w in r.validation.warnings
     )

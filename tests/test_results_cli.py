@@ -94,7 +94,7 @@ def test_summary_v_unknown_failed_with_troubleshooting(capsys: Any) -> None:
     assert doc["authentication_status"] == "failed"
     assert all(h["credentialed_checks"] == "no" and 24786 in h["evidence"] for h in doc["hosts"])
     assert any("ADMIN$" in t and "qa3app09" in t for t in doc["troubleshooting"])
-    assert any("1 target(s) have no results" in w and "10.31.112.99" in w for w in doc["warnings"])
+    assert any("1 target has no results" in w and "10.31.112.99" in w for w in doc["warnings"])
 
 
 def test_summary_scan_type_override(capsys: Any) -> None:

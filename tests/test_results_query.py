@@ -235,3 +235,10 @@ def test_cwe_filter_and_profiles() -> None:
     brief = query_findings(fs, parse_query({"profile": "brief", "sort": "plugin_id"}))
     assert [i["cwes"] for i in brief.items] == [[20, 79], [352], []]
     assert "cwes" not in query_findings(fs, FindingsQuery(profile="minimal")).items[0]
+
+
+def test_unknown_fields_message_counts_right() -> None:
+    with pytest.raises(ValidationError, match=r"^unknown field nope; known: host, "):
+        parse_query({"profile": "custom", "fields": ["nope"]})
+    with pytest.raises(ValidationError, match=r"^unknown fields a, b; known: "):
+        parse_query({"profile": "custom", "fields": ["host", "a", "b"]})

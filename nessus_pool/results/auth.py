@@ -32,7 +32,7 @@ import msgspec
 from nessus_pool.models import ScanType
 from nessus_pool.results import troubleshoot as ts
 from nessus_pool.results.scaninfo import ScanInfo, credentialed_from_tag, parse_scan_info
-from nessus_pool.results.types import AuthStatus, CredentialedChecks, Validation
+from nessus_pool.results.types import AuthStatus, CredentialedChecks, Validation, plural
 
 SCAN_INFO = 19506
 #: "Microsoft Windows SMB Log In Possible": says which account the SMB tests use, or only
@@ -129,8 +129,10 @@ def assess_host(facts: HostFacts, scan_type: ScanType) -> HostAuth:
         failures.append(SMB_LOGIN_POSSIBLE)
     if cc == "no" and confirmed:
         notes.append(
-            f"plugin 19506 says 'Credentialed checks : no' but plugin(s) "
-            f"{', '.join(map(str, confirmed))} confirm a login and decided the verdict"
+            f"plugin 19506 says 'Credentialed checks : no' but "
+            f"{'plugin' if len(confirmed) == 1 else 'plugins'} "
+            f"{', '.join(map(str, confirmed))} {'confirms' if len(confirmed) == 1 else 'confirm'} "
+            "a login and decided the verdict"
             + (
                 " (Paranoid report settings, under which 19506 may say 'no' although the "
                 "login worked)"
@@ -237,7 +239,8 @@ def validate(
             shown = ", ".join(missing[:_MAX_LISTED])
             more = f" (+{len(missing) - _MAX_LISTED} more)" if len(missing) > _MAX_LISTED else ""
             warnings.append(
-                f"{len(missing)} target(s) have no results (down, filtered or excluded): "
+                f"{plural(len(missing), 'target')} {'has' if len(missing) == 1 else 'have'} "
+                "no results (down, filtered or excluded): "
                 f"{shown}{more}"
             )
     warnings.extend(_scan_info_warnings(hosts, verdicts))
@@ -248,7 +251,8 @@ def validate(
     ]
     if no_scanner:
         warnings.append(
-            f"no port scanner was enabled for {len(no_scanner)} host(s): results may be incomplete"
+            f"no port scanner was enabled for {plural(len(no_scanner), 'host')}: "
+            "results may be incomplete"
         )
     warnings.extend(
         f"Host {h.name}: {n}" for h, v in zip(hosts, verdicts, strict=True) for n in v.notes
@@ -290,7 +294,7 @@ def _scan_info_warnings(hosts: list[HostFacts], verdicts: list[HostAuth]) -> lis
             shown = ", ".join(names[:_MAX_LISTED])
             more = f" (+{len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else ""
             out.append(
-                f"plugin 19506 (Nessus Scan Information) {what} on {len(names)} host(s): "
+                f"plugin 19506 (Nessus Scan Information) {what} on {plural(len(names), 'host')}: "
                 f"{shown}{more}; {unknown}"
             )
     return out

@@ -31,7 +31,7 @@ from nessus_pool.results.query import (
     query_findings,
     severity_value,
 )
-from nessus_pool.results.types import SEVERITY_NAMES
+from nessus_pool.results.types import SEVERITY_NAMES, plural
 
 
 def add_results_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -289,11 +289,6 @@ HEADERS = {
 }
 _CELL_MAX = 40
 _SEVERITY_FIELDS = frozenset({"severity", "old_severity", "new_severity"})
-
-
-def plural(n: int, word: str) -> str:
-    """``1 finding``, ``2 findings``."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def print_json(data: Any) -> None:

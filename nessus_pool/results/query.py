@@ -102,7 +102,8 @@ class FindingsQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             unknown = [f for f in self.fields if f not in ALL_FIELDS]
             if unknown:
                 raise ValidationError(
-                    f"unknown field(s) {', '.join(unknown)}; known: {', '.join(ALL_FIELDS)}",
+                    f"unknown {'field' if len(unknown) == 1 else 'fields'} "
+                    f"{', '.join(unknown)}; known: {', '.join(ALL_FIELDS)}",
                     field="fields",
                 )
         elif self.fields is not None:

@@ -33,6 +33,11 @@ SEVERITY_BY_NAME: dict[str, int] = {
 CredentialedChecks = Literal["yes", "no"]
 
 
+def plural(n: int, word: str) -> str:
+    """``1 host``, ``2 hosts``, ``0 hosts``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 _CWE = re.compile(r"(?:CWE[-: ]?)?([0-9]{1,9})", re.I)
 
 
