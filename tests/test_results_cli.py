@@ -362,3 +362,27 @@ def test_diff_of_a_real_export_with_itself_and_bad_input(tmp_path: Path, capsys:
         assert message in capsys.readouterr().err
     assert run(["results", "diff", str(path), str(tmp_path / "nope.nessus")]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_terminal_controls_from_an_export_are_shown_escaped(tmp_path: Path, capsys: Any) -> None:
+    """XML 1.0 allows C1 controls (U+009B is CSI) and bidi overrides in names; the human
+    output must not hand them to the terminal. JSON escapes them anyway."""
+    path = tmp_path / "c1.nessus"
+    path.write_text(
+        '<?xml version="1.0"?><NessusClientData_v2><Report name="r">'
+        '<ReportHost name="h&#x9b;2Jx&#x202e;cba"><ReportItem port="1" protocol="tcp" '
+        'svc_name="x" severity="1" pluginID="1" pluginName="a&#x9b;31mb&#x85;c" '
+        'pluginFamily="f"/></ReportHost></Report></NessusClientData_v2>',
+        encoding="utf-8",
+    )
+    empty = tmp_path / "empty.nessus"
+    empty.write_text("<NessusClientData_v2/>")
+    outputs = []
+    for argv in (["summary", path], ["findings", path], ["diff", empty, path]):
+        assert run(["results", *map(str, argv)]) == 0
+        outputs.append(capsys.readouterr().out)
+    text = "".join(outputs)
+    assert not any(0x7F <= ord(c) < 0xA0 or 0x202A <= ord(c) <= 0x202E for c in text)
+    host = "h\\x9b2Jx\\u202ecba"
+    assert all(host in out for out in outputs)
+    assert "a\\x9b31mb c" in outputs[1]  # U+0085 is whitespace: collapsed like a newline

@@ -170,21 +170,22 @@ def _summary(args: argparse.Namespace) -> int:
         ("severity", "  ".join(f"{k} {sev[k]}" for k in SEVERITY_NAMES.values())),
         ("max CVSS v3", "-" if doc["max_cvss3"] is None else str(doc["max_cvss3"])),
         ("exploitable", str(doc["exploitable_total"])),
-        ("scan window", f"{doc['scan_start'] or '?'} .. {doc['scan_end'] or '?'}"),
+        ("scan window", safe(f"{doc['scan_start'] or '?'} .. {doc['scan_end'] or '?'}")),
         ("authentication", doc["authentication_status"]),
     ]
     for label, value in rows:
         print(f"{label:<16}{value}")
     if doc["hosts"]:
         print()
-        name_w = max(4, *(len(h["name"]) for h in doc["hosts"]))
+        names = [safe(h["name"]) for h in doc["hosts"]]
+        name_w = max(4, *map(len, names))
         print(f"{'HOST':<{name_w}}  {'FINDINGS':>8}  {'C/H/M/L/I':<16}  {'CRED':<4}  AUTH")
-        for h in doc["hosts"]:
+        for name, h in zip(names, doc["hosts"], strict=True):
             b = h["severity_breakdown"]
             counts = "/".join(str(b[k]) for k in SEVERITY_NAMES.values())
             cred = h["credentialed_checks"] or "-"
             print(
-                f"{h['name']:<{name_w}}  {h['findings_total']:>8}  {counts:<16}  {cred:<4}  "
+                f"{name:<{name_w}}  {h['findings_total']:>8}  {counts:<16}  {cred:<4}  "
                 f"{h['authentication_status']}"
             )
     for title, lines in (
@@ -194,7 +195,7 @@ def _summary(args: argparse.Namespace) -> int:
         if lines:
             print(f"\n{title}:")
             for line in lines:
-                print(f"  - {line}")
+                print(f"  - {safe(line)}")
     return 0
 
 
@@ -327,8 +328,21 @@ def cell(field: str, value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, list):
-        return ",".join(map(str, value)) or "-"
-    return " ".join(str(value).split())
+        return safe(",".join(map(str, value))) or "-"
+    return safe(" ".join(str(value).split()))
+
+
+#: control characters (C0, DEL, C1) and bidi overrides, which an export may carry (XML
+#: allows C1 and the overrides) and which would drive or spoof the terminal
+_UNSAFE = {
+    c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+    for c in (*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+}
+
+
+def safe(text: str) -> str:
+    """Text from an export made harmless for a terminal: controls shown escaped."""
+    return text.translate(_UNSAFE)
 
 
 def main(argv: list[str] | None = None) -> int:
