@@ -191,3 +191,55 @@ def test_promtool_accepts_the_rules() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --- README's metrics table ----------------------------------------------------------------
+
+README = EXAMPLES.parent / "README.md"
+
+
+def readme_section(title: str) -> str:
+    """The text of README's section ``title`` (any heading level) up to the next heading."""
+    text = README.read_text(encoding="utf-8")
+    m = re.search(rf"^#+ {re.escape(title)}\n(.*?)(?=^#+ )", text, re.S | re.M)
+    assert m is not None, f"README has no section {title!r}"
+    return m.group(1)
+
+
+def documented_metrics() -> dict[str, tuple[str, str]]:
+    """README's Monitoring table: name -> (type, labels)."""
+    rows = re.findall(
+        r"^\| `(nessus_pool_[a-z0-9_]+)` \| (\w+) \| ([^|]*) \|", readme_section("Monitoring"), re.M
+    )
+    return {name: (kind, labels.strip()) for name, kind, labels in rows}
+
+
+async def test_readme_documents_every_metric_and_no_created_series(
+    tmp_path: Path, start_daemon: DaemonFactory
+) -> None:
+    d: Daemon = await start_daemon(sim_config(tmp_path, scan_seconds=0.2))
+    await exported_metric_names(d)  # one scan and one reload, so labelled families have series
+    async with aiohttp.ClientSession() as http, http.get(f"{d.url}/metrics") as r:
+        text = await r.text()
+    families = list(text_string_to_metric_families(text))
+    created = [s.name for f in families for s in f.samples if s.name.endswith("_created")]
+    assert created == [], f"{len(created)} _created series, e.g. {created[:3]}"
+    live = {
+        (f.name + "_total" if f.type == "counter" else f.name): f.type
+        for f in families
+        if f.name.startswith("nessus_pool_")
+    }
+    documented = documented_metrics()
+    assert sorted(live.keys() - documented.keys()) == [], "exported but not in README"
+    assert sorted(documented.keys() - live.keys()) == [], "in README but not exported"
+    for name, kind in live.items():
+        assert documented[name][0] == kind, name
+    labels = {
+        f.name: sorted({k for s in f.samples for k in s.labels if k not in ("le", "quantile")})
+        for f in families
+    }
+    for name, (_, doc_labels) in documented.items():
+        base = name.removesuffix("_total") if live[name] == "counter" else name
+        shown = sorted(re.findall(r"`([a-z_]+)`", doc_labels))
+        if labels[base]:
+            assert shown == labels[base], name
