@@ -40,6 +40,7 @@ from nessus_pool.config import (
     diff,
     load_config,
     parse_listen,
+    preflight,
     resolve_secret,
 )
 from nessus_pool.engine import Engine, ScannerSpec
@@ -156,6 +157,12 @@ def scanner_specs(cfg: Config, sim_urls: list[str]) -> list[ScannerSpec]:
     return specs
 
 
+def _storage_dir(cfg: Config) -> Path:
+    """Absolute: load_config made it relative to the config file; a config parsed from text
+    has no folder, so the working directory it is."""
+    return Path(os.path.abspath(cfg.storage.path))
+
+
 def effective_pools(cfg: Config) -> list[PoolConfig]:
     pools = list(cfg.pools)
     if cfg.simulator is not None and cfg.pool(cfg.simulator.pool) is None:
@@ -238,9 +245,18 @@ class Daemon:
             setup_logging(cfg.logging.format, cfg.logging.level)
         for w in self.loaded.warnings:
             log.warning(w, extra={"event": "config_warning"})
-        storage = Path(cfg.storage.path)
+        # the same checks `config check` runs; what would stop us raises ConfigError here
+        for p in preflight(cfg):
+            log.warning(
+                f"credential set {p.credential!r} cannot be used: {p.message}; scans that "
+                "name it are refused until it can be read",
+                extra={"event": "credential_unavailable", "credential": p.credential,
+                       "path": p.path, "variable": p.variable, "file": p.file},
+            )  # fmt: skip
+        storage = _storage_dir(cfg)
         self.lock = StorageLock(storage)
         self.lock.acquire()
+        log.info(f"storage {storage}", extra={"event": "storage_opened", "path": str(storage)})
         try:
             await self._start_parts(storage)
         except BaseException:
