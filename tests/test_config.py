@@ -318,3 +318,21 @@ def test_config_init_writes_the_shipped_commented_file(tmp_path: Path) -> None:
     assert "NESSUS_POOL_LAB_PASSWORD" in out.read_text(encoding="utf-8")
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     assert "default-config.toml" in pyproject["tool"]["setuptools"]["package-data"]["nessus_pool"]
+
+
+async def test_reload_runs_the_same_checks(
+    tmp_path: Path, start_daemon: DaemonFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(LAB_VAR, "audit")
+    monkeypatch.setenv("NP_TEST_SK", "sk")
+    data = sim_config(tmp_path, credentials=LAB)
+    d: Daemon = await start_daemon(data)
+    monkeypatch.delenv(LAB_VAR)
+    outcome = await d.reload()
+    assert outcome.applied
+    assert any(LAB_VAR in w for w in outcome.warnings), outcome.warnings
+    broken = broken_configs(tmp_path)["unreadable ca-file"]
+    write_config(Path(str(d.config_path)), {**broken, "credentials": LAB})
+    outcome = await d.reload()
+    assert not outcome.applied
+    assert "no-ca.pem" in outcome.message and "$.pools[0].scanners[0].ca-file" in outcome.message
