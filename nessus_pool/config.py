@@ -443,8 +443,9 @@ def resolve_secret(ref: SecretRef | None, path: str = "") -> str | None:
         raise _err(path, f"cannot read secret file {file}: {exc.strerror}") from None
 
 
-class SecretUnavailable(msgspec.Struct, frozen=True):
-    """A secret reference that cannot be read now. ``variable`` or ``file`` says which."""
+class Unavailable(msgspec.Struct, frozen=True):
+    """Something the config points to that cannot be used now: a secret reference, a CA file
+    or the storage folder. ``variable`` or ``file`` says which; never a secret's value."""
 
     path: str
     message: str
@@ -454,7 +455,7 @@ class SecretUnavailable(msgspec.Struct, frozen=True):
     credential: str | None = None
 
 
-def secret_unavailable(ref: SecretRef | None, path: str) -> SecretUnavailable | None:
+def secret_unavailable(ref: SecretRef | None, path: str) -> Unavailable | None:
     """Why ``ref`` cannot be read now, or None. Reads no secret value: an environment lookup
     or an access check on the file, cheap enough for every submit."""
     if ref is None or isinstance(ref, str):
@@ -462,17 +463,15 @@ def secret_unavailable(ref: SecretRef | None, path: str) -> SecretUnavailable | 
     if ref.env is not None:
         if ref.env in os.environ:
             return None
-        return SecretUnavailable(
-            path, f"environment variable {ref.env} is not set", variable=ref.env
-        )
+        return Unavailable(path, f"environment variable {ref.env} is not set", variable=ref.env)
     file = _secret_file(ref)
     if os.path.isfile(file) and os.access(file, os.R_OK):
         return None
     why = "does not exist" if not os.path.exists(file) else "is not a readable file"
-    return SecretUnavailable(path, f"secret file {file} {why}", file=file)
+    return Unavailable(path, f"secret file {file} {why}", file=file)
 
 
-def credential_unavailable(config: Config, name: str) -> SecretUnavailable | None:
+def credential_unavailable(config: Config, name: str) -> Unavailable | None:
     """The first secret of credential set ``name`` that cannot be read now, or None."""
     cred = config.credentials.get(name)
     if cred is None:
@@ -486,7 +485,7 @@ def credential_unavailable(config: Config, name: str) -> SecretUnavailable | Non
     return None
 
 
-def preflight(config: Config, *, offline: bool = False) -> list[SecretUnavailable]:
+def preflight(config: Config, *, offline: bool = False) -> list[Unavailable]:
     """The checks ``serve`` runs before it starts, run by ``config check`` too, so that a
     file that passes the check starts. Raises :class:`ConfigError` listing everything that
     would stop the daemon: a scanner key or API token that cannot be read, a ``ca-file`` that
@@ -495,7 +494,7 @@ def preflight(config: Config, *, offline: bool = False) -> list[SecretUnavailabl
     ``offline`` skips everything that looks outside the file (secrets, files, folders)."""
     if offline:
         return []
-    errors: list[SecretUnavailable | None] = []
+    errors: list[Unavailable | None] = []
     for k, ref in enumerate(config.server.admin_tokens):
         errors.append(secret_unavailable(ref, f"$.server.admin-tokens[{k}]"))
     for k, ref in enumerate(config.server.read_tokens):
@@ -517,24 +516,24 @@ def preflight(config: Config, *, offline: bool = False) -> list[SecretUnavailabl
     return [p for name in config.credentials if (p := credential_unavailable(config, name))]
 
 
-def _ca_file_problem(ca_file: str, path: str) -> SecretUnavailable | None:
+def _ca_file_problem(ca_file: str, path: str) -> Unavailable | None:
     try:
         ssl.create_default_context(cafile=ca_file)
     except (OSError, ssl.SSLError) as exc:
-        return SecretUnavailable(path, f"cannot load the CA file {ca_file}: {exc}", file=ca_file)
+        return Unavailable(path, f"cannot load the CA file {ca_file}: {exc}", file=ca_file)
     return None
 
 
-def _storage_problem(storage: str) -> SecretUnavailable | None:
+def _storage_problem(storage: str) -> Unavailable | None:
     """Can the daemon create and write ``storage``? Checked without creating anything."""
     p = Path(storage).absolute()
     existing = next((a for a in (p, *p.parents) if a.exists()), None)
     if existing is None or not existing.is_dir():
-        return SecretUnavailable(
+        return Unavailable(
             "$.storage.path", f"{existing or p} is not a directory: cannot use storage {p}"
         )
     if not os.access(existing, os.W_OK | os.X_OK):
-        return SecretUnavailable("$.storage.path", f"{existing} is not writable: storage {p}")
+        return Unavailable("$.storage.path", f"{existing} is not writable: storage {p}")
     return None
 
 

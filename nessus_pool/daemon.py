@@ -37,7 +37,7 @@ from nessus_pool.config import (
     Config,
     LoadedConfig,
     PoolConfig,
-    SecretUnavailable,
+    Unavailable,
     diff,
     load_config,
     parse_listen,
@@ -158,7 +158,7 @@ def scanner_specs(cfg: Config, sim_urls: list[str]) -> list[ScannerSpec]:
     return specs
 
 
-def _warn_unavailable(problems: list[SecretUnavailable]) -> list[str]:
+def _warn_unavailable(problems: list[Unavailable]) -> list[str]:
     """Log each credential set that cannot be used (event credential_unavailable)."""
     messages = []
     for p in problems:
