@@ -336,3 +336,21 @@ async def test_reload_runs_the_same_checks(
     outcome = await d.reload()
     assert not outcome.applied
     assert "no-ca.pem" in outcome.message and "$.pools[0].scanners[0].ca-file" in outcome.message
+
+
+async def test_mcp_authenticated_scan_with_unusable_credential_is_a_tool_error(
+    tmp_path: Path, start_daemon: DaemonFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_mcp_http import Mcp
+
+    monkeypatch.delenv(LAB_VAR, raising=False)
+    d: Daemon = await start_daemon(sim_config(tmp_path, credentials=LAB))
+    call = {"name": "run_authenticated_scan", "arguments": {"targets": "10.0.0.5",
+                                                            "credential": "lab"}}  # fmt: skip
+    async with aiohttp.ClientSession() as http:
+        status, _, body = await Mcp(http, f"{d.url}/mcp").modern(
+            "tools/call", call, **{"Mcp-Name": "run_authenticated_scan"}
+        )
+    assert status == 200 and body["result"]["isError"] is True, body
+    text = body["result"]["content"][0]["text"]
+    assert "'lab'" in text and LAB_VAR in text
