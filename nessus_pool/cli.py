@@ -9,7 +9,13 @@ import sys
 from pathlib import Path
 
 from nessus_pool import __version__
-from nessus_pool.config import CONFIG_ENV, config_path_from, load_config, render_starter_config
+from nessus_pool.config import (
+    CONFIG_ENV,
+    config_path_from,
+    load_config,
+    preflight,
+    render_starter_config,
+)
 from nessus_pool.errors import ConfigError
 
 
@@ -32,8 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="check or create a config file")
     csub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    check = csub.add_parser("check", help="validate a config file (exit 0 or 2)")
+    check = csub.add_parser(
+        "check",
+        help="run the checks `serve` runs at start (exit 0, or 2 naming each problem)",
+    )
     check.add_argument("--config", help=cfg_help)
+    check.add_argument(
+        "--offline",
+        action="store_true",
+        help="check the file only: do not read secrets, CA files or the storage folder",
+    )
     init = csub.add_parser("init", help="write a starting config file")
     init.add_argument("--output", "-o", default="nessus-pool.toml")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -59,19 +73,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cmd_config_check(path_arg: str | None) -> int:
+def cmd_config_check(path_arg: str | None, offline: bool = False) -> int:
+    """What ``serve`` checks before it starts (one function, :func:`preflight`), so a file
+    that passes here starts there."""
     path = config_path_from(path_arg)
     try:
         loaded = load_config(path)
+        unavailable = preflight(loaded.config, offline=offline)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for w in loaded.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    for u in unavailable:
+        print(
+            f"warning: credential set {u.credential!r} cannot be used: {u.message} - at "
+            f"`{u.path}`; the daemon starts, and refuses scans that name it",
+            file=sys.stderr,
+        )
     cfg = loaded.config
     scanners = sum(len(p.scanners) for p in cfg.pools)
     sim = f", simulator with {cfg.simulator.scanners} scanners" if cfg.simulator else ""
-    print(f"{path}: ok ({len(cfg.pools)} pools, {scanners} scanners{sim})")
+    what = "file only (--offline)" if offline else f"storage {cfg.storage.path}"
+    print(f"{path}: ok ({len(cfg.pools)} pools, {scanners} scanners{sim}; {what})")
     return 0
 
 
@@ -98,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(run_stdio(args))
     if args.command == "config":
         if args.config_command == "check":
-            return cmd_config_check(args.config)
+            return cmd_config_check(args.config, args.offline)
         return cmd_config_init(args.output, args.force)
     if args.command == "simulate":
         from nessus_pool.simulator import run_simulate

@@ -10,12 +10,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 import tomllib
+from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
-import tomli_w
 
 from nessus_pool.errors import ConfigError
 from nessus_pool.models import Escalation
@@ -115,6 +116,9 @@ class PoolConfig(_Base):
     denied_targets: list[str] = []
 
 
+_CREDENTIAL_SECRETS = ("password", "private_key", "private_key_passphrase", "escalation_password")
+
+
 class CredentialConfig(_Base):
     """A named SSH credential set; tools and the API refer to it by name."""
 
@@ -208,8 +212,13 @@ def config_path_from(arg: str | None) -> str:
     return arg or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
 
 
-def parse_config(text: str, source: str = "<string>") -> LoadedConfig:
-    """Parse and validate TOML text. Raises :class:`ConfigError` naming the path and fix."""
+def parse_config(
+    text: str, source: str = "<string>", base_dir: str | os.PathLike[str] | None = None
+) -> LoadedConfig:
+    """Parse and validate TOML text. Raises :class:`ConfigError` naming the path and fix.
+
+    With ``base_dir`` (the config file's folder), relative paths in the file are made
+    absolute against it; see :func:`absolute_paths`."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -219,8 +228,57 @@ def parse_config(text: str, source: str = "<string>") -> LoadedConfig:
     except msgspec.ValidationError as exc:
         msg = str(exc)
         raise ConfigError(f"{source}: {_hint(msg)}", path=_path_of(msg)) from None
+    if base_dir is not None:
+        config = absolute_paths(config, Path(base_dir))
     warnings = validate(config)
     return LoadedConfig(config=config, source=source, warnings=warnings)
+
+
+def absolute_paths(config: Config, base_dir: Path) -> Config:
+    """Relative paths in the file, resolved against its folder (as nginx and systemd do), not
+    against the working directory: ``storage.path``, every scanner's ``ca-file``, and secret
+    ``{ file = ... }`` references. A relative secret file is left as it is while
+    ``$CREDENTIALS_DIRECTORY`` is set: systemd's ``LoadCredential=`` names are read from there."""
+    base = base_dir.absolute()
+
+    def path(value: str) -> str:
+        return value if os.path.isabs(value) else os.path.normpath(base / value)
+
+    def secret(ref: SecretRef | None) -> SecretRef | None:
+        if not isinstance(ref, SecretSource) or ref.file is None or os.path.isabs(ref.file):
+            return ref
+        if os.environ.get("CREDENTIALS_DIRECTORY"):
+            return ref
+        return SecretSource(file=path(ref.file))
+
+    def secrets_of(struct: _Base, keys: tuple[str, ...]) -> dict[str, SecretRef | None]:
+        return {k: secret(getattr(struct, k)) for k in keys}
+
+    def scanner(sc: ScannerConfig) -> ScannerConfig:
+        return msgspec.structs.replace(
+            sc,
+            ca_file=None if sc.ca_file is None else path(sc.ca_file),
+            **secrets_of(sc, ("access_key", "secret_key", "username", "password")),
+        )
+
+    server = config.server
+    return msgspec.structs.replace(
+        config,
+        storage=msgspec.structs.replace(config.storage, path=path(config.storage.path)),
+        pools=[
+            msgspec.structs.replace(p, scanners=[scanner(sc) for sc in p.scanners])
+            for p in config.pools
+        ],
+        credentials={
+            name: msgspec.structs.replace(cred, **secrets_of(cred, _CREDENTIAL_SECRETS))
+            for name, cred in config.credentials.items()
+        },
+        server=msgspec.structs.replace(
+            server,
+            read_tokens=[secret(t) or t for t in server.read_tokens],
+            admin_tokens=[secret(t) or t for t in server.admin_tokens],
+        ),
+    )
 
 
 def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
@@ -234,7 +292,7 @@ def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
         ) from None
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
-    return parse_config(text, str(p))
+    return parse_config(text, str(p), base_dir=p.parent)
 
 
 def _err(path: str, message: str) -> ConfigError:
@@ -333,7 +391,7 @@ def validate(config: Config) -> list[str]:
         at = f"$.credentials.{name}"
         if cred.password is None and cred.private_key is None:
             raise _err(at, "set password or private-key")
-        for key in ("password", "private_key", "private_key_passphrase", "escalation_password"):
+        for key in _CREDENTIAL_SECRETS:
             warnings += _check_secret(getattr(cred, key), f"{at}.{key.replace('_', '-')}")
     for kind in ("read_tokens", "admin_tokens"):
         for k, ref in enumerate(getattr(config.server, kind)):
@@ -359,6 +417,14 @@ def _check_secret(ref: SecretRef | None, path: str) -> list[str]:
     return []
 
 
+def _secret_file(ref: SecretSource) -> str:
+    assert ref.file is not None
+    creds_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds_dir and not os.path.isabs(ref.file):
+        return os.path.join(creds_dir, ref.file)
+    return ref.file
+
+
 def resolve_secret(ref: SecretRef | None, path: str = "") -> str | None:
     """Read the secret a reference points to. Raises ConfigError (without the value)."""
     if ref is None:
@@ -370,15 +436,105 @@ def resolve_secret(ref: SecretRef | None, path: str = "") -> str | None:
         if value is None:
             raise _err(path, f"environment variable {ref.env} is not set")
         return value
-    assert ref.file is not None
-    file = ref.file
-    creds_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    if creds_dir and not os.path.isabs(file):
-        file = os.path.join(creds_dir, file)
+    file = _secret_file(ref)
     try:
         return Path(file).read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise _err(path, f"cannot read secret file {file}: {exc.strerror}") from None
+
+
+class Unavailable(msgspec.Struct, frozen=True):
+    """Something the config points to that cannot be used now: a secret reference, a CA file
+    or the storage folder. ``variable`` or ``file`` says which; never a secret's value."""
+
+    path: str
+    message: str
+    variable: str | None = None
+    file: str | None = None
+    #: the credential set it belongs to, if any
+    credential: str | None = None
+
+
+def secret_unavailable(ref: SecretRef | None, path: str) -> Unavailable | None:
+    """Why ``ref`` cannot be read now, or None. Reads no secret value: an environment lookup
+    or an access check on the file, cheap enough for every submit."""
+    if ref is None or isinstance(ref, str):
+        return None
+    if ref.env is not None:
+        if ref.env in os.environ:
+            return None
+        return Unavailable(path, f"environment variable {ref.env} is not set", variable=ref.env)
+    file = _secret_file(ref)
+    if os.path.isfile(file) and os.access(file, os.R_OK):
+        return None
+    why = "does not exist" if not os.path.exists(file) else "is not a readable file"
+    return Unavailable(path, f"secret file {file} {why}", file=file)
+
+
+def credential_unavailable(config: Config, name: str) -> Unavailable | None:
+    """The first secret of credential set ``name`` that cannot be read now, or None."""
+    cred = config.credentials.get(name)
+    if cred is None:
+        return None
+    for key in _CREDENTIAL_SECRETS:
+        problem = secret_unavailable(
+            getattr(cred, key), f"$.credentials.{name}.{key.replace('_', '-')}"
+        )
+        if problem is not None:
+            return msgspec.structs.replace(problem, credential=name)
+    return None
+
+
+def preflight(config: Config, *, offline: bool = False) -> list[Unavailable]:
+    """The checks ``serve`` runs before it starts, run by ``config check`` too, so that a
+    file that passes the check starts. Raises :class:`ConfigError` listing everything that
+    would stop the daemon: a scanner key or API token that cannot be read, a ``ca-file`` that
+    does not load, a storage path that cannot be created. Returns the credential sets whose
+    secrets cannot be read: the daemon starts and refuses scans that name them.
+    ``offline`` skips everything that looks outside the file (secrets, files, folders)."""
+    if offline:
+        return []
+    errors: list[Unavailable | None] = []
+    for k, ref in enumerate(config.server.admin_tokens):
+        errors.append(secret_unavailable(ref, f"$.server.admin-tokens[{k}]"))
+    for k, ref in enumerate(config.server.read_tokens):
+        errors.append(secret_unavailable(ref, f"$.server.read-tokens[{k}]"))
+    for i, pool in enumerate(config.pools):
+        for j, sc in enumerate(pool.scanners):
+            at = f"$.pools[{i}].scanners[{j}]"
+            for key in ("access_key", "secret_key", "username", "password"):
+                errors.append(secret_unavailable(getattr(sc, key), f"{at}.{key.replace('_', '-')}"))
+            if sc.ca_file is not None:
+                errors.append(_ca_file_problem(sc.ca_file, f"{at}.ca-file"))
+    errors.append(_storage_problem(config.storage.path))
+    found = [e for e in errors if e is not None]
+    if found:
+        lines = "\n  ".join(f"{e.message} - at `{e.path}`" for e in found)
+        raise ConfigError(
+            f"{len(found)} problem(s) would stop the daemon:\n  {lines}", path=found[0].path
+        )
+    return [p for name in config.credentials if (p := credential_unavailable(config, name))]
+
+
+def _ca_file_problem(ca_file: str, path: str) -> Unavailable | None:
+    try:
+        ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        return Unavailable(path, f"cannot load the CA file {ca_file}: {exc}", file=ca_file)
+    return None
+
+
+def _storage_problem(storage: str) -> Unavailable | None:
+    """Can the daemon create and write ``storage``? Checked without creating anything."""
+    p = Path(storage).absolute()
+    existing = next((a for a in (p, *p.parents) if a.exists()), None)
+    if existing is None or not existing.is_dir():
+        return Unavailable(
+            "$.storage.path", f"{existing or p} is not a directory: cannot use storage {p}"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return Unavailable("$.storage.path", f"{existing} is not writable: storage {p}")
+    return None
 
 
 # --- SIGHUP diff ---------------------------------------------------------------------------
@@ -437,18 +593,12 @@ def diff(old: Config, new: Config) -> ConfigDiff:
 # --- init ----------------------------------------------------------------------------------
 
 
-def starter_config() -> dict[str, Any]:
-    """The file `nessus-pool config init` writes: the embedded simulator wired to pool lan."""
-    return {
-        "server": {"listen": "127.0.0.1:8835"},
-        "storage": {"path": "./nessus-pool-data"},
-        "simulator": {"scanners": 2, "scan-seconds": 20, "pool": "lan", "max-concurrent-scans": 2},
-        "pools": [
-            {"name": "lan", "max-queued": 1000, "max-scan-duration-s": 86400, "poll-interval-s": 2},
-        ],
-        "credentials": {"lab": {"username": "audit", "password": {"env": "NESSUS_POOL_LAB_PW"}}},
-    }
+DEFAULT_CONFIG_RESOURCE = "default-config.toml"
 
 
 def render_starter_config() -> str:
-    return tomli_w.dumps(starter_config())
+    """The file `nessus-pool config init` writes: the commented one the repository ships as
+    ``nessus-pool.toml`` (package data, so both stay one text)."""
+    return (
+        resources.files("nessus_pool").joinpath(DEFAULT_CONFIG_RESOURCE).read_text(encoding="utf-8")
+    )

@@ -37,9 +37,11 @@ from nessus_pool.config import (
     Config,
     LoadedConfig,
     PoolConfig,
+    Unavailable,
     diff,
     load_config,
     parse_listen,
+    preflight,
     resolve_secret,
 )
 from nessus_pool.engine import Engine, ScannerSpec
@@ -156,6 +158,29 @@ def scanner_specs(cfg: Config, sim_urls: list[str]) -> list[ScannerSpec]:
     return specs
 
 
+def _warn_unavailable(problems: list[Unavailable]) -> list[str]:
+    """Log each credential set that cannot be used (event credential_unavailable)."""
+    messages = []
+    for p in problems:
+        message = (
+            f"credential set {p.credential!r} cannot be used: {p.message}; scans that name "
+            "it are refused until it can be read"
+        )
+        log.warning(
+            message,
+            extra={"event": "credential_unavailable", "credential": p.credential,
+                   "path": p.path, "variable": p.variable, "file": p.file},
+        )  # fmt: skip
+        messages.append(message)
+    return messages
+
+
+def _storage_dir(cfg: Config) -> Path:
+    """Absolute: load_config made it relative to the config file; a config parsed from text
+    has no folder, so the working directory it is."""
+    return Path(os.path.abspath(cfg.storage.path))
+
+
 def effective_pools(cfg: Config) -> list[PoolConfig]:
     pools = list(cfg.pools)
     if cfg.simulator is not None and cfg.pool(cfg.simulator.pool) is None:
@@ -238,9 +263,12 @@ class Daemon:
             setup_logging(cfg.logging.format, cfg.logging.level)
         for w in self.loaded.warnings:
             log.warning(w, extra={"event": "config_warning"})
-        storage = Path(cfg.storage.path)
+        # the same checks `config check` runs; what would stop us raises ConfigError here
+        _warn_unavailable(preflight(cfg))
+        storage = _storage_dir(cfg)
         self.lock = StorageLock(storage)
         self.lock.acquire()
+        log.info(f"storage {storage}", extra={"event": "storage_opened", "path": str(storage)})
         try:
             await self._start_parts(storage)
         except BaseException:
@@ -413,6 +441,7 @@ class Daemon:
                 storage=self.config.storage,
                 simulator=self.config.simulator,
             )
+            unavailable = preflight(keep)
             specs = scanner_specs(keep, sim_urls)
             await apply_reload(self.engine, effective_pools(keep), specs)
         except NessusPoolError as exc:
@@ -423,6 +452,7 @@ class Daemon:
             )
             return ReloadOutcome(applied=False, message=f"reload refused: {exc}")
         self.loaded = LoadedConfig(config=keep, source=new.source, warnings=new.warnings)
+        warnings = new.warnings + _warn_unavailable(unavailable)
         self.engine.delete_remote_scans = keep.housekeeping.delete_remote_scans
         self.metrics.reloads.labels("applied").inc()
         changes = {k: v for k, v in msgspec.structs.asdict(d).items() if v}
@@ -436,7 +466,7 @@ class Daemon:
                 else ""
             ),
             changes=changes,
-            warnings=new.warnings,
+            warnings=warnings,
         )
 
     async def stop(self) -> None:

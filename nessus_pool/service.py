@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from nessus_pool.config import Config, PoolConfig
+from nessus_pool.config import Config, PoolConfig, credential_unavailable
 from nessus_pool.engine import Engine
 from nessus_pool.errors import ConflictError, NotFoundError, ScopeError, ValidationError
 from nessus_pool.logs import register_secret
@@ -382,6 +382,14 @@ class Service:
                 raise ValidationError(
                     f"credential {req.credential!r} is not configured (configured: "
                     f"{', '.join(sorted(cfg.credentials)) or 'none'})",
+                    field="credential",
+                )
+            # known now, so refused now: not a dead letter when the scan is dispatched
+            unavailable = credential_unavailable(cfg, req.credential)
+            if unavailable is not None:
+                raise ValidationError(
+                    f"credential {req.credential!r} cannot be used: {unavailable.message} "
+                    f"(at {unavailable.path} in the daemon's config)",
                     field="credential",
                 )
             return req.credential, None

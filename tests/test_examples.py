@@ -191,3 +191,104 @@ def test_promtool_accepts_the_rules() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --- README's metrics table ----------------------------------------------------------------
+
+README = EXAMPLES.parent / "README.md"
+
+
+def readme_section(title: str) -> str:
+    """The text of README's section ``title`` (any heading level) up to the next heading;
+    ``#`` lines inside code blocks are shell comments, not headings."""
+    lines: list[str] | None = None
+    fenced = False
+    for line in README.read_text(encoding="utf-8").splitlines(keepends=True):
+        if line.startswith("```"):
+            fenced = not fenced
+        heading = not fenced and re.match(r"#+ ", line) is not None
+        if heading and lines is not None:
+            break
+        if lines is not None:
+            lines.append(line)
+        elif heading and line.rstrip("\n").split(" ", 1)[1] == title:
+            lines = []
+    assert lines is not None, f"README has no section {title!r}"
+    return "".join(lines)
+
+
+def documented_metrics() -> dict[str, tuple[str, str]]:
+    """README's Monitoring table: name -> (type, labels)."""
+    rows = re.findall(
+        r"^\| `(nessus_pool_[a-z0-9_]+)` \| (\w+) \| ([^|]*) \|", readme_section("Monitoring"), re.M
+    )
+    return {name: (kind, labels.strip()) for name, kind, labels in rows}
+
+
+async def test_readme_documents_every_metric_and_no_created_series(
+    tmp_path: Path, start_daemon: DaemonFactory
+) -> None:
+    d: Daemon = await start_daemon(sim_config(tmp_path, scan_seconds=0.2))
+    await exported_metric_names(d)  # one scan and one reload, so labelled families have series
+    async with aiohttp.ClientSession() as http, http.get(f"{d.url}/metrics") as r:
+        text = await r.text()
+    families = list(text_string_to_metric_families(text))
+    created = [s.name for f in families for s in f.samples if s.name.endswith("_created")]
+    assert created == [], f"{len(created)} _created series, e.g. {created[:3]}"
+    live = {
+        (f.name + "_total" if f.type == "counter" else f.name): f.type
+        for f in families
+        if f.name.startswith("nessus_pool_")
+    }
+    documented = documented_metrics()
+    assert sorted(live.keys() - documented.keys()) == [], "exported but not in README"
+    assert sorted(documented.keys() - live.keys()) == [], "in README but not exported"
+    for name, kind in live.items():
+        assert documented[name][0] == kind, name
+    labels = {
+        f.name: sorted({k for s in f.samples for k in s.labels if k not in ("le", "quantile")})
+        for f in families
+    }
+    for name, (_, doc_labels) in documented.items():
+        base = name.removesuffix("_total") if live[name] == "counter" else name
+        shown = sorted(re.findall(r"`([a-z_]+)`", doc_labels))
+        if labels[base]:
+            assert shown == labels[base], name
+
+
+# --- README's systemd steps create what the unit loads ---------------------------------------
+
+
+def readme_created_credentials(steps: str) -> set[str]:
+    """Files README's systemd steps write under /etc/nessus-pool/credentials/, by name or in a
+    ``for name in ...; do ... "$name" ...; done`` loop."""
+    steps = steps.replace("\\\n", " ")
+    made = set(re.findall(r"/etc/nessus-pool/credentials/([A-Za-z0-9_.-]+)", steps))
+    for var, names, body in re.findall(r"for (\w+) in ([^;]*); do(.*?)done", steps, re.S):
+        if f"/etc/nessus-pool/credentials/${var}" in body:
+            made.update(names.split())
+    return made
+
+
+def test_readme_systemd_steps_create_every_credential_the_unit_loads() -> None:
+    section = readme_section("systemd")
+    [steps] = re.findall(r"```sh\n(.*?)```", section, re.S)
+    loaded_by_unit = {
+        v.split(":", 1)[0] for v in unit_settings(SERVICE.read_text())["LoadCredential"]
+    }
+    assert readme_created_credentials(steps) == loaded_by_unit
+    for value in unit_settings(SERVICE.read_text())["LoadCredential"]:
+        name, path = value.split(":", 1)
+        assert path == f"/etc/nessus-pool/credentials/{name}"
+    cfg = prod_config()
+    refs = secret_refs(cfg)
+    assert {r.file for r in refs if r.file is not None} == loaded_by_unit
+    for var in {r.env for r in refs if r.env is not None}:
+        assert var in steps, f"README's steps do not say where {var} is set"
+    assert "EnvironmentFile=-/etc/nessus-pool/env" in SERVICE.read_text()
+    assert "/etc/nessus-pool/env" in steps
+    for ca in {sc.ca_file for p in cfg.pools for sc in p.scanners if sc.ca_file}:
+        assert ca in steps, f"README's steps do not install {ca}"
+    # the check README runs is the one systemd runs, with the secrets where systemd puts them
+    assert "CREDENTIALS_DIRECTORY=/etc/nessus-pool/credentials" in steps
+    assert "config check --config /etc/nessus-pool/nessus-pool.toml" in steps

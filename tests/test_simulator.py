@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import io
 import xml.etree.ElementTree as etree
 from collections.abc import AsyncIterator
 from typing import Any
@@ -506,3 +507,36 @@ async def test_port_range_start(clock: FakeClock) -> None:
             assert [s.port for s in cluster.scanners] == [base, base + 1]
         return
     pytest.fail("no two consecutive free ports in 20 tries")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "message"),
+    [
+        ("GET", "/no/such/route", 404, "The requested file was not found."),
+        ("GET", "/scans/1/launch", 405, "Method Not Allowed"),
+        ("PATCH", "/scans", 405, "Method Not Allowed"),
+    ],
+)
+async def test_unknown_routes_answer_json_like_nessus(
+    sim: SimulatedScanner,
+    http: aiohttp.ClientSession,
+    method: str,
+    path: str,
+    status: int,
+    message: str,
+) -> None:
+    async with http.request(method, sim.url + path) as resp:
+        assert resp.status == status
+        assert resp.content_type == "application/json"
+        assert await resp.json() == {"error": message}
+        if status == 405:
+            assert resp.headers["Allow"]
+
+
+async def test_too_large_body_answers_json_413(
+    sim: SimulatedScanner, http: aiohttp.ClientSession
+) -> None:
+    async with http.post(sim.url + "/scans", data=io.BytesIO(b"x" * (8 * 1024 * 1024 + 1))) as resp:
+        assert resp.status == 413
+        assert resp.content_type == "application/json"
+        assert "error" in await resp.json()

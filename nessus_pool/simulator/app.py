@@ -28,7 +28,8 @@ _CHUNK = 64 * 1024
 
 def build_app(scanner: SimulatedScanner) -> web.Application:
     app = web.Application(
-        middlewares=[_fault_middleware, _auth_middleware], client_max_size=8 * 1024 * 1024
+        middlewares=[_json_error_middleware, _fault_middleware, _auth_middleware],
+        client_max_size=8 * 1024 * 1024,
     )
     app[SCANNER] = scanner
     r = app.router
@@ -64,6 +65,22 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 def _error(status: int, message: str) -> web.Response:
     return _json({"error": message}, status)
+
+
+@web.middleware
+async def _json_error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own errors (no such route, wrong method, body too large) as Nessus answers
+    them: ``{"error": "..."}`` JSON with the same status, not aiohttp's ``404: Not Found`` text."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = NOT_FOUND if exc.status == 404 else exc.reason
+        resp = _error(exc.status, message)
+        if "Allow" in exc.headers:
+            resp.headers["Allow"] = exc.headers["Allow"]
+        return resp
 
 
 @web.middleware
