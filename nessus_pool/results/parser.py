@@ -8,7 +8,8 @@ The function is synchronous: callers run it in a worker thread.
 Safety: DTDs are never loaded, entities never resolved and the network never used. Any
 ``<!DOCTYPE`` or ``<!ENTITY`` in the prolog is refused with :class:`UnsafeXmlError` before
 parsing starts (and again if lxml reports a DTD), so billion-laughs and XXE files fail at
-once. Files over ``max_bytes`` are refused with :class:`ResultsError`.
+once. Files over ``max_bytes`` are refused with :class:`ResultsError`, and XML whose root
+element is not ``NessusClientData_v2`` with :class:`NotNessusExportError`.
 
 Severity is the raw ``severity`` attribute (see :mod:`nessus_pool.results.types`).
 """
@@ -358,7 +359,7 @@ def _items(path: Path, hosts: list[_Host]) -> Iterator[tuple[Any, _Host]]:
 
 def iter_findings(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[Finding]:
     """Every ReportItem as a :class:`Finding`, streamed (memory flat in file size). The file
-    is checked (size, DTD) when iteration starts."""
+    is checked (size, DTD, a ``NessusClientData_v2`` root) when iteration starts."""
     p, _ = open_checked(path, max_bytes)
     for el, h in _items(p, []):
         r = h.result
