@@ -636,7 +636,7 @@ class Service:
             if base is None:
                 raise NotFoundError(
                     f"no earlier completed scan of the same targets as {task_id}; pass "
-                    "base_task_id (admin API: ?base=, CLI: --base)",
+                    "base_task_id (CLI: --base)",
                     field="base_task_id",
                 )
             base_task_id = base.task_id

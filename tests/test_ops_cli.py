@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -465,3 +467,21 @@ async def test_results_table_and_compare(
     assert rc == 0 and doc["base_task_id"] == first and doc["diff"]["unchanged_total"] > 0
     rc, _, err = await cli(capsys, d, "scan", "compare", first)
     assert rc == 1 and "field: base_task_id" in err
+
+
+async def test_a_closed_pipe_is_no_traceback(
+    tmp_path: Path,
+    start_daemon: DaemonFactory,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `nessus-pool scan list --json | head -3` printed a BrokenPipeError traceback
+    d: Daemon = await start_daemon(one_pool(tmp_path))
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    with os.fdopen(write_fd, "w") as closed:
+        monkeypatch.setattr(sys, "stdout", closed)
+        rc = await asyncio.to_thread(main, ["pools", "--json", "--url", d.url])
+        monkeypatch.undo()
+    assert rc == 1
+    assert "Traceback" not in capsys.readouterr().err
