@@ -184,6 +184,10 @@ async def test_lists_page_with_page_size_and_refuse_unknown_parameters(
             bad = path.split("?")[1].split("&")[-1].split("=")[0]
             assert status == 400, (path, body)
             assert body["error"]["field"] == bad and bad in body["error"]["message"], body
+        many = {f"p{i}-" + "x" * 200: "1" for i in range(30)}
+        async with http.get(f"{d.url}/api/v1/scans", params=many) as r:
+            raw = await r.read()
+        assert r.status == 400 and b"unknown query" in raw and len(raw) < 1500, raw  # bounded
 
 
 async def test_results_take_mcp_names_with_flat_aliases(

@@ -226,9 +226,11 @@ def parse_query(
     unknown = sorted({k for k in query if k not in spec})
     if unknown:
         accepted = ", ".join(sorted(spec)) or "none"
+        # echo a bounded amount of what the caller sent
+        shown = ", ".join(k[:64] for k in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
         raise ValidationError(
-            f"unknown query parameter(s): {', '.join(unknown)} (accepted here: {accepted})",
-            field=unknown[0],
+            f"unknown query parameter(s): {shown} (accepted here: {accepted})",
+            field=unknown[0][:64],
         )
     out: dict[str, Any] = {}
     given: dict[str, str] = {}
