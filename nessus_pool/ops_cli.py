@@ -463,16 +463,28 @@ def cmd_scan_cancel(client: ApiClient, args: argparse.Namespace) -> int:
 
 
 def cmd_scan_results(client: ApiClient, args: argparse.Namespace) -> int:
+    filters = {
+        name: getattr(args, name)
+        for name in (
+            "min_severity",
+            "min_cvss3",
+            "host",
+            "port",
+            "protocol",
+            "plugin_id",
+            "plugin_family",
+            "cve",
+            "exploit_available",
+            "text",
+            "sort",
+        )
+    }
     query = {
-        "filters.min_severity": args.min_severity,
-        "filters.host": args.host,
-        "filters.port": args.port,
-        "filters.plugin_id": args.plugin_id,
-        "filters.cve": args.cve,
-        "filters.text": args.text,
+        **{f"filters.{k}": v for k, v in filters.items()},
         "page": args.page,
         "page_size": args.page_size,
         "schema_profile": args.schema_profile,
+        "custom_fields": args.fields,
     }
     page = client.call("GET", f"/api/v1/scans/{_seg(args.task_id)}/results", query=query)
     if args.json:
@@ -923,21 +935,28 @@ def add_ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         leaf(scan, name, fn, text).add_argument("task_id", metavar="TASK_ID")
     p = leaf(scan, "results", cmd_scan_results, "list findings of an ended scan")
     p.add_argument("task_id", metavar="TASK_ID")
+    # the same options as the offline `results findings`, sent as the API's filters.*
     p.add_argument("--min-severity", help="0-4 or info, low, medium, high, critical")
-    p.add_argument("--host")
+    p.add_argument("--min-cvss3", type=float)
+    p.add_argument("--host", help="IP, CIDR or exact hostname/FQDN")
     p.add_argument("--port", type=int)
+    p.add_argument("--protocol")
     p.add_argument("--plugin-id", type=int)
+    p.add_argument("--plugin-family")
     p.add_argument("--cve")
-    p.add_argument("--text", help="substring of name, synopsis or output")
+    p.add_argument("--exploit-available", action="store_true", default=None)
+    p.add_argument("--text", help="case-insensitive substring of the plugin name")
+    p.add_argument("--sort", choices=("severity", "cvss3", "host", "plugin_id", "port"))
     p.add_argument("--page", type=int)
     p.add_argument("--page-size", type=int)
     p.add_argument(
         "--schema-profile",
         "--profile",
         dest="schema_profile",
-        choices=("minimal", "summary", "brief", "full"),
+        choices=("minimal", "summary", "brief", "full", "custom"),
         help="fields per finding (--profile is an alias)",
     )
+    p.add_argument("--fields", help="comma-separated fields (implies --profile custom)")
     p = leaf(scan, "compare", cmd_scan_compare, "what changed since an earlier scan")
     p.add_argument("task_id", metavar="TASK_ID")
     p.add_argument(

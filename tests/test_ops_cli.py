@@ -462,6 +462,17 @@ async def test_results_table_and_compare(
     assert "True" not in out and "False" not in out
     assert rows[-1].startswith("page 1/") and rows[-1].endswith("findings (next: --page 2)")
 
+    rc, out, _ = await cli(
+        capsys, d, "scan", "results", second, "--sort", "cvss3", "--fields", "host,plugin_id"
+    )
+    assert rc == 0 and out.splitlines()[0].split() == ["HOST", "PLUGIN"]
+    rc, out, _ = await cli(
+        capsys, d, "scan", "results", second, "--protocol", "tcp", "--min-cvss3", "5", "--json"
+    )
+    page = json.loads(out)
+    assert rc == 0 and page["items"]
+    assert all(i["protocol"] == "tcp" and i["cvss3_base_score"] >= 5 for i in page["items"])
+
     rc, out, err = await cli(capsys, d, "scan", "compare", second, "--base", first)
     assert rc == 0, err
     assert out.startswith(f"{first} -> {second}: ") and " unchanged" in out.splitlines()[0]
