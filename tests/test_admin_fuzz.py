@@ -139,7 +139,11 @@ async def test_no_admin_route_answers_5xx(tmp_path: Path, start_daemon: DaemonFa
             status, raw = future.result(timeout=30)
             seen[status] = seen.get(status, 0) + 1
             assert status < 500 or (path == "/readyz" and status == 503), (method, url, raw)
-            if status >= 400 and path.startswith("/api/"):
+            if len(url) > 8000:
+                # aiohttp's HTTP parser refuses a request line past 8190 bytes itself, with a
+                # plain-text 400, before any handler or middleware runs
+                assert 400 <= status < 500, (url[:200], status)
+            elif status >= 400 and path.startswith("/api/"):
                 err = json.loads(raw)["error"]
                 assert err["code"] and err["message"], raw
 
