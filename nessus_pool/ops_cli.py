@@ -23,11 +23,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from nessus_pool import __version__
+from nessus_pool.render import cell, diff_text, dumps_json, findings_text, plural, render_table
+
+__all__ = ["render_table"]  # re-exported: tests and callers used to find it here
 
 URL_ENV = "NESSUS_POOL_URL"
 TOKEN_ENV = "NESSUS_POOL_TOKEN"
@@ -35,7 +38,6 @@ TOKEN_FILE_ENV = "NESSUS_POOL_TOKEN_FILE"
 DEFAULT_URL = "http://127.0.0.1:8835"
 TERMINAL = frozenset({"completed", "failed", "canceled", "timed_out"})
 SCAN_TYPES = ("untrusted", "authenticated", "authenticated_privileged")
-SEVERITY = {4: "critical", 3: "high", 2: "medium", 1: "low", 0: "info"}
 _CHUNK = 1 << 16
 
 
@@ -202,27 +204,6 @@ def resolve_token(token_file: str | None) -> str | None:
 # --- formatting ----------------------------------------------------------------------------
 
 
-def render_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """Left-aligned columns two spaces apart; ``None`` shows as ``-``."""
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    lines = []
-    for row in [list(headers), *cells]:
-        line = "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
-        lines.append(line.rstrip())
-    return "\n".join(lines)
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value).replace("\n", " ")
-
-
 def fmt_duration(seconds: float | None) -> str | None:
     if seconds is None:
         return None
@@ -262,11 +243,11 @@ def note(text: str) -> None:
 
 
 def emit_json(data: Any) -> None:
-    out(json.dumps(data, indent=2))
+    out(dumps_json(data))
 
 
 def print_fields(pairs: Iterable[tuple[str, object]]) -> None:
-    shown = [(k, _cell(v)) for k, v in pairs if v is not None]
+    shown = [(k, cell(v)) for k, v in pairs if v is not None]
     width = max((len(k) for k, _ in shown), default=0)
     for k, v in shown:
         out(f"{k.ljust(width)}  {v}")
@@ -441,10 +422,19 @@ def show_task(view: dict[str, Any], as_json: bool) -> None:
             ("export", "available" if view.get("export_available") else None),
         ]
     )
-    summary = (view.get("results") or {}).get("summary") or {}
-    sev = summary.get("severity_breakdown")
+    results = view.get("results") or {}
+    sev = (results.get("summary") or {}).get("severity_breakdown")
     if isinstance(sev, dict):
         out("findings  " + ", ".join(f"{k} {v}" for k, v in sev.items()))
+    validation = results.get("validation") or {}
+    for title, lines in (
+        ("warnings", validation.get("warnings")),
+        ("troubleshooting", validation.get("troubleshooting")),
+    ):
+        if lines:
+            out(f"\n{title}:")
+            for line in lines:
+                out(f"  - {line}")
 
 
 def cmd_scan_status(client: ApiClient, args: argparse.Namespace) -> int:
@@ -457,7 +447,11 @@ def cmd_scan_cancel(client: ApiClient, args: argparse.Namespace) -> int:
     if args.json:
         emit_json(view)
     else:
-        word = "canceled" if view["status"] == "canceled" else "cancel requested"
+        word = (
+            "canceled"
+            if view["status"] == "canceled"
+            else "cancel requested; the scan is being stopped on its scanner"
+        )
         out(
             render_table(
                 ["TASK ID", "STATUS", "POOL", "SCANNER"],
@@ -468,47 +462,46 @@ def cmd_scan_cancel(client: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
-RESULT_COLUMNS = (
-    ("severity", "SEVERITY"),
-    ("host", "HOST"),
-    ("port", "PORT"),
-    ("protocol", "PROTO"),
-    ("plugin_id", "PLUGIN"),
-    ("cvss3_base_score", "CVSS3"),
-    ("plugin_name", "NAME"),
-)
-
-
 def cmd_scan_results(client: ApiClient, args: argparse.Namespace) -> int:
+    filters = {
+        name: getattr(args, name)
+        for name in (
+            "min_severity",
+            "min_cvss3",
+            "host",
+            "port",
+            "protocol",
+            "plugin_id",
+            "plugin_family",
+            "cve",
+            "exploit_available",
+            "text",
+            "sort",
+        )
+    }
     query = {
-        "min_severity": args.min_severity,
-        "host": args.host,
-        "port": args.port,
-        "plugin_id": args.plugin_id,
-        "cve": args.cve,
-        "text": args.text,
+        **{f"filters.{k}": v for k, v in filters.items()},
         "page": args.page,
         "page_size": args.page_size,
-        "profile": args.profile,
+        "schema_profile": args.schema_profile,
+        "custom_fields": args.fields,
     }
     page = client.call("GET", f"/api/v1/scans/{_seg(args.task_id)}/results", query=query)
     if args.json:
         emit_json(page)
         return 0
-    items: list[dict[str, Any]] = page["items"]
-    cols = [(k, h) for k, h in RESULT_COLUMNS if any(k in i for i in items)]
-    if items:
-        out(
-            render_table(
-                [h for _, h in cols],
-                [
-                    [SEVERITY.get(i[k], i[k]) if k == "severity" else i.get(k) for k, _ in cols]
-                    for i in items
-                ],
-            )
-        )
-    more = f" (next: --page {page['page'] + 1})" if page.get("has_more") else ""
-    out(f"page {page['page']}/{page['pages']}, {page['total']} findings{more}")
+    out(findings_text(page))
+    return 0
+
+
+def cmd_scan_compare(client: ApiClient, args: argparse.Namespace) -> int:
+    data = client.call(
+        "GET", f"/api/v1/scans/{_seg(args.task_id)}/compare", query={"base_task_id": args.base}
+    )
+    if args.json:
+        emit_json(data)
+        return 0
+    out(diff_text(data["diff"], old_label=data["base_task_id"], new_label=data["task_id"]))
     return 0
 
 
@@ -568,7 +561,7 @@ def cmd_tasks_list(client: ApiClient, args: argparse.Namespace) -> int:
             "status": args.status,
             "pool": args.pool,
             "target": args.target,
-            "limit": args.limit,
+            "page_size": args.page_size,
             "cursor": args.cursor,
         },
         args.all,
@@ -637,12 +630,17 @@ def cmd_pools(client: ApiClient, args: argparse.Namespace) -> int:
 
 
 def scanner_state(s: dict[str, Any]) -> str:
-    if not s["reachable"]:
-        return "down"
+    """The daemon's ``state`` when it sends one; derived the same way for older daemons:
+    an operator's decision (draining, disabled) first, then health."""
+    state = s.get("state")
+    if isinstance(state, str):
+        return state
     if s["draining"]:
         return "draining"
     if not s["enabled"]:
         return "disabled"
+    if not s["reachable"]:
+        return "down"
     return "export-only" if s["export_only"] else "up"
 
 
@@ -719,7 +717,7 @@ def cmd_dlq_list(client: ApiClient, args: argparse.Namespace) -> int:
     page = _pages(
         client,
         "/api/v1/dlq",
-        {"pool": args.pool, "limit": args.limit, "cursor": args.cursor},
+        {"pool": args.pool, "page_size": args.page_size, "cursor": args.cursor},
         args.all,
     )
     if args.json:
@@ -815,13 +813,13 @@ def cmd_dlq_purge(client: ApiClient, args: argparse.Namespace) -> int:
         return 0
     ids: list[str] = res["task_ids"]
     if res["dry_run"]:
-        out(f"dry run: would purge {len(ids)} dead letters")
+        out(f"dry run: would purge {plural(len(ids), 'dead letter')}")
         for tid in ids:
             out(f"  {tid}")
         if ids:
             note("re-run with --yes to delete them")
     else:
-        out(f"purged {res['purged']} dead letters")
+        out(f"purged {plural(res['purged'], 'dead letter')}")
         for tid in ids:
             out(f"  {tid}")
     return 0
@@ -837,7 +835,9 @@ def _handler(fn: Command) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
             client = ApiClient(resolve_url(args.url), resolve_token(args.token_file), args.timeout)
-            return fn(client, args)
+            rc = fn(client, args)
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+            return rc
         except CliError as exc:
             if args.json and isinstance(exc, ApiError) and exc.body is not None:
                 emit_json(exc.body)
@@ -846,6 +846,13 @@ def _handler(fn: Command) -> Callable[[argparse.Namespace], int]:
         except KeyboardInterrupt:
             note("interrupted")
             return 130
+        except BrokenPipeError:
+            # the reader went away (``| head``): no traceback; stdout goes to /dev/null so
+            # the interpreter's final flush does not fail again (as the Python docs advise)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            return 1
 
     return run
 
@@ -868,6 +875,20 @@ def _common() -> argparse.ArgumentParser:
     )
     g.add_argument("--json", action="store_true", help="print the API's JSON")
     return p
+
+
+def _page_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--page-size",
+        "--limit",
+        dest="page_size",
+        type=int,
+        default=50,
+        metavar="N",
+        help="rows per page, 1-500 (default: 50; --limit is an alias)",
+    )
+    p.add_argument("--cursor", help="the next_cursor of the previous page")
+    p.add_argument("--all", action="store_true", help="follow cursors to the end")
 
 
 def add_ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -914,27 +935,46 @@ def add_ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         leaf(scan, name, fn, text).add_argument("task_id", metavar="TASK_ID")
     p = leaf(scan, "results", cmd_scan_results, "list findings of an ended scan")
     p.add_argument("task_id", metavar="TASK_ID")
+    # the same options as the offline `results findings`, sent as the API's filters.*
     p.add_argument("--min-severity", help="0-4 or info, low, medium, high, critical")
-    p.add_argument("--host")
+    p.add_argument("--min-cvss3", type=float)
+    p.add_argument("--host", help="IP, CIDR or exact hostname/FQDN")
     p.add_argument("--port", type=int)
+    p.add_argument("--protocol")
     p.add_argument("--plugin-id", type=int)
+    p.add_argument("--plugin-family")
     p.add_argument("--cve")
-    p.add_argument("--text", help="substring of name, synopsis or output")
+    p.add_argument("--exploit-available", action="store_true", default=None)
+    p.add_argument("--text", help="case-insensitive substring of the plugin name")
+    p.add_argument("--sort", choices=("severity", "cvss3", "host", "plugin_id", "port"))
     p.add_argument("--page", type=int)
     p.add_argument("--page-size", type=int)
-    p.add_argument("--profile", choices=("minimal", "summary", "brief", "full"))
+    p.add_argument(
+        "--schema-profile",
+        "--profile",
+        dest="schema_profile",
+        choices=("minimal", "summary", "brief", "full", "custom"),
+        help="fields per finding (--profile is an alias)",
+    )
+    p.add_argument("--fields", help="comma-separated fields (implies --profile custom)")
+    p = leaf(scan, "compare", cmd_scan_compare, "what changed since an earlier scan")
+    p.add_argument("task_id", metavar="TASK_ID")
+    p.add_argument(
+        "--base",
+        metavar="TASK_ID",
+        help="the earlier scan (default: the last completed scan of the same targets)",
+    )
     p = leaf(scan, "download", cmd_scan_download, "save the raw .nessus export")
     p.add_argument("task_id", metavar="TASK_ID")
     p.add_argument("-o", "--output", metavar="FILE", help="default TASK_ID.nessus; - for stdout")
 
-    tasks = group("tasks", "list tasks")
-    p = leaf(tasks, "list", cmd_tasks_list, "list tasks, newest first")
-    p.add_argument("--status", help="comma-separated: queued,running,completed,...")
-    p.add_argument("--pool")
-    p.add_argument("--target", help="an address, CIDR or name the task's targets overlap")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--cursor")
-    p.add_argument("--all", action="store_true", help="follow cursors to the end")
+    # "scan list" is what users type first; "tasks list" is the same command
+    for parent in (scan, group("tasks", "list tasks (the same as scan list)")):
+        p = leaf(parent, "list", cmd_tasks_list, "list tasks, newest first")
+        p.add_argument("--status", help="comma-separated: queued,running,completed,...")
+        p.add_argument("--pool")
+        p.add_argument("--target", help="an address, CIDR or name the task's targets overlap")
+        _page_args(p)
 
     p = leaf(sub, "pools", cmd_pools, "show pools (queue depth, capacity, DLQ)")
     p.add_argument("name", nargs="?", help="one pool, with its scanners")
@@ -947,9 +987,7 @@ def add_ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     dlq = group("dlq", "the dead-letter queue: scans that ran out of attempts")
     p = leaf(dlq, "list", cmd_dlq_list, "list dead letters, newest first")
     p.add_argument("--pool")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--cursor")
-    p.add_argument("--all", action="store_true", help="follow cursors to the end")
+    _page_args(p)
     for name, fn, text in (
         ("show", cmd_dlq_show, "show a dead letter and its events"),
         ("retry", cmd_dlq_retry, "queue a dead letter again"),

@@ -27,6 +27,7 @@ from nessus_pool.models import (
     Task,
     TaskStatus,
 )
+from nessus_pool.queues import ScannerSlots
 from nessus_pool.resolve import Resolver, resolve_hosts
 from nessus_pool.results.parser import Finding
 from nessus_pool.results.query import FindingsQuery, diff_findings, query_findings
@@ -36,6 +37,14 @@ from nessus_pool.targets import parse_targets
 
 TASK_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 FINISHED_CACHE = 4096
+MAX_PAGE_SIZE = 500
+#: cursors are task sequence numbers: SQLite integers
+_CURSOR = re.compile(r"[0-9]{1,19}")
+_MAX_CURSOR = 2**63 - 1
+#: a purge age beyond this (100 years) is a typo, not a policy
+MAX_PURGE_AGE_S = 100 * 365 * 86400.0
+#: what a scanner's message says until its first probe answers (see ScannerSlots)
+_NOT_PROBED = ScannerSlots.message
 _TASK_ID = re.compile(TASK_ID_PATTERN)
 _finding_dec = msgspec.msgpack.Decoder(Finding)
 _json_dec = msgspec.json.Decoder()
@@ -109,6 +118,9 @@ class TaskPage(msgspec.Struct, kw_only=True):
 class ScannerView(msgspec.Struct, kw_only=True):
     id: str
     pool: str
+    #: one word for tables: draining, disabled, probing (no probe answered yet), down,
+    #: export-only or up; an operator's decision wins over health
+    state: str
     url: str
     capacity: int
     active_scans: int
@@ -297,7 +309,8 @@ class Service:
         if existing.request_hash != request_hash:
             raise ConflictError(
                 f"idempotency_key was already used for task {existing.task_id} with a "
-                "different request; use a new key or send the same request"
+                "different request; use a new key or send the same request",
+                field="idempotency_key",
             )
         result = self._submit_result(existing)
         result.duplicate = True
@@ -446,7 +459,7 @@ class Service:
             return cached[0]
         t = await self.engine.store.get_task(task_id)
         if t is None:
-            raise NotFoundError(f"task {task_id!r} not found")
+            raise NotFoundError(f"task {task_id!r} not found", field="task_id")
         return t
 
     def _forget(self, task_id: str) -> None:
@@ -520,11 +533,16 @@ class Service:
         created_from_ms: int | None = None,
         created_to_ms: int | None = None,
         dead_letter: bool | None = None,
-        limit: int = 50,
+        page_size: int = 50,
         cursor: str | None = None,
+        limit: int | None = None,
     ) -> TaskPage:
-        if not 1 <= limit <= 500:
-            raise ValidationError("limit must be 1..500", field="limit")
+        """One page of tasks, newest first. ``limit`` is the older name of ``page_size``
+        (MCP's ``list_tasks`` still says ``limit``)."""
+        field = "page_size" if limit is None else "limit"
+        limit = page_size if limit is None else limit
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ValidationError(f"{field} must be 1..{MAX_PAGE_SIZE}", field=field)
         statuses = None
         if status:
             statuses = [s.strip() for s in status.split(",") if s.strip()]
@@ -534,11 +552,7 @@ class Service:
                     f"unknown status {bad[0]!r} (one of {', '.join(s.value for s in TaskStatus)})",
                     field="status",
                 )
-        before = None
-        if cursor:
-            if not cursor.isdigit():
-                raise ValidationError("cursor is not valid", field="cursor")
-            before = int(cursor)
+        before = _cursor(cursor)
         match = _target_matcher(target)
         out: list[Task] = []
         while len(out) < limit:
@@ -571,10 +585,15 @@ class Service:
         )
 
     async def cancel(self, task_id: str) -> TaskView:
+        """A queued task ends ``canceled`` at once; a dispatched one is stopped on its
+        scanner, so the reply says ``cancelling`` until the engine has done so."""
         t = await self._task(task_id)
         if t.status.is_terminal:
-            raise ConflictError(f"task {task_id} already ended ({t.status.value})")
-        return self.view(await self.engine.cancel(task_id))
+            raise ConflictError(f"task {task_id} already ended ({t.status.value})", field="task_id")
+        view = self.view(await self.engine.cancel(task_id))
+        if view.status not in TERMINAL_STATUSES:
+            view.status = "cancelling"
+        return view
 
     async def wait_for(
         self,
@@ -613,7 +632,9 @@ class Service:
     async def export_path(self, task_id: str) -> str:
         t = await self._task(task_id)
         if t.export_path is None:
-            raise NotFoundError(f"task {task_id} has no export (status {t.status.value})")
+            raise NotFoundError(
+                f"task {task_id} has no export (status {t.status.value})", field="task_id"
+            )
         return t.export_path
 
     async def compare(self, task_id: str, base_task_id: str | None = None) -> dict[str, Any]:
@@ -622,7 +643,9 @@ class Service:
             base = await self._previous_same_targets(t)
             if base is None:
                 raise NotFoundError(
-                    f"no earlier completed scan of the same targets as {task_id}; pass base_task_id"
+                    f"no earlier completed scan of the same targets as {task_id}; pass "
+                    "base_task_id (CLI: --base)",
+                    field="base_task_id",
                 )
             base_task_id = base.task_id
         new = await self.findings(task_id)
@@ -659,6 +682,7 @@ class Service:
                 ScannerView(
                     id=sc.scanner_id,
                     pool=sc.spec.pool,
+                    state=scanner_state(s),
                     url=sc.spec.url,
                     capacity=s.capacity,
                     active_scans=len(s.active),
@@ -681,7 +705,7 @@ class Service:
     async def pool_view(self, name: str) -> PoolView:
         pool = self.engine.pools.get(name)
         if pool is None:
-            raise NotFoundError(f"pool {name!r} not found")
+            raise NotFoundError(f"pool {name!r} not found", field="pool")
         oldest = None
         seq = pool.queue.oldest_seq()
         if seq is not None:
@@ -711,7 +735,7 @@ class Service:
     def set_scanner_enabled(self, scanner_id: str, enabled: bool) -> ScannerView:
         sc = self.engine.scanners.get(scanner_id)
         if sc is None:
-            raise NotFoundError(f"scanner {scanner_id!r} not found")
+            raise NotFoundError(f"scanner {scanner_id!r} not found", field="scanner_id")
         sc.slots.draining = not enabled
         if enabled:
             self.engine.pools[sc.spec.pool].wake.set()
@@ -720,14 +744,16 @@ class Service:
     # --- dead-letter queue ---------------------------------------------------------------
 
     async def dlq_list(
-        self, *, pool: str | None = None, limit: int = 50, cursor: str | None = None
+        self, *, pool: str | None = None, page_size: int = 50, cursor: str | None = None
     ) -> TaskPage:
-        return await self.list_tasks(pool=pool, dead_letter=True, limit=limit, cursor=cursor)
+        return await self.list_tasks(
+            pool=pool, dead_letter=True, page_size=page_size, cursor=cursor
+        )
 
     async def dlq_get(self, task_id: str) -> dict[str, Any]:
         t = await self._task(task_id)
         if not t.dead_letter:
-            raise NotFoundError(f"task {task_id} is not in the dead-letter queue")
+            raise NotFoundError(f"task {task_id} is not in the dead-letter queue", field="task_id")
         events = await self.engine.store.events(task_id)
         return {**msgspec.to_builtins(self.view(t)), "events": msgspec.to_builtins(events)}
 
@@ -737,7 +763,8 @@ class Service:
         t = await self._task(task_id)
         if not t.dead_letter:
             raise ConflictError(
-                f"task {task_id} is not in the dead-letter queue (status {t.status.value})"
+                f"task {task_id} is not in the dead-letter queue (status {t.status.value})",
+                field="task_id",
             )
         if t.pool not in self.engine.pools:
             raise ConflictError(f"pool {t.pool!r} no longer exists")
@@ -766,6 +793,11 @@ class Service:
         else:
             if pool is None and older_than_s is None:
                 raise ValidationError("give task_ids, pool or older_than_s", field="task_ids")
+            if older_than_s is not None and not 0 <= older_than_s <= MAX_PURGE_AGE_S:
+                raise ValidationError(
+                    f"older_than_s must be 0..{MAX_PURGE_AGE_S:.0f} seconds",
+                    field="older_than_s",
+                )
             cutoff = (
                 None
                 if older_than_s is None
@@ -784,6 +816,33 @@ class Service:
         if self._reload is None:
             raise ConflictError("reload is not available here")
         return await self._reload()
+
+
+TERMINAL_STATUSES = frozenset(s.value for s in TaskStatus if s.is_terminal)
+
+
+def _cursor(cursor: str | None) -> int | None:
+    """A list cursor is the ``next_cursor`` of the previous page: a task sequence number."""
+    if not cursor:
+        return None
+    if not _CURSOR.fullmatch(cursor) or int(cursor) > _MAX_CURSOR:
+        raise ValidationError(
+            "cursor is not valid: pass the next_cursor of the previous page", field="cursor"
+        )
+    return int(cursor)
+
+
+def scanner_state(s: ScannerSlots) -> str:
+    """One word for a scanner: an operator's decision first (``draining``, ``disabled``),
+    then health: ``probing`` until its first probe answers, ``down``, ``export-only``
+    (the licence forbids the scan API) or ``up``."""
+    if s.draining or s.removed:
+        return "draining"
+    if not s.enabled:
+        return "disabled"
+    if not s.reachable:
+        return "probing" if s.message == _NOT_PROBED and s.version is None else "down"
+    return "up" if s.scan_api else "export-only"
 
 
 def _target_matcher(target: str | None) -> Callable[[Task], bool] | None:

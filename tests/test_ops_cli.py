@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,9 @@ import pytest
 
 from nessus_pool.cli import main
 from nessus_pool.daemon import Daemon
-from nessus_pool.ops_cli import parse_duration, progress_line, render_table
+from nessus_pool.models import ScanType
+from nessus_pool.ops_cli import parse_duration, progress_line, render_table, scanner_state
+from nessus_pool.service import SubmitRequest
 from nessus_pool.simulator import Faults
 from tests.conftest import DaemonFactory, sim_config
 
@@ -127,7 +131,7 @@ async def test_submit_wait_status_results_download_list(
     page = json.loads(out)
     assert rc == 0 and all(i["severity"] >= 1 for i in page["items"])
     rc, _, err = await cli(capsys, d, "scan", "results", task_id, "--min-severity", "bogus")
-    assert rc == 2 and "field: min_severity" in err
+    assert rc == 2 and "field: filters.min_severity" in err
 
     dest = tmp_path / "out.nessus"
     rc, out, _ = await cli(capsys, d, "scan", "download", task_id, "-o", str(dest))
@@ -180,7 +184,10 @@ async def test_submit_json_drain_cancel_enable(
     assert rc == 1 and "no export" in err
     assert not (tmp_path / "none.nessus").exists()
     rc, out, _ = await cli(capsys, d, "scanners", "enable", "sim-1")
-    assert rc == 0 and " up " in out
+    # health decides now: "up", or "probing" if its first probe has not answered yet (probes
+    # start with the listener, so this can race; it used to show "down" then)
+    state = out.splitlines()[1].split()[2]
+    assert rc == 0 and state in ("up", "probing"), out
 
 
 async def test_wait_exits_1_when_the_scan_fails(
@@ -372,3 +379,123 @@ async def test_dlq_purge_dry_run_then_yes(
     assert rc == 0 and json.loads(out) == {"purged": 1, "task_ids": [second], "dry_run": False}
     rc, out, _ = await cli(capsys, d, "dlq", "list")
     assert rc == 0 and "empty" in out
+
+
+# --- issue 11: names, presentation, troubleshooting --------------------------------------------
+
+
+def test_scanner_state_puts_the_operators_decision_before_health() -> None:
+    # a drained scanner whose first probe has not answered yet used to show "down"
+    base = {"enabled": True, "export_only": False, "reachable": False}
+    assert scanner_state({**base, "draining": True}) == "draining"
+    assert scanner_state({**base, "draining": False, "enabled": False}) == "disabled"
+    assert scanner_state({**base, "draining": False}) == "down"
+    # the daemon's own word wins (it knows "probing": no probe answered yet)
+    assert scanner_state({**base, "draining": False, "state": "probing"}) == "probing"
+
+
+async def test_scan_list_is_tasks_list_and_pages_with_page_size(
+    tmp_path: Path, start_daemon: DaemonFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d: Daemon = await start_daemon(one_pool(tmp_path))
+    for sid in ("sim-1", "sim-2"):
+        assert (await cli(capsys, d, "scanners", "drain", sid))[0] == 0
+    ids = []
+    for target in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+        rc, out, _ = await cli(capsys, d, "scan", "submit", target, "--json")
+        ids.append(json.loads(out)["task_id"])
+    rc, out, err = await cli(capsys, d, "scan", "list", "--page-size", "2", "--json")
+    page = json.loads(out)
+    assert rc == 0, err
+    assert [t["task_id"] for t in page["tasks"]] == ids[::-1][:2] and page["next_cursor"]
+    assert out.startswith("{\n  ")  # the one --json style: indented
+    rc, out, err = await cli(capsys, d, "scan", "list", "--page-size", "2")
+    assert rc == 0 and out.startswith("TASK ID") and "--cursor" in err
+    rc, out, _ = await cli(capsys, d, "scan", "list", "--page-size", "2", "--all", "--json")
+    assert [t["task_id"] for t in json.loads(out)["tasks"]] == ids[::-1]
+    rc, out, _ = await cli(capsys, d, "tasks", "list", "--limit", "1", "--json")  # the alias
+    assert rc == 0 and [t["task_id"] for t in json.loads(out)["tasks"]] == ids[-1:]
+    rc, _, err = await cli(capsys, d, "scan", "list", "--page-size", "0")
+    assert rc == 2 and "field: page_size" in err
+
+
+async def test_status_prints_troubleshooting_of_a_failed_login(
+    tmp_path: Path, start_daemon: DaemonFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d: Daemon = await start_daemon(one_pool(tmp_path))
+    assert d.service is not None
+    sub = await d.service.submit(
+        SubmitRequest(
+            targets="10.9.0.1",
+            scan_type=ScanType.AUTHENTICATED,
+            ssh_username="audit",
+            ssh_password="wrong-pw-123",
+        )
+    )
+    view = await d.service.wait_for(sub.task_id, 60)
+    assert view.reason == "authentication_failed"
+    assert view.results is not None
+    trouble = view.results["validation"]["troubleshooting"]
+    assert trouble
+    rc, out, _ = await cli(capsys, d, "scan", "status", sub.task_id)
+    assert rc == 0 and "validation.troubleshooting" in out
+    section = out[out.index("troubleshooting:") :]
+    assert all(f"  - {line}" in section for line in trouble)
+    assert "wrong-pw-123" not in out
+
+
+async def test_results_table_and_compare(
+    tmp_path: Path, start_daemon: DaemonFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d: Daemon = await start_daemon(one_pool(tmp_path))
+    rc, out, _ = await submit_wait(capsys, d, "--json")
+    first = json.loads(out)["task_id"]
+    rc, out, _ = await submit_wait(capsys, d, "--json")
+    second = json.loads(out)["task_id"]
+    rc, out, _ = await cli(
+        capsys, d, "scan", "results", second, "--profile", "summary", "--page-size", "10"
+    )
+    header, *rows = out.splitlines()
+    assert header.split()[:5] == ["SEVERITY", "HOST", "PORT", "PROTO", "PLUGIN"]
+    assert "EXPLOIT" in header and "PLUGIN_ID" not in header
+    assert rows[0].split()[0] in ("critical", "high", "medium", "low", "info")
+    assert "True" not in out and "False" not in out
+    assert rows[-1].startswith("page 1/") and rows[-1].endswith("findings (next: --page 2)")
+
+    rc, out, _ = await cli(
+        capsys, d, "scan", "results", second, "--sort", "cvss3", "--fields", "host,plugin_id"
+    )
+    assert rc == 0 and out.splitlines()[0].split() == ["HOST", "PLUGIN"]
+    rc, out, _ = await cli(
+        capsys, d, "scan", "results", second, "--protocol", "tcp", "--min-cvss3", "5", "--json"
+    )
+    page = json.loads(out)
+    assert rc == 0 and page["items"]
+    assert all(i["protocol"] == "tcp" and i["cvss3_base_score"] >= 5 for i in page["items"])
+
+    rc, out, err = await cli(capsys, d, "scan", "compare", second, "--base", first)
+    assert rc == 0, err
+    assert out.startswith(f"{first} -> {second}: ") and " unchanged" in out.splitlines()[0]
+    rc, out, _ = await cli(capsys, d, "scan", "compare", second, "--json")  # base: the last
+    doc = json.loads(out)
+    assert rc == 0 and doc["base_task_id"] == first and doc["diff"]["unchanged_total"] > 0
+    rc, _, err = await cli(capsys, d, "scan", "compare", first)
+    assert rc == 1 and "field: base_task_id" in err
+
+
+async def test_a_closed_pipe_is_no_traceback(
+    tmp_path: Path,
+    start_daemon: DaemonFactory,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `nessus-pool scan list --json | head -3` printed a BrokenPipeError traceback
+    d: Daemon = await start_daemon(one_pool(tmp_path))
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    with os.fdopen(write_fd, "w") as closed:
+        monkeypatch.setattr(sys, "stdout", closed)
+        rc = await asyncio.to_thread(main, ["pools", "--json", "--url", d.url])
+        monkeypatch.undo()
+    assert rc == 1
+    assert "Traceback" not in capsys.readouterr().err

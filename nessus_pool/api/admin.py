@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ import msgspec
 from aiohttp import web
 
 from nessus_pool.api.errors import error_body, http_status
-from nessus_pool.errors import AuthError, NessusPoolError, ValidationError
+from nessus_pool.errors import AuthError, NessusPoolError, NotFoundError, ValidationError
 from nessus_pool.results.query import FindingsQuery
 from nessus_pool.service import Service, SubmitRequest, check_task_id
 
@@ -98,53 +99,201 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
 
 
+_AT_PATH = re.compile(r"at `\$\.?([^`]*)`")
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
+
+
+def msgspec_field(message: str) -> str | None:
+    """The dotted field a msgspec error names: ``$.a.b`` -> ``a.b``; an unknown field is
+    named itself (``a.x`` for ``unknown field `x` - at `$.a```)."""
+    at = _AT_PATH.search(message)
+    path = at.group(1) if at else ""
+    unknown = _UNKNOWN_FIELD.search(message)
+    if unknown:
+        return f"{path}.{unknown.group(1)}" if path else unknown.group(1)
+    return path or None
+
+
 async def decode_body(request: web.Request, typ: type[T]) -> T:
     body = await request.read()
     try:
         return msgspec.json.decode(body or b"{}", type=typ)
     except msgspec.ValidationError as exc:
-        msg = str(exc)
-        m = re.search(r"at `\$\.?([^`]*)`", msg)
-        raise ValidationError(msg, field=m.group(1) if m and m.group(1) else None) from None
+        raise ValidationError(str(exc), field=msgspec_field(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise ValidationError(f"body is not valid JSON: {exc}") from None
 
 
-def _query_to(
-    typ: type[T],
-    query: Any,
-    ints: tuple[str, ...] = (),
-    floats: tuple[str, ...] = (),
-    bools: tuple[str, ...] = (),
-) -> T:
-    data: dict[str, Any] = {}
-    for key, value in query.items():
-        if key in ints:
-            if not re.fullmatch(r"-?\d{1,12}", value):
-                raise ValidationError(f"{key} must be a whole number", field=key)
-            data[key] = int(value)
-        elif key in floats:
-            try:
-                data[key] = float(value)
-            except ValueError:
-                raise ValidationError(f"{key} must be a number", field=key) from None
-        elif key in bools:
-            data[key] = value.lower() in ("1", "true", "yes")
+# --- query parameters ----------------------------------------------------------------------
+#
+# Every route declares the query parameters it takes: canonical names (the MCP tools' names:
+# ``filters.min_severity``, ``page_size``, ``schema_profile``) and documented aliases (the
+# flat ``min_severity``, ``limit``, ``profile``). Anything else is a 400 naming it.
+
+Kind = str  # "str" | "int" | "float" | "bool" | "list"
+#: accepted name -> (canonical name, kind)
+QuerySpec = dict[str, tuple[str, Kind]]
+_INT = re.compile(r"-?[0-9]{1,15}")
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _spec(canonical: dict[str, Kind], aliases: dict[str, str] | None = None) -> QuerySpec:
+    out = {name: (name, kind) for name, kind in canonical.items()}
+    for alias, name in (aliases or {}).items():
+        out[alias] = (name, canonical[name])
+    return out
+
+
+_PAGING: dict[str, Kind] = {"page_size": "int", "cursor": "str"}
+LIST_SCANS = _spec(
+    {
+        "status": "str",
+        "pool": "str",
+        "target": "str",
+        "created_from_ms": "int",
+        "created_to_ms": "int",
+        **_PAGING,
+    },
+    {"limit": "page_size"},
+)
+LIST_DLQ = _spec({"pool": "str", **_PAGING}, {"limit": "page_size"})
+LIST_SCANNERS = _spec({"pool": "str"})
+COMPARE = _spec({"base_task_id": "str"}, {"base": "base_task_id"})
+#: MCP's get_scan_results filters, each also accepted flat (``min_severity``) as an alias
+RESULT_FILTERS: dict[str, Kind] = {
+    "min_severity": "str",
+    "severity": "str",
+    "severities": "list",
+    "min_cvss3": "float",
+    "cvss_score": "str",
+    "host": "str",
+    "port": "int",
+    "protocol": "str",
+    "plugin_id": "int",
+    "plugin_family": "str",
+    "cve": "str",
+    "exploit_available": "bool",
+    "text": "str",
+    "sort": "str",
+}
+RESULTS = _spec(
+    {
+        **{f"filters.{k}": kind for k, kind in RESULT_FILTERS.items()},
+        "page": "int",
+        "page_size": "int",
+        "schema_profile": "str",
+        "custom_fields": "list",
+    },
+    {
+        **{k: f"filters.{k}" for k in RESULT_FILTERS},
+        "profile": "schema_profile",
+        "fields": "custom_fields",
+    },
+)
+NO_QUERY: QuerySpec = {}
+
+
+def _convert(name: str, raw: str, kind: Kind) -> Any:
+    if kind == "int":
+        if not _INT.fullmatch(raw):
+            raise ValidationError(f"{name} must be a whole number", field=name)
+        return int(raw)
+    if kind == "float":
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise ValidationError(f"{name} must be a number", field=name)
+        return value
+    if kind == "bool":
+        flag = _BOOLS.get(raw.strip().lower())
+        if flag is None:
+            raise ValidationError(f"{name} must be true or false", field=name)
+        return flag
+    if kind == "list":
+        return [x.strip() for x in raw.split(",") if x.strip()]
+    return raw
+
+
+def parse_query(
+    request: web.Request, spec: QuerySpec, typed: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The request's query parameters by canonical name, converted. Unknown names, a
+    parameter given twice (also under an alias) and malformed values are 400s naming it.
+    ``typed``, if given, receives canonical name -> the name the caller used."""
+    query = request.query
+    unknown = sorted({k for k in query if k not in spec})
+    if unknown:
+        accepted = ", ".join(sorted(spec)) or "none"
+        # echo a bounded amount of what the caller sent
+        shown = ", ".join(k[:64] for k in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        raise ValidationError(
+            f"unknown query parameter(s): {shown} (accepted here: {accepted})",
+            field=unknown[0][:64],
+        )
+    out: dict[str, Any] = {}
+    given: dict[str, str] = {}
+    for key in query:
+        canonical, kind = spec[key]
+        if canonical in given:
+            also = "" if given[canonical] == key else f" (as {given[canonical]})"
+            raise ValidationError(f"{key} is given more than once{also}", field=canonical)
+        given[canonical] = key
+        out[canonical] = _convert(key, query[key], kind)
+    if typed is not None:
+        typed.update(given)
+    return out
+
+
+def results_query(params: dict[str, Any], typed: dict[str, str]) -> FindingsQuery:
+    """Canonical results parameters -> a FindingsQuery (MCP's ``severity`` and
+    ``cvss_score`` read the way MCP's get_scan_results reads them). Errors name the
+    parameter as the caller spelled it (``typed``: canonical -> used name)."""
+
+    def name_of(query_field: str | None) -> str | None:
+        if query_field is None:
+            return None
+        canonical = _RESULTS_NAMES.get(query_field, query_field)
+        return typed.get(canonical, canonical)
+
+    raw: dict[str, Any] = {}
+    for key, value in params.items():
+        name = key.removeprefix("filters.")
+        if name == "severity":
+            raw["severities"] = [*raw.get("severities", []), value]
+        elif name == "severities":
+            raw["severities"] = [*value, *raw.get("severities", [])]
+        elif name == "cvss_score":
+            score = _convert(typed.get(key, key), value.strip().lstrip(">=").strip(), "float")
+            raw["min_cvss3"] = score
+        elif name == "schema_profile":
+            raw["profile"] = value
+        elif name == "custom_fields":
+            raw["fields"] = value
+            raw.setdefault("profile", "custom")
         else:
-            data[key] = value
+            raw[name] = value
+    if "fields" in raw and raw.get("profile") not in (None, "custom"):
+        raise ValidationError(
+            "custom_fields implies schema_profile custom; leave schema_profile out",
+            field=name_of("fields"),
+        )
     try:
-        return msgspec.convert(data, typ)
+        return msgspec.convert(raw, FindingsQuery)
     except msgspec.ValidationError as exc:
-        raise ValidationError(str(exc)) from None
+        bad = name_of(msgspec_field(str(exc)))
+        raise ValidationError(f"{bad}: {exc}" if bad else str(exc), field=bad) from None
+    except ValidationError as exc:  # FindingsQuery's own checks name its fields
+        raise ValidationError(exc.message, field=name_of(exc.field)) from None
 
 
-def _int_param(request: web.Request, name: str, default: int | None = None) -> int | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not re.fullmatch(r"\d{1,15}", raw):
-        raise ValidationError(f"{name} must be a whole number", field=name)
-    return int(raw)
+#: FindingsQuery field -> the canonical query parameter, for error messages
+_RESULTS_NAMES = {
+    **{k: f"filters.{k}" for k in RESULT_FILTERS},
+    "profile": "schema_profile",
+    "fields": "custom_fields",
+}
 
 
 # --- handlers ----------------------------------------------------------------------------
@@ -152,6 +301,7 @@ def _int_param(request: web.Request, name: str, default: int | None = None) -> i
 
 async def submit_scan(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "admin")
+    parse_query(request, NO_QUERY)
     req = await decode_body(request, SubmitRequest)
     result = await request.app[SERVICE].submit(req)
     return json_response(result, 200 if result.duplicate else 202)
@@ -159,44 +309,33 @@ async def submit_scan(request: web.Request) -> web.Response:
 
 async def list_scans(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "read")
-    q = request.query
-    page = await request.app[SERVICE].list_tasks(
-        status=q.get("status"),
-        pool=q.get("pool"),
-        target=q.get("target"),
-        created_from_ms=_int_param(request, "created_from_ms"),
-        created_to_ms=_int_param(request, "created_to_ms"),
-        limit=_int_param(request, "limit", 50) or 50,
-        cursor=q.get("cursor"),
-    )
-    return json_response(page)
+    q = parse_query(request, LIST_SCANS)
+    return json_response(await request.app[SERVICE].list_tasks(**q))
 
 
 async def get_scan(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "read")
+    parse_query(request, NO_QUERY)
     return json_response(await request.app[SERVICE].get_task(request.match_info["task_id"]))
 
 
 async def cancel_scan(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "admin")
+    parse_query(request, NO_QUERY)
     return json_response(await request.app[SERVICE].cancel(request.match_info["task_id"]))
 
 
 async def scan_results(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "read")
-    query = _query_to(
-        FindingsQuery,
-        request.query,
-        ints=("page", "page_size", "port", "plugin_id"),
-        floats=("min_cvss3",),
-        bools=("exploit_available",),
-    )
+    typed: dict[str, str] = {}
+    query = results_query(parse_query(request, RESULTS, typed), typed)
     data = await request.app[SERVICE].results(request.match_info["task_id"], query)
     return json_response(data)
 
 
 async def scan_export(request: web.Request) -> web.StreamResponse:
     request.app[AUTH].require(request, "read")
+    parse_query(request, NO_QUERY)
     task_id = check_task_id(request.match_info["task_id"])
     path = Path(await request.app[SERVICE].export_path(task_id))
     return web.FileResponse(
@@ -210,42 +349,44 @@ async def scan_export(request: web.Request) -> web.StreamResponse:
 
 async def scan_compare(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "read")
-    base = request.query.get("base")
+    typed: dict[str, str] = {}
+    base = parse_query(request, COMPARE, typed).get("base_task_id")
     if base is not None:
-        check_task_id(base, "base")
+        check_task_id(base, typed["base_task_id"])
     return json_response(await request.app[SERVICE].compare(request.match_info["task_id"], base))
 
 
 async def list_pools(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "read")
+    parse_query(request, NO_QUERY)
     return json_response({"pools": await request.app[SERVICE].pool_views()})
 
 
 async def get_pool(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "read")
+    parse_query(request, NO_QUERY)
     return json_response(await request.app[SERVICE].pool_view(request.match_info["name"]))
 
 
 async def list_scanners(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "read")
-    return json_response(
-        {"scanners": request.app[SERVICE].scanner_views(request.query.get("pool"))}
-    )
+    pool = parse_query(request, LIST_SCANNERS).get("pool")
+    return json_response({"scanners": request.app[SERVICE].scanner_views(pool)})
 
 
 async def get_scanner(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "read")
+    parse_query(request, NO_QUERY)
     sid = request.match_info["scanner_id"]
     for v in request.app[SERVICE].scanner_views():
         if v.id == sid:
             return json_response(v)
-    return json_response(
-        {"error": {"code": "not_found", "message": f"scanner {sid!r} not found"}}, 404
-    )
+    raise NotFoundError(f"scanner {sid!r} not found", field="scanner_id")
 
 
 async def drain_scanner(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "admin")
+    parse_query(request, NO_QUERY)
     return json_response(
         request.app[SERVICE].set_scanner_enabled(request.match_info["scanner_id"], False)
     )
@@ -253,6 +394,7 @@ async def drain_scanner(request: web.Request) -> web.Response:
 
 async def enable_scanner(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "admin")
+    parse_query(request, NO_QUERY)
     return json_response(
         request.app[SERVICE].set_scanner_enabled(request.match_info["scanner_id"], True)
     )
@@ -260,6 +402,7 @@ async def enable_scanner(request: web.Request) -> web.Response:
 
 async def reload_config(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "admin")
+    parse_query(request, NO_QUERY)
     outcome = await request.app[SERVICE].reload()
     return json_response(outcome, 200 if outcome.applied else 400)
 
@@ -273,27 +416,25 @@ class PurgeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 async def dlq_list(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "read")
-    return json_response(
-        await request.app[SERVICE].dlq_list(
-            pool=request.query.get("pool"),
-            limit=_int_param(request, "limit", 50) or 50,
-            cursor=request.query.get("cursor"),
-        )
-    )
+    q = parse_query(request, LIST_DLQ)
+    return json_response(await request.app[SERVICE].dlq_list(**q))
 
 
 async def dlq_get(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "read")
+    parse_query(request, NO_QUERY)
     return json_response(await request.app[SERVICE].dlq_get(request.match_info["task_id"]))
 
 
 async def dlq_retry(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "admin")
+    parse_query(request, NO_QUERY)
     return json_response(await request.app[SERVICE].dlq_retry(request.match_info["task_id"]))
 
 
 async def dlq_purge(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "admin")
+    parse_query(request, NO_QUERY)
     req = await decode_body(request, PurgeRequest)
     return json_response(
         await request.app[SERVICE].dlq_purge(
@@ -323,6 +464,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def openapi(request: web.Request) -> web.Response:
     from nessus_pool.api.openapi import openapi_document
 
+    parse_query(request, NO_QUERY)
     return json_response(openapi_document())
 
 

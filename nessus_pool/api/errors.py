@@ -43,8 +43,11 @@ def http_status(exc: NessusPoolError) -> int:
 
 
 def error_body(exc: NessusPoolError) -> dict[str, Any]:
+    """``{"error": {"code", "message", "field"?}}``: ``field`` names the one input at fault
+    (a body field, query parameter or path parameter such as ``task_id``) whenever there
+    is one; errors of a whole request (auth, server faults) have none."""
     err: dict[str, Any] = {"code": exc.code, "message": str(exc)}
-    field = getattr(exc, "field", None)
+    field = getattr(exc, "field", None) or exc.fields.get("field")
     if field:
         err["field"] = field
     return {"error": err}

@@ -8,6 +8,14 @@ from typing import Any
 import msgspec
 
 from nessus_pool import __version__
+from nessus_pool.api.admin import (
+    COMPARE,
+    LIST_DLQ,
+    LIST_SCANNERS,
+    LIST_SCANS,
+    RESULTS,
+    QuerySpec,
+)
 from nessus_pool.results.query import FindingsQuery
 from nessus_pool.service import (
     PoolView,
@@ -55,8 +63,30 @@ def _op(
     return op
 
 
-def _q(name: str, typ: str = "string") -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": {"type": typ}}
+_KIND_SCHEMA: dict[str, dict[str, Any]] = {
+    "str": {"type": "string"},
+    "int": {"type": "integer"},
+    "float": {"type": "number"},
+    "bool": {"type": "boolean"},
+    "list": {"type": "string", "description": "comma-separated"},
+}
+
+
+def _query(spec: QuerySpec) -> list[dict[str, Any]]:
+    """The query parameters a route accepts, from the same table the handler checks:
+    canonical names first, aliases saying what they stand for."""
+    out = []
+    for name, (canonical, kind) in sorted(spec.items(), key=lambda kv: kv[0] != kv[1][0]):
+        param: dict[str, Any] = {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": dict(_KIND_SCHEMA[kind]),
+        }
+        if name != canonical:
+            param["description"] = f"alias of {canonical}"
+        out.append(param)
+    return out
 
 
 _TASK = {
@@ -100,11 +130,18 @@ def openapi_document() -> dict[str, Any]:
             }
         },
     }
-    fq = components["FindingsQuery"]["properties"]
-    results_params = [_TASK] + [_q(name, "string") for name in fq]
+    results_params = [_TASK, *_query(RESULTS)]
     return {
         "openapi": "3.1.0",
-        "info": {"title": "nessus-pool admin API", "version": __version__},
+        "info": {
+            "title": "nessus-pool admin API",
+            "version": __version__,
+            "description": "Query parameters use the MCP tools' names (filters.min_severity, "
+            "page, page_size, schema_profile); flat aliases are listed as such. A query "
+            "parameter a route does not list is a 400 naming it. Errors: "
+            '{"error": {"code", "message", "field"}}; field names the one input at fault '
+            "whenever there is one.",
+        },
         "components": {
             "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -122,15 +159,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": _op(
                     "List scans, newest first",
                     _ref(TaskPage),
-                    params=[
-                        _q("status"),
-                        _q("pool"),
-                        _q("target"),
-                        _q("created_from_ms", "integer"),
-                        _q("created_to_ms", "integer"),
-                        _q("limit", "integer"),
-                        _q("cursor"),
-                    ],
+                    params=_query(LIST_SCANS),
                 ),
             },
             "/api/v1/scans/{task_id}": {"get": _op("Get a scan", _ref(TaskView), params=[_TASK])},
@@ -153,13 +182,13 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             "/api/v1/scans/{task_id}/compare": {
-                "get": _op("Diff with an earlier scan", None, params=[_TASK, _q("base")])
+                "get": _op("Diff with an earlier scan", None, params=[_TASK, *_query(COMPARE)])
             },
             "/api/v1/pools": {"get": _op("List pools", None)},
             "/api/v1/pools/{name}": {
                 "get": _op("Get a pool", _ref(PoolView), params=[_path("name")])
             },
-            "/api/v1/scanners": {"get": _op("List scanners", None, params=[_q("pool")])},
+            "/api/v1/scanners": {"get": _op("List scanners", None, params=_query(LIST_SCANNERS))},
             "/api/v1/scanners/{scanner_id}": {
                 "get": _op("Get a scanner", _ref(ScannerView), params=[_path("scanner_id")])
             },
@@ -183,7 +212,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": _op(
                     "Dead letters",
                     _ref(TaskPage),
-                    params=[_q("pool"), _q("limit", "integer"), _q("cursor")],
+                    params=_query(LIST_DLQ),
                 )
             },
             "/api/v1/dlq/{task_id}": {
