@@ -11,27 +11,32 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from nessus_pool.results.types import SEVERITY_NAMES
+from nessus_pool.results.types import SEVERITY_NAMES, plural
+
+__all__ = [
+    "cell", "diff_text", "dumps_json", "findings_footer", "findings_table", "findings_text",
+    "plural", "render_table", "safe", "severity_name",
+]  # fmt: skip
 
 #: the findings columns in the order shown, with their headers; other fields follow in the
 #: page's own order under their upper-cased name
 FINDING_COLUMNS: dict[str, str] = {
+    "old_severity": "WAS",
+    "new_severity": "NOW",
     "severity": "SEVERITY",
     "host": "HOST",
     "port": "PORT",
     "protocol": "PROTO",
     "plugin_id": "PLUGIN",
     "cvss3_base_score": "CVSS3",
+    "cvss_base_score": "CVSS2",
     "exploit_available": "EXPLOIT",
+    "plugin_family": "FAMILY",
     "plugin_name": "NAME",
 }
+_SEVERITY_FIELDS = frozenset({"severity", "old_severity", "new_severity"})
 #: longest text shown in one findings cell (synopsis, plugin output, ...)
 MAX_CELL_CHARS = 60
-
-
-def plural(n: int, singular: str, plural_form: str | None = None) -> str:
-    """``1 finding``, ``2 findings``, ``0 dead letters``."""
-    return f"{n} {singular if n == 1 else (plural_form or singular + 's')}"
 
 
 def dumps_json(data: Any) -> str:
@@ -39,8 +44,22 @@ def dumps_json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False)
 
 
+#: control characters (C0, DEL, C1) and bidi overrides, which an export or a scanner may carry
+#: (XML allows C1 and the overrides) and which would drive or spoof the terminal
+_UNSAFE = {
+    c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+    for c in (*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+}
+
+
+def safe(text: str) -> str:
+    """Text from an export or a scanner made harmless for a terminal: controls shown escaped."""
+    return text.translate(_UNSAFE)
+
+
 def cell(value: object) -> str:
-    """One table cell: ``None`` as ``-``, booleans as yes/no, lists comma-joined, one line."""
+    """One table cell: ``None`` as ``-``, booleans as yes/no, lists comma-joined, one line,
+    terminal controls escaped."""
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -49,7 +68,7 @@ def cell(value: object) -> str:
         return f"{value:g}"
     if isinstance(value, list | tuple):
         return ",".join(cell(v) for v in value) or "-"
-    return " ".join(str(value).split())
+    return safe(" ".join(str(value).split()))
 
 
 def render_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -76,12 +95,14 @@ def _clip(text: str, n: int = MAX_CELL_CHARS) -> str:
 
 def findings_table(items: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> str:
     """The findings of one page as a table: the known columns first (severity by name,
-    ``PLUGIN``, ``EXPLOIT`` yes/no), then the page's other fields; long text clipped."""
-    shown = [f for f in FINDING_COLUMNS if f in fields]
+    ``PLUGIN``, ``EXPLOIT`` yes/no), then the page's other fields, the plugin name last;
+    long text clipped."""
+    shown = [f for f in FINDING_COLUMNS if f in fields and f != "plugin_name"]
     shown += [f for f in fields if f not in FINDING_COLUMNS]
+    shown += ["plugin_name"] if "plugin_name" in fields else []  # free text last
     headers = [FINDING_COLUMNS.get(f, f.upper()) for f in shown]
     rows = [
-        [_clip(cell(severity_name(i.get(f)) if f == "severity" else i.get(f))) for f in shown]
+        [_clip(cell(severity_name(i.get(f)) if f in _SEVERITY_FIELDS else i.get(f))) for f in shown]
         for i in items
     ]
     return render_table(headers, rows)

@@ -166,8 +166,8 @@ def test_findings_table_speaks_like_scan_results(capsys: Any) -> None:
     assert run(argv) == 0
     head, *rows, foot = capsys.readouterr().out.splitlines()
     assert head.split() == [
-        "SEVERITY", "HOST", "PORT", "PROTO", "PLUGIN", "NAME", "FAMILY", "CVSS3", "CVES", "CWES",
-        "EXPLOIT",
+        "SEVERITY", "HOST", "PORT", "PROTO", "PLUGIN", "CVSS3", "EXPLOIT", "FAMILY", "CVES", "CWES",
+        "NAME",
     ]  # fmt: skip
     criticals = [i for i in every if i["severity"] == 4]
     assert len(rows) == 2 and all(r.startswith("critical  adam  445 ") for r in rows)
@@ -175,7 +175,7 @@ def test_findings_table_speaks_like_scan_results(capsys: Any) -> None:
     by_id = {i["plugin_id"]: i for i in criticals}
     for r in rows:
         plugin_id = int(r.split()[4])
-        assert r.endswith("  " + exploit[by_id[plugin_id]["exploit_available"]])
+        assert r.split()[6] == exploit[by_id[plugin_id]["exploit_available"]]
     pages = -(-len(criticals) // 2)
     assert foot == f"page 1/{pages}, {len(criticals)} findings (next: --page 2)"
     assert run(["results", "findings", str(path), "--plugin-id", "19506"]) == 0

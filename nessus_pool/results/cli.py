@@ -12,7 +12,6 @@ validation error (the field named), or an XML file that is not a Nessus export.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -20,6 +19,7 @@ import msgspec
 
 from nessus_pool.errors import NotNessusExportError, ResultsError, ValidationError
 from nessus_pool.models import ScanType
+from nessus_pool.render import dumps_json, findings_table, findings_text, plural, safe
 from nessus_pool.results.parser import ScanResults, iter_findings, parse_export
 from nessus_pool.results.query import (
     PROFILES,
@@ -31,7 +31,7 @@ from nessus_pool.results.query import (
     query_findings,
     severity_value,
 )
-from nessus_pool.results.types import SEVERITY_NAMES, plural
+from nessus_pool.results.types import SEVERITY_NAMES
 
 
 def add_results_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -260,89 +260,31 @@ def _diff(args: argparse.Namespace) -> int:
     ):
         if items:
             print(f"\n{title} ({_shown(len(items), total)}):")
-            for line in findings_table(items, _DIFF_COLUMNS):
-                print(f"  {line}")
+            rows = [msgspec.to_builtins(f) for f in items]
+            print(_indent(findings_table(rows, _DIFF_COLUMNS)))
     if diff.changed_severity:
         shown = _shown(len(diff.changed_severity), diff.changed_severity_total)
         print(f"\nchanged severity ({shown}):")
         rows = [msgspec.to_builtins(c) for c in diff.changed_severity]
-        for line in findings_table(rows, ["old_severity", "new_severity", *_DIFF_COLUMNS[1:]]):
-            print(f"  {line}")
+        print(_indent(findings_table(rows, ["old_severity", "new_severity", *_DIFF_COLUMNS[1:]])))
     return 0
+
+
+def _indent(table: str) -> str:
+    return "\n".join(f"  {line}" for line in table.splitlines())
 
 
 def _shown(listed: int, total: int) -> str:
     return str(total) if listed == total else f"{listed} of {total}; raise --limit for more"
 
 
-#: table headers shared with the online ``scan results`` table; other fields: upper-cased
-HEADERS = {
-    "severity": "SEVERITY",
-    "old_severity": "WAS",
-    "new_severity": "NOW",
-    "protocol": "PROTO",
-    "plugin_id": "PLUGIN",
-    "plugin_name": "NAME",
-    "plugin_family": "FAMILY",
-    "cvss3_base_score": "CVSS3",
-    "cvss_base_score": "CVSS2",
-    "exploit_available": "EXPLOIT",
-}
-_CELL_MAX = 40
-_SEVERITY_FIELDS = frozenset({"severity", "old_severity", "new_severity"})
-
-
 def print_json(data: Any) -> None:
     """Indented JSON, like every other ``--json`` of the CLI."""
-    print(json.dumps(msgspec.to_builtins(data), indent=2))
-
-
-def findings_table(items: list[dict[str, Any]], fields: list[str]) -> list[str]:
-    """Table lines for findings: severity first and by name, booleans as yes/no."""
-    cols = sorted(fields, key=lambda c: c != "severity")
-    cells = [[cell(c, item.get(c)) for c in cols] for item in items]
-    heads = [HEADERS.get(c, c.upper()) for c in cols]
-    widths = [
-        min(_CELL_MAX, max(len(h), *(len(row[i]) for row in cells))) for i, h in enumerate(heads)
-    ]
-    return [
-        "  ".join(v[:w].ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
-        for row in (heads, *cells)
-    ]
+    print(dumps_json(msgspec.to_builtins(data)))
 
 
 def _print_page(page: FindingsPage) -> None:
-    if page.items:
-        for line in findings_table(page.items, page.fields):
-            print(line)
-    more = f" (next: --page {page.page + 1})" if page.has_more else ""
-    print(f"page {page.page}/{page.pages}, {plural(page.total, 'finding')}{more}")
-
-
-def cell(field: str, value: Any) -> str:
-    """One table cell: severity by name, yes/no, lists comma-separated, "-" for nothing."""
-    if value is None:
-        return "-"
-    if field in _SEVERITY_FIELDS and isinstance(value, int):
-        return SEVERITY_NAMES.get(value, str(value))
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list):
-        return safe(",".join(map(str, value))) or "-"
-    return safe(" ".join(str(value).split()))
-
-
-#: control characters (C0, DEL, C1) and bidi overrides, which an export may carry (XML
-#: allows C1 and the overrides) and which would drive or spoof the terminal
-_UNSAFE = {
-    c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
-    for c in (*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A))
-}
-
-
-def safe(text: str) -> str:
-    """Text from an export made harmless for a terminal: controls shown escaped."""
-    return text.translate(_UNSAFE)
+    print(findings_text(msgspec.to_builtins(page)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,9 +33,9 @@ SEVERITY_BY_NAME: dict[str, int] = {
 CredentialedChecks = Literal["yes", "no"]
 
 
-def plural(n: int, word: str) -> str:
-    """``1 host``, ``2 hosts``, ``0 hosts``."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+def plural(n: int, singular: str, plural_form: str | None = None) -> str:
+    """``1 host``, ``2 hosts``, ``0 dead letters``; ``plural_form`` for irregular words."""
+    return f"{n} {singular if n == 1 else (plural_form or singular + 's')}"
 
 
 _CWE = re.compile(r"(?:CWE[-: ]?)?([0-9]{1,9})", re.I)
