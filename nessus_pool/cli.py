@@ -17,6 +17,7 @@ from nessus_pool.config import (
     render_starter_config,
 )
 from nessus_pool.errors import ConfigError
+from nessus_pool.render import plural
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,9 +94,10 @@ def cmd_config_check(path_arg: str | None, offline: bool = False) -> int:
         )
     cfg = loaded.config
     scanners = sum(len(p.scanners) for p in cfg.pools)
-    sim = f", simulator with {cfg.simulator.scanners} scanners" if cfg.simulator else ""
+    sim = f", simulator with {plural(cfg.simulator.scanners, 'scanner')}" if cfg.simulator else ""
     what = "file only (--offline)" if offline else f"storage {cfg.storage.path}"
-    print(f"{path}: ok ({len(cfg.pools)} pools, {scanners} scanners{sim}; {what})")
+    counts = f"{plural(len(cfg.pools), 'pool')}, {plural(scanners, 'scanner')}"
+    print(f"{path}: ok ({counts}{sim}; {what})")
     return 0
 
 

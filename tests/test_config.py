@@ -117,6 +117,10 @@ def test_diff_reports_changes() -> None:
 
 def test_config_check_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "check", "--config", str(REPO / "nessus-pool.toml")]) == 0
+    one = tmp_path / "one.toml"
+    one.write_text(SCANNER)
+    assert main(["config", "check", "--offline", "--config", str(one)]) == 0
+    assert "ok (1 pool, 1 scanner; " in capsys.readouterr().out  # plurals (#11 item 13)
     bad = tmp_path / "bad.toml"
     bad.write_text(SCANNER.replace("max-concurrent-scans = 2", "max-concurrent-scans = -1"))
     assert main(["config", "check", "--config", str(bad)]) == 2
