@@ -18,7 +18,7 @@ import msgspec
 from nessus_pool.config import Config, PoolConfig
 from nessus_pool.engine import Engine
 from nessus_pool.errors import ConflictError, NotFoundError, ScopeError, ValidationError
-from nessus_pool.logs import register_secret
+from nessus_pool.logs import hold_task_secrets, release_task_secrets
 from nessus_pool.models import (
     INLINE_CREDENTIAL,
     Escalation,
@@ -239,6 +239,7 @@ class Service:
         if key is None:
             task = self._new_task(req, pool, name, targets, credential, None)
             await self.engine.submit(task, inline)
+            self._hold_secrets(task, inline)
             return self._submit_result(task)
         request_hash = _hash_request(req, targets)
         inflight = self._idem_inflight.get(key)
@@ -254,6 +255,7 @@ class Service:
                 return self._same_or_conflict(existing, request_hash)
             task = self._new_task(req, pool, name, targets, credential, request_hash)
             await self.engine.submit(task, inline)
+            self._hold_secrets(task, inline)
             fut.set_result(task)
             return self._submit_result(task)
         except BaseException as exc:
@@ -382,8 +384,6 @@ class Service:
                 "credential set) or ssh_username and ssh_password",
                 field="credential",
             )
-        for secret in (req.ssh_password, req.escalation_password):
-            register_secret(secret)
         if not cfg.security.allow_inline_credentials:
             raise ValidationError(
                 "inline credentials are disabled by configuration; use a named credential set",
@@ -434,6 +434,16 @@ class Service:
 
     def _forget(self, task_id: str) -> None:
         self._finished.pop(task_id, None)
+        if task_id not in self.engine.tasks:  # it has ended
+            release_task_secrets(task_id)
+
+    @staticmethod
+    def _hold_secrets(task: Task, inline: SshCredential | None) -> None:
+        """Inline passwords are redacted from logs while their task lives: only once the
+        task is accepted (a refused request registers nothing) and no longer (the engine
+        drops them at the end; the change hook above releases them)."""
+        if inline is not None:
+            hold_task_secrets(task.task_id, [inline.password, inline.escalation_password])
 
     def view(self, t: Task, results: dict[str, Any] | None = None) -> TaskView:
         eta, basis = (
