@@ -69,7 +69,10 @@ async def test_refused_requests_register_nothing_and_ended_tasks_release_theirs(
 
 
 async def test_short_and_common_passwords_are_not_redaction_strings(
-    tmp_path: Path, start_daemon: DaemonFactory, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    start_daemon: DaemonFactory,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     d: Daemon = await start_daemon(sim_config(tmp_path))
     svc = d.service
@@ -77,6 +80,7 @@ async def test_short_and_common_passwords_are_not_redaction_strings(
     for sc in ("sim-1", "sim-2"):
         svc.set_scanner_enabled(sc, False)
     caplog.set_level(logging.WARNING, logger="nessus_pool.logs")
+    monkeypatch.setattr(logs, "_warned", set())  # warnings are once per value per process
     before = secrets_registered()
     await svc.submit(_inline("task_"))
     await svc.submit(_inline("password"))
