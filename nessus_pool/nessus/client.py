@@ -117,6 +117,12 @@ class NessusClient:
                 scanner_id=self.scanner_id,
                 endpoint=endpoint,
             ) from exc
+        except RecursionError:
+            raise TransientScannerError(
+                "the scanner answered with JSON nested too deeply to read",
+                scanner_id=self.scanner_id,
+                endpoint=endpoint,
+            ) from None
 
     async def _get(self, path: str, endpoint: str, type_: type[T]) -> T:
         return self._shape(await self._t.request_json("GET", path, endpoint), type_, endpoint)
