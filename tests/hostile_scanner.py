@@ -9,8 +9,9 @@ Attacks (``HostileScanner.attack``):
 - ``stuck_loading``: the export status says ``loading`` for ever
 - ``drip_export``: the download sends one byte at a time, calling :attr:`on_drip` between
   bytes (a test moves its fake clock there; the proof sleeps)
-- ``error_secret``: ``POST /scans`` fails with an error text that echoes :attr:`echo` after
-  :attr:`echo_offset` characters of filler (where a cut to 200 characters would fall)
+- ``error_secret``: ``POST /scans`` fails with an error text that echoes :attr:`echo` (or
+  every password in the request) after :attr:`echo_offset` characters of filler (where a cut
+  to 200 characters would fall)
 - ``none``: a well-behaved scanner whose scans complete at once with a small export
 
 Used by the end-to-end tests and by ``proofs/attack_scanner.py``.
@@ -110,7 +111,8 @@ class HostileScanner:
         body = await request.json()
         settings = body.get("settings", {})
         if self.attack == "error_secret":
-            text = "x" * self.echo_offset + self.echo + " was refused"
+            echo = self.echo or " / ".join(_passwords(body))
+            text = "x" * self.echo_offset + echo + " was refused"
             return web.json_response({"error": text}, status=400)
         scan_id = len(self._scans) + 1
         self._scans[scan_id] = {
@@ -199,3 +201,18 @@ class HostileScanner:
         except (ConnectionError, RuntimeError):
             pass
         return resp
+
+
+def _passwords(obj: Any) -> list[str]:
+    """Every string under a key that names a password, depth first."""
+    found: list[str] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if "password" in str(k) and isinstance(v, str):
+                found.append(v)
+            else:
+                found += _passwords(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            found += _passwords(v)
+    return found
