@@ -50,11 +50,15 @@ async def export_scan(
     dest: Path,
     *,
     deadline_s: float,
+    deadline_at_s: float | None = None,
     max_bytes: int,
     poll_interval_s: float,
 ) -> ExportResult:
     """See :meth:`NessusClient.export_scan`."""
-    dl = _Deadline(t, t.clock.monotonic_s() + deadline_s, deadline_s)
+    at_s = t.clock.monotonic_s() + deadline_s
+    if deadline_at_s is not None and deadline_at_s < at_s:
+        at_s = deadline_at_s
+    dl = _Deadline(t, at_s, deadline_s)
     for ask in range(1, EXPORT_REASKS + 2):
         file_id = await _request_export(t, scan_id, dl)
         try:
