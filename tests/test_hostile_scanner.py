@@ -167,3 +167,16 @@ async def test_a_full_disk_during_export_is_a_storage_error(
         with pytest.raises(StorageError, match="the disk is full") as err:
             await c.export_scan(scan.id, tmp_path / "x.nessus", deadline_s=5.0)
     assert not isinstance(err.value, ScannerError)  # our disk, not the scanner's fault
+
+
+async def test_a_full_disk_during_export_ends_the_task_and_frees_the_slot(
+    tmp_path: Path,
+    hostile: HostileScanner,
+    start_daemon: DaemonFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(export_module, "_open_part", lambda part: _FullDisk())
+    d: Daemon = await start_daemon(hostile_config(tmp_path, hostile.url))
+    view = await _run_one(d, SubmitRequest(targets="10.0.0.1"))
+    # not left "exporting": the engine sees a typed storage error (it does not retry it yet)
+    assert view.status == "failed" and "the disk is full" in (view.error or ""), view
