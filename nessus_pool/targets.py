@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 
 from nessus_pool.errors import ValidationError
 
@@ -77,6 +78,14 @@ def _range_bounds(
     return a, b
 
 
+def _inet_aton_reads(name: str) -> bool:
+    try:
+        socket.inet_aton(name)
+    except OSError:
+        return False
+    return True
+
+
 def normalise_target(target: str) -> str:
     """Return the canonical form of one target or raise ValueError saying why."""
     t = target.strip()
@@ -96,6 +105,10 @@ def normalise_target(target: str) -> str:
         a, b = _range_bounds(t)
         return f"{a}-{b}"
     if _HOSTNAME.match(t) and not re.fullmatch(r"[0-9.]+", t):
+        if _inet_aton_reads(t):
+            # "0x0a420101", "0x0a.0x42.1.1": a resolver (and Nessus) reads these as IPv4,
+            # so they must not be checked against scope as hostnames
+            raise ValueError("an IPv4 address in hex or short form; write it as a.b.c.d")
         return t.lower().rstrip(".")
     raise ValueError("not an IP address, CIDR, range or hostname")
 

@@ -111,3 +111,13 @@ async def test_healthz_answers_while_a_maximal_submit_is_processed(
     assert health and set(health) == {200}
     # before: 31 s with the quadratic de-duplication; about 1 s on the loop when linear
     assert max(stalls_s) < 0.5, f"the event loop stalled {max(stalls_s):.2f}s"
+
+
+@pytest.mark.parametrize("disguised", ["0x0a420101", "0x0a.0x42.1.1", "0XA.0x42.0x101"])
+def test_ipv4_in_hex_or_short_form_is_not_a_hostname(disguised: str) -> None:
+    # inet_aton (and so getaddrinfo, and Nessus) reads these as 10.66.1.1: as hostnames
+    # their scope check depended on a resolver reading them the same way
+    with pytest.raises(ValidationError, match="hex or short form") as err:
+        parse_targets(["db.example", disguised])
+    assert err.value.field == "targets[1]"
+    assert parse_targets("0xdeadbeef.example") == ["0xdeadbeef.example"]
