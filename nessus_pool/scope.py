@@ -140,6 +140,14 @@ def _bounds(target: str) -> tuple[Address, Address] | None:
     return a, a
 
 
+def _as_v4_note(lo: Address, hi: Address) -> str:
+    """`` (IPv4 10.66.1.1)`` for an IPv6 spelling of IPv4 addresses, else ``""``."""
+    view = _unique_v4_view(lo, hi)
+    if view is None:
+        return ""
+    return f" (IPv4 {view[0]})" if view[0] == view[1] else f" (IPv4 {view[0]}-{view[1]})"
+
+
 class Scope:
     def __init__(self, allowed: list[str], denied: list[str], *, mandatory: bool) -> None:
         self.allowed = [parse_scope_entry(e) for e in allowed]
@@ -212,7 +220,7 @@ class Scope:
             lo, hi = bounds
             denied = self._denied_range(lo, hi)
             if denied is not None:
-                return f"target {target} overlaps denied {denied}"
+                return f"target {target}{_as_v4_note(lo, hi)} overlaps denied {denied}"
             if not self._allowed_range(lo, hi):
                 return f"target {target} is outside the pool's allowed targets" + (
                     "" if self.allowed else " (scope is mandatory and none is configured)"

@@ -185,7 +185,7 @@ def test_ipv6_spellings_of_a_denied_ipv4_address_are_denied(
     denied = ipaddress.ip_network(f"{addr}/{prefix}", strict=False)
     scope = Scope(["::/0", "0.0.0.0/0"], [str(denied)], mandatory=True)
     for form in _v6_forms(addr):
-        assert scope.why_not(form) is not None, form
+        assert "overlaps denied" in (scope.why_not(form) or ""), form
         # the same form as a one-address CIDR, a range, and a resolved hostname's answer
         assert scope.why_not(f"{form}/128") is not None, form
         assert scope.why_not(f"{form}-{form}") is not None, form
@@ -217,3 +217,6 @@ def test_ipv6_ranges_through_embedding_prefixes_are_checked() -> None:
     assert scope.why_not("64:ff9b::/64") is not None  # holds all of the NAT64 /96
     assert scope.why_not("2002::/16") is not None  # 6to4 of every IPv4 address
     assert scope.why_not("2001:db8::/32") is None  # documentation prefix: embeds nothing
+    assert scope.why_not("::ffff:a42:101") == (
+        "target ::ffff:a42:101 (IPv4 10.66.1.1) overlaps denied 10.66.0.0/16"
+    )
