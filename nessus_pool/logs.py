@@ -24,20 +24,203 @@ SECRET_KEYS = (
     "cookie",
     "api_key",
 )
-_secret_values: set[str] = set()
+#: shorter values are not treated as secrets: they occur in ordinary text ("task_", "root")
+MIN_SECRET_CHARS = 8
+_MASK = "[REDACTED]"
+#: values too common to be secrets: replacing them everywhere would rewrite ordinary log text
+_COMMON = frozenset(
+    {
+        "password",
+        "password1",
+        "passw0rd",
+        "12345678",
+        "123456789",
+        "1234567890",
+        "87654321",
+        "qwertyui",
+        "qwertyuiop",
+        "changeme",
+        "iloveyou",
+        "letmein1",
+        "welcome1",
+        "administrator",
+        "nessus_pool",
+        "redacted",
+    }
+)
+#: our own log vocabulary: a "secret" found inside it would rewrite every line
+_VOCABULARY = " ".join(
+    [
+        *SECRET_KEYS,
+        "nessus_pool.engine nessus_pool.nessus nessus_pool.service nessus_pool.api",
+        "nessus_pool.daemon task_id scanner_id remote_scan_id remote_scan_name endpoint",
+        "status reason error event message level logger info warning debug critical",
+        "queued dispatching running exporting completed failed canceled",
+    ]
+).lower()
 
 
-def register_secret(value: str | None) -> None:
-    """Values that must never appear in a log line (scanner keys, passwords)."""
-    if value and len(value) >= 4:
-        _secret_values.add(value)
+class _SecretIndex:
+    """Registered secrets, found in text in one pass: each secret is filed under its first
+    :data:`MIN_SECRET_CHARS` characters and its length, so the work per position of a string
+    is one dict lookup, plus one set lookup per distinct secret length under that prefix:
+    it does not grow with the number of secrets. Values held for a task are
+    reference-counted and dropped when the task ends; global ones (scanner keys, tokens)
+    stay."""
+
+    def __init__(self) -> None:
+        #: prefix -> {length -> secrets}, lengths in descending order (the longest match wins)
+        self._by_prefix: dict[str, dict[int, set[str]]] = {}
+        self._refs: dict[str, int] = {}
+        self._tasks: dict[str, list[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def add(self, value: str) -> None:
+        n = self._refs.get(value, 0)
+        self._refs[value] = n + 1
+        if n:
+            return
+        key = value[:MIN_SECRET_CHARS]
+        bucket = self._by_prefix.get(key, {})
+        if len(value) in bucket:
+            bucket[len(value)].add(value)
+            return
+        bucket[len(value)] = {value}
+        self._by_prefix[key] = dict(sorted(bucket.items(), reverse=True))
+
+    def add_once(self, value: str) -> None:
+        if value not in self._refs:
+            self.add(value)
+
+    def remove(self, value: str) -> None:
+        n = self._refs.get(value, 0)
+        if n > 1:
+            self._refs[value] = n - 1
+            return
+        self._refs.pop(value, None)
+        key = value[:MIN_SECRET_CHARS]
+        bucket = self._by_prefix.get(key, {})
+        same_length = bucket.get(len(value), set())
+        same_length.discard(value)
+        if not same_length:
+            bucket.pop(len(value), None)
+        if not bucket:
+            self._by_prefix.pop(key, None)
+
+    def hold_for(self, task_id: str, values: list[str]) -> None:
+        self._tasks.setdefault(task_id, []).extend(values)
+        for v in values:
+            self.add(v)
+
+    def release(self, task_id: str) -> int:
+        values = self._tasks.pop(task_id, [])
+        for v in values:
+            self.remove(v)
+        return len(values)
+
+    def redact(self, text: str) -> str:
+        by_prefix = self._by_prefix
+        if not by_prefix or len(text) < MIN_SECRET_CHARS:
+            return text
+        parts: list[str] = []
+        last = i = 0
+        end = len(text) - MIN_SECRET_CHARS
+        while i <= end:
+            bucket = by_prefix.get(text[i : i + MIN_SECRET_CHARS])
+            if bucket is not None:
+                for length, values in bucket.items():
+                    if text[i : i + length] in values:
+                        parts += (text[last:i], _MASK)
+                        i = last = i + length
+                        break
+                else:
+                    i += 1
+            else:
+                i += 1
+        if not parts:
+            return text
+        parts.append(text[last:])
+        return "".join(parts)
+
+
+_secrets = _SecretIndex()
+
+
+def not_a_secret_because(value: str) -> str | None:
+    """Why ``value`` cannot be redacted as a secret (too short or too common), or None."""
+    if len(value) < MIN_SECRET_CHARS:
+        return f"shorter than {MIN_SECRET_CHARS} characters"
+    low = value.lower()
+    if low in _COMMON or len(set(low)) < 3 or low in _VOCABULARY:
+        return "too common to tell apart from ordinary log text"
+    return None
+
+
+_warned: set[int] = set()
+
+
+def _redactable(values: list[str | None], source: str) -> list[str]:
+    kept: list[str] = []
+    for i, v in enumerate(values):
+        if not v:
+            continue
+        why = not_a_secret_because(v)
+        if why is None:
+            kept.append(v)
+            continue
+        if hash(v) in _warned:
+            continue  # said once per value (a named credential is resolved for every task)
+        _warned.add(hash(v))
+        # the value itself is never logged, only where it came from and why
+        logging.getLogger("nessus_pool.logs").warning(
+            "a secret value is %s and will not be redacted from logs by value",
+            why,
+            extra={"event": "secret_not_redactable", "source": source, "index": i},
+        )
+    return kept
+
+
+def register_secret(value: str | None, *, source: str = "config") -> None:
+    """A value that must never appear in a log line for as long as the process runs
+    (scanner keys, API tokens). Values too short or too common are refused with a
+    ``secret_not_redactable`` warning (they would rewrite ordinary text)."""
+    for v in _redactable([value], source):
+        _secrets.add_once(v)
+
+
+def hold_task_secrets(task_id: str, values: list[str | None]) -> list[str]:
+    """Redact ``values`` until :func:`release_task_secrets` for this task (call it for
+    accepted tasks only). Returns the values that could not be held (too short or common)."""
+    kept = _redactable(values, f"task {task_id}")
+    _secrets.hold_for(task_id, kept)
+    return [v for v in values if v and v not in kept]
+
+
+def release_task_secrets(task_id: str) -> int:
+    """Stop redacting the values held for a task that has ended; how many were held."""
+    return _secrets.release(task_id)
+
+
+def secrets_registered() -> int:
+    return len(_secrets)
 
 
 def redact(text: str) -> str:
-    for s in _secret_values:
-        if s in text:
-            text = text.replace(s, "[REDACTED]")
-    return text
+    """``text`` with every registered secret replaced by ``[REDACTED]``."""
+    return _secrets.redact(text)
+
+
+def _scrub(value: Any) -> Any:
+    """Redact inside a value made of builtins (str, list, dict, numbers)."""
+    if isinstance(value, str):
+        return _secrets.redact(value)
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    return value
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -51,14 +234,20 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return out
 
 
-_encoder = msgspec.json.Encoder(enc_hook=str)
+_encoder = msgspec.json.Encoder()
 
 
 def _json_line(data: dict[str, Any]) -> str:
+    """One JSON line, secrets redacted in the values before encoding: a secret that looks
+    like JSON syntax (``","l``) cannot break the line."""
     try:
-        return _encoder.encode(data).decode()
+        plain = msgspec.to_builtins(data, enc_hook=str)
     except (TypeError, ValueError, OverflowError):
-        return json.dumps(data, default=str)
+        plain = json.loads(json.dumps(data, default=str))
+    try:
+        return _encoder.encode(_scrub(plain)).decode()
+    except (TypeError, ValueError, OverflowError):
+        return json.dumps(_scrub(plain), default=str)
 
 
 class JsonFormatter(logging.Formatter):
@@ -74,7 +263,7 @@ class JsonFormatter(logging.Formatter):
         data.update(_fields(record))
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return redact(_json_line(data))
+        return _json_line(data)
 
 
 class TextFormatter(logging.Formatter):

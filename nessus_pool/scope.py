@@ -4,6 +4,13 @@ A pool's ``allowed-targets`` are CIDRs / addresses and hostname patterns (``*.co
 ``denied-targets`` likewise and always win. A target is in scope when it lies wholly inside
 one allowed network (or matches an allowed hostname pattern, or every address it resolves to
 is allowed) and touches no denied network or pattern.
+
+IPv4 addresses can be written as IPv6 (``::ffff:10.0.0.1``, ``::10.0.0.1``,
+``64:ff9b::10.0.0.1``, 6to4, Teredo): every scope decision looks through those forms, so a
+deny list of IPv4 networks cannot be bypassed by spelling an address in IPv6. Forms whose
+IPv4 address is not certain (the NAT64 local-use prefix ``64:ff9b:1::/48`` with its several
+RFC 6052 layouts, 6to4, Teredo) count against every IPv4 address they could stand for, and
+are allowed only by an IPv6 entry that holds them.
 """
 
 from __future__ import annotations
@@ -20,13 +27,94 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+_V4_MASK = 0xFFFFFFFF
+_V4_ALL = (ipaddress.IPv4Address(0), ipaddress.IPv4Address(_V4_MASK))
+#: IPv6 /96 prefixes whose last 32 bits are one IPv4 address: IPv4-mapped,
+#: IPv4-compatible (deprecated, still routed by some stacks) and the NAT64 well-known prefix
+_EMBED_96 = tuple(ipaddress.IPv6Network(n) for n in ("::ffff:0:0/96", "::/96", "64:ff9b::/96"))
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215
+_SIXTOFOUR = ipaddress.IPv6Network("2002::/16")
+_TEREDO = ipaddress.IPv6Network("2001::/32")
+
+
+def _as_v4_net(net: Network) -> Network:
+    """An IPv6 network inside one IPv4-embedding /96 is the IPv4 network it stands for."""
+    if net.version == 6 and net.prefixlen >= 96:
+        for region in _EMBED_96:
+            if net.subnet_of(region):
+                v4 = int(net.network_address) & _V4_MASK
+                return ipaddress.IPv4Network((v4, net.prefixlen - 96))
+    return net
+
+
 def parse_scope_entry(entry: str) -> Network | str:
-    """A CIDR / address becomes a network; anything else is a lowercase hostname pattern."""
+    """A CIDR / address becomes a network (IPv4 written as IPv6 becomes IPv4); anything
+    else is a lowercase hostname pattern."""
     e = entry.strip()
     try:
-        return ipaddress.ip_network(e, strict=False)
+        return _as_v4_net(ipaddress.ip_network(e, strict=False))
     except ValueError:
         return e.lower().rstrip(".")
+
+
+def _nat64_local_candidates(x: int) -> list[int]:
+    """The IPv4 addresses an address in 64:ff9b:1::/48 may embed, one per RFC 6052 prefix
+    length that fits the /48 (48, 56, 64, 96); bits 64-71 are the reserved u octet."""
+    return [
+        ((x >> 64) & 0xFFFF) << 16 | (x >> 40) & 0xFFFF,
+        ((x >> 64) & 0xFF) << 24 | (x >> 32) & 0xFFFFFF,
+        (x >> 24) & _V4_MASK,
+        x & _V4_MASK,
+    ]
+
+
+def _ambiguous_candidates(x: int) -> list[int]:
+    """IPv4 addresses one IPv6 address may carry in a form that is not one /96."""
+    a = ipaddress.IPv6Address(x)
+    if a in _NAT64_LOCAL:
+        return _nat64_local_candidates(x)
+    if a.sixtofour is not None:
+        return [int(a.sixtofour)]
+    if a.teredo is not None:
+        return [int(a.teredo[0]), int(a.teredo[1])]
+    return []
+
+
+def _v4_views(lo: Address, hi: Address) -> list[tuple[Address, Address]]:
+    """Every IPv4 interval the interval lo..hi stands for (itself when it is IPv4)."""
+    if lo.version == 4:
+        return [(lo, hi)]
+    first, last = int(lo), int(hi)
+    views: list[tuple[Address, Address]] = []
+    for region in _EMBED_96:
+        a, b = max(first, _span(region)[0]), min(last, _span(region)[1])
+        if a <= b:  # within one /96 the low 32 bits run from a to b without wrapping
+            views.append((ipaddress.IPv4Address(a & _V4_MASK), ipaddress.IPv4Address(b & _V4_MASK)))
+    for region in (_NAT64_LOCAL, _SIXTOFOUR, _TEREDO):
+        a, b = max(first, _span(region)[0]), min(last, _span(region)[1])
+        if a > b:
+            continue
+        if a != b:  # a range through such a prefix could reach any IPv4 address
+            views.append(_V4_ALL)
+            continue
+        for v4 in _ambiguous_candidates(a):
+            addr = ipaddress.IPv4Address(v4)
+            views.append((addr, addr))
+    return views
+
+
+def _unique_v4_view(lo: Address, hi: Address) -> tuple[Address, Address] | None:
+    """The one IPv4 interval lo..hi is, when it lies wholly inside one /96 embedding."""
+    if lo.version == 4:
+        return None
+    for region in _EMBED_96:
+        first, last = _span(region)
+        if first <= int(lo) and int(hi) <= last:
+            return (
+                ipaddress.IPv4Address(int(lo) & _V4_MASK),
+                ipaddress.IPv4Address(int(hi) & _V4_MASK),
+            )
+    return None
 
 
 def _span(net: Network) -> tuple[int, int]:
@@ -50,6 +138,14 @@ def _bounds(target: str) -> tuple[Address, Address] | None:
     except ValueError:
         return None
     return a, a
+
+
+def _as_v4_note(lo: Address, hi: Address) -> str:
+    """`` (IPv4 10.66.1.1)`` for an IPv6 spelling of IPv4 addresses, else ``""``."""
+    view = _unique_v4_view(lo, hi)
+    if view is None:
+        return ""
+    return f" (IPv4 {view[0]})" if view[0] == view[1] else f" (IPv4 {view[0]}-{view[1]})"
 
 
 class Scope:
@@ -93,19 +189,29 @@ class Scope:
 
     def _smallest(self, lo: Address, hi: Address) -> float:
         sizes = [net.num_addresses for net in self.allowed_nets if _holds(net, lo, hi)]
+        view = _unique_v4_view(lo, hi)
+        if view is not None:
+            sizes += [net.num_addresses for net in self.allowed_nets if _holds(net, *view)]
         return float(min(sizes, default=math.inf))
 
     def _denied_range(self, lo: Address, hi: Address) -> Network | None:
+        if not self.denied_nets:
+            return None
+        spans = [(lo, hi)] + ([] if lo.version == 4 else _v4_views(lo, hi))
         for net in self.denied_nets:
             first, last = _span(net)
-            if net.version == lo.version and not (int(hi) < first or int(lo) > last):
-                return net
+            for a, b in spans:
+                if net.version == a.version and not (int(b) < first or int(a) > last):
+                    return net
         return None
 
     def _allowed_range(self, lo: Address, hi: Address) -> bool:
         if not self.allowed:
             return not self.mandatory
-        return any(_holds(net, lo, hi) for net in self.allowed_nets)
+        if any(_holds(net, lo, hi) for net in self.allowed_nets):
+            return True
+        view = _unique_v4_view(lo, hi)
+        return view is not None and any(_holds(net, *view) for net in self.allowed_nets)
 
     def why_not(self, target: str, resolved: Mapping[str, list[str]] | None = None) -> str | None:
         """None if ``target`` is in scope, else the reason (naming the target)."""
@@ -114,7 +220,7 @@ class Scope:
             lo, hi = bounds
             denied = self._denied_range(lo, hi)
             if denied is not None:
-                return f"target {target} overlaps denied {denied}"
+                return f"target {target}{_as_v4_note(lo, hi)} overlaps denied {denied}"
             if not self._allowed_range(lo, hi):
                 return f"target {target} is outside the pool's allowed targets" + (
                     "" if self.allowed else " (scope is mandatory and none is configured)"

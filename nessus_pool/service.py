@@ -11,14 +11,14 @@ import random
 import re
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from nessus_pool.config import Config, PoolConfig, credential_unavailable
 from nessus_pool.engine import Engine
 from nessus_pool.errors import ConflictError, NotFoundError, ScopeError, ValidationError
-from nessus_pool.logs import register_secret
+from nessus_pool.logs import hold_task_secrets, release_task_secrets
 from nessus_pool.models import (
     INLINE_CREDENTIAL,
     Escalation,
@@ -33,8 +33,9 @@ from nessus_pool.results.parser import Finding
 from nessus_pool.results.query import FindingsQuery, diff_findings, query_findings
 from nessus_pool.scope import Scope
 from nessus_pool.store import TaskFilter
-from nessus_pool.targets import parse_targets
+from nessus_pool.targets import OFFLOAD_CHARS, parse_targets, targets_size
 
+T = TypeVar("T")
 TASK_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 FINISHED_CACHE = 4096
 MAX_PAGE_SIZE = 500
@@ -206,13 +207,10 @@ class Service:
         if t.pool not in self.engine.pools:
             return None
         scope = self.scope_for(t.pool)
-        hosts = scope.needs_resolution(t.targets)
+        big = targets_size(t.targets) > OFFLOAD_CHARS
+        hosts = await _off_loop(big, scope.needs_resolution, t.targets)
         resolved = await self.resolver(hosts) if hosts else {}
-        for target in t.targets:
-            reason = scope.why_not(target, resolved)
-            if reason is not None:
-                return reason
-        return None
+        return await _off_loop(big, _first_out_of_scope, scope, t.targets, resolved)
 
     @property
     def config(self) -> Config:
@@ -222,8 +220,15 @@ class Service:
 
     async def submit(self, req: SubmitRequest) -> SubmitResult:
         cfg = self.config
-        targets = parse_targets(req.targets, max_addresses=cfg.security.max_addresses_per_task)
-        pool = await self._pick_pool(req.pool, targets)
+        # a maximal request (65,536 addresses) is ~1 s of parsing and scope checks: off the loop
+        big = targets_size(req.targets) > OFFLOAD_CHARS
+        limit = cfg.security.max_addresses_per_task
+        targets = (
+            await asyncio.to_thread(parse_targets, req.targets, max_addresses=limit)
+            if big
+            else parse_targets(req.targets, max_addresses=limit)
+        )
+        pool = await self._pick_pool(req.pool, targets, big=big)
         if req.scanner is not None and req.scanner not in self.engine.pools[pool].scanners:
             raise ValidationError(
                 f"scanner {req.scanner!r} is not in pool {pool!r}", field="scanner"
@@ -246,6 +251,7 @@ class Service:
         if key is None:
             task = self._new_task(req, pool, name, targets, credential, None)
             await self.engine.submit(task, inline)
+            self._hold_secrets(task, inline)
             return self._submit_result(task)
         request_hash = _hash_request(req, targets)
         inflight = self._idem_inflight.get(key)
@@ -261,6 +267,7 @@ class Service:
                 return self._same_or_conflict(existing, request_hash)
             task = self._new_task(req, pool, name, targets, credential, request_hash)
             await self.engine.submit(task, inline)
+            self._hold_secrets(task, inline)
             fut.set_result(task)
             return self._submit_result(task)
         except BaseException as exc:
@@ -330,9 +337,12 @@ class Service:
         self._scopes[pool] = (state.config, mandatory, scope)
         return scope
 
-    async def _pick_pool(self, requested: str | None, targets: list[str]) -> str:
+    async def _pick_pool(
+        self, requested: str | None, targets: list[str], *, big: bool = False
+    ) -> str:
         """The requested pool if its scope allows every target; without one, the pool whose
-        scope covers all targets most narrowly (config order breaks ties)."""
+        scope covers all targets most narrowly (config order breaks ties). ``big``: check
+        in a thread, the work grows with the targets."""
         pools = list(self.engine.pools)
         if requested is not None and requested not in self.engine.pools:
             raise ValidationError(
@@ -345,26 +355,9 @@ class Service:
         scopes = {name: self.scope_for(name) for name in names}
         if all(sc.open for sc in scopes.values()):
             return names[0]  # no pool restricts anything: nothing to check or rank
-        hosts = sorted({h for sc in scopes.values() for h in sc.needs_resolution(targets)})
+        hosts = await _off_loop(big, _hosts_to_resolve, list(scopes.values()), targets)
         resolved = await self.resolver(hosts) if hosts else {}
-        best: tuple[float, int, str] | None = None
-        first_error: ScopeError | None = None
-        for i, name in enumerate(names):
-            try:
-                scopes[name].check(targets, resolved)
-            except ScopeError as exc:
-                first_error = first_error or exc
-                continue
-            key = (scopes[name].breadth(targets, resolved), i, name)
-            best = key if best is None or key < best else best
-        if best is None:
-            assert first_error is not None
-            if requested is not None:
-                raise first_error
-            raise ScopeError(
-                f"no pool may scan these targets: {first_error}", field=first_error.field
-            )
-        return best[2]
+        return await _off_loop(big, _rank_pools, requested, names, scopes, targets, resolved)
 
     def _credentials(
         self, req: SubmitRequest, cfg: Config
@@ -412,8 +405,6 @@ class Service:
                 "credential set) or ssh_username and ssh_password",
                 field="credential",
             )
-        for secret in (req.ssh_password, req.escalation_password):
-            register_secret(secret)
         if not cfg.security.allow_inline_credentials:
             raise ValidationError(
                 "inline credentials are disabled by configuration; use a named credential set",
@@ -464,6 +455,16 @@ class Service:
 
     def _forget(self, task_id: str) -> None:
         self._finished.pop(task_id, None)
+        if task_id not in self.engine.tasks:  # it has ended
+            release_task_secrets(task_id)
+
+    @staticmethod
+    def _hold_secrets(task: Task, inline: SshCredential | None) -> None:
+        """Inline passwords are redacted from logs while their task lives: only once the
+        task is accepted (a refused request registers nothing) and no longer (the engine
+        drops them at the end; the change hook above releases them)."""
+        if inline is not None:
+            hold_task_secrets(task.task_id, [inline.password, inline.escalation_password])
 
     def view(self, t: Task, results: dict[str, Any] | None = None) -> TaskView:
         eta, basis = (
@@ -864,3 +865,50 @@ def _target_matcher(target: str | None) -> Callable[[Task], bool] | None:
         return False
 
     return match
+
+
+def _rank_pools(
+    requested: str | None,
+    names: list[str],
+    scopes: dict[str, Scope],
+    targets: list[str],
+    resolved: dict[str, list[str]],
+) -> str:
+    """The narrowest pool of ``names`` whose scope allows every target (pure CPU work that
+    grows with the targets: a thread may run it)."""
+    best: tuple[float, int, str] | None = None
+    first_error: ScopeError | None = None
+    for i, name in enumerate(names):
+        try:
+            scopes[name].check(targets, resolved)
+        except ScopeError as exc:
+            first_error = first_error or exc
+            continue
+        key = (scopes[name].breadth(targets, resolved), i, name)
+        best = key if best is None or key < best else best
+    if best is None:
+        assert first_error is not None
+        if requested is not None:
+            raise first_error
+        raise ScopeError(f"no pool may scan these targets: {first_error}", field=first_error.field)
+    return best[2]
+
+
+async def _off_loop(big: bool, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``, in a thread when ``big`` (work that grows with a request's targets
+    must not stall the event loop: 65,536 addresses take about a second)."""
+    return await asyncio.to_thread(fn, *args) if big else fn(*args)
+
+
+def _hosts_to_resolve(scopes: list[Scope], targets: list[str]) -> list[str]:
+    return sorted({h for sc in scopes for h in sc.needs_resolution(targets)})
+
+
+def _first_out_of_scope(
+    scope: Scope, targets: list[str], resolved: dict[str, list[str]]
+) -> str | None:
+    for target in targets:
+        reason = scope.why_not(target, resolved)
+        if reason is not None:
+            return reason
+    return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 
 from nessus_pool.errors import ValidationError
 
@@ -17,6 +18,26 @@ _HOSTNAME = re.compile(
 _DOTTED_QUAD = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
 _SPLIT = re.compile(r"[\s,]+")
 _RANGE = re.compile(r"^[0-9a-fA-F:.]*[.:][0-9a-fA-F:.]*-[0-9a-fA-F:.]+$")
+#: the longest single target: a hostname (253) or an IPv6 range (two 45-char addresses)
+MAX_TARGET_CHARS = 253
+#: targets longer than this in total (characters) are parsed and scope-checked off the event
+#: loop: about 1,000 IPv4 addresses, a few milliseconds of work
+OFFLOAD_CHARS = 16 * 1024
+
+
+def targets_size(raw: object) -> int:
+    """Characters in a ``targets`` value, cheap to compute: how much work parsing it is."""
+    if isinstance(raw, str):
+        return len(raw)
+    if isinstance(raw, list):
+        return sum(len(t) + 1 if isinstance(t, str) else 1 for t in raw)
+    return 0
+
+
+def max_targets_chars(max_addresses: int) -> int:
+    """The longest ``targets`` text that can hold ``max_addresses`` addresses, one per entry
+    at the longest spelling with a separator: what a request-size limit must allow."""
+    return max_addresses * (len("255.255.255.255") + 3)
 
 
 def split_targets(raw: str | list[str]) -> list[str]:
@@ -57,6 +78,14 @@ def _range_bounds(
     return a, b
 
 
+def _inet_aton_reads(name: str) -> bool:
+    try:
+        socket.inet_aton(name)
+    except OSError:
+        return False
+    return True
+
+
 def normalise_target(target: str) -> str:
     """Return the canonical form of one target or raise ValueError saying why."""
     t = target.strip()
@@ -76,6 +105,10 @@ def normalise_target(target: str) -> str:
         a, b = _range_bounds(t)
         return f"{a}-{b}"
     if _HOSTNAME.match(t) and not re.fullmatch(r"[0-9.]+", t):
+        if _inet_aton_reads(t):
+            # "0x0a420101", "0x0a.0x42.1.1": a resolver (and Nessus) reads these as IPv4,
+            # so they must not be checked against scope as hostnames
+            raise ValueError("an IPv4 address in hex or short form; write it as a.b.c.d")
         return t.lower().rstrip(".")
     raise ValueError("not an IP address, CIDR, range or hostname")
 
@@ -87,9 +120,21 @@ def parse_targets(raw: str | list[str], *, max_addresses: int = 65536) -> list[s
         raise ValidationError(
             "targets is empty: give at least one IP, CIDR, range or hostname", field="targets"
         )
-    out: list[str] = []
+    if len(parts) > max_addresses:
+        # every entry is at least one address: refused before any of them is parsed
+        raise ValidationError(
+            f"targets has {len(parts)} entries, more than the {max_addresses} addresses a task "
+            "may cover; split the scan",
+            field="targets",
+        )
+    out: dict[str, None] = {}  # insertion-ordered set: linear de-duplication
     total = 0
     for i, part in enumerate(parts):
+        if len(part) > MAX_TARGET_CHARS:
+            raise ValidationError(
+                f"target {part[:40]!r}... is longer than {MAX_TARGET_CHARS} characters",
+                field=f"targets[{i}]",
+            )
         try:
             norm = normalise_target(part)
             total += count_addresses(norm)
@@ -100,9 +145,8 @@ def parse_targets(raw: str | list[str], *, max_addresses: int = 65536) -> list[s
                 f"targets cover more than {max_addresses} addresses (at {part!r}); split the scan",
                 field="targets",
             )
-        if norm not in out:
-            out.append(norm)
-    return out
+        out[norm] = None
+    return list(out)
 
 
 def total_addresses(targets: list[str]) -> int:

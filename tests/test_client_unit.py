@@ -749,11 +749,28 @@ async def test_export_deadline(
 ) -> None:
     mock.post(url("/scans/5/export"), payload={"file": 77})
     mock.get(url("/scans/5/export/77/status"), payload={"status": "loading"}, repeat=True)
-    with pytest.raises(ExportError, match="not ready within 10s"):
+    with pytest.raises(ExportError, match="within its 10s deadline"):
         await with_clock(
             clock,
             client.export_scan(5, tmp_path / "x.nessus", deadline_s=10.0, poll_interval_s=1.0),
         )
+    assert 10.0 <= clock.monotonic_s() < 12.0
+
+
+async def test_export_retried_by_the_caller_keeps_one_deadline(
+    client: NessusClient, mock: Any, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The engine retries a failed export; with ``deadline_at_s`` the retry does not get a
+    fresh deadline (it took twice the deadline when each attempt started its own)."""
+    mock.post(url("/scans/5/export"), payload={"file": 77}, repeat=True)
+    mock.get(url("/scans/5/export/77/status"), payload={"status": "loading"}, repeat=True)
+    at_s = clock.monotonic_s() + 10.0
+    for _ in range(3):
+        with pytest.raises(ExportError, match="deadline"):
+            await with_clock(
+                clock,
+                client.export_scan(5, tmp_path / "x.nessus", deadline_s=10.0, deadline_at_s=at_s),
+            )
     assert 10.0 <= clock.monotonic_s() < 12.0
 
 

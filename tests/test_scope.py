@@ -157,3 +157,66 @@ async def test_hostnames_are_checked_again_at_launch(
     assert view.status == "failed" and view.reason == "out_of_scope_at_launch"
     assert "192.0.2.10" in (view.error or "")
     assert sims.scanners[1].stats().created == 0
+
+
+def _v6_forms(addr: ipaddress.IPv4Address) -> list[str]:
+    """IPv6 spellings of one IPv4 address: mapped, compatible, NAT64 (well-known prefix and
+    the local-use /48 in each RFC 6052 layout), 6to4 and Teredo (client, obfuscated)."""
+    v4 = int(addr)
+    hi16, lo16 = v4 >> 16, v4 & 0xFFFF
+    local = int(ipaddress.IPv6Address("64:ff9b:1::"))
+    return [
+        f"::ffff:{addr}",
+        f"::{addr}",
+        f"64:ff9b::{addr}",
+        str(ipaddress.IPv6Address(local | hi16 << 64 | lo16 << 40)),  # /48 layout
+        str(ipaddress.IPv6Address(local | (v4 >> 24) << 64 | (v4 & 0xFFFFFF) << 32)),  # /56
+        str(ipaddress.IPv6Address(local | v4 << 24)),  # /64
+        str(ipaddress.IPv6Address(local | v4)),  # /96
+        str(ipaddress.IPv6Address(0x2002 << 112 | v4 << 80 | 1)),
+        str(ipaddress.IPv6Address(0x20010000 << 96 | (v4 ^ 0xFFFFFFFF))),
+    ]
+
+
+@given(st.ip_addresses(v=4), st.integers(8, 32))
+def test_ipv6_spellings_of_a_denied_ipv4_address_are_denied(
+    addr: ipaddress.IPv4Address, prefix: int
+) -> None:
+    denied = ipaddress.ip_network(f"{addr}/{prefix}", strict=False)
+    scope = Scope(["::/0", "0.0.0.0/0"], [str(denied)], mandatory=True)
+    for form in _v6_forms(addr):
+        assert "overlaps denied" in (scope.why_not(form) or ""), form
+        # the same form as a one-address CIDR, a range, and a resolved hostname's answer
+        assert scope.why_not(f"{form}/128") is not None, form
+        assert scope.why_not(f"{form}-{form}") is not None, form
+        assert scope.why_not("h.example", {"h.example": [form]}) is not None, form
+    # a denied network written in IPv6 denies the plain IPv4 address too
+    v6_denied = f"::ffff:{denied.network_address}/{96 + prefix}"
+    assert Scope(["0.0.0.0/0"], [v6_denied], mandatory=True).why_not(str(addr)) is not None
+
+
+@given(st.ip_addresses(v=4), st.integers(8, 32), st.ip_addresses(v=4))
+def test_ipv6_spellings_of_an_allowed_ipv4_address_are_allowed(
+    base: ipaddress.IPv4Address, prefix: int, addr: ipaddress.IPv4Address
+) -> None:
+    net = ipaddress.ip_network(f"{base}/{prefix}", strict=False)
+    scope = Scope([str(net)], [], mandatory=True)
+    for form in (f"::ffff:{addr}", f"::{addr}", f"64:ff9b::{addr}"):
+        assert (scope.why_not(form) is None) == (addr in net), form
+    # a CIDR written in IPv6 is held only when its IPv4 span is
+    assert (scope.why_not(f"::ffff:{net.network_address}/{96 + prefix}") is None) is True
+    # forms whose IPv4 address is uncertain are never allowed by an IPv4 entry
+    assert scope.why_not(str(ipaddress.IPv6Address(0x2002 << 112 | int(addr) << 80))) is not None
+
+
+def test_ipv6_ranges_through_embedding_prefixes_are_checked() -> None:
+    scope = Scope(["::/0", "0.0.0.0/0"], ["10.66.0.0/16"], mandatory=True)
+    assert scope.why_not("::ffff:10.65.255.255-::ffff:10.66.0.1") is not None
+    assert scope.why_not("::ffff:10.65.0.0/112") is None
+    assert scope.why_not("::ffff:10.64.0.0/110") is not None  # 10.64.0.0-10.67.255.255
+    assert scope.why_not("64:ff9b::/64") is not None  # holds all of the NAT64 /96
+    assert scope.why_not("2002::/16") is not None  # 6to4 of every IPv4 address
+    assert scope.why_not("2001:db8::/32") is None  # documentation prefix: embeds nothing
+    assert scope.why_not("::ffff:a42:101") == (
+        "target ::ffff:a42:101 (IPv4 10.66.1.1) overlaps denied 10.66.0.0/16"
+    )

@@ -117,6 +117,12 @@ class NessusClient:
                 scanner_id=self.scanner_id,
                 endpoint=endpoint,
             ) from exc
+        except RecursionError:
+            raise TransientScannerError(
+                "the scanner answered with JSON nested too deeply to read",
+                scanner_id=self.scanner_id,
+                endpoint=endpoint,
+            ) from None
 
     async def _get(self, path: str, endpoint: str, type_: type[T]) -> T:
         return self._shape(await self._t.request_json("GET", path, endpoint), type_, endpoint)
@@ -356,19 +362,25 @@ class NessusClient:
         dest: Path,
         *,
         deadline_s: float = 600.0,
+        deadline_at_s: float | None = None,
         max_bytes: int = 2 * 1024**3,
         poll_interval_s: float = 1.0,
     ) -> ExportResult:
         """Export as ``.nessus`` to ``dest``: ask, poll the status every ``poll_interval_s``
-        until ``ready`` (``ExportError`` past ``deadline_s`` or on ``error``), stream to
-        ``dest.with_suffix(".part")``, fsync, rename. Larger than ``max_bytes`` raises
+        until ``ready`` (``ExportError`` past the deadline or on ``error``), stream to
+        ``dest.with_suffix(".part")``, fsync, rename. One deadline covers all of it:
+        ``deadline_s`` from now, or ``deadline_at_s`` (on this client's clock's
+        ``monotonic_s``) if earlier, which a caller that retries passes so that a retry does
+        not start a fresh deadline. Larger than ``max_bytes`` raises
         :class:`ExportTooLargeError`; a running scan (409) raises a transient
-        :class:`ExportError`; an export that expires (404) is asked for again, twice at most."""
+        :class:`ExportError`; an export that expires (404) is asked for again, twice at most;
+        a failure to write ``dest`` raises :class:`StorageError`."""
         return await _export.export_scan(
             self._t,
             scan_id,
             dest,
             deadline_s=deadline_s,
+            deadline_at_s=deadline_at_s,
             max_bytes=max_bytes,
             poll_interval_s=poll_interval_s,
         )

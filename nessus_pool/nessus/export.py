@@ -4,11 +4,18 @@
 background and ``GET .../export/{file}/status`` says ``loading``, then ``ready`` or ``error``
 (an HTTP 200 alone does not mean ready). Exports expire on the scanner: a 404 while waiting
 or downloading means "ask again", which we do at most :data:`EXPORT_REASKS` times.
+
+One deadline covers the whole export: asking, every status poll, every download attempt and
+every byte of it (a scanner dripping one byte every few seconds is cut off at the deadline).
+It is checked on the injected clock between steps and per chunk, and is also each HTTP
+call's time limit, so a call that hangs cannot outlive it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -43,16 +50,22 @@ async def export_scan(
     dest: Path,
     *,
     deadline_s: float,
+    deadline_at_s: float | None = None,
     max_bytes: int,
     poll_interval_s: float,
 ) -> ExportResult:
     """See :meth:`NessusClient.export_scan`."""
-    deadline = t.clock.monotonic_s() + deadline_s
+    at_s = t.clock.monotonic_s() + deadline_s
+    if deadline_at_s is not None and deadline_at_s < at_s:
+        at_s = deadline_at_s
+    dl = _Deadline(t, at_s, deadline_s)
     for ask in range(1, EXPORT_REASKS + 2):
-        file_id = await _request_export(t, scan_id)
+        file_id = await _request_export(t, scan_id, dl)
         try:
-            await _wait_ready(t, scan_id, file_id, deadline, deadline_s, poll_interval_s)
-            return await _download_retrying(t, scan_id, file_id, dest, max_bytes, poll_interval_s)
+            await _wait_ready(t, scan_id, file_id, dl, poll_interval_s)
+            return await _download_retrying(
+                t, scan_id, file_id, dest, max_bytes, poll_interval_s, dl
+            )
         except RemoteNotFoundError as exc:
             if ask > EXPORT_REASKS:
                 raise ExportError(
@@ -68,10 +81,37 @@ async def export_scan(
     raise AssertionError("unreachable")
 
 
-async def _request_export(t: Transport, scan_id: int) -> int | str:
+class _Deadline:
+    """The one deadline of an export, on the transport's clock."""
+
+    def __init__(self, t: Transport, at_s: float, deadline_s: float) -> None:
+        self.t = t
+        self.at_s = at_s
+        self.deadline_s = deadline_s
+
+    def left_s(self) -> float:
+        return self.at_s - self.t.clock.monotonic_s()
+
+    def check(self, endpoint: str, doing: str) -> float:
+        """The seconds left, or ExportError once there are none."""
+        left_s = self.left_s()
+        if left_s <= 0:
+            raise ExportError(
+                f"the export did not finish within its {self.deadline_s:g}s deadline ({doing})",
+                scanner_id=self.t.scanner_id,
+                endpoint=endpoint,
+            )
+        return left_s
+
+
+async def _request_export(t: Transport, scan_id: int, dl: _Deadline) -> int | str:
     try:
         reply = await t.request_json(
-            "POST", f"/scans/{scan_id}/export", _EP_EXPORT, json={"format": "nessus"}
+            "POST",
+            f"/scans/{scan_id}/export",
+            _EP_EXPORT,
+            json={"format": "nessus"},
+            timeout_s=dl.check(_EP_EXPORT, "asking for it"),
         )
     except PermanentScannerError as exc:
         if exc.status != 409:
@@ -99,15 +139,16 @@ async def _wait_ready(
     t: Transport,
     scan_id: int,
     file_id: int | str,
-    deadline: float,
-    deadline_s: float,
+    dl: _Deadline,
     poll_interval_s: float,
 ) -> None:
     path = _export_path(scan_id, file_id, "status")
+    status: Any = None
     while True:
+        left_s = dl.check(_EP_STATUS, f"last status: {status!r}")
         # a status poll is idempotent: a transient failure is just a missed poll
         try:
-            reply: Any = await t.request_json("GET", path, _EP_STATUS)
+            reply: Any = await t.request_json("GET", path, _EP_STATUS, timeout_s=left_s)
         except ScannerError as exc:
             if not exc.transient or isinstance(exc, RemoteNotFoundError):
                 raise
@@ -121,14 +162,8 @@ async def _wait_ready(
                 scanner_id=t.scanner_id,
                 endpoint=_EP_STATUS,
             )
-        remaining_s = deadline - t.clock.monotonic_s()
-        if remaining_s <= 0:
-            raise ExportError(
-                f"the export was not ready within {deadline_s:g}s (last status: {status!r})",
-                scanner_id=t.scanner_id,
-                endpoint=_EP_STATUS,
-            )
-        await t.clock.sleep(min(poll_interval_s, remaining_s))
+        left_s = dl.check(_EP_STATUS, f"not ready, last status: {status!r}")
+        await t.clock.sleep(min(poll_interval_s, left_s))
 
 
 async def _download_retrying(
@@ -138,14 +173,16 @@ async def _download_retrying(
     dest: Path,
     max_bytes: int,
     poll_interval_s: float,
+    dl: _Deadline,
     tries: int = 3,
 ) -> ExportResult:
-    """The download is idempotent: a dropped or failed transfer is tried again."""
+    """The download is idempotent: a dropped or failed transfer is tried again, within the
+    export's deadline."""
     for attempt in range(1, tries + 1):
         try:
-            return await _download(t, scan_id, file_id, dest, max_bytes)
+            return await _download(t, scan_id, file_id, dest, max_bytes, dl)
         except ScannerError as exc:
-            if not exc.transient or attempt == tries:
+            if not exc.transient or attempt == tries or dl.left_s() <= poll_interval_s:
                 raise
             log.info(
                 "export download failed; trying again",
@@ -160,15 +197,26 @@ async def _download_retrying(
     raise AssertionError("unreachable")
 
 
+def _open_part(part: Path) -> IO[bytes]:
+    """The file-write seam: where the export's bytes go (tests inject a full disk here)."""
+    return part.open("wb")
+
+
+def _storage_error(part: Path, exc: OSError) -> StorageError:
+    reason = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
+    return StorageError(f"cannot write the export to {part}: {reason}")
+
+
 async def _download(
-    t: Transport, scan_id: int, file_id: int | str, dest: Path, max_bytes: int
+    t: Transport, scan_id: int, file_id: int | str, dest: Path, max_bytes: int, dl: _Deadline
 ) -> ExportResult:
     part = dest.with_suffix(".part")
+    left_s = dl.check(_EP_DOWNLOAD, "before the download")
     try:
         await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
-        fh: IO[bytes] = await asyncio.to_thread(part.open, "wb")
+        fh: IO[bytes] = await asyncio.to_thread(_open_part, part)
     except OSError as exc:
-        raise StorageError(f"cannot write the export to {part}: {exc}") from exc
+        raise _storage_error(part, exc) from exc
     hasher = hashlib.sha256()
     size = 0
     try:
@@ -176,7 +224,7 @@ async def _download(
             "GET",
             _export_path(scan_id, file_id, "download"),
             _EP_DOWNLOAD,
-            client_timeout=t.download_timeout(),
+            client_timeout=t.download_timeout(left_s),
             extra_headers={"Accept": "*/*"},
         ) as resp:
             if resp.content_length is not None and resp.content_length > max_bytes:
@@ -187,6 +235,7 @@ async def _download(
                 size += len(chunk)
                 if size > max_bytes:
                     raise _too_large(t, max_bytes, None)
+                dl.check(_EP_DOWNLOAD, f"{size} bytes downloaded")
                 hasher.update(chunk)
                 fh.write(chunk)
         if size == 0:
@@ -204,9 +253,9 @@ async def _download(
                 status=409,
             ) from exc
         raise
-    except OSError as exc:  # our own disk, not the scanner
+    except OSError as exc:  # our own disk, not the scanner (ENOSPC, EIO, EDQUOT)
         _discard(fh, part)
-        raise StorageError(f"cannot write the export to {part}: {exc}") from exc
+        raise _storage_error(part, exc) from exc
     except BaseException:
         _discard(fh, part)
         raise
@@ -214,8 +263,12 @@ async def _download(
 
 
 def _discard(fh: IO[bytes], part: Path) -> None:
-    fh.close()
-    part.unlink(missing_ok=True)
+    """Drop a partial export. Never raises: closing flushes the buffer, which fails again
+    on a full disk, and that must not hide the error being handled."""
+    with contextlib.suppress(OSError):
+        fh.close()
+    with contextlib.suppress(OSError):
+        part.unlink(missing_ok=True)
 
 
 def _too_large(t: Transport, max_bytes: int, announced: int | None) -> ExportTooLargeError:

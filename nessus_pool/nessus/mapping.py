@@ -49,12 +49,17 @@ class ErrorContext:
 
 def error_detail(payload: bytes, redact: Callable[[str], str]) -> str:
     """The scanner's own words (``{"error": ...}``), short, one line, without secrets; HTML
-    error pages give nothing."""
+    error pages give nothing. Secrets are removed from the whole text first, then from the
+    one-line form, and only then is it cut: cutting first would leave a secret's prefix, and
+    folding whitespace first would hide a secret that contains a run of it."""
     try:
         text = msgspec.json.decode(payload, type=_ErrorReply).error or ""
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         text = "" if payload.lstrip()[:1] == b"<" else payload.decode("utf-8", "replace")
-    return redact(" ".join(text.split())[:_MAX_DETAIL_CHARS])
+    if not isinstance(text, str):
+        text = ""
+    one_line = " ".join(redact(text).split())
+    return redact(one_line)[:_MAX_DETAIL_CHARS]
 
 
 def http_error(

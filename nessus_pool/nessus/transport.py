@@ -39,6 +39,40 @@ FormFields = Sequence[tuple[str, str | bytes, str | None]]
 _REDACTED = "<redacted>"
 _json_decoder = msgspec.json.Decoder()
 _json_encoder = msgspec.json.Encoder()
+#: the largest JSON answer read from a scanner (``GET /scans/{id}`` of a scan with tens of
+#: thousands of hosts is a few MiB); bigger answers are refused while streaming, unbuffered
+MAX_JSON_BYTES = 32 * 1024 * 1024
+#: how much of an error answer is read: its text is cut to a short detail anyway
+MAX_ERROR_BYTES = 64 * 1024
+_READ_BYTES = 64 * 1024
+
+
+async def read_capped(resp: aiohttp.ClientResponse, limit_bytes: int) -> bytes | None:
+    """The body, streamed, or None once it is longer than ``limit_bytes`` (announced or
+    sent): a hostile answer never costs more memory than the cap."""
+    if resp.content_length is not None and resp.content_length > limit_bytes:
+        return None
+    buf = bytearray()
+    while True:
+        chunk = await resp.content.read(_READ_BYTES)
+        if not chunk:
+            return bytes(buf)
+        buf += chunk
+        if len(buf) > limit_bytes:
+            return None
+
+
+def decode_json(payload: bytes, error: Callable[[str], ScannerError]) -> Any:
+    """Decoded JSON, or ``error(reason)`` for a malformed or too deeply nested answer."""
+    try:
+        return _json_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        # a truncated body or a proxy's HTML page: worth trying again later
+        raise error("the scanner answered with malformed JSON") from exc
+    except RecursionError:
+        # msgspec refuses nesting past the interpreter's recursion limit (~1,000 levels);
+        # no Nessus answer is nested more than a dozen deep
+        raise error("the scanner answered with JSON nested too deeply to decode") from None
 
 
 class _LoginReply(msgspec.Struct):
@@ -150,7 +184,7 @@ class Transport:
                 async with self.open(
                     "POST", "/session", "POST /session", body=body, authenticate=False
                 ) as resp:
-                    payload = await resp.read()
+                    payload = await read_capped(resp, MAX_ERROR_BYTES) or b""
             except ScannerAuthError as exc:
                 raise ScannerAuthError(
                     "the scanner refused the username/password",
@@ -160,7 +194,7 @@ class Transport:
                 ) from None
             try:
                 self._token = msgspec.json.decode(payload, type=_LoginReply).token
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, RecursionError) as exc:
                 raise TransientScannerError(
                     "the login answer carried no session token",
                     scanner_id=self.scanner_id,
@@ -174,10 +208,13 @@ class Transport:
 
     # --- requests -----------------------------------------------------------------------
 
-    def download_timeout(self) -> aiohttp.ClientTimeout:
-        """No total limit (exports can be large), but every read must make progress."""
+    def download_timeout(self, total_s: float | None = None) -> aiohttp.ClientTimeout:
+        """Every read must make progress; ``total_s`` bounds the whole download (what is
+        left of the export's deadline)."""
         return aiohttp.ClientTimeout(
-            total=None, sock_connect=self.timeout_s, sock_read=self.timeout_s
+            total=None if total_s is None else max(0.001, total_s),
+            sock_connect=self.timeout_s,
+            sock_read=self.timeout_s,
         )
 
     async def request_json(
@@ -191,9 +228,11 @@ class Transport:
         accept: Collection[int] = (),
         authenticate: bool = True,
         secrets: Sequence[str] = (),
+        timeout_s: float | None = None,
     ) -> Any:
         """Send one call and decode its JSON answer (None for an empty body). ``endpoint`` is
-        the path template used in errors and metrics, e.g. ``"POST /scans/{id}/launch"``."""
+        the path template used in errors and metrics, e.g. ``"POST /scans/{id}/launch"``.
+        ``timeout_s`` shortens the transport's timeout (never lengthens it)."""
         body = None if json is None else _json_encoder.encode(json)
         async with self.open(
             method,
@@ -204,21 +243,25 @@ class Transport:
             accept=accept,
             authenticate=authenticate,
             secrets=secrets,
+            client_timeout=(
+                None
+                if timeout_s is None
+                else aiohttp.ClientTimeout(total=max(0.001, min(self.timeout_s, timeout_s)))
+            ),
         ) as resp:
-            payload = await resp.read()
+            payload = await read_capped(resp, MAX_JSON_BYTES)
             status = resp.status
+
+        def error(reason: str) -> ScannerError:
+            return TransientScannerError(
+                reason, scanner_id=self.scanner_id, endpoint=endpoint, status=status
+            )
+
+        if payload is None:
+            raise error(f"the scanner's answer is larger than the {MAX_JSON_BYTES}-byte cap")
         if not payload.strip():
             return None
-        try:
-            return _json_decoder.decode(payload)
-        except msgspec.DecodeError as exc:
-            # a truncated body or a proxy's HTML page: worth trying again later
-            raise TransientScannerError(
-                "the scanner answered with malformed JSON",
-                scanner_id=self.scanner_id,
-                endpoint=endpoint,
-                status=status,
-            ) from exc
+        return decode_json(payload, error)
 
     @asynccontextmanager
     async def open(
@@ -273,7 +316,7 @@ class Transport:
                     ):
                         relogin = True
                     else:
-                        error_body = await resp.read()
+                        error_body = await read_capped(resp, MAX_ERROR_BYTES) or b""
                         raise http_error(
                             status,
                             error_body,
@@ -322,10 +365,12 @@ class Transport:
         )
 
     def redact(self, text: str, extra: Sequence[str] = ()) -> str:
-        """``text`` with every secret this transport knows (and ``extra``) replaced."""
-        for secret in (self._access_key, self._secret_key, self._password, self._token, *extra):
-            if secret and len(secret) >= 4:
-                text = text.replace(secret, _REDACTED)
+        """``text`` with every secret this transport knows (and ``extra``) replaced, also
+        in the whitespace-folded form an error text may carry (``"a  b"`` as ``"a b"``)."""
+        known = (self._access_key, self._secret_key, self._password, self._token, *extra)
+        forms = {f for s in known if s for f in (s, " ".join(s.split())) if len(f) >= 4}
+        for secret in sorted(forms, key=len, reverse=True):
+            text = text.replace(secret, _REDACTED)
         return text
 
 
