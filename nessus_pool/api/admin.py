@@ -172,6 +172,7 @@ RESULT_FILTERS: dict[str, Kind] = {
     "plugin_id": "int",
     "plugin_family": "str",
     "cve": "str",
+    "cwe": "str",
     "exploit_available": "bool",
     "text": "str",
     "sort": "str",
