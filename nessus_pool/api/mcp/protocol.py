@@ -20,7 +20,6 @@ from nessus_pool.api.mcp.tools import (
     ResourceCatalog,
     ResourceNotFoundError,
     ResourceParamsError,
-    ToolArgumentsError,
     Toolbox,
     ToolContext,
     UnknownToolError,
@@ -364,9 +363,6 @@ class Dispatcher:
             )
         except UnknownToolError as exc:
             raise RpcError(INVALID_PARAMS, str(exc), {"field": "name"}) from None
-        except ToolArgumentsError as exc:
-            data = {"field": f"arguments.{exc.field}"} if exc.field else None
-            raise RpcError(INVALID_PARAMS, str(exc), data) from None
 
     async def _resources_list(self, params: dict[str, Any]) -> dict[str, Any]:
         cursor = params.get("cursor")
