@@ -98,11 +98,15 @@ class Session:
 
 
 def decode(body: bytes | str) -> Any:
-    """Raises RpcError(PARSE_ERROR) on malformed JSON."""
+    """Raises RpcError(PARSE_ERROR) on malformed JSON, RpcError(INVALID_REQUEST) on JSON
+    nested deeper than the decoder goes (msgspec raises RecursionError near 1,000 levels;
+    no MCP message comes close)."""
     try:
         return _dec.decode(body)
     except msgspec.DecodeError:
         raise RpcError(PARSE_ERROR, "Parse error: the message is not valid JSON") from None
+    except RecursionError:
+        raise RpcError(INVALID_REQUEST, "Invalid request: JSON nested too deeply") from None
 
 
 def classify(msg: Any) -> str:

@@ -123,6 +123,8 @@ class Toolbox:
         except msgspec.ValidationError as exc:
             message, field = argument_error(name, str(exc), self._inputs[name])
             return error_result("invalid_arguments", message, field, status_code=400)
+        except RecursionError:
+            return error_result("invalid_arguments", f"{name}: arguments nested too deeply")
         if ctx.role != "admin" and not spec.read_only:
             return error_result(
                 "forbidden",
