@@ -71,13 +71,13 @@ def targets_text(targets: list[str]) -> str:
 def seed_status(v: TaskView) -> str:
     """A scan that ran but could not log in is ``completed`` with
     ``authentication_status: "failed"`` (the seed's lifecycle), not ``failed``."""
-    if v.status == "failed" and v.authentication_status == "failed" and v.export_available:
+    if v.status == "failed" and v.reason == "authentication_failed":
         return "completed"
     return _SEED_STATUS.get(v.status, v.status)
 
 
 def progress(v: TaskView) -> int:
-    if v.status == "completed" or (v.status == "failed" and v.export_available):
+    if v.status == "completed" or v.reason == "authentication_failed":
         return 100
     return v.progress_pct or 0
 
