@@ -174,6 +174,16 @@ async def test_results_as_the_seed_shapes_them(daemon: Daemon) -> None:
             "task_id": tid, "schema_profile": "minimal",
             "filters": {"cvss_score": ">7.5"}}))  # fmt: skip
         assert cvss[2:-1] and all(r["cvss_score"] > 7.5 for r in cvss[2:-1])
+        # an unknown task: the seed's JSON text as the (string) result, not a failure
+        gone = await client.call_tool("get_scan_results", {"task_id": "no-such-task"})
+        assert not gone.is_error and gone.structured_content == {"result": text_of(gone)}
+        assert "not found" in json.loads(text_of(gone))["error"]
+        # informational items the same filters would match are counted, not all of them
+        host = jsonl(await call(client, "get_scan_results", {
+            "task_id": tid, "filters": {"port": 443}}))  # fmt: skip
+        info_443 = jsonl(await call(client, "get_scan_results", {
+            "task_id": tid, "page": 0, "filters": {"port": 443, "severity": 0}}))  # fmt: skip
+        assert host[0]["informational_excluded"] == len(info_443) - 2
         both = await client.call_tool("get_scan_results", {
             "task_id": tid, "schema_profile": "minimal", "custom_fields": ["host"]})  # fmt: skip
         assert both.is_error and "custom_fields" in json.loads(text_of(both))["error"]

@@ -153,18 +153,22 @@ async def results_text(svc: Service, a: s.ResultsArgs) -> str:
         "total_vulnerabilities": page.total,
         "total_pages": total_pages,
     }
+    notes = []
     if not severity_given:
-        info = sum(1 for f in findings if f.severity == 0)
-        schema["informational_excluded"] = info
-        schema["note"] = INFO_HINT
+        # the informational items the same filters would have matched
+        info = parse_query({**ours, "min_severity": None, "severities": [0], "page_size": 1})
+        schema["informational_excluded"] = query_findings(findings, info).total
+        notes.append(INFO_HINT)
     if everything:
         schema["max_results"] = ALL_RESULTS_CAP
         schema["truncated"] = page.total > ALL_RESULTS_CAP
         if schema["truncated"]:
-            schema["note"] = (
+            notes.append(
                 f"page=0 returns at most {ALL_RESULTS_CAP} findings; {page.total} matched: "
                 "narrow the filters or page with page>=1"
             )
+    if notes:
+        schema["note"] = "; ".join(notes)
     metadata = {
         "type": "scan_metadata",
         "scan_name": view.name,

@@ -134,7 +134,10 @@ class Toolbox:
         try:
             out = await spec.handler(self.service, args, ctx)
         except NotFoundError as exc:
-            return not_found_result(str(exc), getattr(exc, "field", None))
+            found = not_found_result(str(exc), getattr(exc, "field", None))
+            if spec.output.get("x-fastmcp-wrap-result"):  # a string tool: the seed's JSON text
+                found["structuredContent"] = {"result": found["content"][0]["text"]}
+            return found
         except NessusPoolError as exc:
             body = error_body(exc)["error"]
             return error_result(
