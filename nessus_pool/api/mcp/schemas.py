@@ -18,9 +18,9 @@ D = Meta  # short alias: Annotated[type, D(description=...)]
 TaskId = Annotated[str, D(pattern=TASK_ID_PATTERN, description="From run_*_scan or list_tasks")]
 Targets = Annotated[
     str | list[str],
-    D(description='IPs, CIDRs, ranges (a-b) or hostnames: "10.0.0.0/24, 10.1.0.5" or a list'),
+    D(description="IPs, CIDRs, a-b ranges or hostnames: comma-separated or a list"),
 ]
-Pool = Annotated[str | None, D(description="Pool (list_pools); default: the one whose scope fits")]
+Pool = Annotated[str | None, D(description="Default: the pool whose scope fits")]
 Instance = Annotated[str | None, D(description="Pin to this scanner of the pool")]
 ProfileName = Literal["minimal", "summary", "brief", "full"]
 Name = Annotated[str, D(max_length=200)] | None
@@ -96,9 +96,7 @@ class ResultsArgs(_Args):
     schema_profile: Annotated[
         ProfileName, D(description="Fields: minimal < summary < brief < full")
     ] = "brief"
-    custom_fields: Annotated[
-        list[str] | None, D(description="Exact fields instead of a profile, e.g. host, plugin_id")
-    ] = None
+    custom_fields: Annotated[list[str] | None, D(description="Fields instead of a profile")] = None
     filters: Filters | None = None
 
 
