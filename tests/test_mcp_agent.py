@@ -103,6 +103,16 @@ async def test_invalid_arguments_are_tool_results_naming_field_and_values(
     err = error_of(await session.call("get_scan_results", {
         "task_id": task_id, "filters": {"min_severity": "bogus"}}))  # fmt: skip
     assert "critical" in err["error"] and err["field"] == "min_severity"
+    # a secret typed into an enum field is not echoed back
+    err = error_of(await session.call("run_authenticated_scan", {
+        "targets": "10.1.0.9", "ssh_username": "u", "ssh_password": "p",
+        "elevate_privileges_with": "Hunter2-Secret!"}))  # fmt: skip
+    assert err["field"] == "elevate_privileges_with" and "sudo" in err["error"]
+    assert "Hunter2" not in json.dumps(err)
+    # repeated custom fields are listed once
+    page = await session.call("get_scan_results", {"task_id": task_id,
+                                                   "custom_fields": ["host"] * 500})  # fmt: skip
+    assert json.loads(page["content"][0]["text"].split("\n")[0])["fields"] == ["host"]
     # unknown tools and malformed requests stay JSON-RPC errors
     _, body = await session.rpc("tools/call", {"name": "nope", "arguments": {}})
     assert body["error"]["code"] == -32602

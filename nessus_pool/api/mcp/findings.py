@@ -124,7 +124,7 @@ def _check_fields(a: s.ResultsArgs) -> tuple[str, tuple[str, ...] | None]:
                 f"known: {', '.join(sorted(known))}",
                 field="custom_fields",
             )
-        return "custom", tuple(a.custom_fields)
+        return "custom", tuple(dict.fromkeys(a.custom_fields))
     return a.schema_profile, compat.profile_fields(a.schema_profile)
 
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 _enc = msgspec.json.Encoder()
 _AT = re.compile(r" - at `\$\.?([^`]*)`")
+_ENUM_VALUE = re.compile(r"Invalid enum value .*", re.DOTALL)
 _NAMED = re.compile(r"(unknown|required) field `([^`]+)`")
 
 #: (progress, total, message) -> None; only present when the client asked for progress
@@ -207,7 +208,9 @@ def argument_error(tool: str, msg: str, schema: dict[str, Any]) -> tuple[str, st
     if named:
         return f"{tool}: {path} is required", path
     accepted = _accepted(schema, path)
-    return f"{tool}: invalid {path}: {msg.split(' - at ')[0]}." + (
+    # msgspec quotes the value of a bad enum: never echo it (a password in the wrong field)
+    reason = _ENUM_VALUE.sub("Invalid value", msg.split(" - at ")[0])[:200]
+    return f"{tool}: invalid {path}: {reason}." + (
         f" Accepted: {accepted}" if accepted else ""
     ), path
 
