@@ -124,14 +124,24 @@ async def test_json_rpc_errors(mcp: Mcp) -> None:
     hdr = {"Mcp-Session-Id": sid}
     status, _, body = await mcp.post(req("no/such"), hdr)
     assert status == 200 and body["error"]["code"] == -32601
+    # arguments that do not fit the schema: a tool result the model can read (SEP-1303)
     status, _, body = await mcp.post(
         req("tools/call", {"name": "list_tasks", "arguments": {"limit": "ten"}}), hdr
     )
-    assert body["error"]["code"] == -32602 and body["error"]["data"]["field"] == "arguments.limit"
+    result = body["result"]
+    assert result["isError"] is True and result["structuredContent"]["field"] == "limit"
+    assert "Expected `int`" in result["structuredContent"]["error"]
     status, _, body = await mcp.post(
         req("tools/call", {"name": "list_pools", "arguments": {"bogus": 1}}), hdr
     )
-    assert body["error"]["code"] == -32602 and "bogus" in body["error"]["message"]
+    assert body["result"]["isError"] is True and "bogus" in body["result"]["content"][0]["text"]
+    # a tool we do not have, and arguments that are not an object, stay JSON-RPC errors
+    status, _, body = await mcp.post(req("tools/call", {"name": "nope", "arguments": {}}), hdr)
+    assert body["error"]["code"] == -32602 and body["error"]["data"] == {"field": "name"}
+    status, _, body = await mcp.post(
+        req("tools/call", {"name": "list_pools", "arguments": [1]}), hdr
+    )
+    assert body["error"]["code"] == -32602 and body["error"]["data"] == {"field": "arguments"}
 
 
 async def test_modern_stateless_requests(mcp: Mcp) -> None:
@@ -264,4 +274,5 @@ async def test_secrets_never_echoed(mcp: Mcp) -> None:
         )
         texts.append(json.dumps(body))
     assert all(SECRET not in t for t in texts)
-    assert '"isError": true' in texts[1] and "-32602" in texts[3]
+    assert '"isError": true' in texts[1] and '"isError": true' in texts[3]
+    assert '"field": "bogus"' in texts[3]

@@ -40,14 +40,18 @@ async def finished_scan(client: Client, target: str, **extra: Any) -> str:
     return task_id
 
 
-async def read_json(client: Client, uri: str) -> Any:
+async def read_text(client: Client, uri: str, mime_type: str = "application/json") -> str:
     result = await client.read_resource(uri)
     assert len(result.contents) == 1
     block = result.contents[0]
     assert isinstance(block, TextResourceContents)
-    assert block.uri == uri and block.mime_type == "application/json"
+    assert block.uri == uri and block.mime_type == mime_type
     assert SECRET not in block.text
-    return json.loads(block.text)
+    return block.text
+
+
+async def read_json(client: Client, uri: str) -> Any:
+    return json.loads(await read_text(client, uri))
 
 
 async def exercise_resources(client: Client, mode: str) -> None:
@@ -60,7 +64,8 @@ async def exercise_resources(client: Client, mode: str) -> None:
         "nessus-pool://scans/{task_id}/report",
         "nessus-pool://scans/{task_id}/findings",
     }
-    assert all(t.mime_type == "application/json" and t.title and t.description for t in templates)
+    assert all(t.title and t.description for t in templates)
+    assert {t.mime_type for t in templates} == {"application/json", "application/x-ndjson"}
 
     listed = await client.list_resources()
     uri = f"nessus-pool://scans/{task_id}/report"
@@ -74,9 +79,13 @@ async def exercise_resources(client: Client, mode: str) -> None:
     assert report["status"] == "completed" and report["results_summary"]["hosts_scanned"] >= 1
 
     first_page = await client.call_tool("get_scan_results", {"task_id": task_id})
-    findings = await read_json(client, f"nessus-pool://scans/{task_id}/findings")
-    assert findings == first_page.structured_content
-    assert len(findings["items"]) <= 40 and findings["page"] == 1
+    findings = await read_text(
+        client, f"nessus-pool://scans/{task_id}/findings", "application/x-ndjson"
+    )
+    assert first_page.structured_content == {"result": findings}
+    lines = [json.loads(x) for x in findings.splitlines()]
+    assert lines[-1]["type"] == "pagination" and lines[-1]["page"] == 1
+    assert 0 < len(lines) - 3 <= 40
 
     missing = "nessus-pool://scans/doesnotexist/report"
     with pytest.raises(MCPError) as err:

@@ -71,7 +71,7 @@ async def test_locked_storage_without_fixed_port_says_use_connect(
     proc = await spawn(write_config(tmp_path / "np2.toml", data))
     _, err = await asyncio.wait_for(proc.communicate(b""), 20)
     assert proc.returncode == 1
-    assert b"--connect" in err and b"in use" in err
+    assert b"--connect" in err and b"already uses the storage" in err
 
 
 async def test_locked_storage_bridges_to_configured_daemon(
@@ -93,4 +93,85 @@ async def test_locked_storage_bridges_to_configured_daemon(
     assert reply["id"] == 2 and len(reply["result"]["tools"]) == 12
     proc.stdin.close()
     _, err = await asyncio.wait_for(proc.communicate(), 10)
-    assert proc.returncode == 0 and b"Bridging stdio" in err
+    assert proc.returncode == 0
+    said = err.decode()
+    storage = str((tmp_path / "data").resolve())
+    assert f"already runs on the storage {storage}" in said
+    assert f"bridging stdio to it at http://127.0.0.1:{d.port}/mcp" in said
+    assert "stop it first" not in said and "error" not in said.lower()
+
+
+async def test_says_which_storage_it_opened_from_any_directory(tmp_path: Path) -> None:
+    """Started by a desktop client from another directory: stderr names the config and the
+    absolute storage path, so a second, empty database cannot go unnoticed."""
+    config = write_config(tmp_path / "np.toml", mcp_config(tmp_path))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = await asyncio.create_subprocess_exec(
+        str(NESSUS_POOL), "mcp", "--config", str(config), cwd=elsewhere,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(b""), 20)
+    said = err.decode()
+    assert proc.returncode == 0, said
+    assert f"config {config.resolve()}" in said
+    assert f"storage {(tmp_path / 'data').resolve()}" in said and "pools lan" in said
+
+
+async def test_connect_says_where_it_bridges(daemon_for_connect: Daemon, tmp_path: Path) -> None:
+    url = f"{daemon_for_connect.url}/mcp"
+    proc = await asyncio.create_subprocess_exec(
+        str(NESSUS_POOL), "mcp", "--connect", url,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(b""), 20)
+    assert f"bridging stdio to the daemon at {url}" in err.decode()
+
+
+@pytest.fixture
+async def daemon_for_connect(start_daemon: DaemonFactory, tmp_path: Path) -> Daemon:
+    d: Daemon = await start_daemon(mcp_config(tmp_path))
+    return d
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+PLACEHOLDER = "/ABSOLUTE/PATH/TO/nessus-pool"
+
+
+@pytest.mark.parametrize("name", ["claude_desktop_stdio.json", "claude_desktop_http.json"])
+async def test_desktop_examples_run_from_any_directory(
+    name: str, daemon_for_connect: Daemon, tmp_path: Path
+) -> None:
+    """The examples give absolute paths (a desktop client's PATH has no venv); with the
+    placeholder filled in as README says, each starts from an unrelated directory."""
+    server = json.loads((EXAMPLES / name).read_text())["mcpServers"]["nessus-pool"]
+    assert server["command"].startswith(PLACEHOLDER + "/") and Path(server["command"]).is_absolute()
+    checkout = NESSUS_POOL.parents[2]  # <checkout>/.venv/bin/nessus-pool
+    config = write_config(tmp_path / "np.toml", mcp_config(tmp_path / "own"))
+    args = [
+        str(config) if a.endswith("nessus-pool.toml") else a.replace(PLACEHOLDER, str(checkout))
+        for a in server["args"]
+    ]
+    if "--connect" in args:
+        args[args.index("--connect") + 1] = f"{daemon_for_connect.url}/mcp"
+    proc = await asyncio.create_subprocess_exec(
+        server["command"].replace(PLACEHOLDER, str(checkout)), *args, cwd="/",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(line(INIT))
+    await proc.stdin.drain()
+    reply = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+    assert reply["result"]["serverInfo"]["name"] == "nessus-pool"
+    proc.stdin.close()
+    _, err = await asyncio.wait_for(proc.communicate(), 10)
+    assert proc.returncode == 0 and (b"embedded engine: config" in err or b"bridging" in err)
+
+
+def test_readme_says_how_to_find_the_absolute_command() -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    mcp = readme[readme.index("## MCP for AI agents") : readme.index("## Migrating from")]
+    assert "realpath .venv/bin/nessus-pool" in mcp and '"command": "nessus-pool"' not in mcp

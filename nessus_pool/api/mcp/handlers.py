@@ -1,37 +1,22 @@
-"""Tool bodies: decode nothing, decide nothing, call the service and shape its answer the way
-the seed server's users expect (``scanner_pool``, ``estimated_wait_minutes``, JSON-NL)."""
+"""Tool bodies: decode nothing, call the service and shape its answer the way the seed
+server's users expect (:mod:`.compat`: its keys, types and statuses, ours beside them)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 from typing import Any
 
-import msgspec
-
+from nessus_pool.api.mcp import compat
 from nessus_pool.api.mcp import schemas as s
-from nessus_pool.api.mcp.tools import ToolContext, ToolOutput, ToolSpec
+from nessus_pool.api.mcp.findings import results_text
+from nessus_pool.api.mcp.tools import ToolContext, ToolSpec
 from nessus_pool.errors import NotFoundError, ValidationError
-from nessus_pool.models import ScanType
-from nessus_pool.results.query import (
-    MAX_PAGE_SIZE,
-    FindingsPage,
-    parse_query,
-    query_findings,
-    to_jsonl,
-)
-from nessus_pool.service import Service, SubmitRequest, TaskView
+from nessus_pool.models import Escalation, ScanType
+from nessus_pool.service import ScannerView, Service, SubmitRequest, TaskView
 
-MCP_MAX_PAGE_SIZE = min(100, MAX_PAGE_SIZE)
 TERMINAL = frozenset({"completed", "failed", "canceled", "timed_out"})
-
-
-def _minutes(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds / 60, 1)
-
-
-def _scanner_url(svc: Service, scanner: str | None) -> str | None:
-    if scanner is None:
-        return None
-    return next((v.url for v in svc.scanner_views() if v.id == scanner), None)
+_CURSOR_MAX_DIGITS = 18
 
 
 def _blank(value: str | None) -> str | None:
@@ -39,9 +24,39 @@ def _blank(value: str | None) -> str | None:
     return value or None
 
 
-async def _submit(svc: Service, a: s.UntrustedScanArgs, scan_type: ScanType) -> s.SubmitOut:
+def _likely_scanner(svc: Service, pool: str, pinned: str | None) -> ScannerView | None:
+    """The pinned scanner, else the reachable one with the most free slots right now."""
+    views = svc.scanner_views(pool)
+    if pinned:
+        return next((v for v in views if v.id == pinned), None)
+    usable = [
+        v
+        for v in views
+        if v.enabled and v.reachable and v.scan_api and not v.draining
+        and v.circuit_state != "open"
+    ]  # fmt: skip
+    return max(usable, key=lambda v: (v.capacity - v.active_scans, v.id), default=None)
+
+
+def _check_escalation(a: s.AuthenticatedScanArgs) -> None:
+    """The seed refuses a privileged scan with inline credentials and no escalation method;
+    a named credential set carries its own."""
+    if (
+        a.scan_type == "authenticated_privileged"
+        and not a.credential
+        and a.elevate_privileges_with in (None, Escalation.NOTHING)
+    ):
+        methods = ", ".join(e.value for e in Escalation if e is not Escalation.NOTHING)
+        raise ValidationError(
+            f"authenticated_privileged scan requires elevate_privileges_with ({methods})",
+            field="elevate_privileges_with",
+        )
+
+
+async def _submit(svc: Service, a: s.UntrustedScanArgs, scan_type: ScanType) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if isinstance(a, s.AuthenticatedScanArgs):
+        _check_escalation(a)
         extra = {
             "credential": _blank(a.credential),
             "ssh_username": a.ssh_username,
@@ -50,12 +65,13 @@ async def _submit(svc: Service, a: s.UntrustedScanArgs, scan_type: ScanType) -> 
             "escalation_account": _blank(a.escalation_account),
             "escalation_password": _blank(a.escalation_password),
         }
+    pinned = _blank(a.scanner_instance)
     req = SubmitRequest(
         targets=a.targets,
         name=_blank(a.name),
         description=a.description,
         pool=_blank(a.scanner_pool),
-        scanner=_blank(a.scanner_instance),
+        scanner=pinned,
         scan_type=scan_type,
         priority=a.priority,
         idempotency_key=a.idempotency_key,
@@ -63,22 +79,15 @@ async def _submit(svc: Service, a: s.UntrustedScanArgs, scan_type: ScanType) -> 
     )
     r = await svc.submit(req)
     where = f"queue position {r.queue_position}" if r.queue_position else r.status
-    return s.SubmitOut(
-        task_id=r.task_id,
-        status=r.status,
+    message = (
+        "Returning existing task (idempotency key matched). " if r.duplicate else ""
+    ) + f"Scan enqueued ({where}). Next: wait_for_scan(task_id={r.task_id!r}) returns when it ends."
+    return compat.submit_result(
+        r,
         scan_type=scan_type.value,
-        scanner_pool=r.pool,
-        scanner_instance=r.scanner,
-        scanner_url=_scanner_url(svc, r.scanner),
-        queue_position=r.queue_position,
-        estimated_wait_minutes=_minutes(r.estimated_wait_s),
-        eta_basis=r.eta_basis,
-        duplicate=r.duplicate,
-        message=(
-            ("Existing task returned (same idempotency_key). " if r.duplicate else "")
-            + f"Scan accepted ({where}). Next: wait_for_scan(task_id={r.task_id!r}) or "
-            "get_scan_status."
-        ),
+        scanner=_likely_scanner(svc, r.pool, r.scanner),
+        pinned=pinned is not None,
+        message=message,
     )
 
 
@@ -90,67 +99,55 @@ async def run_authenticated_scan(svc: Service, a: s.AuthenticatedScanArgs, ctx: 
     return await _submit(svc, a, ScanType(a.scan_type))
 
 
-def _next_step(v: TaskView) -> str:
+def next_step(v: TaskView) -> str:
+    """The cheapest useful next call."""
     tid = v.task_id
-    if v.status == "queued":
-        return f"Queued; wait_for_scan(task_id={tid!r}) returns when it ends."
     if v.status not in TERMINAL:
-        return f"In progress; wait_for_scan(task_id={tid!r}) returns when it ends."
+        return f"wait_for_scan(task_id={tid!r}) returns when it ends (no need to poll)."
     if v.export_available:
-        return f"Read findings with get_scan_results(task_id={tid!r}, page=1)."
+        summary = (v.results or {}).get("summary") or {}
+        vulns = summary.get("vulnerabilities_total")
+        if vulns == 0:
+            return (
+                "No findings above informational. To list those: get_scan_results(task_id="
+                f'{tid!r}, schema_profile="minimal", filters={{"min_severity": "info"}}).'
+            )
+        count = f"the {vulns} findings" if vulns is not None else "the findings"
+        return (
+            f'get_scan_results(task_id={tid!r}, schema_profile="minimal") lists {count} above '
+            'informational, worst first; then schema_profile="brief" with filters '
+            '(e.g. {"plugin_id": ...}) for the ones that matter.'
+        )
     if v.status == "canceled":
         return "Canceled; submit a new scan if needed."
-    return "No results: see error_message and troubleshooting; fix the cause and resubmit."
+    return "No results: read error_message and troubleshooting, fix the cause, resubmit."
 
 
-def status_out(v: TaskView, wait_timed_out: bool | None = None) -> s.StatusOut:
-    res = v.results or {}
-    summary = res.get("summary")
-    validation = res.get("validation") or {}
-    results_summary = None
-    if summary is not None:
-        results_summary = {
-            **summary,
-            "hosts_total": res.get("hosts_total", 0),
-            "hosts_by_authentication_status": validation.get("hosts_by_status", {}),
-        }
-    return s.StatusOut(
-        task_id=v.task_id,
-        name=v.name,
-        status=v.status,
-        scan_type=v.scan_type,
-        scanner_pool=v.pool,
-        scanner_instance=v.scanner,
-        targets=v.targets,
-        credential=v.credential,
-        progress=v.progress_pct,
-        queue_position=v.queue_position,
-        estimated_wait_minutes=_minutes(v.estimated_wait_s),
-        eta_basis=v.eta_basis,
-        attempt=v.attempt,
-        nessus_scan_id=v.remote_scan_id,
-        created_at_ms=v.created_at_ms,
-        started_at_ms=v.started_at_ms,
-        finished_at_ms=v.finished_at_ms,
-        error_message=v.error,
-        reason=v.reason,
-        dead_letter=v.dead_letter,
-        authentication_status=v.authentication_status,
-        validation_warnings=list(validation.get("warnings", [])),
-        results_summary=results_summary,
-        troubleshooting=list(validation.get("troubleshooting", [])),
-        results_available=v.export_available,
-        next_step=_next_step(v),
-        wait_timed_out=wait_timed_out,
-    )
+async def _export_bytes(svc: Service, v: TaskView) -> int | None:
+    if not v.export_available:
+        return None
+    try:
+        path = await svc.export_path(v.task_id)
+        return await asyncio.to_thread(os.path.getsize, path)
+    except (NotFoundError, OSError):
+        return None
+
+
+async def status_out(
+    svc: Service, v: TaskView, wait_timed_out: bool | None = None
+) -> dict[str, Any]:
+    out = compat.status_result(v, next_step=next_step(v), export_bytes=await _export_bytes(svc, v))
+    if wait_timed_out is not None:
+        out["wait_timed_out"] = wait_timed_out
+    return out
 
 
 async def get_scan_status(svc: Service, a: s.TaskArgs, ctx: ToolContext) -> Any:
-    return status_out(await svc.get_task(a.task_id))
+    return await status_out(svc, await svc.get_task(a.task_id))
 
 
 async def cancel_scan(svc: Service, a: s.TaskArgs, ctx: ToolContext) -> Any:
-    return status_out(await svc.cancel(a.task_id))
+    return await status_out(svc, await svc.cancel(a.task_id))
 
 
 async def wait_for_scan(svc: Service, a: s.WaitArgs, ctx: ToolContext) -> Any:
@@ -165,86 +162,47 @@ async def wait_for_scan(svc: Service, a: s.WaitArgs, ctx: ToolContext) -> Any:
     if first.status not in TERMINAL:
         await on_progress(first)
     v = await svc.wait_for(a.task_id, a.timeout_s, on_progress)
-    return status_out(v, wait_timed_out=v.status not in TERMINAL)
-
-
-def _filters(f: s.Filters | None) -> dict[str, Any]:
-    if f is None:
-        return {}
-    raw = {k: v for k, v in msgspec.structs.asdict(f).items() if v is not None}
-    if "severity" in raw:
-        raw["severities"] = [*raw.get("severities", []), raw.pop("severity")]
-    if "cvss_score" in raw:
-        score = raw.pop("cvss_score")
-        text = str(score).strip().lstrip(">=").strip()
-        try:
-            raw["min_cvss3"] = float(text)
-        except ValueError:
-            raise ValidationError(
-                'cvss_score must be a number or ">N", e.g. ">7.0"', field="filters.cvss_score"
-            ) from None
-    return raw
+    return await status_out(svc, v, wait_timed_out=v.status not in TERMINAL)
 
 
 async def get_scan_results(svc: Service, a: s.ResultsArgs, ctx: ToolContext) -> Any:
-    profile = "custom" if a.custom_fields is not None else a.schema_profile
-    raw = {
-        **_filters(a.filters),
-        "page": a.page,
-        "page_size": min(a.page_size, MCP_MAX_PAGE_SIZE),
-        "profile": profile,
-    }
-    if a.custom_fields is not None:
-        raw["fields"] = a.custom_fields
-    query = parse_query(raw)
-    view = await svc.get_task(a.task_id, with_results=False)
-    page: FindingsPage = query_findings(await svc.findings(a.task_id), query)
-    metadata = {
-        "name": view.name,
-        "status": view.status,
-        "scan_type": view.scan_type,
-        "scanner_pool": view.pool,
-        "targets": view.targets,
-        "authentication_status": view.authentication_status,
-        "filters": {k: v for k, v in raw.items() if k not in ("page", "page_size", "profile")},
-    }
-    structured = s.ResultsOut(task_id=a.task_id, **msgspec.structs.asdict(page))
-    return ToolOutput(structured, to_jsonl(page, task_id=a.task_id, metadata=metadata))
+    return await results_text(svc, a)
 
 
 async def compare_scans(svc: Service, a: s.CompareArgs, ctx: ToolContext) -> Any:
-    return msgspec.convert(await svc.compare(a.task_id, a.base_task_id), s.CompareOut)
+    return await svc.compare(a.task_id, a.base_task_id)
+
+
+def check_cursor(cursor: str | None, field: str = "cursor") -> str | None:
+    """A cursor we could have handed out: ASCII digits, bounded (``"²".isdigit()`` is True
+    and 10**23 overflows SQLite's integer)."""
+    if not cursor:
+        return None
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= _CURSOR_MAX_DIGITS):
+        raise ValidationError(
+            f"{field} is not valid: pass next_cursor of a previous page", field=field
+        )
+    return cursor
 
 
 async def list_tasks(svc: Service, a: s.ListTasksArgs, ctx: ToolContext) -> Any:
     status = a.status_filter
-    if status:  # the seed called it "timeout"
-        status = ",".join("timed_out" if x.strip() == "timeout" else x for x in status.split(","))
+    if status:  # the seed's words: timeout; queued includes our dispatching
+        words = {
+            "timeout": "timed_out",
+            "queued": "queued,dispatching",
+            "running": "running,exporting",
+        }
+        status = ",".join(words.get(x.strip(), x.strip()) for x in status.split(","))
     page = await svc.list_tasks(
         status=status,
         pool=_blank(a.scanner_pool),
         target=_blank(a.target_filter),
         limit=a.limit,
-        cursor=_blank(a.cursor),
+        cursor=check_cursor(a.cursor),
     )
-    tasks = [
-        s.TaskBrief(
-            task_id=v.task_id,
-            name=v.name,
-            status=v.status,
-            scan_type=v.scan_type,
-            scanner_pool=v.pool,
-            scanner_instance=v.scanner,
-            targets=v.targets,
-            progress=v.progress_pct,
-            queue_position=v.queue_position,
-            authentication_status=v.authentication_status,
-            created_at_ms=v.created_at_ms,
-            finished_at_ms=v.finished_at_ms,
-        )
-        for v in page.tasks
-    ]
-    return s.TaskListOut(tasks=tasks, total=len(tasks), next_cursor=page.next_cursor)
+    tasks = [compat.task_entry(v) for v in page.tasks]
+    return {"tasks": tasks, "total": len(tasks), "next_cursor": page.next_cursor}
 
 
 def _pool_names(svc: Service) -> list[str]:
@@ -262,118 +220,71 @@ def _pool_or_default(svc: Service, pool: str | None) -> str:
 
 async def list_scanners(svc: Service, a: s.PoolArgs, ctx: ToolContext) -> Any:
     views = svc.scanner_views(_blank(a.scanner_pool))
-    return s.ScannersOut(scanners=views, total=len(views), pools=_pool_names(svc))
+    return {
+        "scanners": [compat.scanner_entry(v) for v in views],
+        "total": len(views),
+        "pools": _pool_names(svc),
+    }
 
 
 async def list_pools(svc: Service, a: s.NoArgs, ctx: ToolContext) -> Any:
-    views = await svc.pool_views()
-    return s.PoolsOut(
-        pools=[v.name for v in views],
-        default_pool=views[0].name if views else None,
-        details=[
-            s.PoolBrief(
-                name=v.name,
-                scanners=len(v.scanners),
-                capacity=v.capacity,
-                active=v.active,
-                queue_depth=v.queue_depth,
-            )
-            for v in views
-        ],
-    )
+    names = _pool_names(svc)
+    return {"pools": names, "default_pool": names[0] if names else None}
 
 
 async def get_pool_status(svc: Service, a: s.PoolArgs, ctx: ToolContext) -> Any:
-    v = await svc.pool_view(_pool_or_default(svc, a.scanner_pool))
-    return s.PoolStatusOut(
-        pool=v.name,
-        total_scanners=len(v.scanners),
-        total_capacity=v.capacity,
-        total_active=v.active,
-        available_capacity=max(0, v.capacity - v.active),
-        utilization_pct=round(v.utilisation * 100, 1),
-        queue_depth=v.queue_depth,
-        max_queued=v.max_queued,
-        oldest_queued_age_s=v.oldest_queued_age_s,
-        dlq_depth=v.dlq_depth,
-        mean_scan_duration_s=v.mean_scan_duration_s,
-        eta_basis=v.eta_basis,
-        scanners=v.scanners,
-    )
+    return compat.pool_status(await svc.pool_view(_pool_or_default(svc, a.scanner_pool)))
 
 
 async def get_queue_status(svc: Service, a: s.PoolArgs, ctx: ToolContext) -> Any:
     v = await svc.pool_view(_pool_or_default(svc, a.scanner_pool))
     queued = await svc.list_tasks(status="queued", pool=v.name, limit=500)
     ahead = sorted(queued.tasks, key=lambda t: t.queue_position or 1 << 30)[:10]
-    return s.QueueOut(
-        pool=v.name,
-        queue_depth=v.queue_depth,
-        max_queued=v.max_queued,
-        oldest_queued_age_s=v.oldest_queued_age_s,
-        dlq_size=v.dlq_depth,
-        next_tasks=[
-            s.QueuedTask(
-                task_id=t.task_id,
-                name=t.name,
-                queue_position=t.queue_position,
-                estimated_wait_minutes=_minutes(t.estimated_wait_s),
-                priority=t.priority,
-                created_at_ms=t.created_at_ms,
-            )
-            for t in ahead
-        ],
-    )
+    return compat.queue_status(v, ahead, svc.engine.clock.now_ms())
 
 
-_SUBMIT_NOTE = (
-    " Returns at once with task_id, queue_position and estimated_wait_minutes; the scan runs "
-    "in the background on a scanner of the pool."
-)
+_O = s.open_object
+_K = s.OUTPUT_KEYS
+_SUBMIT = " Returns at once with task_id and queue position."
 
 TOOLS: list[ToolSpec] = [
-    ToolSpec("run_untrusted_scan", "Run network scan", "Start a network-only (unauthenticated) "
-             "Nessus vulnerability scan of the targets." + _SUBMIT_NOTE,
-             s.UntrustedScanArgs, s.SubmitOut, run_untrusted_scan,
+    ToolSpec("run_untrusted_scan", "Run network scan",
+             "Start an unauthenticated Nessus scan of the targets." + _SUBMIT,
+             s.UntrustedScanArgs, _O(_K["submit"]), run_untrusted_scan,
              read_only=False, open_world=True),
-    ToolSpec("run_authenticated_scan", "Run authenticated scan", "Start an SSH-authenticated "
-             "Nessus scan (deeper: installed packages, configuration). Prefer credential (a "
-             "named credential set on the server); inline ssh_username/ssh_password also work "
-             "unless disabled. Secrets are never echoed." + _SUBMIT_NOTE,
-             s.AuthenticatedScanArgs, s.SubmitOut, run_authenticated_scan,
+    ToolSpec("run_authenticated_scan", "Run authenticated scan",
+             "Start an SSH-authenticated Nessus scan (installed packages, configuration). "
+             "Prefer credential (a set named on the server) over inline ssh_*." + _SUBMIT,
+             s.AuthenticatedScanArgs, _O(_K["submit"]), run_authenticated_scan,
              read_only=False, open_world=True),
-    ToolSpec("get_scan_status", "Scan status", "Status of a scan task: queue position and ETA "
-             "while queued, progress while running; afterwards authentication status, "
-             "validation warnings, results summary and troubleshooting.",
-             s.TaskArgs, s.StatusOut, get_scan_status, read_only=True, idempotent=True),
-    ToolSpec("wait_for_scan", "Wait for scan", "Wait until the scan ends or timeout_s passes "
-             "(at most 600 s), sending progress notifications when the request has a "
-             "progressToken. Returns the same fields as get_scan_status plus wait_timed_out.",
-             s.WaitArgs, s.StatusOut, wait_for_scan, read_only=True, idempotent=True),
-    ToolSpec("get_scan_results", "Scan findings", "One page of a finished scan's findings as "
-             "JSON-NL (schema line, metadata line, one line per finding, pagination line), "
-             "filtered and sorted (default: most severe first). Page through with page; never "
-             "the whole export at once.",
-             s.ResultsArgs, s.ResultsOut, get_scan_results, read_only=True, idempotent=True),
-    ToolSpec("compare_scans", "Compare scans", "What changed between two scans of the same "
-             "targets: new, fixed and severity-changed findings (worst first) with counts.",
-             s.CompareArgs, s.CompareOut, compare_scans, read_only=True, idempotent=True),
-    ToolSpec("cancel_scan", "Cancel scan", "Cancel a queued or running scan (stops it on the "
-             "scanner). A scan that already ended cannot be canceled.",
-             s.TaskArgs, s.StatusOut, cancel_scan, read_only=False, destructive=True,
+    ToolSpec("get_scan_status", "Scan status",
+             "Status and progress; when done: authentication_status, results_summary, "
+             "troubleshooting, next_step.",
+             s.TaskArgs, _O(_K["status"]), get_scan_status, read_only=True, idempotent=True),
+    ToolSpec("wait_for_scan", "Wait for scan",
+             "Wait until the scan ends or timeout_s passes (progress notifications); "
+             "returns get_scan_status + wait_timed_out.",
+             s.WaitArgs, _O(_K["wait"]), wait_for_scan, read_only=True, idempotent=True),
+    ToolSpec("get_scan_results", "Scan findings",
+             "A page of findings as JSON-NL lines, worst first. Without a severity filter, "
+             "informational items are left out (and counted).",
+             s.ResultsArgs, s.JSONL_OUTPUT, get_scan_results, read_only=True, idempotent=True),
+    ToolSpec("compare_scans", "Compare scans",
+             "New, fixed and severity-changed findings between two scans of the same targets.",
+             s.CompareArgs, _O(_K["compare"]), compare_scans, read_only=True, idempotent=True),
+    ToolSpec("cancel_scan", "Cancel scan", "Cancel a queued or running scan.",
+             s.TaskArgs, _O(_K["status"]), cancel_scan, read_only=False, destructive=True,
              idempotent=True, open_world=True),
-    ToolSpec("list_tasks", "List scans", "Recent scan tasks, newest first, filtered by status, "
-             "pool or target (CIDR-aware).",
-             s.ListTasksArgs, s.TaskListOut, list_tasks, read_only=True, idempotent=True),
-    ToolSpec("list_scanners", "List scanners", "Scanners with capacity, load, reachability and "
-             "circuit-breaker state, optionally for one pool.",
-             s.PoolArgs, s.ScannersOut, list_scanners, read_only=True, idempotent=True),
+    ToolSpec("list_tasks", "List scans",
+             "Recent scans, newest first; filter by status, pool or target (CIDR-aware).",
+             s.ListTasksArgs, _O(_K["tasks"]), list_tasks, read_only=True, idempotent=True),
+    ToolSpec("list_scanners", "List scanners", "Scanners with capacity, load and health.",
+             s.PoolArgs, _O(_K["scanners"]), list_scanners, read_only=True, idempotent=True),
     ToolSpec("list_pools", "List pools", "Scanner pools and the default pool.",
-             s.NoArgs, s.PoolsOut, list_pools, read_only=True, idempotent=True),
-    ToolSpec("get_pool_status", "Pool status", "Capacity, utilisation, queue depth and "
-             "per-scanner load of one pool.",
-             s.PoolArgs, s.PoolStatusOut, get_pool_status, read_only=True, idempotent=True),
-    ToolSpec("get_queue_status", "Queue status", "Queue depth, oldest wait, dead letters and "
-             "the next tasks in line for one pool.",
-             s.PoolArgs, s.QueueOut, get_queue_status, read_only=True, idempotent=True),
+             s.NoArgs, _O(_K["pools"]), list_pools, read_only=True, idempotent=True),
+    ToolSpec("get_pool_status", "Pool status", "Capacity, utilization and queue of one pool.",
+             s.PoolArgs, _O(_K["pool"]), get_pool_status, read_only=True, idempotent=True),
+    ToolSpec("get_queue_status", "Queue status",
+             "Queue depth, dead letters and the next tasks in line for one pool.",
+             s.PoolArgs, _O(_K["queue"]), get_queue_status, read_only=True, idempotent=True),
 ]  # fmt: skip

@@ -20,7 +20,6 @@ from nessus_pool.api.mcp.tools import (
     ResourceCatalog,
     ResourceNotFoundError,
     ResourceParamsError,
-    ToolArgumentsError,
     Toolbox,
     ToolContext,
     UnknownToolError,
@@ -99,11 +98,15 @@ class Session:
 
 
 def decode(body: bytes | str) -> Any:
-    """Raises RpcError(PARSE_ERROR) on malformed JSON."""
+    """Raises RpcError(PARSE_ERROR) on malformed JSON, RpcError(INVALID_REQUEST) on JSON
+    nested deeper than the decoder goes (msgspec raises RecursionError near 1,000 levels;
+    no MCP message comes close)."""
     try:
         return _dec.decode(body)
     except msgspec.DecodeError:
         raise RpcError(PARSE_ERROR, "Parse error: the message is not valid JSON") from None
+    except RecursionError:
+        raise RpcError(INVALID_REQUEST, "Invalid request: JSON nested too deeply") from None
 
 
 def classify(msg: Any) -> str:
@@ -364,9 +367,6 @@ class Dispatcher:
             )
         except UnknownToolError as exc:
             raise RpcError(INVALID_PARAMS, str(exc), {"field": "name"}) from None
-        except ToolArgumentsError as exc:
-            data = {"field": f"arguments.{exc.field}"} if exc.field else None
-            raise RpcError(INVALID_PARAMS, str(exc), data) from None
 
     async def _resources_list(self, params: dict[str, Any]) -> dict[str, Any]:
         cursor = params.get("cursor")

@@ -11,12 +11,14 @@ from typing import Any, Final
 import msgspec
 
 from nessus_pool.api.mcp import schemas as s
-from nessus_pool.api.mcp.handlers import TERMINAL, get_scan_results, status_out
-from nessus_pool.api.mcp.tools import ResourceNotFoundError, ResourceParamsError, ToolContext
-from nessus_pool.errors import ConflictError, NotFoundError
+from nessus_pool.api.mcp.findings import results_text
+from nessus_pool.api.mcp.handlers import TERMINAL, check_cursor, status_out
+from nessus_pool.api.mcp.tools import ResourceNotFoundError, ResourceParamsError
+from nessus_pool.errors import ConflictError, NotFoundError, ValidationError
 from nessus_pool.service import Service, TaskView
 
 _JSON: Final = "application/json"
+_JSONL: Final = "application/x-ndjson"
 _enc = msgspec.json.Encoder()
 #: finished scans per resources/list page (a module constant so tests can shrink it)
 RESOURCE_PAGE_SIZE = 50
@@ -36,10 +38,10 @@ RESOURCE_TEMPLATES: Final = [
         "uriTemplate": "nessus-pool://scans/{task_id}/findings",
         "name": "scan-findings",
         "title": "Scan findings, first page",
-        "description": "The first page of a finished scan's findings as JSON, most severe "
-        "first (get_scan_results' default page); has_more says whether get_scan_results "
-        "has further pages.",
-        "mimeType": _JSON,
+        "description": "The first page of a finished scan's findings as JSON-NL, most severe "
+        "first (get_scan_results' default page; its pagination line says whether there are "
+        "more).",
+        "mimeType": _JSONL,
     },
 ]
 
@@ -78,8 +80,10 @@ class ScanResources:
         return RESOURCE_TEMPLATES
 
     async def list_page(self, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        if cursor is not None and not cursor.isdigit():
-            raise ResourceParamsError("cursor is not valid", "cursor")
+        try:
+            cursor = check_cursor(cursor)
+        except ValidationError:
+            raise ResourceParamsError("cursor is not valid", "cursor") from None
         page = await self.svc.list_tasks(
             status=",".join(sorted(TERMINAL)), limit=RESOURCE_PAGE_SIZE, cursor=cursor
         )
@@ -94,11 +98,9 @@ class ScanResources:
         task_id, kind = m.groups()
         try:
             if kind == "report":
-                out: Any = status_out(await self.svc.get_task(task_id))
-            else:
-                args = s.ResultsArgs(task_id=task_id)
-                page = await get_scan_results(self.svc, args, ToolContext(role="read"))
-                out = page.structured
+                report = await status_out(self.svc, await self.svc.get_task(task_id))
+                return [{"uri": uri, "mimeType": _JSON, "text": _enc.encode(report).decode()}]
+            text = await results_text(self.svc, s.ResultsArgs(task_id=task_id))
         except (NotFoundError, ConflictError) as exc:
             raise ResourceNotFoundError(uri, str(exc)) from None
-        return [{"uri": uri, "mimeType": _JSON, "text": _enc.encode(out).decode()}]
+        return [{"uri": uri, "mimeType": _JSONL, "text": text}]

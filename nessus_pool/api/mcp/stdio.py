@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from nessus_pool.api.mcp import protocol as p
@@ -198,10 +199,21 @@ async def run_stdio(args: argparse.Namespace) -> int:
     try:
         if getattr(args, "connect", None):
             logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+            _say(f"bridging stdio to the daemon at {args.connect}")
             return await _until_signal(bridge(args.connect, token, readline, out))
         return await _until_signal(_embedded(args, token, readline, out))
     finally:
         out.close()
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).absolute())
+
+
+def _storage(daemon: Any, configured: str) -> str:
+    """The storage directory the daemon actually locked, as an absolute path."""
+    lock = getattr(daemon, "lock", None)
+    return str(lock.path.parent.resolve() if lock is not None else Path(configured).absolute())
 
 
 async def _embedded(
@@ -225,19 +237,34 @@ async def _embedded(
         return 2
     cfg = loaded.config
     setup_logging(cfg.logging.format, cfg.logging.level)
+    config_file = _absolute(path)
     daemon = Daemon(loaded, config_path=path, serve_http=False)
     try:
         await daemon.start()
-    except LockedError as exc:
+    except LockedError:
+        storage = _storage(daemon, cfg.storage.path)
         url = daemon_url(cfg)
         if url is None:
-            _say(f"{exc}; its listen address is not fixed, so run: nessus-pool mcp --connect URL")
+            _say(
+                f"a nessus-pool daemon already uses the storage {storage} (config {config_file}) "
+                "and its listen address is not fixed, so this session cannot find it: run "
+                "nessus-pool mcp --connect http://HOST:PORT/mcp"
+            )
             return 1
-        _say(f"{exc}. Bridging stdio to the running daemon at {url} (use --connect to choose).")
+        _say(
+            f"a nessus-pool daemon already runs on the storage {storage} (config "
+            f"{config_file}); bridging stdio to it at {url} (--connect URL picks another)"
+        )
         return await bridge(url, token or token_from_config(cfg), readline, out)
     except ConfigError as exc:
         _say(f"error: {exc}")
         return 2
+    pools = ", ".join(p.name for p in cfg.pools) or "none"
+    _say(
+        f"embedded engine: config {config_file}, storage {_storage(daemon, cfg.storage.path)}, "
+        f"pools {pools} "
+        "(a daemon already running elsewhere is not used: --connect URL bridges to one)"
+    )
     try:
         assert daemon.service is not None
         await serve(build_dispatcher(daemon.service), readline, out)

@@ -12,26 +12,20 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from nessus_pool.api.errors import error_body
+from nessus_pool.api.errors import error_body, http_status
 from nessus_pool.api.mcp.schemas import DESCRIPTIONS
-from nessus_pool.errors import NessusPoolError
+from nessus_pool.errors import NessusPoolError, NotFoundError
 
 if TYPE_CHECKING:
     from nessus_pool.service import Service
 
 _enc = msgspec.json.Encoder()
-_FIELD = re.compile(r"at `\$\.?([^`]*)`|unknown field `([^`]+)`|required field `([^`]+)`")
+_AT = re.compile(r" - at `\$\.?([^`]*)`")
+_ENUM_VALUE = re.compile(r"Invalid enum value .*", re.DOTALL)
+_NAMED = re.compile(r"(unknown|required) field `([^`]+)`")
 
 #: (progress, total, message) -> None; only present when the client asked for progress
 Progress = Callable[[float, float | None, str], Awaitable[None]]
-
-
-class ToolArgumentsError(Exception):
-    """Arguments that do not match the tool's input schema (a JSON-RPC -32602)."""
-
-    def __init__(self, message: str, field: str | None) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 class UnknownToolError(Exception):
@@ -78,14 +72,6 @@ class ToolContext:
     progress: Progress | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ToolOutput:
-    """A result whose text content is not simply the JSON of ``structured`` (JSON-NL)."""
-
-    structured: Any
-    text: str
-
-
 Handler = Callable[["Service", Any, ToolContext], Awaitable[Any]]
 
 
@@ -95,7 +81,7 @@ class ToolSpec:
     title: str
     description: str
     args: type[msgspec.Struct]
-    output: type[msgspec.Struct]
+    output: dict[str, Any]
     handler: Handler
     read_only: bool
     destructive: bool = False
@@ -110,6 +96,7 @@ class Toolbox:
         self.service = service
         self._specs = {s.name: s for s in specs}
         self._definitions = _definitions(specs)
+        self._inputs = {d["name"]: d["inputSchema"] for d in self._definitions}
 
     @property
     def names(self) -> list[str]:
@@ -122,56 +109,161 @@ class Toolbox:
         return self._definitions
 
     async def call(self, name: str, arguments: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
-        """A ``CallToolResult`` dict. Raises UnknownToolError or ToolArgumentsError for
-        malformed calls; every NessusPoolError becomes an ``isError`` result."""
+        """A ``CallToolResult`` dict. Raises UnknownToolError for a tool we do not have.
+
+        Arguments that do not fit the input schema are an ``isError`` result naming the
+        field and what it accepts (MCP 2025-11-25, SEP-1303), so the model can correct
+        them; so is every NessusPoolError, except a lookup that finds nothing, which is an
+        answer (``{"error": "task ... not found"}``, ``isError: false``) as the seed
+        server gave it."""
         spec = self._specs.get(name)
         if spec is None:
             raise UnknownToolError(f"unknown tool {name!r}; available: {', '.join(self._specs)}")
         try:
             args = msgspec.convert(arguments, spec.args)
         except msgspec.ValidationError as exc:
-            msg = str(exc)
-            m = _FIELD.search(msg)
-            field = next((g for g in m.groups() if g), None) if m else None
-            raise ToolArgumentsError(f"invalid arguments for {name}: {msg}", field) from None
+            message, field = argument_error(name, str(exc), self._inputs[name])
+            return error_result("invalid_arguments", message, field, status_code=400)
+        except RecursionError:
+            return error_result("invalid_arguments", f"{name}: arguments nested too deeply")
         if ctx.role != "admin" and not spec.read_only:
             return error_result(
                 "forbidden",
                 f"{name} changes state and needs an admin token; this token is read-only",
+                status_code=403,
             )
         try:
             out = await spec.handler(self.service, args, ctx)
+        except NotFoundError as exc:
+            found = not_found_result(str(exc), getattr(exc, "field", None))
+            if spec.output.get("x-fastmcp-wrap-result"):  # a string tool: the seed's JSON text
+                found["structuredContent"] = {"result": found["content"][0]["text"]}
+            return found
         except NessusPoolError as exc:
             body = error_body(exc)["error"]
-            return error_result(body["code"], body["message"], body.get("field"))
-        if isinstance(out, ToolOutput):
-            data = _enc.encode(out.structured)
-            text = out.text
-        else:
-            data = _enc.encode(out)
-            text = data.decode()
+            return error_result(
+                body["code"], body["message"], body.get("field"), status_code=http_status(exc)
+            )
+        if isinstance(out, str):  # JSON-NL: the text, and the same wrapped for fastmcp
+            return {
+                "content": [{"type": "text", "text": out}],
+                "structuredContent": {"result": out},
+                "isError": False,
+            }
+        data = _enc.encode(out)
         return {
-            "content": [{"type": "text", "text": text}],
+            "content": [{"type": "text", "text": data.decode()}],
             "structuredContent": msgspec.Raw(data),
             "isError": False,
         }
 
 
-def error_result(code: str, message: str, field: str | None = None) -> dict[str, Any]:
-    """A tool failure the model can read and act on (never carries request values)."""
-    err: dict[str, Any] = {"code": code, "message": message}
-    if field:
-        err["field"] = field
+def _result(body: dict[str, Any], is_error: bool) -> dict[str, Any]:
+    data = _enc.encode(body)
     return {
-        "content": [{"type": "text", "text": _enc.encode({"error": err}).decode()}],
-        "isError": True,
+        "content": [{"type": "text", "text": data.decode()}],
+        "structuredContent": msgspec.Raw(data),
+        "isError": is_error,
     }
 
 
+def error_result(
+    code: str, message: str, field: str | None = None, *, status_code: int = 400
+) -> dict[str, Any]:
+    """A tool failure the model can read and act on, in the seed's shape (``error`` is the
+    message) with our ``code``, ``field`` and the HTTP-like ``status_code`` beside it."""
+    body: dict[str, Any] = {"error": message, "code": code, "status_code": status_code}
+    if field:
+        body["field"] = field
+    return _result(body, True)
+
+
+def not_found_result(message: str, field: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": message, "code": "not_found", "status_code": 404}
+    if field:
+        body["field"] = field
+    return _result(body, False)
+
+
+def argument_error(tool: str, msg: str, schema: dict[str, Any]) -> tuple[str, str | None]:
+    """A message naming the field and what it accepts, from msgspec's message and the
+    tool's own input schema (never the value given)."""
+    at = _AT.search(msg)
+    base = (at.group(1) if at else "").replace("[", ".").replace("]", "")
+    named = _NAMED.search(msg)
+    path = f"{base}.{named.group(2)}".lstrip(".") if named else base
+    if not path:
+        return f"invalid arguments for {tool}: {msg}", None
+    leaf = path.rsplit(".", 1)[-1]
+    if named and named.group(1) == "unknown":
+        where = "filters." if path.startswith("filters.") else ""
+        known = _props(schema, path.rsplit(".", 1)[0] if "." in path else "")
+        hint = ""
+        if not where and leaf in _props(schema, "filters"):
+            hint = f' It is a filter: pass it inside filters, e.g. filters={{"{leaf}": ...}}.'
+        return (
+            f"{tool}: unknown argument {where}{leaf[:60]!r}.{hint} Accepted: {', '.join(known)}",
+            path,
+        )
+    if named:
+        return f"{tool}: {path} is required", path
+    accepted = _accepted(schema, path)
+    # msgspec quotes the value of a bad enum: never echo it (a password in the wrong field)
+    reason = _ENUM_VALUE.sub("Invalid value", msg.split(" - at ")[0])[:200]
+    return f"{tool}: invalid {path}: {reason}." + (
+        f" Accepted: {accepted}" if accepted else ""
+    ), path
+
+
+def _node(schema: dict[str, Any], path: str) -> dict[str, Any] | None:
+    node: Any = schema
+    for part in [p for p in path.split(".") if p]:
+        node = _deref(schema, node)
+        if part.isdigit():
+            node = node.get("items") if isinstance(node, dict) else None
+        else:
+            props = node.get("properties") if isinstance(node, dict) else None
+            node = props.get(part) if isinstance(props, dict) else None
+        if node is None:
+            return None
+    found = _deref(schema, node)
+    return found if isinstance(found, dict) else None
+
+
+def _deref(schema: dict[str, Any], node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    for alt in node.get("anyOf", ()):
+        if isinstance(alt, dict) and "$ref" in alt:
+            node = alt
+            break
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        return schema.get("$defs", {}).get(ref.removeprefix("#/$defs/"), node)
+    return node
+
+
+def _props(schema: dict[str, Any], path: str) -> list[str]:
+    node = _node(schema, path)
+    return list((node or {}).get("properties", {}))
+
+
+def _accepted(schema: dict[str, Any], path: str) -> str:
+    node = _node(schema, path)
+    if node is None:
+        return ""
+    options = [node, *node.get("anyOf", ())]
+    enums = [v for o in options if isinstance(o, dict) for v in o.get("enum", ())]
+    if enums:
+        return ", ".join(str(v) for v in enums)
+    types = [o.get("type") for o in options if isinstance(o, dict) and o.get("type")]
+    limits = [f"{k} {node[k]}" for k in ("minimum", "maximum", "pattern", "maxLength") if k in node]
+    desc = node.get("description", "")
+    return "; ".join(x for x in (" or ".join(map(str, types)), ", ".join(limits), desc) if x)
+
+
 def _definitions(specs: list[ToolSpec]) -> list[dict[str, Any]]:
-    types: list[Any] = []
-    for s in specs:
-        types += [s.args, s.output]
+    types: list[Any] = [s.args for s in specs]
     _, components = msgspec.json.schema_components(types, ref_template="#/$defs/{name}")
     out = []
     for s in specs:
@@ -181,9 +273,8 @@ def _definitions(specs: list[ToolSpec]) -> list[dict[str, Any]]:
                 "title": s.title,
                 "description": s.description,
                 "inputSchema": _root_schema(s.args.__name__, components),
-                "outputSchema": _root_schema(s.output.__name__, components),
+                "outputSchema": s.output,
                 "annotations": {
-                    "title": s.title,
                     "readOnlyHint": s.read_only,
                     "destructiveHint": s.destructive,
                     "idempotentHint": s.idempotent,
@@ -219,4 +310,27 @@ def _root_schema(name: str, components: dict[str, Any]) -> Any:
                 sub["description"] = DESCRIPTIONS[prop]
     if needed:
         root["$defs"] = needed
-    return root
+    return _compact(root)
+
+
+def _compact(node: Any) -> Any:
+    """The same schema in fewer bytes (tools/list is read into every model's context):
+    ``anyOf`` of plain types becomes a ``type`` list, ``default: null``, ``required: []``
+    and ``title`` go."""
+    if isinstance(node, list):
+        return [_compact(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _compact(v) for k, v in node.items() if k != "title"}
+    if out.get("default", 0) is None:
+        del out["default"]
+    if out.get("required") == []:
+        del out["required"]
+    alts = out.get("anyOf")
+    if isinstance(alts, list) and all(isinstance(a, dict) and "type" in a for a in alts):
+        rich = [a for a in alts if set(a) != {"type"}]
+        if len(rich) <= 1 and not any(isinstance(a["type"], list) for a in alts):
+            del out["anyOf"]
+            merged = rich[0] if rich else {}
+            out = {**out, **merged, "type": [a["type"] for a in alts]}
+    return out

@@ -1,0 +1,201 @@
+"""What an agent meets: argument errors it can read and correct (SEP-1303), a filter put at the
+wrong level, context sizes (tools/list and the default findings page, printed and bounded),
+next steps that name the cheapest useful call, and malformed input that is never a 500
+(issue 13) over HTTP and stdio."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from nessus_pool.daemon import Daemon
+from tests.conftest import DaemonFactory, write_config
+from tests.test_mcp_http import ACCEPT, Mcp, req
+from tests.test_mcp_sdk import mcp_config
+from tests.test_mcp_stdio import INIT, line, spawn
+
+TOOLS_LIST_MAX_BYTES = 12_000
+DEFAULT_PAGE_MAX_BYTES = 6_000
+
+
+def compact_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":")))
+
+
+@pytest.fixture
+async def daemon(start_daemon: DaemonFactory, tmp_path: Path) -> Daemon:
+    d: Daemon = await start_daemon(mcp_config(tmp_path))
+    return d
+
+
+class Session:
+    def __init__(self, mcp: Mcp, sid: str) -> None:
+        self.mcp = mcp
+        self.hdr = {"Mcp-Session-Id": sid}
+
+    async def rpc(self, method: str, params: dict[str, Any]) -> tuple[int, Any]:
+        status, _, body = await self.mcp.post(req(method, params), self.hdr)
+        return status, body
+
+    async def call(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        _, body = await self.rpc("tools/call", {"name": name, "arguments": args})
+        result: dict[str, Any] = body["result"]
+        return result
+
+
+@pytest.fixture
+async def session(daemon: Daemon) -> Any:
+    async with aiohttp.ClientSession() as http:
+        mcp = Mcp(http, f"{daemon.url}/mcp")
+        yield Session(mcp, await mcp.initialize())
+
+
+async def finished(session: Session, target: str = "10.1.0.5") -> tuple[str, dict[str, Any]]:
+    sub = await session.call("run_untrusted_scan", {"targets": target})
+    task_id = sub["structuredContent"]["task_id"]
+    done = await session.call("wait_for_scan", {"task_id": task_id, "timeout_s": 60})
+    assert done["structuredContent"]["status"] == "completed"
+    return task_id, done["structuredContent"]
+
+
+def error_of(result: dict[str, Any]) -> dict[str, Any]:
+    assert result["isError"] is True
+    body: dict[str, Any] = json.loads(result["content"][0]["text"])
+    assert body == result["structuredContent"]
+    return body
+
+
+async def test_invalid_arguments_are_tool_results_naming_field_and_values(
+    session: Session,
+) -> None:
+    task_id, _ = await finished(session)
+    # a filter at top level: says where it belongs
+    err = error_of(await session.call("get_scan_results", {"min_severity": "high",
+                                                           "task_id": task_id}))  # fmt: skip
+    assert err["field"] == "min_severity" and err["code"] == "invalid_arguments"
+    assert 'filters={"min_severity"' in err["error"] and "task_id" in err["error"]
+    # an enum: the accepted values
+    err = error_of(await session.call("get_scan_results", {"task_id": task_id,
+                                                           "schema_profile": "huge"}))  # fmt: skip
+    assert err["field"] == "schema_profile"
+    assert all(p in err["error"] for p in ("minimal", "summary", "brief", "full"))
+    # a nested field, and the seed's own check
+    err = error_of(
+        await session.call("get_scan_results", {"task_id": task_id, "filters": {"sev": 3}})
+    )
+    assert err["field"] == "filters.sev" and "min_severity" in err["error"]
+    err = error_of(await session.call("run_authenticated_scan", {
+        "targets": "10.1.0.9", "scan_type": "invalid_type_xyz",
+        "ssh_username": "u", "ssh_password": "p"}))  # fmt: skip
+    assert err["field"] == "scan_type" and "authenticated_privileged" in err["error"]
+    err = error_of(await session.call("run_authenticated_scan", {
+        "targets": "10.1.0.9", "scan_type": "authenticated_privileged",
+        "ssh_username": "u", "ssh_password": "p"}))  # fmt: skip
+    assert err["field"] == "elevate_privileges_with" and "sudo" in err["error"]
+    err = error_of(await session.call("get_scan_results", {
+        "task_id": task_id, "schema_profile": "full", "custom_fields": ["host"]}))  # fmt: skip
+    assert err["field"] == "custom_fields" and "Cannot specify both" in err["error"]
+    err = error_of(await session.call("get_scan_results", {
+        "task_id": task_id, "filters": {"min_severity": "bogus"}}))  # fmt: skip
+    assert "critical" in err["error"] and err["field"] == "min_severity"
+    # a secret typed into an enum field is not echoed back
+    err = error_of(await session.call("run_authenticated_scan", {
+        "targets": "10.1.0.9", "ssh_username": "u", "ssh_password": "p",
+        "elevate_privileges_with": "Hunter2-Secret!"}))  # fmt: skip
+    assert err["field"] == "elevate_privileges_with" and "sudo" in err["error"]
+    assert "Hunter2" not in json.dumps(err)
+    # repeated custom fields are listed once
+    page = await session.call("get_scan_results", {"task_id": task_id,
+                                                   "custom_fields": ["host"] * 500})  # fmt: skip
+    assert json.loads(page["content"][0]["text"].split("\n")[0])["fields"] == ["host"]
+    # unknown tools and malformed requests stay JSON-RPC errors
+    _, body = await session.rpc("tools/call", {"name": "nope", "arguments": {}})
+    assert body["error"]["code"] == -32602
+
+
+async def test_context_sizes(session: Session) -> None:
+    _, body = await session.rpc("tools/list", {})
+    tools_bytes = compact_size(body["result"])
+    for tool in body["result"]["tools"]:
+        # every input schema complete: every property typed, required listed
+        schema = tool["inputSchema"]
+        assert schema["additionalProperties"] is False
+        for name, prop in schema["properties"].items():
+            assert {"type", "enum", "anyOf"} & prop.keys(), (tool["name"], name)
+    task_id, status = await finished(session)
+    page = await session.call("get_scan_results", {"task_id": task_id})
+    page_bytes = compact_size(page)
+    print(f"\ntools/list {tools_bytes} bytes; default get_scan_results page {page_bytes} bytes")
+    assert tools_bytes < TOOLS_LIST_MAX_BYTES
+    assert page_bytes < DEFAULT_PAGE_MAX_BYTES
+    lines = [json.loads(x) for x in page["content"][0]["text"].splitlines()]
+    breakdown = status["results_summary"]["severity_breakdown"]
+    assert lines[0]["informational_excluded"] == breakdown["info"] > 0
+    assert "min_severity" in lines[0]["note"]
+    assert {row["severity"] for row in lines[2:-1]} <= {"1", "2", "3", "4"}
+    assert len(lines) - 3 == status["results_summary"]["vulnerabilities_total"]
+    # an explicit severity filter is obeyed as given: informational included
+    every = await session.call(
+        "get_scan_results", {"task_id": task_id, "page": 0, "filters": {"min_severity": 0}}
+    )
+    rows = [json.loads(x) for x in every["content"][0]["text"].splitlines()]
+    assert "informational_excluded" not in rows[0] and rows[0]["truncated"] is False
+    assert len(rows) - 2 == status["results_summary"]["findings_total"]
+
+
+async def test_next_step_names_the_cheapest_call(session: Session) -> None:
+    task_id, done = await finished(session)
+    step = done["next_step"]
+    assert f'get_scan_results(task_id={task_id!r}, schema_profile="minimal")' in step
+    assert f"the {done['results_summary']['vulnerabilities_total']} findings" in step
+    sub = await session.call("run_untrusted_scan", {"targets": "10.1.0.8"})
+    assert "wait_for_scan" in sub["structuredContent"]["message"]
+
+
+DEEP = b'{"jsonrpc":"2.0","id":1,"method":"ping","params":' + b"[" * 1000 + b"]" * 1000 + b"}"
+BAD_CURSORS = ["99999999999999999999999", "\u00b2", "-1", "1e3"]
+
+
+async def test_malformed_input_over_http_is_never_500(daemon: Daemon, session: Session) -> None:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{daemon.url}/mcp", data=DEEP, headers=ACCEPT) as r,
+    ):
+        body = await r.json()
+        assert r.status == 400 and body["error"]["code"] == -32600
+    status, body = await session.rpc(
+        "tools/call", {"name": "list_pools", "arguments": {"x": [[[[[[[[[]]]]]]]]]}}
+    )
+    assert status == 200 and body["result"]["isError"] is True
+    for cursor in BAD_CURSORS:
+        status, body = await session.rpc("resources/list", {"cursor": cursor})
+        assert status == 200 and body["error"]["code"] == -32602, cursor
+        assert body["error"]["data"] == {"field": "cursor"}
+        result = await session.call("list_tasks", {"cursor": cursor})
+        assert result["isError"] is True and result["structuredContent"]["field"] == "cursor"
+
+
+async def test_malformed_input_over_stdio(tmp_path: Path) -> None:
+    proc = await spawn(write_config(tmp_path / "np.toml", mcp_config(tmp_path)))
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(line(INIT) + DEEP + b"\n")
+    for i, cursor in enumerate(BAD_CURSORS):
+        msg = {"jsonrpc": "2.0", "id": 10 + i, "method": "resources/list",
+               "params": {"cursor": cursor}}  # fmt: skip
+        proc.stdin.write(line(msg))
+    await proc.stdin.drain()
+    replies = [
+        json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+        for _ in range(2 + len(BAD_CURSORS))
+    ]
+    by_id = {r["id"]: r for r in replies}
+    assert by_id[None]["error"]["code"] == -32600
+    assert all(by_id[10 + i]["error"]["code"] == -32602 for i in range(len(BAD_CURSORS)))
+    proc.stdin.close()
+    _, err = await asyncio.wait_for(proc.communicate(), 10)
+    assert b"Traceback" not in err
