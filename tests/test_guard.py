@@ -437,3 +437,51 @@ async def test_existing_open_storage_is_tightened(tmp_path: Path) -> None:
     await d.stop()
     assert (storage.stat().st_mode & 0o777) == 0o700
     assert (old_export.stat().st_mode & 0o777) == 0o600
+
+
+def _make_read_only(directory: Path) -> bool:
+    """chmod for ordinary users; root ignores modes, so chattr +i where it is allowed.
+    True if writes now fail."""
+    import subprocess
+
+    directory.chmod(0o555)
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(directory)], capture_output=True, check=False)
+    try:
+        (directory / "probe").touch()
+    except OSError:
+        return True
+    (directory / "probe").unlink()
+    return False
+
+
+@pytest.mark.acceptance
+def test_read_only_storage_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import write_config
+
+    storage = tmp_path / "data"
+    storage.mkdir()
+    if not _make_read_only(storage):
+        pytest.skip("cannot make a directory read-only here (root without CAP_LINUX_IMMUTABLE)")
+    try:
+        cfg = write_config(tmp_path / "np.toml", sim_config(tmp_path))
+        exe = Path(sys.executable).parent / "nessus-pool"
+        proc = subprocess.run(
+            [str(exe), "serve", "--config", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": os.environ.get("PATH", "")},
+        )
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(storage)], capture_output=True, check=False)
+        storage.chmod(0o700)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, lines
+    assert str(storage) in lines[0] and "not writable" in lines[0]
