@@ -426,9 +426,9 @@ class Daemon:
         add_routes(app)
         mount_mcp(app, self.service, cfg, app[AUTH])
         self.app = app
-        # keepalive_timeout doubles as the header-read timeout: aiohttp arms it when a
-        # connection opens and after each response, and closes a connection still waiting
-        # for a complete request head when it fires (slowloris)
+        # slowloris: the site gives the first request head header_timeout_s; aiohttp's
+        # keep-alive timer, armed after each response, closes a connection still waiting for
+        # a complete head when it fires, so the same bound holds for later requests
         self.runner = web.AppRunner(
             app,
             access_log=None,
@@ -438,7 +438,11 @@ class Daemon:
         await self.runner.setup()
         host, port = parse_listen(cfg.server.listen)
         site = CappedSite(
-            self.runner, host, port, max_connections=self.max_connections or connection_cap()
+            self.runner,
+            host,
+            port,
+            max_connections=self.max_connections or connection_cap(),
+            header_timeout_s=self.header_timeout_s,
         )
         await site.start()
         self.site = site

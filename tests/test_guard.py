@@ -253,6 +253,41 @@ async def test_a_slow_request_head_is_cut_off(small_door: Daemon) -> None:
     assert 0.3 <= waited_s < 5, waited_s
 
 
+async def test_the_site_cuts_off_a_slow_first_head_whatever_aiohttp_keepalive_does() -> None:
+    """CappedSite's own deadline, with aiohttp's keep-alive timer out of the way (older
+    aiohttp releases do not arm it before the first request)."""
+    from aiohttp import web
+
+    from nessus_pool.api.guard import CappedSite
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", ok)
+    runner = web.AppRunner(app, keepalive_timeout=3600)
+    await runner.setup()
+    site = CappedSite(runner, "127.0.0.1", 0, max_connections=10, header_timeout_s=0.3)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        slow_r, slow_w = await asyncio.open_connection("127.0.0.1", port)
+        slow_w.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        # a prompt client on the same site is served, and kept alive past the deadline
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        async with asyncio.timeout(5):
+            assert (await r.readuntil(b"\r\n\r\nok")).startswith(b"HTTP/1.1 200")
+            assert await slow_r.read() == b""  # cut off
+        w.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        async with asyncio.timeout(5):
+            assert (await r.readuntil(b"\r\n\r\nok")).startswith(b"HTTP/1.1 200")
+        for writer in (w, slow_w):
+            writer.close()
+    finally:
+        await runner.cleanup()
+
+
 async def test_connections_over_the_cap_get_503_and_the_port_recovers(tmp_path: Path) -> None:
     d = Daemon(parse_config(_toml(sim_config(tmp_path))))
     d.max_connections = 4

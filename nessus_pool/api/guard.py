@@ -234,6 +234,57 @@ class _Busy(asyncio.Protocol):
         transport.close()
 
 
+class _FirstHeadDeadline(asyncio.Protocol):
+    """aiohttp's handler, wrapped: the connection is closed when no complete request head
+    (up to the blank line) has arrived ``timeout_s`` after connecting. Later requests on a
+    kept-alive connection are covered by aiohttp's keep-alive timer, which older aiohttp
+    releases do not arm before the first request."""
+
+    __slots__ = ("_inner", "_tail", "_timeout_s", "_timer", "_transport")
+
+    def __init__(self, inner: asyncio.Protocol, timeout_s: float) -> None:
+        self._inner = inner
+        self._timeout_s = timeout_s
+        self._timer: asyncio.TimerHandle | None = None
+        self._transport: asyncio.BaseTransport | None = None
+        self._tail = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        self._timer = asyncio.get_running_loop().call_later(self._timeout_s, self._expire)
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._timer is not None:
+            seen = self._tail + data
+            if b"\r\n\r\n" in seen:
+                self._timer.cancel()
+                self._timer, self._tail = None, b""
+            else:
+                self._tail = seen[-3:]
+        self._inner.data_received(data)
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self._transport is not None:
+            self._transport.close()
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
 class RateLimitedLog:
     """At most one line per ``interval_s`` for a repeating condition, with the count of the
     ones folded into it."""
@@ -258,13 +309,21 @@ class RateLimitedLog:
 
 
 class CappedSite(web.TCPSite):
-    """A TCP site whose connections are capped (503 beyond ``max_connections``)."""
+    """A TCP site whose connections are capped (503 beyond ``max_connections``) and whose
+    clients must send their first request head within ``header_timeout_s``."""
 
     def __init__(
-        self, runner: web.BaseRunner, host: str, port: int, *, max_connections: int
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        max_connections: int,
+        header_timeout_s: float = HEADER_TIMEOUT_S,
     ) -> None:
         super().__init__(runner, host, port, reuse_address=True)
         self.max_connections = max_connections
+        self.header_timeout_s = header_timeout_s
         self.refused = 0
         self._refused_log = RateLimitedLog()
 
@@ -284,7 +343,7 @@ class CappedSite(web.TCPSite):
                     },
                 )
             return _Busy()
-        return server()
+        return _FirstHeadDeadline(server(), self.header_timeout_s)
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
