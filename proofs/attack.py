@@ -324,14 +324,22 @@ async def slow_connections(t: Target) -> Outcome:
     counts["five_xx"] -= capped_503  # the cap's answer, not a failure
     # drip until the server drops them (bounded by header timeout + 10 s)
     started = time.monotonic()
-    closed_by_server = 0
-    open_ = list(held_open)
+    # the ones past the cap are answered 503 at once, before any drip
+    first = [asyncio.ensure_future(r.read(256)) for r, _ in held_open]
+    await asyncio.wait(first, timeout=2)
+    answered_503 = 0
+    open_ = []
+    for f, conn in zip(first, held_open, strict=True):
+        if f.done() and not f.cancelled() and f.exception() is None:
+            answered_503 += f.result().startswith(b"HTTP/1.1 503")
+        else:
+            f.cancel()
+            open_.append(conn)
     deadline = started + 35
     while open_ and time.monotonic() < deadline:
         still = []
         for r, w in open_:
             if r.at_eof() or w.is_closing():
-                closed_by_server += 1
                 continue
             with contextlib.suppress(OSError):
                 w.write(b"x")
@@ -344,11 +352,13 @@ async def slow_connections(t: Target) -> Outcome:
             for f in waits:
                 f.cancel()
     cut_off_s = time.monotonic() - started
+    cut_off = len(held_open) - answered_503 - len(open_)
     for _, w in held_open:
         w.close()
     after = await status_of(t, "GET", f"{d.base}/healthz", counts)
     lines = d.lines[first_line:]
     tracebacks = sum(ln.count("Traceback") for ln in lines)
+    cap = [json.loads(ln).get("max_connections") for ln in lines if "connections_capped" in ln]
     return Outcome(
         "slow_connections",
         held=(
@@ -364,7 +374,10 @@ async def slow_connections(t: Target) -> Outcome:
         detail={
             "slow_connections": n,
             "nofile_limit": t.capped_nofile,
-            "accepted_then_held": len(held_open),
+            "opened": len(held_open),
+            "connection_cap": cap[0] if cap else None,
+            "answered_503_at_once": answered_503,
+            "cut_off_by_header_timeout": cut_off,
             "fresh_clients": fresh,
             "still_open_at_end": len(open_),
             "all_cut_off_after_s": round(cut_off_s, 1),

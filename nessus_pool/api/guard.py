@@ -19,6 +19,7 @@ import hmac
 import logging
 import resource
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -226,12 +227,29 @@ _BUSY = (
 
 
 class _Busy(asyncio.Protocol):
-    """A connection over the cap: answered 503 at once and closed."""
+    """A connection over the cap: answered 503 at once, closed once the request's first
+    bytes are read (closing with them unread would send a reset, which discards the 503 at
+    the client) or after a second at most."""
+
+    _LINGER_S = 1.0
+
+    def __init__(self) -> None:
+        self._transport: asyncio.BaseTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.WriteTransport)
+        self._transport = transport
         transport.write(_BUSY)
-        transport.close()
+        self._timer = asyncio.get_running_loop().call_later(self._LINGER_S, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 class _FirstHeadDeadline(asyncio.Protocol):
@@ -240,17 +258,26 @@ class _FirstHeadDeadline(asyncio.Protocol):
     kept-alive connection are covered by aiohttp's keep-alive timer, which older aiohttp
     releases do not arm before the first request."""
 
-    __slots__ = ("_inner", "_tail", "_timeout_s", "_timer", "_transport")
+    __slots__ = ("__weakref__", "_inner", "_on_made", "_tail", "_timeout_s", "_timer", "_transport")
 
-    def __init__(self, inner: asyncio.Protocol, timeout_s: float) -> None:
+    def __init__(
+        self,
+        inner: asyncio.Protocol,
+        timeout_s: float,
+        on_made: Callable[[_FirstHeadDeadline], None] | None = None,
+    ) -> None:
         self._inner = inner
         self._timeout_s = timeout_s
+        self._on_made = on_made
         self._timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.BaseTransport | None = None
         self._tail = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
+        if self._on_made is not None:
+            self._on_made(self)
+            self._on_made = None
         self._timer = asyncio.get_running_loop().call_later(self._timeout_s, self._expire)
         self._inner.connection_made(transport)
 
@@ -325,12 +352,16 @@ class CappedSite(web.TCPSite):
         self.max_connections = max_connections
         self.header_timeout_s = header_timeout_s
         self.refused = 0
+        # accepted in this burst but not yet registered with aiohttp (asyncio makes the
+        # protocols of a whole accept batch before any connection_made runs); weak, so an
+        # accept that fails half-way cannot leak a count
+        self._pending: weakref.WeakSet[_FirstHeadDeadline] = weakref.WeakSet()
         self._refused_log = RateLimitedLog()
 
     def _protocol(self) -> asyncio.BaseProtocol:
         server = self._runner.server
         assert server is not None
-        if len(server.connections) >= self.max_connections:
+        if len(server.connections) + len(self._pending) >= self.max_connections:
             self.refused += 1
             count = self._refused_log.ready()
             if count is not None:
@@ -343,7 +374,9 @@ class CappedSite(web.TCPSite):
                     },
                 )
             return _Busy()
-        return _FirstHeadDeadline(server(), self.header_timeout_s)
+        protocol = _FirstHeadDeadline(server(), self.header_timeout_s, self._pending.discard)
+        self._pending.add(protocol)
+        return protocol
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
