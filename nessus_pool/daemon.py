@@ -31,6 +31,7 @@ from nessus_pool.api.admin import (
     error_middleware,
 )
 from nessus_pool.api.guard import (
+    BODY_TIMEOUT_S,
     HEADER_TIMEOUT_S,
     CappedSite,
     FrontDoor,
@@ -263,9 +264,10 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self.app: web.Application | None = None
         self.site: CappedSite | None = None
-        #: listener limits (tests shrink them): header-read timeout, connection cap (None:
-        #: from RLIMIT_NOFILE)
+        #: listener limits (tests shrink them): header and body read timeouts, connection
+        #: cap (None: from RLIMIT_NOFILE)
         self.header_timeout_s = HEADER_TIMEOUT_S
+        self.body_timeout_s = BODY_TIMEOUT_S
         self.max_connections: int | None = None
         self._previous_loop_handler: Any = None
         self._previous_umask: int | None = None
@@ -411,7 +413,7 @@ class Daemon:
 
     async def _start_http(self) -> None:
         cfg = self.config
-        door = FrontDoor(cfg.server)
+        door = FrontDoor(cfg.server, body_timeout_s=self.body_timeout_s)
         # the front door first: a refused request never reaches a route or its error mapping
         app = web.Application(
             client_max_size=cfg.server.max_body_bytes,

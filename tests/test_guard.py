@@ -233,6 +233,7 @@ async def _raw_status(d: Daemon, request_line: bytes, authorization: bytes) -> i
 async def small_door(tmp_path: Path) -> AsyncIterator[Daemon]:
     d = Daemon(parse_config(_toml(sim_config(tmp_path))))
     d.header_timeout_s = 0.5
+    d.body_timeout_s = 0.5
     d.max_connections = 4
     await d.start()
     yield d
@@ -250,6 +251,24 @@ async def test_a_slow_request_head_is_cut_off(small_door: Daemon) -> None:
     writer.close()
     assert rest == b""
     assert 0.3 <= waited_s < 5, waited_s
+
+
+async def test_a_dripped_body_gets_408(small_door: Daemon) -> None:
+    d = small_door
+    assert d.engine is not None
+    before = len(d.engine.tasks)
+    for path in (b"/api/v1/scans", b"/mcp"):
+        reader, writer = await asyncio.open_connection(d.host, d.port)
+        writer.write(
+            b"POST " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+            b'{"targets": "10.0.0.1"'  # and nothing more
+        )
+        async with asyncio.timeout(10):
+            head = await reader.readline()
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 408"), (path, head)
+    assert len(d.engine.tasks) == before
 
 
 async def test_the_site_cuts_off_a_slow_first_head_whatever_aiohttp_keepalive_does() -> None:
