@@ -395,7 +395,9 @@ def validate(config: Config) -> list[str]:
             warnings += _check_secret(getattr(cred, key), f"{at}.{key.replace('_', '-')}")
     for kind in ("read_tokens", "admin_tokens"):
         for k, ref in enumerate(getattr(config.server, kind)):
-            warnings += _check_secret(ref, f"$.server.{kind.replace('_', '-')}[{k}]")
+            at = f"$.server.{kind.replace('_', '-')}[{k}]"
+            warnings += _check_secret(ref, at)
+            _check_token_ref(ref, at)
     if not config.pools and sim is None:
         warnings.append("no pools and no simulator: nothing can be scanned")
     return warnings
@@ -423,6 +425,37 @@ def _secret_file(ref: SecretSource) -> str:
     if creds_dir and not os.path.isabs(ref.file):
         return os.path.join(creds_dir, ref.file)
     return ref.file
+
+
+#: bearer tokens shorter than this are refused (``openssl rand -hex 32`` gives 64)
+MIN_TOKEN_CHARS = 16
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+
+
+def check_token(value: str, path: str) -> str:
+    """A bearer token as resolved: at least MIN_TOKEN_CHARS visible ASCII characters (no
+    spaces: a header value's edges are trimmed in transit, so such a token could never match
+    as configured). Raises ConfigError naming the path, never the value."""
+    if len(value) < MIN_TOKEN_CHARS:
+        raise _err(
+            path,
+            f"token is {len(value)} characters; at least {MIN_TOKEN_CHARS} are required "
+            "(e.g. openssl rand -hex 32)",
+        )
+    if not _TOKEN.fullmatch(value):
+        raise _err(path, "token must be printable ASCII without spaces or control characters")
+    return value
+
+
+def _check_token_ref(ref: SecretRef, path: str) -> None:
+    """Check the token where it can be read now; a reference that cannot (an env var or a
+    credential file only the service sees) is checked when the daemon starts."""
+    try:
+        value = resolve_secret(ref, path)
+    except ConfigError:
+        return
+    assert value is not None
+    check_token(value, path)
 
 
 def resolve_secret(ref: SecretRef | None, path: str = "") -> str | None:

@@ -27,9 +27,17 @@ from nessus_pool.api.admin import (
     METRICS,
     READY,
     SERVICE,
-    TokenAuth,
     add_routes,
     error_middleware,
+)
+from nessus_pool.api.guard import (
+    BODY_TIMEOUT_S,
+    HEADER_TIMEOUT_S,
+    CappedSite,
+    FrontDoor,
+    TokenAuth,
+    accept_error_handler,
+    connection_cap,
 )
 from nessus_pool.api.mcp import mount_mcp
 from nessus_pool.clock import Clock, SystemClock
@@ -38,6 +46,7 @@ from nessus_pool.config import (
     LoadedConfig,
     PoolConfig,
     Unavailable,
+    check_token,
     diff,
     load_config,
     parse_listen,
@@ -47,8 +56,8 @@ from nessus_pool.config import (
 from nessus_pool.engine import Engine, ScannerSpec
 from nessus_pool.engine.core import apply_reload
 from nessus_pool.engine.housekeeping import housekeeping_loop
-from nessus_pool.errors import ConfigError, LockedError, NessusPoolError
-from nessus_pool.logs import register_secret, setup_logging
+from nessus_pool.errors import ConfigError, LockedError, NessusPoolError, StorageError
+from nessus_pool.logs import register_secret, route_library_logs, setup_logging
 from nessus_pool.metrics import Metrics
 from nessus_pool.models import SshCredential
 from nessus_pool.nessus import NessusClient
@@ -109,6 +118,38 @@ class StorageLock:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def prepare_storage(directory: Path) -> None:
+    """Create the storage directory 0700 and tighten what an earlier run outside the systemd
+    unit (no ``UMask=0077``) left readable by others: the directory, the database and its
+    WAL, exports. Raises StorageError naming the path when it cannot be written."""
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        probe = directory / f".write-test-{os.getpid()}"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise StorageError(
+            f"storage directory {directory} is not writable ({exc.strerror or exc}); "
+            "fix its permissions or set storage.path to a writable directory"
+        ) from None
+    fixed = 0
+    exports = directory / "exports"
+    paths = [directory, exports, *sorted(directory.glob("nessus-pool.db*"))]
+    if exports.is_dir():
+        paths += [p for p in exports.iterdir() if p.is_file()]
+    for path in paths:
+        with contextlib.suppress(OSError):
+            mode = path.stat().st_mode & 0o777
+            if mode & 0o077:
+                path.chmod(mode & 0o700)
+                fixed += 1
+    if fixed:
+        log.warning(
+            "storage files were readable by other users; permissions tightened",
+            extra={"event": "storage_permissions_fixed", "path": str(directory), "files": fixed},
+        )
 
 
 def scanner_specs(cfg: Config, sim_urls: list[str]) -> list[ScannerSpec]:
@@ -247,6 +288,15 @@ class Daemon:
         self._signals_installed = False
         self._reload_lock = asyncio.Lock()
         self.app: web.Application | None = None
+        self.site: CappedSite | None = None
+        #: listener limits (tests shrink them): header and body read timeouts, connection
+        #: cap (None: from RLIMIT_NOFILE)
+        self.header_timeout_s = HEADER_TIMEOUT_S
+        self.body_timeout_s = BODY_TIMEOUT_S
+        self.max_connections: int | None = None
+        self._previous_loop_handler: Any = None
+        self._previous_umask: int | None = None
+        self._token_auth: TokenAuth | None = None
 
     @property
     def config(self) -> Config:
@@ -261,13 +311,23 @@ class Daemon:
         cfg = self.config
         if self.setup_logs:
             setup_logging(cfg.logging.format, cfg.logging.level)
+            route_library_logs()
         for w in self.loaded.warnings:
             log.warning(w, extra={"event": "config_warning"})
         # the same checks `config check` runs; what would stop us raises ConfigError here
         _warn_unavailable(preflight(cfg))
+        # tokens are checked before anything starts: a refused one leaves nothing to undo
+        self._token_auth = self._auth() if self.serve_http else None
         storage = _storage_dir(cfg)
-        self.lock = StorageLock(storage)
-        self.lock.acquire()
+        self._previous_umask = os.umask(0o077)
+        try:
+            prepare_storage(storage)
+            self.lock = StorageLock(storage)
+            self.lock.acquire()
+        except BaseException:
+            os.umask(self._previous_umask)
+            self._previous_umask = None
+            raise
         log.info(f"storage {storage}", extra={"event": "storage_opened", "path": str(storage)})
         try:
             await self._start_parts(storage)
@@ -367,32 +427,59 @@ class Daemon:
             self.engine.spawn(_watchdog(watchdog_usec / 2e6), "watchdog")
 
     def _auth(self) -> TokenAuth:
+        """Resolve the tokens; empty or short ones are refused here too (config check could
+        not read an env var or credential file the service sees). Raises ConfigError."""
         s = self.config.server
-        read = [resolve_secret(t, "$.server.read-tokens") or "" for t in s.read_tokens]
-        admin = [resolve_secret(t, "$.server.admin-tokens") or "" for t in s.admin_tokens]
-        for t in read + admin:
-            register_secret(t)
-        return TokenAuth(read, admin)
+        tokens: dict[str, list[str]] = {"read": [], "admin": []}
+        for kind, refs in (("read", s.read_tokens), ("admin", s.admin_tokens)):
+            for k, ref in enumerate(refs):
+                at = f"$.server.{kind}-tokens[{k}]"
+                value = check_token(resolve_secret(ref, at) or "", at)
+                register_secret(value)
+                tokens[kind].append(value)
+        return TokenAuth(tokens["read"], tokens["admin"])
 
     async def _start_http(self) -> None:
         cfg = self.config
+        door = FrontDoor(cfg.server, body_timeout_s=self.body_timeout_s)
+        # the front door first: a refused request never reaches a route or its error mapping
         app = web.Application(
-            client_max_size=cfg.server.max_body_bytes, middlewares=[error_middleware]
+            client_max_size=cfg.server.max_body_bytes,
+            middlewares=[door.middleware, error_middleware],
         )
         assert self.service is not None
         app[SERVICE] = self.service
-        app[AUTH] = self._auth()
+        assert self._token_auth is not None
+        app[AUTH] = self._token_auth
         app[READY] = self.readiness
         app[METRICS] = self.metrics.render
         add_routes(app)
         mount_mcp(app, self.service, cfg, app[AUTH])
         self.app = app
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # slowloris: the site gives the first request head header_timeout_s; aiohttp's
+        # keep-alive timer, armed after each response, closes a connection still waiting for
+        # a complete head when it fires, so the same bound holds for later requests
+        self.runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self.header_timeout_s,
+        )
         await self.runner.setup()
         host, port = parse_listen(cfg.server.listen)
-        site = web.TCPSite(self.runner, host, port, reuse_address=True)
+        site = CappedSite(
+            self.runner,
+            host,
+            port,
+            max_connections=self.max_connections or connection_cap(),
+            header_timeout_s=self.header_timeout_s,
+        )
         await site.start()
+        self.site = site
         self.host, self.port = host, int(self.runner.addresses[0][1])
+        loop = asyncio.get_running_loop()
+        self._previous_loop_handler = loop.get_exception_handler()
+        loop.set_exception_handler(accept_error_handler())
 
     async def readiness(self) -> dict[str, Any]:
         assert self.store is not None and self.engine is not None
@@ -474,6 +561,7 @@ class Daemon:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+            asyncio.get_running_loop().set_exception_handler(self._previous_loop_handler)
         if self.engine is not None:
             await self.engine.stop()
         if self.store is not None:
@@ -483,6 +571,9 @@ class Daemon:
             self.sim_cluster = None
         if self.lock is not None:
             self.lock.release()
+        if self._previous_umask is not None:
+            os.umask(self._previous_umask)
+            self._previous_umask = None
         log.info("stopped", extra={"event": "daemon_stopped"})
 
     # --- signals -------------------------------------------------------------------------
@@ -546,6 +637,10 @@ async def run_daemon(config_path: str) -> int:
     except LockedError as exc:
         daemon.remove_signals()
         log.error(str(exc), extra={"event": "storage_locked"})
+        return 1
+    except StorageError as exc:
+        daemon.remove_signals()
+        log.error(str(exc), extra={"event": "storage_unwritable"})
         return 1
     except ConfigError as exc:
         daemon.remove_signals()

@@ -144,7 +144,11 @@ async def test_bad_requests_get_specific_errors(
             assert data["error"]["message"]
             if field is not None:
                 assert data["error"]["field"] == field, data
-        async with http.post(f"{d.url}/api/v1/scans", data=b"{not json") as r:
+        async with http.post(
+            f"{d.url}/api/v1/scans",
+            data=b"{not json",
+            headers={"Content-Type": "application/json"},
+        ) as r:
             assert r.status == 400
         async with http.get(f"{d.url}/api/v1/scans/..%2F..%2Fetc") as r:
             assert r.status in (400, 404)

@@ -1,7 +1,10 @@
 """Hostile input against the MCP JSON-RPC layer over both transports (hypothesis): malformed
 JSON, wrong types, unknown methods and tools, huge values, unknown fields. Only JSON-RPC
 errors, `isError` results or 4xx answers; never a 5xx, a crash, a non-JSON-RPC line on stdout,
-or a task accepted half-way."""
+or a task accepted half-way.
+
+The HTTP request count and the answers by class are printed at the end of the module; CI
+runs the quick sizes, ``NESSUS_POOL_FUZZ_FULL=1`` more than 10,000 HTTP requests."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import sim_config, write_config
-from tests.test_fuzz_admin import LiveDaemon, json_values
+from tests.test_fuzz_admin import TIMEOUT_S, LiveDaemon, fuzz_settings, json_values
 
 pytestmark = pytest.mark.acceptance
 
@@ -46,11 +49,6 @@ TOOLS = [
     "list_pools",
     "bogus",
 ]
-SETTINGS = settings(
-    max_examples=100,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
 
 requests = st.fixed_dictionaries(
     {
@@ -83,9 +81,13 @@ def valid_jsonrpc_answer(body: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveDaemon]:
+def live(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[LiveDaemon]:
     with LiveDaemon(tmp_path_factory.mktemp("fuzz-mcp")) as d:
         yield d
+        d.report(request.config, "MCP HTTP fuzz")
+        assert d.counts.get("5xx", 0) == 0, d.counts
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +134,7 @@ def post_mcp(live: LiveDaemon, session: str, data: bytes) -> tuple[int, Any]:
             status = r.status
     except urllib.error.HTTPError as e:
         raw, status = e.read(), e.code
+    live.count(status)
     text = raw.decode(errors="replace")
     if text.startswith("event:") or "\ndata:" in text or text.startswith("data:"):
         lines = [ln[5:].strip() for ln in text.splitlines() if ln.startswith("data:")]
@@ -139,7 +142,8 @@ def post_mcp(live: LiveDaemon, session: str, data: bytes) -> tuple[int, Any]:
     return status, json.loads(text) if text.strip().startswith(("{", "[")) else text
 
 
-@SETTINGS
+@pytest.mark.timeout(TIMEOUT_S)
+@fuzz_settings(100, 6000)
 @given(requests)
 def test_http_requests(live: LiveDaemon, session: str, body: dict[str, Any]) -> None:
     before = live.tasks()
@@ -153,7 +157,8 @@ def test_http_requests(live: LiveDaemon, session: str, body: dict[str, Any]) -> 
         assert status == 200 and not answer["result"].get("isError")
 
 
-@SETTINGS
+@pytest.mark.timeout(TIMEOUT_S)
+@fuzz_settings(100, 4500)
 @given(st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode()))
 def test_http_bytes(live: LiveDaemon, session: str, raw: bytes) -> None:
     before = live.tasks()

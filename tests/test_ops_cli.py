@@ -250,20 +250,20 @@ async def test_tokens_from_file_and_env(
         | {
             "server": {
                 "listen": "127.0.0.1:0",
-                "admin-tokens": ["admin-s3cret"],
-                "read-tokens": ["read-s3cret"],
+                "admin-tokens": ["admin-s3cret-0123456789"],
+                "read-tokens": ["read-s3cret-0123456789"],
             }
         }
     )
     rc, _, err = await cli(capsys, d, "pools")
     assert rc == 1 and "bearer token" in err and "NESSUS_POOL_TOKEN" in err
     token_file = tmp_path / "token"
-    token_file.write_text("read-s3cret\n")
+    token_file.write_text("read-s3cret-0123456789\n")
     rc, out, _ = await cli(capsys, d, "pools", "--token-file", str(token_file))
     assert rc == 0 and "lan" in out
     rc, _, err = await cli(capsys, d, "scanners", "drain", "sim-1", "--token-file", str(token_file))
     assert rc == 1 and "admin token" in err
-    monkeypatch.setenv("NESSUS_POOL_TOKEN", "admin-s3cret")
+    monkeypatch.setenv("NESSUS_POOL_TOKEN", "admin-s3cret-0123456789")
     rc, out, _ = await cli(capsys, d, "scanners", "drain", "sim-1")
     assert rc == 0 and "draining" in out
     rc, _, err = await cli(capsys, d, "pools", "--token-file", str(tmp_path / "missing"))

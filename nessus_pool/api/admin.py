@@ -3,8 +3,6 @@ service, encode: no logic here."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import math
 import re
@@ -16,7 +14,9 @@ import msgspec
 from aiohttp import web
 
 from nessus_pool.api.errors import error_body, http_status
-from nessus_pool.errors import AuthError, NessusPoolError, NotFoundError, ValidationError
+from nessus_pool.api.guard import Forbidden as _Forbidden
+from nessus_pool.api.guard import TokenAuth
+from nessus_pool.errors import NessusPoolError, NotFoundError, ValidationError
 from nessus_pool.results.query import FindingsQuery
 from nessus_pool.service import Service, SubmitRequest, check_task_id
 
@@ -30,42 +30,6 @@ METRICS: web.AppKey[Callable[[], bytes]] = web.AppKey("metrics", object)  # type
 T = TypeVar("T")
 _enc = msgspec.json.Encoder()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class TokenAuth:
-    """Bearer tokens with two roles. Tokens are kept as SHA-256 digests and compared in
-    constant time; with no tokens configured (loopback only) everything is allowed."""
-
-    def __init__(self, read_tokens: list[str], admin_tokens: list[str]) -> None:
-        self._read = [hashlib.sha256(t.encode()).digest() for t in read_tokens]
-        self._admin = [hashlib.sha256(t.encode()).digest() for t in admin_tokens]
-
-    @property
-    def open(self) -> bool:
-        return not self._read and not self._admin
-
-    def role(self, header: str | None) -> str | None:
-        if self.open:
-            return "admin"
-        if not header or not header.startswith("Bearer "):
-            return None
-        digest = hashlib.sha256(header[7:].strip().encode()).digest()
-        is_admin = any(hmac.compare_digest(digest, d) for d in self._admin)
-        is_read = any(hmac.compare_digest(digest, d) for d in self._read)
-        return "admin" if is_admin else "read" if is_read else None
-
-    def require(self, request: web.Request, role: str) -> None:
-        got = self.role(request.headers.get("Authorization"))
-        if got is None:
-            raise AuthError("a valid bearer token is required (Authorization: Bearer ...)")
-        if role == "admin" and got != "admin":
-            raise _Forbidden("this endpoint needs an admin token")
-
-
-class _Forbidden(NessusPoolError):
-    """Forbidden."""
-
-    code = "forbidden"
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from nessus_pool.api.admin import TokenAuth
+from nessus_pool.api.guard import TokenAuth
 from nessus_pool.api.mcp.protocol import Dispatcher
 from nessus_pool.api.mcp.tools import Toolbox
 from nessus_pool.config import Config

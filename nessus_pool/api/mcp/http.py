@@ -4,8 +4,9 @@ Handshake era: ``initialize`` opens a session (``Mcp-Session-Id``, 192 random bi
 the bearer token that opened it); later requests without it get 400, with an unknown or
 expired one 404; DELETE ends it. Stateless era (2026-07-28): no session; the
 ``MCP-Protocol-Version`` / ``Mcp-Method`` / ``Mcp-Name`` headers must mirror the body
-(-32020, 400). Replies are JSON, or SSE once a tool streams progress. Every request passes
-the Host (DNS rebinding), Origin and bearer-token checks first.
+(-32020, 400). Replies are JSON, or SSE once a tool streams progress. The Host (DNS
+rebinding), Origin and Content-Type checks are the port's middleware (api/guard.py); every
+request here passes the bearer-token check first.
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ import re
 import secrets
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from nessus_pool.api.admin import TokenAuth
+from nessus_pool.api.guard import TokenAuth
 from nessus_pool.api.mcp import protocol as p
-from nessus_pool.config import Config, is_loopback, parse_listen
+from nessus_pool.config import Config
 
 SESSION_HEADER = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"
@@ -54,29 +54,6 @@ def _json(body: bytes, status: int = 200, headers: dict[str, str] | None = None)
 
 def _error(status: int, code: int, message: str, rid: Any = None, data: Any = None) -> web.Response:
     return _json(p.error_bytes(rid, code, message, data), status)
-
-
-_VERDICTS_MAX = 256
-
-
-def _remember(cache: dict[str, bool], key: str, verdict: bool) -> bool:
-    """Keep a header verdict; the cache is bounded (cleared when full) because the values
-    come from clients."""
-    if len(cache) >= _VERDICTS_MAX:
-        cache.clear()
-    cache[key] = verdict
-    return verdict
-
-
-def _loopback_host(host: str) -> bool:
-    """An empty Host, or one naming a loopback address (DNS rebinding protection)."""
-    if not host:
-        return True
-    try:
-        name = urlsplit(f"//{host}").hostname
-    except ValueError:
-        return False
-    return name is not None and is_loopback(name)
 
 
 class _Exchange:
@@ -127,17 +104,10 @@ class McpHttp:
     ) -> None:
         self.dispatcher = dispatcher
         self.auth = auth
-        host, _ = parse_listen(config.server.listen)
-        self.loopback = is_loopback(host)
-        self.allowed_origins = frozenset(o.rstrip("/") for o in config.server.allowed_origins)
         self.max_body = config.server.max_body_bytes
         self.session_idle_s = session_idle_s
         self.max_sessions = max_sessions
         self.sessions: dict[str, p.Session] = {}
-        # Host / Origin verdicts depend only on the header value and on config fixed for this
-        # object's life; parsing them (urlsplit, ipaddress) was ~5% of a tools/call under load
-        self._host_ok: dict[str, bool] = {}
-        self._origin_ok_cache: dict[str, bool] = {}
 
     def add_routes(self, app: web.Application, path: str = "/mcp") -> None:
         app.router.add_post(path, self.post)
@@ -148,23 +118,7 @@ class McpHttp:
 
     def _guard(self, request: web.Request) -> tuple[str, bytes] | web.Response:
         """(role, auth key) or the refusal."""
-        headers = request.headers
-        if self.loopback:
-            raw_host = headers.get("Host") or ""
-            ok = self._host_ok.get(raw_host)
-            if ok is None:
-                ok = _remember(self._host_ok, raw_host, _loopback_host(raw_host.strip()))
-            if not ok:
-                host = raw_host.strip()
-                return _error(403, p.INVALID_REQUEST, f"Host {host!r} is not allowed")
-        origin = headers.get("Origin")
-        if origin is not None:
-            ok = self._origin_ok_cache.get(origin)
-            if ok is None:
-                ok = _remember(self._origin_ok_cache, origin, self._origin_ok(origin))
-            if not ok:
-                return _error(403, p.INVALID_REQUEST, f"Origin {origin!r} is not allowed")
-        header = headers.get("Authorization")
+        header = request.headers.get("Authorization")
         role = self.auth.role(header)
         if role is None:
             resp = _error(
@@ -174,17 +128,8 @@ class McpHttp:
             )
             resp.headers["WWW-Authenticate"] = 'Bearer realm="nessus-pool"'
             return resp
-        key = hashlib.sha256(header.encode()).digest() if header else b""
+        key = hashlib.sha256(header.encode("utf-8", "surrogateescape")).digest() if header else b""
         return role, key
-
-    def _origin_ok(self, origin: str) -> bool:
-        if origin.rstrip("/") in self.allowed_origins:
-            return True
-        try:
-            name = urlsplit(origin).hostname
-        except ValueError:
-            return False
-        return self.loopback and name is not None and is_loopback(name)
 
     def _session(self, request: web.Request, key: bytes) -> p.Session | web.Response:
         sid = request.headers.get(SESSION_HEADER)
