@@ -231,9 +231,9 @@ async def test_malformed_cursor_and_purge_age_are_400_for_a_read_token(
     tmp_path: Path, start_daemon: DaemonFactory
 ) -> None:
     cfg = sim_config(tmp_path)
-    cfg["server"].update({"admin-tokens": ["admin-tok-0123456"], "read-tokens": ["read-tok-0123"]})
+    cfg["server"].update({"admin-tokens": ["admin-tok-0123456"], "read-tokens": ["read-tok-0123456"]})
     d: Daemon = await start_daemon(cfg)
-    read = {"Authorization": "Bearer read-tok-0123"}
+    read = {"Authorization": "Bearer read-tok-0123456"}
     admin = {"Authorization": "Bearer admin-tok-0123456"}
     async with aiohttp.ClientSession() as http:
         for path in ("/api/v1/scans", "/api/v1/dlq"):
@@ -252,7 +252,7 @@ async def test_malformed_cursor_and_purge_age_are_400_for_a_read_token(
                 "POST",
                 f"{d.url}/api/v1/dlq/purge",
                 data=f'{{"pool": "lan", "older_than_s": {age}}}',
-                headers=admin,
+                headers={**admin, "Content-Type": "application/json"},
             )
             assert status == 400 and body["error"]["field"] == "older_than_s", (age, body)
 

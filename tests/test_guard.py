@@ -509,7 +509,9 @@ def _make_read_only(directory: Path) -> bool:
 
 
 @pytest.mark.acceptance
-def test_read_only_storage_is_one_line_and_exit_1(tmp_path: Path) -> None:
+def test_read_only_storage_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """The same start-up check as `config check` (exit 2: the configuration cannot run here),
+    one line naming the path, no traceback."""
     import subprocess
     import sys
 
@@ -533,7 +535,7 @@ def test_read_only_storage_is_one_line_and_exit_1(tmp_path: Path) -> None:
         if os.geteuid() == 0:
             subprocess.run(["chattr", "-i", str(storage)], capture_output=True, check=False)
         storage.chmod(0o700)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, lines
