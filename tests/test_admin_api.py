@@ -231,7 +231,9 @@ async def test_malformed_cursor_and_purge_age_are_400_for_a_read_token(
     tmp_path: Path, start_daemon: DaemonFactory
 ) -> None:
     cfg = sim_config(tmp_path)
-    cfg["server"].update({"admin-tokens": ["admin-tok-0123456"], "read-tokens": ["read-tok-0123456"]})
+    cfg["server"].update(
+        {"admin-tokens": ["admin-tok-0123456"], "read-tokens": ["read-tok-0123456"]}
+    )
     d: Daemon = await start_daemon(cfg)
     read = {"Authorization": "Bearer read-tok-0123456"}
     admin = {"Authorization": "Bearer admin-tok-0123456"}
