@@ -35,10 +35,17 @@ READY_TIMEOUT_S = 30.0
 
 
 def parse_args(
-    doc: str, *, cycles: tuple[int, int] | None = None, duration: tuple[float, float] = (8, 60)
+    doc: str,
+    *,
+    cycles: tuple[int, int] | None = None,
+    duration: tuple[float, float] = (8, 60),
+    flags: dict[str, str] | None = None,
 ) -> argparse.Namespace:
-    """``--quick`` picks the CI sizes; ``--cycles`` / ``--duration-s`` override either."""
+    """``--quick`` picks the CI sizes; ``--cycles`` / ``--duration-s`` override either;
+    ``flags`` adds the script's own on/off options (name -> help)."""
     p = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    for name, text in (flags or {}).items():
+        p.add_argument(name, action="store_true", help=text)
     p.add_argument("--quick", action="store_true", help="the short CI version (< ~40 s)")
     if cycles is not None:
         p.add_argument("--cycles", type=int, default=None)

@@ -23,6 +23,7 @@ import re
 import resource
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -420,7 +421,8 @@ async def storage_permissions(t: Target) -> Outcome:
 
 
 async def read_only_storage(t: Target) -> Outcome:
-    """Start on a storage directory that cannot be written: one line naming it, exit 1."""
+    """Start on a storage directory that cannot be written: one line naming it, exit 2 (the
+    start-up check that `config check` shares)."""
     storage = t.tmp / "ro" / "data"
     storage.mkdir(parents=True)
     if not await asyncio.to_thread(read_only, storage):
@@ -433,7 +435,7 @@ async def read_only_storage(t: Target) -> Outcome:
     errors = [ln for ln in err.splitlines() if '"level":"error"' in ln]
     return Outcome(
         "read_only_storage",
-        held=rc == 1 and len(errors) == 1 and str(storage) in errors[0] and "Traceback" not in err,
+        held=rc == 2 and len(errors) == 1 and str(storage) in errors[0] and "Traceback" not in err,
         requests=0,
         detail={"exit": rc, "stderr_lines": len(err.splitlines()), "error": errors[:1]},
     )
@@ -550,7 +552,10 @@ def config(tmp: Path, port: int, **server: Any) -> Path:
 
 
 async def main() -> int:
-    args = parse_args(__doc__ or "")
+    args = parse_args(
+        __doc__ or "",
+        flags={"--front-only": "skip the hostile-scanner attacks (proofs/attack_scanner.py)"},
+    )
     nofile = 256 if args.quick else 1024
     with tempdir("np-attack-", keep=args.keep) as tmp:
         env = {"NP_ATTACK_ADMIN": ADMIN_TOKEN, "NP_ATTACK_READ": READ_TOKEN}
@@ -597,7 +602,35 @@ async def main() -> int:
         finally:
             for d in daemons.values():
                 await d.stop()
+    if not args.front_only:
+        outcomes.append(await hostile_scanner(args.quick))
     return summary(outcomes, args.quick)
+
+
+async def hostile_scanner(quick: bool) -> Outcome:
+    """The hostile-scanner attacks (deep JSON, huge bodies, dripping and stuck exports, secrets
+    in error texts, a full disk) run by ``proofs/attack_scanner.py`` against its own daemon,
+    folded into this table as one row."""
+    log("attack: hostile_scanner (proofs/attack_scanner.py)")
+    script = Path(__file__).with_name("attack_scanner.py")
+    argv = [sys.executable, str(script), *(["--quick"] if quick else [])]
+    t0 = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    lines = [ln for ln in out.decode(errors="replace").splitlines() if ln.startswith("RESULT ")]
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :]) if lines else {}
+    return Outcome(
+        "hostile_scanner",
+        held=proc.returncode == 0 and bool(result.get("ok")),
+        requests=int(result.get("requests", 0) or 0),
+        five_xx=int(result.get("errors_5xx", 0) or 0),
+        max_stall_ms=float(result.get("max_healthz_ms", 0) or 0),
+        rss_peak_mb=float(result.get("rss_peak_mib", 0) or 0),
+        seconds=round(time.monotonic() - t0, 1),
+        detail={"exit": proc.returncode, "result": result},
+    )
 
 
 async def measured(

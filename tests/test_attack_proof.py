@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.timeout(110)
 def test_front_door_attacks_all_hold() -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "proofs" / "attack.py"), "--quick"],
+        [sys.executable, str(ROOT / "proofs" / "attack.py"), "--quick", "--front-only"],
         cwd=ROOT,
         capture_output=True,
         text=True,
