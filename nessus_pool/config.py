@@ -44,6 +44,10 @@ class _Base(msgspec.Struct, forbid_unknown_fields=True, rename="kebab"):
     pass
 
 
+#: what one address may take in a JSON submit body (see Config.body_limit_bytes)
+_BYTES_PER_ADDRESS = 24
+
+
 class ServerConfig(_Base):
     listen: str = "127.0.0.1:8835"
     #: tokens with read-only access to the admin API and MCP
@@ -167,6 +171,15 @@ class Config(_Base):
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
     housekeeping: HousekeepingConfig = msgspec.field(default_factory=HousekeepingConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+
+    @property
+    def body_limit_bytes(self) -> int:
+        """The largest request body taken: ``server.max-body-bytes``, raised to what a submit
+        of ``security.max-addresses-per-task`` addresses needs, so the address limit, not the
+        body cap, refuses a big list, with its own message. Each address is counted at 24
+        bytes: the longest IPv4 spelling (15), its quotes, a comma and some spacing."""
+        need = self.security.max_addresses_per_task * _BYTES_PER_ADDRESS + 64 * 1024
+        return max(self.server.max_body_bytes, need)
 
     def pool(self, name: str) -> PoolConfig | None:
         return next((p for p in self.pools if p.name == name), None)

@@ -444,7 +444,7 @@ class Daemon:
         door = FrontDoor(cfg.server, body_timeout_s=self.body_timeout_s)
         # the front door first: a refused request never reaches a route or its error mapping
         app = web.Application(
-            client_max_size=cfg.server.max_body_bytes,
+            client_max_size=cfg.body_limit_bytes,
             middlewares=[door.middleware, error_middleware],
         )
         assert self.service is not None

@@ -104,7 +104,7 @@ class McpHttp:
     ) -> None:
         self.dispatcher = dispatcher
         self.auth = auth
-        self.max_body = config.server.max_body_bytes
+        self.max_body = config.body_limit_bytes
         self.session_idle_s = session_idle_s
         self.max_sessions = max_sessions
         self.sessions: dict[str, p.Session] = {}
