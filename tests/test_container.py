@@ -247,6 +247,20 @@ def test_generate_admin_token_writes_once_0600(tmp_path: Path) -> None:
     assert token_file.read_text().strip() == token
 
 
+def test_generate_admin_token_never_follows_a_planted_symlink(tmp_path: Path) -> None:
+    """Someone with write access to the volume plants admin-token -> a file elsewhere: the
+    token is not written through it (O_EXCL), and the daemon then fails on the dangling link
+    rather than running with a token someone else chose the place of."""
+    state = tmp_path / "state"
+    state.mkdir()
+    elsewhere = tmp_path / "elsewhere" / "planted"
+    elsewhere.parent.mkdir()
+    (state / "admin-token").symlink_to(elsewhere)
+    cfg = token_config(tmp_path, state / "admin-token")
+    assert generate_admin_tokens(str(cfg)) == []
+    assert not elsewhere.exists()
+
+
 def test_generate_admin_token_cannot_write_names_file_and_field(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
