@@ -31,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     cfg_help = f"config file (default: ${CONFIG_ENV} or ./nessus-pool.toml)"
     serve = sub.add_parser("serve", help="run the daemon (MCP, admin API, metrics on one port)")
     serve.add_argument("--config", help=cfg_help)
+    serve.add_argument(
+        "--generate-admin-token",
+        action="store_true",
+        help="write a random token to each admin-tokens { file = PATH } that does not exist "
+        "yet (0600) and print PATH (the container image's first start)",
+    )
 
     mcp = sub.add_parser("mcp", help="MCP over stdio: embedded engine or --connect to a daemon")
     mcp.add_argument("--config", help=cfg_help)
@@ -101,6 +107,24 @@ def cmd_config_check(path_arg: str | None, offline: bool = False) -> int:
     return 0
 
 
+def cmd_generate_admin_token(config_path: str) -> int:
+    """``serve --generate-admin-token``: say where a new token was written, never its value."""
+    from nessus_pool.container import generate_admin_tokens
+
+    try:
+        written = generate_admin_tokens(config_path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(
+            f"generated an admin token (first start) in {path}; send it as "
+            f"'Authorization: Bearer TOKEN', e.g. TOKEN=$(docker exec CONTAINER cat {path})",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def cmd_config_init(output: str, force: bool) -> int:
     out = Path(output)
     if out.exists() and not force:
@@ -117,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from nessus_pool.daemon import run_daemon
 
+        if args.generate_admin_token:
+            code = cmd_generate_admin_token(config_path_from(args.config))
+            if code:
+                return code
         return asyncio.run(run_daemon(config_path_from(args.config)))
     if args.command == "mcp":
         from nessus_pool.api.mcp.stdio import run_stdio
