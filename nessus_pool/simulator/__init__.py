@@ -4,8 +4,7 @@ lazily clocked scan lifecycles, injected faults and generated ``.nessus`` export
 from nessus_pool.simulator.cli import add_simulate_parser, run_simulate
 from nessus_pool.simulator.export import generate_export, write_export
 from nessus_pool.simulator.options import Faults, ScanSummary, SimulatorOptions, SimulatorStats
-from nessus_pool.simulator.scanner import SimulatedScanner
-from nessus_pool.simulator.server import SimulatorCluster, start_simulators
+from nessus_pool.simulator.server import SimulatedScanner, SimulatorCluster, start_simulators
 
 __all__ = [
     "Faults",
