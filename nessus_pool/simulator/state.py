@@ -1,9 +1,6 @@
 """The simulator's data: Nessus constants, the error every operation raises, and the scans,
 runs and export files of one simulated scanner. Status and progress are computed lazily from the
-clock at request time (a replay of the control actions), so no background task drives them.
-
-Imports flow one way through the simulator: ``state`` <- ``scanner`` (the operations) <-
-``views`` (JSON bodies) <- ``app`` (routes and middlewares) <- ``server`` (sockets) <- ``cli``."""
+clock at request time (a replay of the control actions), so no background task drives them."""
 
 from __future__ import annotations
 
