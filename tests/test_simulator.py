@@ -22,7 +22,7 @@ from nessus_pool.simulator import (
     start_simulators,
 )
 from nessus_pool.simulator.ports import free_port_range as free_port
-from nessus_pool.simulator.scanner import TEMPLATES
+from nessus_pool.simulator.state import TEMPLATES
 from nessus_pool.simulator.targets import expand_targets
 
 KEYS = {"X-ApiKeys": "accessKey=sim-access-key; secretKey=sim-secret-key;"}

@@ -1,11 +1,15 @@
 """The built-in Nessus simulator: real aiohttp apps answering the Nessus REST API, with
-lazily clocked scan lifecycles, injected faults and generated ``.nessus`` exports."""
+lazily clocked scan lifecycles, injected faults and generated ``.nessus`` exports.
+
+Imports flow one way: ``state`` (constants, errors, scans and runs) <- ``scanner`` (one
+scanner's state and Nessus operations, no HTTP) <- ``views`` (JSON bodies) <- ``app`` (routes,
+auth and fault middlewares) <- ``server`` (sockets, outages, clusters) <- ``cli``. ``export``
+(with ``plugins``), ``targets``, ``options`` and ``ports`` sit below all of these."""
 
 from nessus_pool.simulator.cli import add_simulate_parser, run_simulate
 from nessus_pool.simulator.export import generate_export, write_export
 from nessus_pool.simulator.options import Faults, ScanSummary, SimulatorOptions, SimulatorStats
-from nessus_pool.simulator.scanner import SimulatedScanner
-from nessus_pool.simulator.server import SimulatorCluster, start_simulators
+from nessus_pool.simulator.server import SimulatedScanner, SimulatorCluster, start_simulators
 
 __all__ = [
     "Faults",

@@ -6,27 +6,24 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from nessus_pool.simulator import views
 from nessus_pool.simulator.options import Faults
-
-if TYPE_CHECKING:
-    from nessus_pool.simulator.scanner import SimulatedScanner
-
-from nessus_pool.simulator.scanner import NOT_FOUND, SimHTTPError
+from nessus_pool.simulator.scanner import ScannerState
+from nessus_pool.simulator.state import NOT_FOUND, SimHTTPError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-SCANNER: web.AppKey[SimulatedScanner] = web.AppKey("scanner")
+SCANNER: web.AppKey[ScannerState] = web.AppKey("scanner")
 _PUBLIC = {("POST", "/session"), ("GET", "/server/status")}
 _faults_decoder = msgspec.json.Decoder(Faults)
 _CHUNK = 64 * 1024
 
 
-def build_app(scanner: SimulatedScanner) -> web.Application:
+def build_app(scanner: ScannerState) -> web.Application:
     app = web.Application(
         middlewares=[_json_error_middleware, _fault_middleware, _auth_middleware],
         client_max_size=8 * 1024 * 1024,
@@ -144,7 +141,7 @@ def _pairs(header: str) -> dict[str, str]:
     return out
 
 
-def _authenticated(request: web.Request, scanner: SimulatedScanner) -> bool:
+def _authenticated(request: web.Request, scanner: ScannerState) -> bool:
     keys = request.headers.get("X-ApiKeys")
     if keys is not None:
         pairs = _pairs(keys)
@@ -311,9 +308,7 @@ async def _token_download(request: web.Request) -> web.StreamResponse:
     return await _download(request, scanner, export)
 
 
-async def _download(
-    request: web.Request, scanner: SimulatedScanner, export: Any
-) -> web.StreamResponse:
+async def _download(request: web.Request, scanner: ScannerState, export: Any) -> web.StreamResponse:
     if export.error:
         raise SimHTTPError(404, NOT_FOUND)
     if export.polls < 2 and scanner.now() - export.created_mono_s < 0.5:

@@ -1,4 +1,5 @@
-"""One simulated Nessus scanner: its state, the Nessus operations, and its listening socket."""
+"""One simulated Nessus scanner's state and the Nessus operations on it, synchronous and
+clocked; no HTTP here (``app`` serves these operations, ``server`` listens for it)."""
 
 from __future__ import annotations
 
@@ -9,61 +10,33 @@ import secrets
 import uuid
 from typing import Any
 
-from aiohttp import web
-
 from nessus_pool.clock import Clock
 from nessus_pool.simulator.options import Faults, ScanSummary, SimulatorOptions, SimulatorStats
-from nessus_pool.simulator.state import ACTIVE, ExportFile, Run, Scan, peak_overlap
+from nessus_pool.simulator.state import (
+    ACTIVE,
+    MY_SCANS_FOLDER_ID,
+    NOT_FOUND,
+    TEMPLATES,
+    TRASH_FOLDER_ID,
+    ExportFile,
+    Run,
+    Scan,
+    SimHTTPError,
+    peak_overlap,
+)
 from nessus_pool.simulator.targets import TargetError, expand_targets
 
-#: real Nessus template names, titles and 52-character uuids
-TEMPLATES: tuple[tuple[str, str, str], ...] = (
-    ("basic", "Basic Network Scan", "731a8e52-3ea6-a291-ec0a-d2ff0619c19d7bd788d6be818b65"),
-    ("advanced", "Advanced Scan", "ad629e16-03b6-8c1d-cef6-ef8c9dd3c658d24bd260ef5f9e66"),
-    ("discovery", "Host Discovery", "bbd4f805-3966-d464-b2d1-0079eb89d69708c3a05ec2812bcf"),
-    ("webapp", "Web Application Tests", "c3cbcd46-329f-a9ed-1077-554f8c2af33d0d44f09d736969bf"),
-    (
-        "compliance",
-        "Policy Compliance Auditing",
-        "40345bfc-48be-37bc-9bce-526bdce37582e8fee83bcefdc746",
-    ),
-    ("malware", "Malware Scan", "d16c51fa-597f-67a8-9add-74d5ab066b49a918400c42a035f7"),
-)
-TRASH_FOLDER_ID = 2
-MY_SCANS_FOLDER_ID = 3
 
-
-class SimHTTPError(Exception):
-    """Answered as ``{"error": message}`` with ``status``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-NOT_FOUND = "The requested file was not found."
-
-
-class SimulatedScanner:
-    """State and aiohttp app of one scanner. Operations are synchronous and read the clock."""
+class ScannerState:
+    """State of one scanner and the Nessus operations on it. Operations are synchronous, read
+    the clock, and raise :class:`SimHTTPError` for what Nessus refuses."""
 
     def __init__(
-        self,
-        name: str,
-        *,
-        options: SimulatorOptions,
-        clock: Clock,
-        index: int = 0,
-        host: str = "127.0.0.1",
-        port: int = 0,
+        self, name: str, *, options: SimulatorOptions, clock: Clock, index: int = 0
     ) -> None:
         self.name = name
         self.options = options
         self.clock = clock
-        self.host = host
-        self.port = port
-        self.url = ""
         seed = options.seed
         self.seed = seed if seed is not None else random.randrange(2**31)
         self.rng = random.Random(f"faults:{self.seed}:{index}")
@@ -77,84 +50,14 @@ class SimulatedScanner:
         self._ids = itertools.count(5)
         self._file_ids = itertools.count(1_000_000_000 + index * 7919)
         self._past_runs: list[tuple[float, float | None]] = []
-        from nessus_pool.simulator.app import build_app  # app imports this module
-
-        self.app: web.Application = build_app(self)
-        self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: requests hung by ``hang_rate`` wait on this; whoever drops the connections sets it
         self.release: asyncio.Event | None = None
 
-    # --- lifecycle ---------------------------------------------------------------------
-
-    async def start(self) -> None:
-        self.release = asyncio.Event()
-        self._runner = web.AppRunner(
-            self.app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
-        )
-        await self._runner.setup()
-        await self._listen()
-
-    async def _listen(self) -> None:
-        assert self._runner is not None
-        self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await self._site.start()
-        self.port = int(self._runner.addresses[-1][1])
-        self.url = f"http://{self.host}:{self.port}"
-
-    @property
-    def is_up(self) -> bool:
-        return self._site is not None
-
-    async def go_down(self) -> None:
-        """Stop listening and drop open connections; state is kept."""
-        if self._site is None or self._runner is None:
-            return
-        await self._site.stop()
-        self._site = None
-        if self.release is not None:  # wake hung handlers so that they drop their connection
-            self.release.set()
-            self.release = asyncio.Event()
-        if self._runner.server is not None:
-            await self._runner.server.shutdown(0.5)
-
-    async def come_up(self) -> None:
-        """Listen again on the same port."""
-        if self._site is None and self._runner is not None:
-            await self._listen()
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.release is not None:
-            self.release.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-            self._site = None
-
     def set_faults(self, faults: Faults) -> None:
-        """Replace the active faults. ``expire_sessions`` and ``down_for_s`` act once, now."""
+        """Replace the active faults. ``expire_sessions`` acts once, now."""
         self.faults = faults
         if faults.expire_sessions:
             self.sessions.clear()
-        if faults.down_for_s > 0:
-            task = asyncio.get_running_loop().create_task(
-                self._outage(faults.down_for_s), name=f"sim-outage:{self.name}"
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._reap)
-
-    def _reap(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]  # loud, via the loop's handler
-
-    async def _outage(self, down_for_s: float) -> None:
-        await self.go_down()
-        await self.clock.sleep(down_for_s)
-        await self.come_up()
 
     def chance(self, rate: float) -> bool:
         return rate > 0 and (rate >= 1 or self.rng.random() < rate)

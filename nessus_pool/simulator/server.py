@@ -1,12 +1,108 @@
-"""Starting and stopping a cluster of simulated scanners."""
+"""Listening sockets of simulated scanners: one scanner's socket (up, down, outage) and a
+cluster of them. This is the only module that builds the HTTP app."""
 
 from __future__ import annotations
 
+import asyncio
 from types import TracebackType
 
+from aiohttp import web
+
 from nessus_pool.clock import Clock, SystemClock
-from nessus_pool.simulator.options import SimulatorOptions
-from nessus_pool.simulator.scanner import SimulatedScanner
+from nessus_pool.simulator.app import build_app
+from nessus_pool.simulator.options import Faults, SimulatorOptions
+from nessus_pool.simulator.scanner import ScannerState
+
+
+class SimulatedScanner(ScannerState):
+    """One scanner's state and operations (:class:`ScannerState`) served by its aiohttp app on
+    ``host:port``; :meth:`start` listens, :meth:`close` stops for good."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        options: SimulatorOptions,
+        clock: Clock,
+        index: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        super().__init__(name, options=options, clock=clock, index=index)
+        self.host = host
+        self.port = port
+        self.url = ""
+        self.app: web.Application = build_app(self)
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.release = asyncio.Event()
+        self._runner = web.AppRunner(
+            self.app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
+        )
+        await self._runner.setup()
+        await self._listen()
+
+    async def _listen(self) -> None:
+        assert self._runner is not None
+        self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await self._site.start()
+        self.port = int(self._runner.addresses[-1][1])
+        self.url = f"http://{self.host}:{self.port}"
+
+    @property
+    def is_up(self) -> bool:
+        return self._site is not None
+
+    async def go_down(self) -> None:
+        """Stop listening and drop open connections; state is kept."""
+        if self._site is None or self._runner is None:
+            return
+        await self._site.stop()
+        self._site = None
+        if self.release is not None:  # wake hung handlers so that they drop their connection
+            self.release.set()
+            self.release = asyncio.Event()
+        if self._runner.server is not None:
+            await self._runner.server.shutdown(0.5)
+
+    async def come_up(self) -> None:
+        """Listen again on the same port."""
+        if self._site is None and self._runner is not None:
+            await self._listen()
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.release is not None:
+            self.release.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+            self._site = None
+
+    def set_faults(self, faults: Faults) -> None:
+        """Replace the active faults. ``expire_sessions`` and ``down_for_s`` act once, now."""
+        super().set_faults(faults)
+        if faults.down_for_s > 0:
+            task = asyncio.get_running_loop().create_task(
+                self._outage(faults.down_for_s), name=f"sim-outage:{self.name}"
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._reap)
+
+    def _reap(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]  # loud, via the loop's handler
+
+    async def _outage(self, down_for_s: float) -> None:
+        await self.go_down()
+        await self.clock.sleep(down_for_s)
+        await self.come_up()
 
 
 class SimulatorCluster:

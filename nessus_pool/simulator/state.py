@@ -1,4 +1,5 @@
-"""Scans and runs of one simulated scanner. Status and progress are computed lazily from the
+"""The simulator's data: Nessus constants, the error every operation raises, and the scans,
+runs and export files of one simulated scanner. Status and progress are computed lazily from the
 clock at request time (a replay of the control actions), so no background task drives them."""
 
 from __future__ import annotations
@@ -7,6 +8,34 @@ import uuid
 from dataclasses import dataclass, field
 
 from nessus_pool.simulator.export import Finding, host_findings
+
+#: real Nessus template names, titles and 52-character uuids
+TEMPLATES: tuple[tuple[str, str, str], ...] = (
+    ("basic", "Basic Network Scan", "731a8e52-3ea6-a291-ec0a-d2ff0619c19d7bd788d6be818b65"),
+    ("advanced", "Advanced Scan", "ad629e16-03b6-8c1d-cef6-ef8c9dd3c658d24bd260ef5f9e66"),
+    ("discovery", "Host Discovery", "bbd4f805-3966-d464-b2d1-0079eb89d69708c3a05ec2812bcf"),
+    ("webapp", "Web Application Tests", "c3cbcd46-329f-a9ed-1077-554f8c2af33d0d44f09d736969bf"),
+    (
+        "compliance",
+        "Policy Compliance Auditing",
+        "40345bfc-48be-37bc-9bce-526bdce37582e8fee83bcefdc746",
+    ),
+    ("malware", "Malware Scan", "d16c51fa-597f-67a8-9add-74d5ab066b49a918400c42a035f7"),
+)
+TRASH_FOLDER_ID = 2
+MY_SCANS_FOLDER_ID = 3
+
+NOT_FOUND = "The requested file was not found."
+
+
+class SimHTTPError(Exception):
+    """Answered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
 
 #: statuses during which a run occupies the scanner
 ACTIVE = frozenset(

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nessus_pool.simulator.export import NESSUS_BUILD, NESSUS_VERSION, PLUGIN_FEED, generate_export
-from nessus_pool.simulator.state import ACTIVE, Run, Scan
-
-if TYPE_CHECKING:
-    from nessus_pool.simulator.scanner import SimulatedScanner
-
-from nessus_pool.simulator.scanner import MY_SCANS_FOLDER_ID, TEMPLATES, TRASH_FOLDER_ID
+from nessus_pool.simulator.scanner import ScannerState
+from nessus_pool.simulator.state import (
+    ACTIVE,
+    MY_SCANS_FOLDER_ID,
+    TEMPLATES,
+    TRASH_FOLDER_ID,
+    Run,
+    Scan,
+)
 
 _DESCRIPTIONS = {
     "basic": "A full system scan suitable for any host.",
@@ -23,7 +26,7 @@ _DESCRIPTIONS = {
 }
 
 
-def server_properties(scanner: SimulatedScanner) -> dict[str, Any]:
+def server_properties(scanner: ScannerState) -> dict[str, Any]:
     manager = scanner.options.scan_api
     return {
         "nessus_type": "Nessus Manager" if manager else "Nessus Professional",
@@ -98,7 +101,7 @@ def templates() -> dict[str, Any]:
     }
 
 
-def folders(scanner: SimulatedScanner) -> list[dict[str, Any]]:
+def folders(scanner: ScannerState) -> list[dict[str, Any]]:
     unread = sum(1 for s in scanner.scans.values() if s.folder_id == MY_SCANS_FOLDER_ID)
     return [
         {
@@ -121,7 +124,7 @@ def folders(scanner: SimulatedScanner) -> list[dict[str, Any]]:
 
 
 def scan_list(
-    scanner: SimulatedScanner, *, folder_id: int | None, modified_after: int | None
+    scanner: ScannerState, *, folder_id: int | None, modified_after: int | None
 ) -> dict[str, Any]:
     now = scanner.now()
     rows = []
@@ -161,7 +164,7 @@ def scan_list(
     }
 
 
-def created_scan(scanner: SimulatedScanner, scan: Scan) -> dict[str, Any]:
+def created_scan(scanner: ScannerState, scan: Scan) -> dict[str, Any]:
     return {
         "creation_date": scan.created_ms // 1000,
         "custom_targets": scan.text_targets,
@@ -189,7 +192,7 @@ def created_scan(scanner: SimulatedScanner, scan: Scan) -> dict[str, Any]:
     }
 
 
-def scan_details(scanner: SimulatedScanner, scan: Scan, history_id: int | None) -> dict[str, Any]:
+def scan_details(scanner: ScannerState, scan: Scan, history_id: int | None) -> dict[str, Any]:
     now = scanner.now()
     run = scan.run(history_id)
     status = scan.status(now, history_id)
@@ -258,7 +261,7 @@ def scan_details(scanner: SimulatedScanner, scan: Scan, history_id: int | None) 
 
 
 def _hosts(
-    scanner: SimulatedScanner,
+    scanner: ScannerState,
     scan: Scan,
     run: Run,
     fraction: float,
@@ -331,7 +334,7 @@ def _history(scan: Scan, run: Run, now_s: float) -> dict[str, Any]:
     }
 
 
-def export_bytes(scanner: SimulatedScanner, scan: Scan, history_id: int | None) -> bytes:
+def export_bytes(scanner: ScannerState, scan: Scan, history_id: int | None) -> bytes:
     run = scan.run(history_id)
     start_ms = run.launched_ms if run else scan.created_ms
     duration_s = int(run.scan_s) if run else 0
