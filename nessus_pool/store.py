@@ -283,18 +283,24 @@ class Store:
 
     # --- writing -----------------------------------------------------------------------
 
-    async def write(self, ops: list[Op], *, bulk: bool = False) -> None:
-        """Queue ``ops`` and return once they are committed (group commit). ``bulk`` writes
-        go one per commit, after the small ones waiting at that moment."""
+    def enqueue(self, ops: list[Op], *, bulk: bool = False) -> asyncio.Future[None]:
+        """Queue ``ops`` now (synchronously, so commits keep the order of the calls) and
+        return the future of the commit that holds them. Cancelling the future does not
+        withdraw the ops: they are committed with their batch."""
         if self._wake is None or self._closing:
             raise StorageError("store is closed")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         (self._bulk if bulk else self._pending).append((ops, fut))
         self._wake.set()
+        return fut
+
+    async def write(self, ops: list[Op], *, bulk: bool = False) -> None:
+        """Queue ``ops`` and return once they are committed (group commit). ``bulk`` writes
+        go one per commit, after the small ones waiting at that moment."""
         # No shield: a cancelled caller cancels only its own future; its ops stay queued and
         # are committed with the batch (the writer skips futures already done). A shield
         # cost three extra callbacks per write.
-        await fut
+        await self.enqueue(ops, bulk=bulk)
 
     async def _write_loop(self) -> None:
         assert self._wake is not None

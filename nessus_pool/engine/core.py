@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import gc
 import logging
 import math
@@ -17,17 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from nessus_pool.clock import Clock, sleep_or_event
 from nessus_pool.config import PoolConfig
 from nessus_pool.engine.ingest import ingest_export
 from nessus_pool.engine.runner import RunControl, TaskRunner, remote_scan_name
-from nessus_pool.engine.scanner import ScannerHandle, ScannerSpec
+from nessus_pool.engine.scanner import ScannerClient, ScannerHandle, ScannerSpec
+from nessus_pool.engine.state import TransitionError, check_transition
 from nessus_pool.errors import CapacityError, ConflictError, NotFoundError
 from nessus_pool.metrics import Metrics
 from nessus_pool.models import INLINE_CREDENTIAL, SshCredential, Task, TaskEvent, TaskStatus
-from nessus_pool.nessus import NessusClient
 from nessus_pool.queues import PoolQueue, select_scanner
 from nessus_pool.retry import CircuitBreaker, RetryPolicy
 from nessus_pool.store import Store
@@ -35,7 +34,7 @@ from nessus_pool.targets import total_addresses
 
 log = logging.getLogger("nessus_pool.engine")
 
-ClientFactory = Callable[[ScannerSpec], NessusClient]
+ClientFactory = Callable[[ScannerSpec], ScannerClient]
 CredentialResolver = Callable[[str], SshCredential | None]
 
 
@@ -140,6 +139,8 @@ class Engine:
         #: 2,000 running scans and 500 scanners would otherwise send them all at once)
         self.recovery_gate = recovery_gate()
         self.dlq_counts: dict[str, int] = {}
+        #: runners that failed with an unexpected error, per pool (a metric)
+        self.internal_errors: dict[str, int] = {}
         #: called with a task id whenever that task's stored state changes or is deleted
         self.on_change: list[Callable[[str], None]] = []
         #: delete our own scans on the scanner once their export is downloaded
@@ -318,19 +319,36 @@ class Engine:
             for i, task_id in enumerate(pool.queue):
                 if i >= 256:
                     break
-                t = self.tasks[task_id]
+                t = self.tasks.get(task_id)
+                if t is None or t.status is not TaskStatus.QUEUED:
+                    # a bug (the queue and the task table disagree): drop it, keep dispatching
+                    log.error(
+                        "stale queue entry dropped",
+                        extra={"event": "queue_entry_stale", "task_id": task_id, "pool": pool.name},
+                    )
+                    pool.queue.remove(task_id)
+                    placed = True
+                    break
                 sc = _least_loaded(available, t.requested_scanner)
                 if sc is None:
                     continue
                 pool.queue.remove(task_id)
-                t.status = TaskStatus.DISPATCHING
-                t.scanner_id = sc.scanner_id
-                t.attempt += 1
-                t.remote_scan_name = remote_scan_name(t.task_id, t.attempt)
-                t.dispatched_at_ms = self.clock.now_ms()
+                attempt = t.attempt + 1
+                written = self.change(
+                    t,
+                    TaskStatus.DISPATCHING,
+                    "dispatching",
+                    ev_detail=f"scanner={sc.scanner_id}",
+                    scanner_id=sc.scanner_id,
+                    attempt=attempt,
+                    remote_scan_name=remote_scan_name(t.task_id, attempt),
+                    dispatched_at_ms=self.clock.now_ms(),
+                )
+                written.add_done_callback(functools.partial(self._committed, task_id=t.task_id))
+                assert t.dispatched_at_ms is not None
                 sc.slots.reserve(t.task_id, total_addresses(t.targets), t.dispatched_at_ms)
                 self.metrics.queue_wait(pool.name, (t.dispatched_at_ms - t.created_at_ms) / 1000)
-                self._start_runner(pool, t, sc, fresh=True)
+                self._start_runner(pool, t, sc, fresh=True, written=written)
                 if not sc.available():
                     available.remove(sc)
                 placed = True
@@ -339,17 +357,17 @@ class Engine:
                 return
 
     def _start_runner(
-        self, pool: PoolState, t: Task, sc: ScannerHandle, *, fresh: bool = False
+        self,
+        pool: PoolState,
+        t: Task,
+        sc: ScannerHandle,
+        *,
+        fresh: bool = False,
+        written: asyncio.Future[None] | None = None,
     ) -> None:
         control = self.controls.setdefault(t.task_id, RunControl())
-        runner = TaskRunner(self, pool, t, sc, control, fresh=fresh)
-
-        async def go() -> None:
-            if fresh:
-                await self.persist(t, "dispatching", detail=f"scanner={sc.scanner_id}")
-            await runner.run()
-
-        self._spawn(go(), f"task:{t.task_id}")
+        runner = TaskRunner(self, pool, t, sc, control, fresh=fresh, written=written)
+        self._spawn(runner.run(), f"task:{t.task_id}")
 
     async def _probe_loop(self, sc: ScannerHandle) -> None:
         async with self.recovery_gate:
@@ -372,21 +390,52 @@ class Engine:
         self._seq += 1
         return self._seq
 
-    async def persist(
+    def change(
         self,
         t: Task,
+        to: TaskStatus,
         event: str,
         *,
-        reason: str | None = None,
-        detail: str | None = None,
-        notify: bool = True,
-    ) -> None:
+        ev_reason: str | None = None,
+        ev_detail: str | None = None,
+        **fields: Any,
+    ) -> asyncio.Future[None]:
+        """The one place a task's status changes. Checked against :data:`state.ALLOWED`
+        (a refused change is logged and raises :class:`TransitionError`), applied to the task
+        with ``fields``, and its rows queued for commit, all without an await: no other
+        coroutine can run between the change in memory and its place in the commit order.
+        Returns the commit's future (cancelling it does not withdraw the rows)."""
+        try:
+            check_transition(t.task_id, t.status, to, dead_letter=t.dead_letter)
+        except TransitionError:
+            log.error(
+                "transition refused",
+                extra={
+                    "event": "task_transition_refused",
+                    "task_id": t.task_id,
+                    "from": t.status.value,
+                    "to": to.value,
+                    "step": event,
+                },
+            )
+            raise
+        for name, value in fields.items():
+            setattr(t, name, value)
+        t.status = to
         t.updated_at_ms = self.clock.now_ms()
-        await self.store.save_task(
-            t,
-            TaskEvent(
-                task_id=t.task_id, at_ms=t.updated_at_ms, status=event, reason=reason, detail=detail
-            ),
+        fut = self.store.enqueue(
+            [
+                Store.op_save_task(t),
+                Store.op_event(
+                    TaskEvent(
+                        task_id=t.task_id,
+                        at_ms=t.updated_at_ms,
+                        status=event,
+                        reason=ev_reason,
+                        detail=ev_detail,
+                    )
+                ),
+            ]
         )
         log.info(
             "task %s",
@@ -396,9 +445,22 @@ class Engine:
                 "task_id": t.task_id,
                 "pool": t.pool,
                 "scanner": t.scanner_id,
-                "reason": reason,
+                "reason": ev_reason,
             },
         )
+        return fut
+
+    async def persist(
+        self,
+        t: Task,
+        event: str,
+        *,
+        reason: str | None = None,
+        detail: str | None = None,
+        notify: bool = True,
+    ) -> None:
+        """Record a step that keeps the task's status (``created``, ``cancel_requested``)."""
+        await self.change(t, t.status, event, ev_reason=reason, ev_detail=detail)
         if notify:
             self._notify(t.task_id)
 
@@ -430,6 +492,8 @@ class Engine:
             if stored is None:
                 raise NotFoundError(f"task {task_id!r} not found")
             raise ConflictError(f"task {task_id} already ended ({stored.status.value})")
+        if t.status.is_terminal:  # ended, its final row not yet committed
+            raise ConflictError(f"task {task_id} already ended ({t.status.value})")
         if t.status is TaskStatus.QUEUED:
             self.pools[t.pool].queue.remove(task_id)
             await self.finish(t, TaskStatus.CANCELED, "canceled_by_user")
@@ -443,28 +507,44 @@ class Engine:
     async def requeue(
         self, t: Task, reason: str, *, use_attempt: bool = True, error: str | None = None
     ) -> None:
+        """Back to the pool's queue (or dead-lettered once its attempts are used up)."""
+        await asyncio.shield(self.requeue_nowait(t, reason, use_attempt=use_attempt, error=error))
+
+    def requeue_nowait(
+        self, t: Task, reason: str, *, use_attempt: bool = True, error: str | None = None
+    ) -> asyncio.Future[None]:
+        """:meth:`requeue` without waiting for its commit. The task is back in its queue on
+        return, in the same step as its status: a cancel finds it queued and takes it out."""
         pool = self.pools[t.pool]
         if use_attempt and t.attempt - t.attempt_base >= pool.config.max_attempts:
-            await self.finish(
+            return self.finish_nowait(
                 t,
                 TaskStatus.FAILED,
                 "attempts_exhausted",
                 f"{reason}: {error or 'no more attempts'}",
                 dead_letter=True,
             )
-            return
         self._release(t)
-        if not use_attempt:
-            t.attempt = max(0, t.attempt - 1)
-        t.status = TaskStatus.QUEUED
-        t.scanner_id = None
-        t.remote_scan_id = t.remote_scan_uuid = t.remote_scan_name = None
-        t.progress_pct = None
-        t.reason, t.error = reason, error
+        fut = self.change(
+            t,
+            TaskStatus.QUEUED,
+            "requeued",
+            ev_reason=reason,
+            ev_detail=error,
+            attempt=t.attempt if use_attempt else max(0, t.attempt - 1),
+            scanner_id=None,
+            remote_scan_id=None,
+            remote_scan_uuid=None,
+            remote_scan_name=None,
+            progress_pct=None,
+            reason=reason,
+            error=error,
+        )
         self.tasks[t.task_id] = t
-        await self.persist(t, "requeued", reason=reason, detail=error)
         pool.queue.push(t)
         pool.wake.set()
+        fut.add_done_callback(lambda f: self._committed(f, t.task_id))
+        return fut
 
     async def finish(
         self,
@@ -475,11 +555,29 @@ class Engine:
         *,
         dead_letter: bool = False,
     ) -> None:
-        # the final state becomes visible only once it is durable: readers see the live
-        # task until the commit, then the stored one
-        final = msgspec.structs.replace(
+        """End the task. Shielded: once decided, a cancelled caller cannot stop the final
+        row from being committed or the engine's books from being closed."""
+        await asyncio.shield(self.finish_nowait(t, status, reason, error, dead_letter=dead_letter))
+
+    def finish_nowait(
+        self,
+        t: Task,
+        status: TaskStatus,
+        reason: str,
+        error: str | None = None,
+        *,
+        dead_letter: bool = False,
+    ) -> asyncio.Future[None]:
+        """:meth:`finish` without waiting for its commit. The task is terminal in memory on
+        return (a cancel now is refused, not written after the final row); it leaves
+        :attr:`tasks` once the final row is committed, so readers never fall back to an
+        older stored copy in between."""
+        fut = self.change(
             t,
-            status=status,
+            status,
+            status.value,
+            ev_reason=reason,
+            ev_detail=error,
             reason=reason,
             error=error,
             dead_letter=dead_letter,
@@ -487,19 +585,11 @@ class Engine:
             progress_pct=100 if status is TaskStatus.COMPLETED else t.progress_pct,
         )
         # The scan has ended on the scanner: its slot is free now, not after our commit.
-        # The final row is queued below before the dispatcher can run, and group commits
-        # keep their order, so the next task's "dispatching" is never durable before this
-        # task's end (a crash in between re-adopts this task, its export is idempotent).
+        # The final row is already queued, and group commits keep their order, so the next
+        # task's "dispatching" is never durable before this task's end.
         self._release(t)
-        await self.persist(final, status.value, reason=reason, detail=error, notify=False)
-        for name in final.__struct_fields__:
-            setattr(t, name, getattr(final, name))
         if dead_letter:
             self.dlq_counts[t.pool] = self.dlq_counts.get(t.pool, 0) + 1
-        self.tasks.pop(t.task_id, None)
-        self.controls.pop(t.task_id, None)
-        self.inline_credentials.pop(t.task_id, None)
-        self._notify(t.task_id)
         pool = self.pools.get(t.pool)
         duration_s = None
         if t.started_at_ms is not None and t.finished_at_ms is not None:
@@ -507,25 +597,60 @@ class Engine:
             if status is TaskStatus.COMPLETED and pool is not None:
                 pool.durations_s.append(duration_s)
         self.metrics.finished(t.pool, status.value, duration_s)
+        fut.add_done_callback(lambda f: self._ended(f, t))
         if pool is not None:
             pool.wake.set()
+        return fut
+
+    def _ended(self, fut: asyncio.Future[None], t: Task) -> None:
+        # the final row is committed (or failed: memory already says final either way)
+        if self.tasks.get(t.task_id) is t and t.status.is_terminal:
+            self.tasks.pop(t.task_id, None)
+            self.controls.pop(t.task_id, None)
+            self.inline_credentials.pop(t.task_id, None)
+        self._committed(fut, t.task_id)
+
+    def _committed(self, fut: asyncio.Future[None], task_id: str) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error(
+                "task state not committed",
+                extra={
+                    "event": "task_commit_failed",
+                    "task_id": task_id,
+                    "error": str(fut.exception()),
+                },
+            )
+        self._notify(task_id)
 
     async def revive(self, t: Task) -> None:
         """Put a dead-lettered task back in its queue for a fresh set of attempts."""
         pool = self.pools[t.pool]
-        t.dead_letter = False
-        t.attempt_base = t.attempt
-        t.status = TaskStatus.QUEUED
-        t.scanner_id = t.remote_scan_name = t.remote_scan_uuid = None
-        t.remote_scan_id = None
-        t.finished_at_ms = t.started_at_ms = t.dispatched_at_ms = None
-        t.progress_pct = None
-        t.reason, t.error = "dlq_retry", None
+        if t.task_id in self.tasks:
+            raise ConflictError(f"task {t.task_id} is still ending; try again in a moment")
+        fut = self.change(
+            t,
+            TaskStatus.QUEUED,
+            "requeued",
+            ev_reason="dlq_retry",
+            dead_letter=False,
+            attempt_base=t.attempt,
+            scanner_id=None,
+            remote_scan_name=None,
+            remote_scan_uuid=None,
+            remote_scan_id=None,
+            finished_at_ms=None,
+            started_at_ms=None,
+            dispatched_at_ms=None,
+            progress_pct=None,
+            reason="dlq_retry",
+            error=None,
+        )
         self.dlq_counts[t.pool] = max(0, self.dlq_counts.get(t.pool, 0) - 1)
         self.tasks[t.task_id] = t
-        await self.persist(t, "requeued", reason="dlq_retry")
         pool.queue.push(t)
         pool.wake.set()
+        await asyncio.shield(fut)
+        self._notify(t.task_id)
 
     async def purge(self, tasks: list[Task]) -> None:
         await self.store.delete_tasks([t.task_id for t in tasks])

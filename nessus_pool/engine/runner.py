@@ -39,6 +39,17 @@ def remote_scan_name(task_id: str, attempt: int) -> str:
     return f"nessus-pool-{task_id}-a{attempt}"
 
 
+def exported(t: Task, dest: Path) -> bool:
+    """The "exported" checkpoint of this attempt is stored: its export file, digest and
+    authentication verdict are known and its findings committed."""
+    return (
+        t.status is TaskStatus.EXPORTING
+        and t.export_sha256 is not None
+        and t.export_path == str(dest)
+        and t.authentication_status is not None
+    )
+
+
 class Requeue(Exception):
     """The task goes back to its pool's queue (optionally using up an attempt)."""
 
@@ -84,6 +95,7 @@ class TaskRunner:
         control: RunControl,
         *,
         fresh: bool = False,
+        written: asyncio.Future[None] | None = None,
     ) -> None:
         self.e = engine
         self.pool = pool
@@ -99,6 +111,11 @@ class TaskRunner:
         self._first_call_gate: asyncio.Semaphore | None = None if fresh else engine.recovery_gate
         #: the "created" commit, left in flight while the scan is launched
         self._created_write: asyncio.Future[None] | None = None
+        #: the "dispatching" commit (queued by the dispatcher): awaited before any remote
+        #: call, since recovery finds the scan by the name it stores
+        self._written = written
+        #: our own stop for max-scan-duration was sent (measured once, monotonic)
+        self.duration_stop = False
 
     async def _call(
         self,
@@ -121,6 +138,9 @@ class TaskRunner:
     async def run(self) -> None:
         t = self.task
         try:
+            if self._written is not None:
+                written, self._written = self._written, None
+                await written
             await self._lifecycle()
         except Requeue as rq:
             await self.e.requeue(t, rq.reason, use_attempt=rq.use_attempt)
@@ -140,6 +160,30 @@ class TaskRunner:
             )
         except NessusPoolError as exc:
             await self.e.finish(t, TaskStatus.FAILED, exc.code, str(exc), dead_letter=True)
+        except Exception as exc:  # anything else: our bug or a hostile scanner's reply
+            await self._internal_error(exc)
+
+    async def _internal_error(self, exc: Exception) -> None:
+        """An unexpected error (say RecursionError from a scanner's deeply nested JSON):
+        free the slot and requeue with ``internal_error``, using an attempt, instead of
+        leaving the task ``running`` on a slot nobody releases."""
+        t = self.task
+        log.error(
+            "task runner failed",
+            exc_info=exc,
+            extra={
+                "event": "task_internal_error",
+                "task_id": t.task_id,
+                "scanner": self.sc.scanner_id,
+                "error": type(exc).__name__,
+            },
+        )
+        self.e.internal_errors[t.pool] = self.e.internal_errors.get(t.pool, 0) + 1
+        if t.status.is_terminal or self.e.tasks.get(t.task_id) is not t:
+            return  # it ended (or was taken over) before the error: nothing to undo
+        await self.e.requeue(
+            t, "internal_error", use_attempt=True, error=f"{type(exc).__name__}: {exc}"[:500]
+        )
 
     # --- steps -------------------------------------------------------------------------
 
@@ -186,16 +230,16 @@ class TaskRunner:
                 credential=cred,
             )
             existing = await self._create_once(spec)
-        t.remote_scan_id = existing
+        written = self.e.change(
+            t, t.status, "created", ev_detail=f"remote_scan_id={existing}", remote_scan_id=existing
+        )
         if self.fresh:
             # The launch need not wait for this commit: after a crash in between, recovery
             # finds the scan by its name (stored with "dispatching") and asks the scanner
             # whether it was launched. One commit less between a free slot and a launch.
-            self._created_write = asyncio.ensure_future(
-                self.e.persist(t, "created", detail=f"remote_scan_id={existing}")
-            )
+            self._created_write = written
         else:
-            await self.e.persist(t, "created", detail=f"remote_scan_id={existing}")
+            await written
 
     def _credential(self) -> SshCredential | None:
         t = self.task
@@ -284,9 +328,9 @@ class TaskRunner:
                 )
                 if again.phase is RemotePhase.EMPTY:
                     raise
-        t.status = TaskStatus.RUNNING
-        t.started_at_ms = t.started_at_ms or self.e.clock.now_ms()
-        await self.e.persist(t, "running")
+        await self.e.change(
+            t, TaskStatus.RUNNING, "running", started_at_ms=t.started_at_ms or self.e.clock.now_ms()
+        )
         self.e.on_launched(t)
 
     async def _delete_remote(self, scan_id: int) -> None:
@@ -335,9 +379,9 @@ class TaskRunner:
         stop_sent = False
         while True:
             now_s = self.e.clock.monotonic_s()
-            want_stop = self.control.cancel_requested or (
-                now_s - started_s >= cfg.max_scan_duration_s
-            )
+            if now_s - started_s >= cfg.max_scan_duration_s:
+                self.duration_stop = True
+            want_stop = self.control.cancel_requested or self.duration_stop
             if want_stop and not stop_sent:
                 try:
                     await self._call(
@@ -373,17 +417,11 @@ class TaskRunner:
             await self._nap(self.pool.config.poll_interval_s)
 
     async def _after_scan(self, phase: RemotePhase) -> None:
-        t = self.task
         if self.control.cancel_requested:
             raise Finish(TaskStatus.CANCELED, "canceled_by_user")
-        timed_out = (
-            t.started_at_ms is not None
-            and (self.e.clock.now_ms() - t.started_at_ms) / 1000
-            >= self.pool.config.max_scan_duration_s
-        )
         if phase is RemotePhase.COMPLETED or phase is RemotePhase.IMPORTED:
             await self._export_and_finish(TaskStatus.COMPLETED, "completed")
-        elif timed_out:
+        elif self.duration_stop:  # our own stop, decided on the monotonic clock in _watch
             await self._export_and_finish(TaskStatus.TIMED_OUT, "max_scan_duration")
         elif phase is RemotePhase.CANCELED:
             raise Finish(
@@ -432,16 +470,29 @@ class TaskRunner:
     async def _export_and_finish(self, status: TaskStatus, reason: str) -> None:
         t = self.task
         if t.status is not TaskStatus.EXPORTING:
-            t.status = TaskStatus.EXPORTING
-            await self.e.persist(t, "exporting")
+            # the reason says which end it is (completed or max_scan_duration), so a
+            # restart while exporting ends it the same way
+            await self.e.change(t, TaskStatus.EXPORTING, "exporting", reason=reason)
+        elif t.reason == "max_scan_duration":
+            status, reason = TaskStatus.TIMED_OUT, "max_scan_duration"
         assert t.remote_scan_id is not None
         scan_id = t.remote_scan_id
         dest = self.e.export_path(t)
-        res = await self._export(scan_id, dest)
-        t.export_path = str(Path(res.path))
-        t.export_sha256 = res.sha256
-        t.export_bytes = res.size_bytes
-        auth_failed = await self.e.ingest_results(t)
+        if exported(t, dest):
+            # checkpoint from before a restart: findings and results are stored, and the
+            # remote scan may be gone already
+            auth_failed = t.scan_type.is_authenticated and t.authentication_status == "failed"
+        else:
+            res = await self._export(scan_id, dest)
+            t.export_path = str(Path(res.path))
+            t.export_sha256 = res.sha256
+            t.export_bytes = res.size_bytes
+            auth_failed = await self.e.ingest_results(t)
+            # the "exported" checkpoint is durable before the remote scan can be deleted: a
+            # crash in between must not turn a finished scan into a 404 on restart
+            await self.e.change(
+                t, TaskStatus.EXPORTING, "exported", ev_detail=f"sha256={res.sha256}"
+            )
         if self.e.delete_remote_scans:
             # only ever the scan this task created, by the id stored when it was created
             await self._delete_remote(scan_id)

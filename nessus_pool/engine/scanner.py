@@ -6,19 +6,50 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Protocol, TypeVar
 
 import msgspec
 
 from nessus_pool.clock import Clock
 from nessus_pool.errors import RateLimitedError, ScannerAuthError, ScannerError
-from nessus_pool.nessus import NessusClient
+from nessus_pool.models import ScanSpec
+from nessus_pool.nessus import (
+    Capability,
+    ExportResult,
+    RemoteScan,
+    RemoteScanSummary,
+    ScanDetails,
+)
 from nessus_pool.queues import ScannerSlots
 from nessus_pool.retry import BreakerState, CircuitBreaker, RetryPolicy
 
 log = logging.getLogger("nessus_pool.engine")
 
 T = TypeVar("T")
+
+
+class ScannerClient(Protocol):
+    """The calls the engine makes on one scanner: :class:`nessus_pool.nessus.NessusClient`
+    in production, :class:`nessus_pool.testing.FakeNessus` in tests."""
+
+    async def probe(self) -> Capability: ...
+    async def create_scan(self, spec: ScanSpec) -> RemoteScan: ...
+    async def launch_scan(self, scan_id: int) -> str: ...
+    async def scan_details(self, scan_id: int) -> ScanDetails: ...
+    async def find_scans_by_name(self, name: str) -> list[RemoteScanSummary]: ...
+    async def stop_scan(self, scan_id: int) -> None: ...
+    async def delete_scan(self, scan_id: int) -> None: ...
+    async def export_scan(
+        self,
+        scan_id: int,
+        dest: Path,
+        *,
+        deadline_s: float = ...,
+        max_bytes: int = ...,
+        poll_interval_s: float = ...,
+    ) -> ExportResult: ...
+    async def close(self) -> None: ...
 
 
 class ScannerSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,7 +92,7 @@ class ScannerHandle:
     def __init__(
         self,
         spec: ScannerSpec,
-        client: NessusClient,
+        client: ScannerClient,
         clock: Clock,
         *,
         http_concurrency: int = 8,
