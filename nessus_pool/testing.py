@@ -423,7 +423,8 @@ async def engine_rig(
         yield rig
     finally:
         store.release()
-        await engine.stop()
+        # no grace on the fake clock (nothing would move it): leaving is a crash
+        await engine.stop(grace_s=0.0)
         await store.close()
 
 

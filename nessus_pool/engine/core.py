@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import gc
 import logging
 import math
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,7 @@ class Engine:
         max_export_bytes: int = 2 * 1024**3,
         probe_interval_s: float = 30.0,
         default_duration_s: float = 1800.0,
+        shutdown_grace_s: float = 20.0,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -131,6 +133,17 @@ class Engine:
         self.inline_credentials: dict[str, SshCredential] = {}
         self._seq = 0
         self._bg: set[asyncio.Task[None]] = set()
+        #: background loops the engine cannot work without (supervised)
+        self._essential: set[asyncio.Task[None]] = set()
+        #: runners in a critical section (export, ingest, final write): a stop waits for them
+        self._critical: set[asyncio.Task[Any]] = set()
+        self.stopping = False
+        #: why the engine is broken (an essential loop died), or None: readiness fails
+        self.death: str | None = None
+        #: called once with :attr:`death` when the first essential loop dies
+        self.on_death: list[Callable[[str], None]] = []
+        #: how long :meth:`stop` lets exports and result ingestion in flight finish
+        self.shutdown_grace_s = shutdown_grace_s
         self._changed: dict[str, asyncio.Event] = {}
         self.started = False
         #: while set (a held start), new background tasks wait for it
@@ -178,38 +191,99 @@ class Engine:
             pool.wake.set()
         self.started = True
 
-    async def stop(self) -> None:
-        """Cancel background work; every state was already persisted as it changed."""
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop in order: no more dispatching or probing; runners exporting or ingesting
+        results get ``grace_s`` (default :attr:`shutdown_grace_s`) of the engine clock to
+        finish; then everything left is cancelled. Every other state was already committed
+        as it changed, and final writes are shielded."""
+        self.stopping = True
+        grace_s = self.shutdown_grace_s if grace_s is None else grace_s
+        busy = {t for t in self._critical if not t.done()}
         for t in list(self._bg):
-            t.cancel()
+            if t not in busy:
+                t.cancel(msg="engine stopping")
+        if busy:
+            log.info(
+                "waiting for results in flight",
+                extra={"event": "engine_draining", "tasks": len(busy), "grace_s": grace_s},
+            )
+            drained = asyncio.Event()
+            waiter = asyncio.ensure_future(asyncio.wait(busy))
+            waiter.add_done_callback(lambda _: drained.set())
+            await sleep_or_event(self.clock, drained, grace_s)
+            waiter.cancel()
+            left = [t for t in busy if not t.done()]
+            if left:
+                log.warning(
+                    "grace period over, cancelling",
+                    extra={"event": "engine_grace_expired", "tasks": len(left)},
+                )
+            for t in left:
+                t.cancel(msg=f"engine stopping: {grace_s:g}s grace period over")
         if self._bg:
             await asyncio.gather(*self._bg, return_exceptions=True)
         for sc in self.scanners.values():
             await sc.client.close()
 
-    def spawn(self, coro: object, name: str) -> asyncio.Task[None]:
-        """Run a supervised, named background task that stops with the engine."""
-        return self._spawn(coro, name)
+    def spawn(self, coro: object, name: str, *, essential: bool = True) -> asyncio.Task[None]:
+        """Run a supervised, named background task that stops with the engine. An
+        ``essential`` one (a loop the daemon cannot work without) that raises ends the
+        engine's health: :attr:`death` is set and :attr:`on_death` hooks are called."""
+        return self._spawn(coro, name, essential=essential)
 
-    def _spawn(self, coro: object, name: str) -> asyncio.Task[None]:
+    def _spawn(self, coro: object, name: str, *, essential: bool = True) -> asyncio.Task[None]:
         if self._gate is not None:
             coro = _after(self._gate, coro)  # type: ignore[arg-type]
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
         self._bg.add(task)
+        if essential:
+            self._essential.add(task)
         task.add_done_callback(self._reap)
         return task
 
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        """Mark the current task as finishing work a stop should let complete (an export
+        being downloaded and ingested): :meth:`stop` waits for it within the grace period."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._critical.add(task)
+        try:
+            yield
+        finally:
+            self._critical.discard(task)
+
     def _reap(self, task: asyncio.Task[None]) -> None:
         self._bg.discard(task)
+        essential = task in self._essential
+        self._essential.discard(task)
         if task.cancelled():
             return
         exc = task.exception()
-        if exc is not None:
-            log.error(
-                "background task died",
-                exc_info=exc,
-                extra={"event": "background_task_died", "task": task.get_name()},
+        if exc is None:
+            return
+        log.error(
+            "background task died",
+            exc_info=exc,
+            extra={
+                "event": "background_task_died",
+                "task": task.get_name(),
+                "essential": essential,
+                "error": type(exc).__name__,
+            },
+        )
+        if essential and not self.stopping and self.death is None:
+            self.death = f"{task.get_name()}: {type(exc).__name__}: {exc}"[:500]
+            log.critical(
+                "essential background task died, the daemon must stop",
+                extra={
+                    "event": "engine_essential_task_died",
+                    "task": task.get_name(),
+                    "error": f"{type(exc).__name__}: {exc}"[:500],
+                },
             )
+            for hook in self.on_death:
+                hook(self.death)
 
     def _add_pool(self, pc: PoolConfig) -> PoolState:
         pool = PoolState(config=pc)
@@ -367,7 +441,7 @@ class Engine:
     ) -> None:
         control = self.controls.setdefault(t.task_id, RunControl())
         runner = TaskRunner(self, pool, t, sc, control, fresh=fresh, written=written)
-        self._spawn(runner.run(), f"task:{t.task_id}")
+        self._spawn(runner.run(), f"task:{t.task_id}", essential=False)
 
     async def _probe_loop(self, sc: ScannerHandle) -> None:
         async with self.recovery_gate:
@@ -667,7 +741,7 @@ class Engine:
         if sc is not None and sc.slots.release(t.task_id):
             self.pools[sc.spec.pool].wake.set()
             if sc.slots.removed and not sc.slots.active:
-                self._spawn(self._retire(sc), f"retire:{sc.scanner_id}")
+                self._spawn(self._retire(sc), f"retire:{sc.scanner_id}", essential=False)
 
     def on_launched(self, t: Task) -> None:
         self.metrics.launched(t.pool)
@@ -745,8 +819,16 @@ class Engine:
 
 
 def _unlink_all(files: list[Path]) -> None:
+    # one file we cannot delete (a directory in its place, permissions) must not stop the
+    # rest, nor the housekeeping loop: log it and go on
     for f in files:
-        f.unlink(missing_ok=True)
+        try:
+            f.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning(
+                "export file not deleted",
+                extra={"event": "export_unlink_failed", "path": str(f), "error": str(exc)},
+            )
 
 
 def _least_loaded(available: list[ScannerHandle], requested: str | None) -> ScannerHandle | None:

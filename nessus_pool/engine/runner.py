@@ -12,8 +12,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from nessus_pool.engine.state import TransitionError
 from nessus_pool.errors import (
     NessusPoolError,
     PermanentScannerError,
@@ -50,31 +51,66 @@ def exported(t: Task, dest: Path) -> bool:
     )
 
 
-class Requeue(Exception):
-    """The task goes back to its pool's queue (optionally using up an attempt)."""
+@dataclass(frozen=True)
+class Finished:
+    """Outcome: the task ends in ``status``."""
 
-    def __init__(self, reason: str, *, use_attempt: bool = True) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.use_attempt = use_attempt
+    status: TaskStatus
+    reason: str
+    error: str | None = None
+    dead_letter: bool = False
 
 
-class Finish(Exception):
-    """The task ends in ``status``."""
+@dataclass(frozen=True)
+class Requeued:
+    """Outcome: the task goes back to its pool's queue (optionally using up an attempt)."""
 
-    def __init__(
-        self,
-        status: TaskStatus,
-        reason: str,
-        error: str | None = None,
-        *,
-        dead_letter: bool = False,
-    ) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.error = error
-        self.dead_letter = dead_letter
+    reason: str
+    use_attempt: bool = True
+    error: str | None = None
+
+
+Outcome = Finished | Requeued
+
+
+class Stop(Exception):
+    """Leave the lifecycle early with ``outcome`` (a cancel or a lost scan found deep in a
+    step); the normal end of a step is a returned outcome."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.reason)
+        self.outcome = outcome
+
+
+def _unexpected(exc: BaseException) -> Outcome:
+    return Requeued("internal_error", error=f"{type(exc).__name__}: {exc}"[:500])
+
+
+#: what a step that raised leads to; the first row whose type matches wins (so subclasses
+#: come before their bases). Anything unexpected is requeued as ``internal_error``.
+ERROR_OUTCOMES: tuple[tuple[type[BaseException], Callable[[Any], Outcome]], ...] = (
+    (Stop, lambda e: e.outcome),
+    (ScanApiUnavailableError, lambda e: Requeued("scanner_export_only", use_attempt=False)),
+    (
+        PermanentScannerError,
+        lambda e: Finished(TaskStatus.FAILED, "scanner_refused", str(e), dead_letter=True),
+    ),
+    (ScannerError, lambda e: Requeued(f"scanner_error: {e.code}", error=str(e))),
+    (
+        ResultsError,
+        lambda e: Finished(TaskStatus.FAILED, "results_unreadable", str(e), dead_letter=True),
+    ),
+    (NessusPoolError, lambda e: Finished(TaskStatus.FAILED, e.code, str(e), dead_letter=True)),
+    (Exception, _unexpected),
+)
+
+
+def outcome_of(exc: BaseException) -> Outcome:
+    """The outcome of a lifecycle step that raised ``exc`` (pure: no side effects)."""
+    for kind, make in ERROR_OUTCOMES:
+        if isinstance(exc, kind):
+            return make(exc)
+    return _unexpected(exc)
 
 
 @dataclass
@@ -141,53 +177,45 @@ class TaskRunner:
             if self._written is not None:
                 written, self._written = self._written, None
                 await written
-            await self._lifecycle()
-        except Requeue as rq:
-            await self.e.requeue(t, rq.reason, use_attempt=rq.use_attempt)
-        except Finish as fin:
-            await self.e.finish(t, fin.status, fin.reason, fin.error, dead_letter=fin.dead_letter)
-        except ScanApiUnavailableError as exc:
-            self.sc.slots.scan_api = False
-            self.sc.slots.message = exc.message
-            await self.e.requeue(t, "scanner_export_only", use_attempt=False)
-        except PermanentScannerError as exc:
-            await self.e.finish(t, TaskStatus.FAILED, "scanner_refused", str(exc), dead_letter=True)
-        except ScannerError as exc:
-            await self.e.requeue(t, f"scanner_error: {exc.code}", use_attempt=True, error=str(exc))
-        except ResultsError as exc:
-            await self.e.finish(
-                t, TaskStatus.FAILED, "results_unreadable", str(exc), dead_letter=True
-            )
-        except NessusPoolError as exc:
-            await self.e.finish(t, TaskStatus.FAILED, exc.code, str(exc), dead_letter=True)
-        except Exception as exc:  # anything else: our bug or a hostile scanner's reply
-            await self._internal_error(exc)
-
-    async def _internal_error(self, exc: Exception) -> None:
-        """An unexpected error (say RecursionError from a scanner's deeply nested JSON):
-        free the slot and requeue with ``internal_error``, using an attempt, instead of
-        leaving the task ``running`` on a slot nobody releases."""
-        t = self.task
-        log.error(
-            "task runner failed",
-            exc_info=exc,
-            extra={
-                "event": "task_internal_error",
-                "task_id": t.task_id,
-                "scanner": self.sc.scanner_id,
-                "error": type(exc).__name__,
-            },
-        )
-        self.e.internal_errors[t.pool] = self.e.internal_errors.get(t.pool, 0) + 1
+            outcome = await self._lifecycle()
+        except Exception as exc:  # mapped by ERROR_OUTCOMES, including our own bugs
+            outcome = outcome_of(exc)
+            self._noted(exc, outcome)
         if t.status.is_terminal or self.e.tasks.get(t.task_id) is not t:
             return  # it ended (or was taken over) before the error: nothing to undo
-        await self.e.requeue(
-            t, "internal_error", use_attempt=True, error=f"{type(exc).__name__}: {exc}"[:500]
-        )
+        if isinstance(outcome, Finished):
+            await self.e.finish(
+                t, outcome.status, outcome.reason, outcome.error, dead_letter=outcome.dead_letter
+            )
+        else:
+            await self.e.requeue(
+                t, outcome.reason, use_attempt=outcome.use_attempt, error=outcome.error
+            )
+
+    def _noted(self, exc: Exception, outcome: Outcome) -> None:
+        """What the scanner or the engine must remember about a step that raised."""
+        if isinstance(exc, ScanApiUnavailableError):
+            self.sc.slots.scan_api = False
+            self.sc.slots.message = exc.message
+        elif outcome.reason == "internal_error":
+            # say RecursionError from a scanner's deeply nested JSON: the slot is freed and
+            # the task requeued (attempt-bounded) instead of left running on a lost slot
+            log.error(
+                "task runner failed",
+                exc_info=exc,
+                extra={
+                    "event": "task_internal_error",
+                    "task_id": self.task.task_id,
+                    "scanner": self.sc.scanner_id,
+                    "error": type(exc).__name__,
+                },
+            )
+            pool = self.task.pool
+            self.e.internal_errors[pool] = self.e.internal_errors.get(pool, 0) + 1
 
     # --- steps -------------------------------------------------------------------------
 
-    async def _lifecycle(self) -> None:
+    async def _lifecycle(self) -> Outcome:
         t = self.task
         if t.status is TaskStatus.DISPATCHING and t.remote_scan_id is None:
             await self._create()
@@ -203,10 +231,10 @@ class TaskRunner:
             launched_now = self.fresh
         if t.status is TaskStatus.RUNNING:
             phase = await self._watch(nap_first=launched_now)
-            await self._after_scan(phase)
-            return
+            return await self._after_scan(phase)
         if t.status is TaskStatus.EXPORTING:
-            await self._export_and_finish(TaskStatus.COMPLETED, "completed")
+            return await self._export_and_finish(TaskStatus.COMPLETED, "completed")
+        raise TransitionError(f"task {t.task_id}: a runner cannot start from {t.status.value}")
 
     async def _create(self) -> None:
         t = self.task
@@ -214,11 +242,11 @@ class TaskRunner:
         existing = None if self.fresh else await self._find_by_name(t.remote_scan_name)
         if existing is None:
             if self.control.cancel_requested:
-                raise Finish(TaskStatus.CANCELED, "canceled_by_user")
+                raise Stop(Finished(TaskStatus.CANCELED, "canceled_by_user"))
             if self.e.scope_check is not None:
                 reason = await self.e.scope_check(t)
                 if reason is not None:
-                    raise Finish(TaskStatus.FAILED, "out_of_scope_at_launch", reason)
+                    raise Stop(Finished(TaskStatus.FAILED, "out_of_scope_at_launch", reason))
             cred = self._credential()
             spec = ScanSpec(
                 name=t.remote_scan_name,
@@ -247,12 +275,14 @@ class TaskRunner:
             return None
         cred = self.e.credential_for(t)
         if cred is None:
-            raise Finish(
-                TaskStatus.FAILED,
-                "inline_credentials_lost",
-                "the inline SSH credentials were held in memory only and were lost "
-                "in a restart before the scan was created; submit the scan again "
-                "(or use a named credential set)",
+            raise Stop(
+                Finished(
+                    TaskStatus.FAILED,
+                    "inline_credentials_lost",
+                    "the inline SSH credentials were held in memory only and were lost "
+                    "in a restart before the scan was created; submit the scan again "
+                    "(or use a named credential set)",
+                )
             )
         return cred
 
@@ -296,7 +326,9 @@ class TaskRunner:
                     return found
                 if not self.policy.should_retry(exc, attempt):
                     raise
-                await self.e.clock.sleep(self.policy.wait_s(exc, attempt, self.sc.rng))
+                await self._nap(self.policy.wait_s(exc, attempt, self.sc.rng))
+                if self.control.cancel_requested:  # nothing was created: nothing to undo
+                    raise Stop(Finished(TaskStatus.CANCELED, "canceled_by_user")) from None
 
     async def _launch(self) -> None:
         t = self.task
@@ -311,7 +343,7 @@ class TaskRunner:
             phase = details.phase
         if self.control.cancel_requested:
             await self._delete_remote(scan_id)
-            raise Finish(TaskStatus.CANCELED, "canceled_by_user")
+            raise Stop(Finished(TaskStatus.CANCELED, "canceled_by_user"))
         if phase is RemotePhase.EMPTY:
             try:
                 t.remote_scan_uuid = await self._call(
@@ -399,14 +431,14 @@ class TaskRunner:
                 )
             except RemoteNotFoundError:
                 if self.control.cancel_requested:
-                    raise Finish(TaskStatus.CANCELED, "canceled_by_user") from None
-                raise Requeue("remote_scan_disappeared") from None
+                    raise Stop(Finished(TaskStatus.CANCELED, "canceled_by_user")) from None
+                raise Stop(Requeued("remote_scan_disappeared")) from None
             except ScannerError as exc:
                 if not exc.transient:
                     raise
                 if self.e.clock.monotonic_s() - last_ok_s >= self.pool.scanner_lost_after_s:
-                    raise Finish(
-                        TaskStatus.FAILED, "scanner_lost", str(exc), dead_letter=True
+                    raise Stop(
+                        Finished(TaskStatus.FAILED, "scanner_lost", str(exc), dead_letter=True)
                     ) from None
                 await self._nap(self.pool.config.poll_interval_s)
                 continue
@@ -416,21 +448,20 @@ class TaskRunner:
                 return d.phase
             await self._nap(self.pool.config.poll_interval_s)
 
-    async def _after_scan(self, phase: RemotePhase) -> None:
+    async def _after_scan(self, phase: RemotePhase) -> Outcome:
         if self.control.cancel_requested:
-            raise Finish(TaskStatus.CANCELED, "canceled_by_user")
+            return Finished(TaskStatus.CANCELED, "canceled_by_user")
         if phase is RemotePhase.COMPLETED or phase is RemotePhase.IMPORTED:
-            await self._export_and_finish(TaskStatus.COMPLETED, "completed")
-        elif self.duration_stop:  # our own stop, decided on the monotonic clock in _watch
-            await self._export_and_finish(TaskStatus.TIMED_OUT, "max_scan_duration")
-        elif phase is RemotePhase.CANCELED:
-            raise Finish(
+            return await self._export_and_finish(TaskStatus.COMPLETED, "completed")
+        if self.duration_stop:  # our own stop, decided on the monotonic clock in _watch
+            return await self._export_and_finish(TaskStatus.TIMED_OUT, "max_scan_duration")
+        if phase is RemotePhase.CANCELED:
+            return Finished(
                 TaskStatus.CANCELED,
                 "stopped_on_scanner",
                 "the scan was stopped on the scanner by someone else",
             )
-        else:  # aborted
-            raise Requeue("scan_aborted")
+        return Requeued("scan_aborted")
 
     async def _export(self, scan_id: int, dest: Path) -> ExportResult:
         """The scan has ended on the scanner: keep trying (with backoff) until the pool's
@@ -457,17 +488,19 @@ class TaskRunner:
                 if not exc.transient:
                     raise
                 if self.control.cancel_requested:
-                    raise Finish(TaskStatus.CANCELED, "canceled_by_user") from None
+                    raise Stop(Finished(TaskStatus.CANCELED, "canceled_by_user")) from None
                 if self.e.clock.monotonic_s() - started_s >= deadline_s:
-                    raise Finish(
-                        TaskStatus.FAILED,
-                        "export_failed",
-                        f"{exc} (still failing after {deadline_s:g}s)",
-                        dead_letter=True,
+                    raise Stop(
+                        Finished(
+                            TaskStatus.FAILED,
+                            "export_failed",
+                            f"{exc} (still failing after {deadline_s:g}s)",
+                            dead_letter=True,
+                        )
                     ) from None
                 await self._nap(self.policy.wait_s(exc, tries, self.sc.rng))
 
-    async def _export_and_finish(self, status: TaskStatus, reason: str) -> None:
+    async def _export_and_finish(self, status: TaskStatus, reason: str) -> Outcome:
         t = self.task
         if t.status is not TaskStatus.EXPORTING:
             # the reason says which end it is (completed or max_scan_duration), so a
@@ -478,6 +511,13 @@ class TaskRunner:
         assert t.remote_scan_id is not None
         scan_id = t.remote_scan_id
         dest = self.e.export_path(t)
+        with self.e.critical():
+            return await self._export_ingest_finish(status, reason, scan_id, dest)
+
+    async def _export_ingest_finish(
+        self, status: TaskStatus, reason: str, scan_id: int, dest: Path
+    ) -> Outcome:
+        t = self.task
         if exported(t, dest):
             # checkpoint from before a restart: findings and results are stored, and the
             # remote scan may be gone already
@@ -497,10 +537,10 @@ class TaskRunner:
             # only ever the scan this task created, by the id stored when it was created
             await self._delete_remote(scan_id)
         if auth_failed and status is TaskStatus.COMPLETED:
-            raise Finish(
+            return Finished(
                 TaskStatus.FAILED,
                 "authentication_failed",
                 "the scan ran but authentication failed on at least one host; "
                 "see validation.troubleshooting",
             )
-        raise Finish(status, reason)
+        return Finished(status, reason)

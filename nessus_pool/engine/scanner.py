@@ -197,6 +197,21 @@ class ScannerHandle:
             self.slots.reachable = False
             self.slots.message = str(exc)
             return False
+        except Exception as exc:
+            # a reply we cannot handle (say RecursionError from deeply nested JSON) makes the
+            # scanner unhealthy, not the daemon: the probe loop must live on
+            log.warning(
+                "probe failed",
+                exc_info=exc,
+                extra={
+                    "event": "scanner_probe_failed",
+                    "scanner": self.scanner_id,
+                    "error": type(exc).__name__,
+                },
+            )
+            self.slots.reachable = False
+            self.slots.message = f"probe failed: {type(exc).__name__}"
+            return False
         self.slots.reachable = cap.reachable and cap.ready
         self.slots.scan_api = cap.scan_api
         self.slots.version = cap.version
