@@ -701,12 +701,7 @@ class Service:
         )
 
     def set_scanner_enabled(self, scanner_id: str, enabled: bool) -> ScannerView:
-        sc = self.engine.scanners.get(scanner_id)
-        if sc is None:
-            raise NotFoundError(f"scanner {scanner_id!r} not found")
-        sc.slots.draining = not enabled
-        if enabled:
-            self.engine.pools[sc.spec.pool].wake.set()
+        self.engine.set_scanner_enabled(scanner_id, enabled)
         return next(v for v in self.scanner_views() if v.id == scanner_id)
 
     # --- dead-letter queue ---------------------------------------------------------------

@@ -8,80 +8,31 @@ by a sleep loop; only scanner status polling uses an interval.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import functools
-import gc
 import logging
-import math
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nessus_pool.clock import Clock, sleep_or_event
 from nessus_pool.config import PoolConfig
+from nessus_pool.engine.dispatch import dispatch_loop
 from nessus_pool.engine.ingest import ingest_export
-from nessus_pool.engine.runner import RunControl, TaskRunner, remote_scan_name
+from nessus_pool.engine.pool import PoolState
+from nessus_pool.engine.recovery import recover
+from nessus_pool.engine.runner import RunControl, TaskRunner
 from nessus_pool.engine.scanner import ScannerClient, ScannerHandle, ScannerSpec
 from nessus_pool.engine.state import TransitionError, check_transition
 from nessus_pool.errors import CapacityError, ConflictError, NotFoundError
 from nessus_pool.metrics import Metrics
 from nessus_pool.models import INLINE_CREDENTIAL, SshCredential, Task, TaskEvent, TaskStatus
-from nessus_pool.queues import PoolQueue, select_scanner
-from nessus_pool.retry import CircuitBreaker, RetryPolicy
+from nessus_pool.retry import CircuitBreaker
 from nessus_pool.store import Store
-from nessus_pool.targets import total_addresses
 
 log = logging.getLogger("nessus_pool.engine")
 
 ClientFactory = Callable[[ScannerSpec], ScannerClient]
 CredentialResolver = Callable[[str], SshCredential | None]
-
-
-@dataclass
-class PoolState:
-    config: PoolConfig
-    queue: PoolQueue = field(default_factory=PoolQueue)
-    scanners: dict[str, ScannerHandle] = field(default_factory=dict)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    durations_s: collections.deque[float] = field(
-        default_factory=lambda: collections.deque(maxlen=50)
-    )
-    dispatcher: asyncio.Task[None] | None = None
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def retry(self) -> RetryPolicy:
-        return RetryPolicy(
-            max_attempts=self.config.max_attempts, base_delay_s=1.0, max_delay_s=60.0
-        )
-
-    @property
-    def scanner_lost_after_s(self) -> float:
-        return self.config.scanner_lost_after_s
-
-    @property
-    def export_deadline_s(self) -> float:
-        return self.config.export_deadline_s
-
-    @property
-    def capacity(self) -> int:
-        return sum(
-            s.slots.capacity
-            for s in self.scanners.values()
-            if s.slots.enabled and not s.slots.removed
-        )
-
-    @property
-    def active(self) -> int:
-        return sum(len(s.slots.active) for s in self.scanners.values())
-
-    def mean_duration_s(self) -> float | None:
-        return sum(self.durations_s) / len(self.durations_s) if self.durations_s else None
 
 
 #: probes and re-attached runners making their first scanner call at once
@@ -175,10 +126,10 @@ class Engine:
         self._seq = await self.store.max_seq()
         self.dlq_counts = await self.store.dlq_counts()
         for pc in pools:
-            self._add_pool(pc)
+            self.add_pool(pc)
         for spec in specs:
-            self._add_scanner(spec)
-        await self._recover()
+            self.add_scanner(spec)
+        await recover(self)
         if not hold_background:
             self.release_background()
 
@@ -285,13 +236,18 @@ class Engine:
             for hook in self.on_death:
                 hook(self.death)
 
-    def _add_pool(self, pc: PoolConfig) -> PoolState:
+    def add_pool(self, pc: PoolConfig) -> PoolState:
         pool = PoolState(config=pc)
         self.pools[pc.name] = pool
-        pool.dispatcher = self._spawn(self._dispatch_loop(pool), f"dispatch:{pc.name}")
+        pool.dispatcher = self._spawn(dispatch_loop(self, pool), f"dispatch:{pc.name}")
         return pool
 
-    def _add_scanner(self, spec: ScannerSpec) -> ScannerHandle:
+    def start_probe(self, sc: ScannerHandle) -> None:
+        """(Re)start the scanner's probe loop unless it runs."""
+        if sc.prober is None or sc.prober.done():
+            sc.prober = self._spawn(self._probe_loop(sc), f"probe:{sc.scanner_id}")
+
+    def add_scanner(self, spec: ScannerSpec) -> ScannerHandle:
         pc = self.pools[spec.pool].config
         sc = ScannerHandle(
             spec,
@@ -301,136 +257,10 @@ class Engine:
         )
         self.scanners[spec.scanner_id] = sc
         self.pools[spec.pool].scanners[spec.scanner_id] = sc
-        sc.prober = self._spawn(self._probe_loop(sc), f"probe:{spec.scanner_id}")
+        self.start_probe(sc)
         return sc
 
-    # --- recovery ------------------------------------------------------------------------
-
-    async def _recover(self) -> None:
-        # 100,000 queued tasks are 100,000+ new tracked objects: without this the collector
-        # walks the growing heap again and again while they load and are queued (most of a
-        # start-up); the daemon freezes them out of its way once it is up
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            await self._recover_tasks()
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-
-    async def _recover_tasks(self) -> None:
-        tasks = await self.store.load_active()
-        requeued = adopted = failed = 0
-        queued: dict[str, list[Task]] = {name: [] for name in self.pools}
-        queued_status = TaskStatus.QUEUED
-        for t in tasks:
-            pool = self.pools.get(t.pool)
-            if pool is None:
-                await self._finish_unstarted(
-                    t, "pool_removed", f"pool {t.pool!r} is no longer configured"
-                )
-                failed += 1
-                continue
-            if t.status is queued_status:
-                self.tasks[t.task_id] = t
-                queued[t.pool].append(t)
-                continue
-            sc = self.scanners.get(t.scanner_id or "")
-            if sc is None or sc.spec.pool != t.pool:
-                if t.remote_scan_id is None:
-                    await self.requeue(t, "scanner_removed", use_attempt=False)
-                    requeued += 1
-                else:
-                    await self._finish_unstarted(
-                        t,
-                        "scanner_removed",
-                        f"scanner {t.scanner_id!r} was removed while its scan was running",
-                        dead_letter=True,
-                    )
-                    failed += 1
-                continue
-            self.tasks[t.task_id] = t
-            sc.slots.adopt(t.task_id, total_addresses(t.targets))
-            self._start_runner(pool, t, sc)
-            adopted += 1
-        for name, waiting in queued.items():
-            self.pools[name].queue.extend(waiting)
-        log.info(
-            "recovered",
-            extra={
-                "event": "engine_recovered",
-                "queued": sum(len(p.queue) for p in self.pools.values()),
-                "adopted": adopted,
-                "requeued": requeued,
-                "failed": failed,
-            },
-        )
-
-    async def _finish_unstarted(
-        self, t: Task, reason: str, error: str, *, dead_letter: bool = False
-    ) -> None:
-        self.tasks[t.task_id] = t
-        await self.finish(t, TaskStatus.FAILED, reason, error, dead_letter=dead_letter)
-
-    # --- dispatch ------------------------------------------------------------------------
-
-    async def _dispatch_loop(self, pool: PoolState) -> None:
-        while True:
-            await pool.wake.wait()
-            pool.wake.clear()
-            self._dispatch(pool)
-
-    def _dispatch(self, pool: PoolState) -> None:
-        """Place queued tasks on free scanners. Synchronous: no await between choosing a
-        scanner and reserving its slot, so the cap cannot be raced."""
-        if not pool.queue:
-            return
-        # once per pass (500 scanners: this scan was the dispatcher's main cost when it ran
-        # again after every placement); a scanner leaves the list when it fills up
-        available = [s for s in pool.scanners.values() if s.available()]
-        while pool.queue and available:
-            placed = False
-            for i, task_id in enumerate(pool.queue):
-                if i >= 256:
-                    break
-                t = self.tasks.get(task_id)
-                if t is None or t.status is not TaskStatus.QUEUED:
-                    # a bug (the queue and the task table disagree): drop it, keep dispatching
-                    log.error(
-                        "stale queue entry dropped",
-                        extra={"event": "queue_entry_stale", "task_id": task_id, "pool": pool.name},
-                    )
-                    pool.queue.remove(task_id)
-                    placed = True
-                    break
-                sc = _least_loaded(available, t.requested_scanner)
-                if sc is None:
-                    continue
-                pool.queue.remove(task_id)
-                attempt = t.attempt + 1
-                written = self.change(
-                    t,
-                    TaskStatus.DISPATCHING,
-                    "dispatching",
-                    ev_detail=f"scanner={sc.scanner_id}",
-                    scanner_id=sc.scanner_id,
-                    attempt=attempt,
-                    remote_scan_name=remote_scan_name(t.task_id, attempt),
-                    dispatched_at_ms=self.clock.now_ms(),
-                )
-                written.add_done_callback(functools.partial(self._committed, task_id=t.task_id))
-                assert t.dispatched_at_ms is not None
-                sc.slots.reserve(t.task_id, total_addresses(t.targets), t.dispatched_at_ms)
-                self.metrics.queue_wait(pool.name, (t.dispatched_at_ms - t.created_at_ms) / 1000)
-                self._start_runner(pool, t, sc, fresh=True, written=written)
-                if not sc.available():
-                    available.remove(sc)
-                placed = True
-                break
-            if not placed:
-                return
-
-    def _start_runner(
+    def start_runner(
         self,
         pool: PoolState,
         t: Task,
@@ -617,7 +447,7 @@ class Engine:
         self.tasks[t.task_id] = t
         pool.queue.push(t)
         pool.wake.set()
-        fut.add_done_callback(lambda f: self._committed(f, t.task_id))
+        fut.add_done_callback(lambda f: self.committed(f, t.task_id))
         return fut
 
     async def finish(
@@ -682,9 +512,9 @@ class Engine:
             self.tasks.pop(t.task_id, None)
             self.controls.pop(t.task_id, None)
             self.inline_credentials.pop(t.task_id, None)
-        self._committed(fut, t.task_id)
+        self.committed(fut, t.task_id)
 
-    def _committed(self, fut: asyncio.Future[None], task_id: str) -> None:
+    def committed(self, fut: asyncio.Future[None], task_id: str) -> None:
         if not fut.cancelled() and fut.exception() is not None:
             log.error(
                 "task state not committed",
@@ -788,18 +618,19 @@ class Engine:
 
     def estimated_wait_s(self, t: Task) -> tuple[float | None, str]:
         pool = self.pools.get(t.pool)
-        pos = self.queue_position(t)
-        if pool is None or pos is None:
+        if pool is None:
             return None, "not queued"
-        cap = pool.capacity
-        if cap == 0:
-            return None, "the pool has no enabled scanner"
-        mean = pool.mean_duration_s()
-        basis = f"mean of the last {len(pool.durations_s)} completed scans"
-        if mean is None:
-            mean, basis = self.default_duration_s, "default duration (no completed scan yet)"
-        waves = math.ceil(max(0, pos - pool.capacity + pool.active) / cap) if pos else 0
-        return round(waves * mean + (mean / 2 if pool.active >= cap else 0), 1), basis
+        return pool.estimated_wait_s(self.queue_position(t), self.default_duration_s)
+
+    def set_scanner_enabled(self, scanner_id: str, enabled: bool) -> ScannerHandle:
+        """Drain a scanner (no new scans; running ones finish) or enable it again."""
+        sc = self.scanners.get(scanner_id)
+        if sc is None:
+            raise NotFoundError(f"scanner {scanner_id!r} not found")
+        sc.slots.draining = not enabled
+        if enabled:
+            self.pools[sc.spec.pool].wake.set()
+        return sc
 
     async def retire_scanner(self, sc: ScannerHandle) -> None:
         sc.slots.removed = True
@@ -831,60 +662,7 @@ def _unlink_all(files: list[Path]) -> None:
             )
 
 
-def _least_loaded(available: list[ScannerHandle], requested: str | None) -> ScannerHandle | None:
-    chosen = select_scanner([s.slots for s in available], requested)
-    return next(s for s in available if s.slots is chosen) if chosen is not None else None
+# kept importable from here (the daemon's import)
+from nessus_pool.engine.reload import apply_reload  # noqa: E402
 
-
-async def apply_reload(engine: Engine, pools: list[PoolConfig], specs: list[ScannerSpec]) -> None:
-    """Apply a new set of pools and scanners atomically: every check first, then changes.
-    A removed scanner with running scans drains first; a pool is removed only when empty."""
-    new_pools = {p.name: p for p in pools}
-    new_specs = {s.scanner_id: s for s in specs}
-    for name, pool in engine.pools.items():
-        if name not in new_pools and (pool.queue or pool.active):
-            raise ConflictError(
-                f"pool {name!r} still has {len(pool.queue)} queued and {pool.active} running "
-                "scans; let them finish (or cancel them) before removing the pool"
-            )
-    for sid, sc in engine.scanners.items():
-        spec = new_specs.get(sid)
-        if spec is not None and spec.pool != sc.spec.pool and sc.slots.active:
-            raise ConflictError(
-                f"scanner {sid!r} has running scans and cannot move from pool "
-                f"{sc.spec.pool!r} to {spec.pool!r} now"
-            )
-    for name, pc in new_pools.items():
-        if name in engine.pools:
-            engine.pools[name].config = pc
-        else:
-            engine._add_pool(pc)
-    for sid, sc in list(engine.scanners.items()):
-        spec = new_specs.get(sid)
-        if spec is None or spec.pool != sc.spec.pool:
-            await engine.retire_scanner(sc)
-            continue
-        if spec.connection_key() != sc.spec.connection_key():
-            old = sc.client
-            sc.client = engine.client_factory(spec)
-            await old.close()
-            sc.probe_now.set()
-        sc.spec = spec
-        sc.slots.capacity = spec.capacity
-        sc.slots.enabled = spec.enabled
-        pc = new_pools[spec.pool]
-        sc.breaker.threshold, sc.breaker.reset_s = pc.breaker_failures, pc.breaker_reset_s
-        if sc.slots.removed:  # removed by an earlier reload, listed again before it retired
-            sc.slots.removed = False
-            if sc.prober is None or sc.prober.done():
-                sc.prober = engine.spawn(engine._probe_loop(sc), f"probe:{sid}")
-            sc.probe_now.set()
-    for sid, spec in new_specs.items():
-        if sid not in engine.scanners:
-            engine._add_scanner(spec)
-    for name in [n for n in engine.pools if n not in new_pools]:
-        pool = engine.pools.pop(name)
-        if pool.dispatcher is not None:
-            pool.dispatcher.cancel()
-    for pool in engine.pools.values():
-        pool.wake.set()
+__all__ = ["ClientFactory", "CredentialResolver", "Engine", "PoolState", "apply_reload"]
