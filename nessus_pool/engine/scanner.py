@@ -108,6 +108,8 @@ class ScannerHandle:
         self.sem = asyncio.Semaphore(http_concurrency)
         self.rng = random.Random(hash(spec.scanner_id) & 0xFFFF)
         self.probe_now = asyncio.Event()
+        #: set after every probe (tests wait on it instead of sleeping through probe rounds)
+        self.probed = asyncio.Event()
         self.prober: asyncio.Task[None] | None = None
 
     @property
@@ -190,6 +192,12 @@ class ScannerHandle:
 
     async def probe(self) -> bool:
         """Refresh health and licence capability. Returns True if it became eligible."""
+        try:
+            return await self._probe()
+        finally:
+            self.probed.set()
+
+    async def _probe(self) -> bool:
         before = self.slots.eligible
         try:
             cap = await self.client.probe()
