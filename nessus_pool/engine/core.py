@@ -14,13 +14,15 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from nessus_pool.clock import Clock, sleep_or_event
 from nessus_pool.config import PoolConfig
 from nessus_pool.engine.dispatch import dispatch_loop
 from nessus_pool.engine.ingest import ingest_export
 from nessus_pool.engine.pool import PoolState
 from nessus_pool.engine.recovery import recover
-from nessus_pool.engine.runner import RunControl, TaskRunner
+from nessus_pool.engine.runner import RunControl, RunnerSettings, TaskRunner
 from nessus_pool.engine.scanner import ScannerClient, ScannerHandle, ScannerSpec
 from nessus_pool.engine.state import TransitionError, check_transition
 from nessus_pool.errors import CapacityError, ConflictError, NotFoundError
@@ -73,7 +75,7 @@ class Engine:
         self.client_factory = client_factory
         self.resolve_credential = credentials
         self.metrics = metrics or Metrics()
-        self.max_export_bytes = max_export_bytes
+        self.settings = RunnerSettings(max_export_bytes=max_export_bytes)
         self.probe_interval_s = probe_interval_s
         self.default_duration_s = default_duration_s
         self.pools: dict[str, PoolState] = {}
@@ -81,6 +83,9 @@ class Engine:
         #: queued and in-flight tasks (finished ones live in the store only)
         self.tasks: dict[str, Task] = {}
         self.controls: dict[str, RunControl] = {}
+        #: tasks whose end is decided and whose final row is not yet committed: task id ->
+        #: the final state (the live task in :attr:`tasks` shows the last durable one)
+        self.ending: dict[str, Task] = {}
         self.inline_credentials: dict[str, SshCredential] = {}
         self._seq = 0
         self._bg: set[asyncio.Task[None]] = set()
@@ -107,8 +112,6 @@ class Engine:
         self.internal_errors: dict[str, int] = {}
         #: called with a task id whenever that task's stored state changes or is deleted
         self.on_change: list[Callable[[str], None]] = []
-        #: delete our own scans on the scanner once their export is downloaded
-        self.delete_remote_scans = False
         #: set by the service: why a task's targets are out of scope now, or None
         self.scope_check: Callable[[Task], Awaitable[str | None]] | None = None
 
@@ -310,6 +313,8 @@ class Engine:
         coroutine can run between the change in memory and its place in the commit order.
         Returns the commit's future (cancelling it does not withdraw the rows)."""
         try:
+            if t.task_id in self.ending:
+                raise TransitionError(f"task {t.task_id} has ended (its final row is queued)")
             check_transition(t.task_id, t.status, to, dead_letter=t.dead_letter)
         except TransitionError:
             log.error(
@@ -396,8 +401,9 @@ class Engine:
             if stored is None:
                 raise NotFoundError(f"task {task_id!r} not found")
             raise ConflictError(f"task {task_id} already ended ({stored.status.value})")
-        if t.status.is_terminal:  # ended, its final row not yet committed
-            raise ConflictError(f"task {task_id} already ended ({t.status.value})")
+        ending = self.ending.get(task_id)
+        if ending is not None:  # ended, its final row not yet committed
+            raise ConflictError(f"task {task_id} already ended ({ending.status.value})")
         if t.status is TaskStatus.QUEUED:
             self.pools[t.pool].queue.remove(task_id)
             await self.finish(t, TaskStatus.CANCELED, "canceled_by_user")
@@ -472,12 +478,14 @@ class Engine:
         *,
         dead_letter: bool = False,
     ) -> asyncio.Future[None]:
-        """:meth:`finish` without waiting for its commit. The task is terminal in memory on
-        return (a cancel now is refused, not written after the final row); it leaves
-        :attr:`tasks` once the final row is committed, so readers never fall back to an
-        older stored copy in between."""
+        """:meth:`finish` without waiting for its commit. The final state is decided on
+        return: the task is in :attr:`ending`, so a cancel or any other change now is refused
+        instead of being written after the final row. Readers keep seeing the live task
+        until the final row is durable; then it takes the final state and leaves
+        :attr:`tasks` (so they never fall back to an older stored copy in between)."""
+        final = msgspec.structs.replace(t)
         fut = self.change(
-            t,
+            final,
             status,
             status.value,
             ev_reason=reason,
@@ -488,6 +496,7 @@ class Engine:
             finished_at_ms=self.clock.now_ms(),
             progress_pct=100 if status is TaskStatus.COMPLETED else t.progress_pct,
         )
+        self.ending[t.task_id] = final
         # The scan has ended on the scanner: its slot is free now, not after our commit.
         # The final row is already queued, and group commits keep their order, so the next
         # task's "dispatching" is never durable before this task's end.
@@ -496,19 +505,22 @@ class Engine:
             self.dlq_counts[t.pool] = self.dlq_counts.get(t.pool, 0) + 1
         pool = self.pools.get(t.pool)
         duration_s = None
-        if t.started_at_ms is not None and t.finished_at_ms is not None:
-            duration_s = (t.finished_at_ms - t.started_at_ms) / 1000
+        if final.started_at_ms is not None and final.finished_at_ms is not None:
+            duration_s = (final.finished_at_ms - final.started_at_ms) / 1000
             if status is TaskStatus.COMPLETED and pool is not None:
                 pool.durations_s.append(duration_s)
         self.metrics.finished(t.pool, status.value, duration_s)
-        fut.add_done_callback(lambda f: self._ended(f, t))
+        fut.add_done_callback(lambda f: self._ended(f, t, final))
         if pool is not None:
             pool.wake.set()
         return fut
 
-    def _ended(self, fut: asyncio.Future[None], t: Task) -> None:
-        # the final row is committed (or failed: memory already says final either way)
-        if self.tasks.get(t.task_id) is t and t.status.is_terminal:
+    def _ended(self, fut: asyncio.Future[None], t: Task, final: Task) -> None:
+        # the final row is committed (or failed: the end was decided either way)
+        for name in final.__struct_fields__:
+            setattr(t, name, getattr(final, name))
+        self.ending.pop(t.task_id, None)
+        if self.tasks.get(t.task_id) is t:
             self.tasks.pop(t.task_id, None)
             self.controls.pop(t.task_id, None)
             self.inline_credentials.pop(t.task_id, None)
@@ -551,9 +563,13 @@ class Engine:
         )
         self.dlq_counts[t.pool] = max(0, self.dlq_counts.get(t.pool, 0) - 1)
         self.tasks[t.task_id] = t
+        # queued in the same step (a cancel from now on finds it there), but the
+        # dispatcher is woken once the row is durable: the caller sees it queued
         pool.queue.push(t)
-        pool.wake.set()
-        await asyncio.shield(fut)
+        try:
+            await asyncio.shield(fut)
+        finally:
+            pool.wake.set()
         self._notify(t.task_id)
 
     async def purge(self, tasks: list[Task]) -> None:
@@ -572,6 +588,26 @@ class Engine:
             self.pools[sc.spec.pool].wake.set()
             if sc.slots.removed and not sc.slots.active:
                 self._spawn(self._retire(sc), f"retire:{sc.scanner_id}", essential=False)
+
+    @property
+    def max_export_bytes(self) -> int:
+        return self.settings.max_export_bytes
+
+    @property
+    def delete_remote_scans(self) -> bool:
+        """Delete our own scans on the scanner once their export is downloaded."""
+        return self.settings.delete_remote_scans
+
+    @delete_remote_scans.setter
+    def delete_remote_scans(self, value: bool) -> None:
+        self.settings = msgspec.structs.replace(self.settings, delete_remote_scans=value)
+
+    def owns(self, t: Task) -> bool:
+        """``t`` is the live copy of an unfinished task (not one that ended or was replaced)."""
+        return self.tasks.get(t.task_id) is t and t.task_id not in self.ending
+
+    def on_internal_error(self, t: Task) -> None:
+        self.internal_errors[t.pool] = self.internal_errors.get(t.pool, 0) + 1
 
     def on_launched(self, t: Task) -> None:
         self.metrics.launched(t.pool)

@@ -10,10 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import msgspec
+
+from nessus_pool.clock import Clock
 from nessus_pool.engine.state import TransitionError
 from nessus_pool.errors import (
     NessusPoolError,
@@ -28,7 +32,7 @@ from nessus_pool.nessus import ExportResult, RemotePhase, is_terminal
 from nessus_pool.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from nessus_pool.engine.core import Engine, PoolState
+    from nessus_pool.engine.pool import PoolState
     from nessus_pool.engine.scanner import ScannerHandle
 
 T = TypeVar("T")
@@ -113,6 +117,55 @@ def outcome_of(exc: BaseException) -> Outcome:
     return _unexpected(exc)
 
 
+class RunnerSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Engine-wide settings a runner reads (replaced as a whole on reload)."""
+
+    max_export_bytes: int = 2 * 1024**3
+    #: delete our own scans on the scanner once their export is downloaded
+    delete_remote_scans: bool = False
+
+
+class RunnerHost(Protocol):
+    """What a runner needs from the engine: the state owner's operations, the clock and a
+    few hooks. The engine implements it; the runner never sees the rest of the engine."""
+
+    clock: Clock
+    recovery_gate: asyncio.Semaphore
+    settings: RunnerSettings
+    scope_check: Callable[[Task], Awaitable[str | None]] | None
+
+    def change(
+        self,
+        t: Task,
+        to: TaskStatus,
+        event: str,
+        *,
+        ev_reason: str | None = None,
+        ev_detail: str | None = None,
+        **fields: Any,
+    ) -> asyncio.Future[None]: ...
+    def owns(self, t: Task) -> bool: ...
+    async def finish(
+        self,
+        t: Task,
+        status: TaskStatus,
+        reason: str,
+        error: str | None = None,
+        *,
+        dead_letter: bool = False,
+    ) -> None: ...
+    async def requeue(
+        self, t: Task, reason: str, *, use_attempt: bool = True, error: str | None = None
+    ) -> None: ...
+    def critical(self) -> AbstractContextManager[None]: ...
+    def credential_for(self, t: Task) -> SshCredential | None: ...
+    def export_path(self, t: Task) -> Path: ...
+    async def ingest_results(self, t: Task) -> bool: ...
+    def on_launched(self, t: Task) -> None: ...
+    def on_progress(self, t: Task, progress_pct: int | None, hosts: int) -> None: ...
+    def on_internal_error(self, t: Task) -> None: ...
+
+
 @dataclass
 class RunControl:
     """How the outside world talks to a running task."""
@@ -124,7 +177,7 @@ class RunControl:
 class TaskRunner:
     def __init__(
         self,
-        engine: Engine,
+        engine: RunnerHost,
         pool: PoolState,
         task: Task,
         sc: ScannerHandle,
@@ -181,7 +234,7 @@ class TaskRunner:
         except Exception as exc:  # mapped by ERROR_OUTCOMES, including our own bugs
             outcome = outcome_of(exc)
             self._noted(exc, outcome)
-        if t.status.is_terminal or self.e.tasks.get(t.task_id) is not t:
+        if t.status.is_terminal or not self.e.owns(t):
             return  # it ended (or was taken over) before the error: nothing to undo
         if isinstance(outcome, Finished):
             await self.e.finish(
@@ -210,8 +263,7 @@ class TaskRunner:
                     "error": type(exc).__name__,
                 },
             )
-            pool = self.task.pool
-            self.e.internal_errors[pool] = self.e.internal_errors.get(pool, 0) + 1
+            self.e.on_internal_error(self.task)
 
     # --- steps -------------------------------------------------------------------------
 
@@ -478,7 +530,7 @@ class TaskRunner:
                         scan_id,
                         dest,
                         deadline_s=left_s,
-                        max_bytes=self.e.max_export_bytes,
+                        max_bytes=self.e.settings.max_export_bytes,
                         poll_interval_s=min(2.0, self.pool.config.poll_interval_s),
                     ),
                     self.policy,
@@ -533,7 +585,7 @@ class TaskRunner:
             await self.e.change(
                 t, TaskStatus.EXPORTING, "exported", ev_detail=f"sha256={res.sha256}"
             )
-        if self.e.delete_remote_scans:
+        if self.e.settings.delete_remote_scans:
             # only ever the scan this task created, by the id stored when it was created
             await self._delete_remote(scan_id)
         if auth_failed and status is TaskStatus.COMPLETED:
