@@ -85,6 +85,8 @@ class TaskView(msgspec.Struct, kw_only=True):
     queue_position: int | None = None
     estimated_wait_s: float | None = None
     eta_basis: str | None = None
+    #: why a queued scan is not dispatched now (capacity_full, export_only, ...), else None
+    waiting_reason: str | None = None
     progress_pct: int | None = None
     remote_scan_id: int | None = None
     remote_scan_name: str | None = None
@@ -135,6 +137,8 @@ class PoolView(msgspec.Struct, kw_only=True):
     mean_scan_duration_s: float | None
     eta_basis: str
     scanners: list[ScannerView]
+    #: why its queued scans are not dispatched now (see TaskView.waiting_reason), else None
+    waiting_reason: str | None = None
 
 
 class ReloadOutcome(msgspec.Struct, kw_only=True):
@@ -462,6 +466,7 @@ class Service:
             queue_position=self.engine.queue_position(t),
             estimated_wait_s=eta,
             eta_basis=basis,
+            waiting_reason=self.engine.waiting_reason(t),
             progress_pct=t.progress_pct,
             remote_scan_id=t.remote_scan_id,
             remote_scan_name=t.remote_scan_name,
@@ -698,6 +703,7 @@ class Service:
                 else "default duration (no completed scan yet)"
             ),
             scanners=self.scanner_views(name),
+            waiting_reason=self.engine.pool_waiting_reason(name),
         )
 
     def set_scanner_enabled(self, scanner_id: str, enabled: bool) -> ScannerView:

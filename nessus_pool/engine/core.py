@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,12 @@ from nessus_pool.clock import Clock, sleep_or_event
 from nessus_pool.config import PoolConfig
 from nessus_pool.engine.dispatch import dispatch_loop
 from nessus_pool.engine.ingest import ingest_export
-from nessus_pool.engine.pool import PoolState
+from nessus_pool.engine.pool import PoolState, never_launches, waiting_reason
 from nessus_pool.engine.recovery import recover
 from nessus_pool.engine.runner import RunControl, RunnerSettings, TaskRunner
 from nessus_pool.engine.scanner import ScannerClient, ScannerHandle, ScannerSpec
 from nessus_pool.engine.state import TransitionError, check_transition
+from nessus_pool.engine.supervise import Supervisor
 from nessus_pool.errors import CapacityError, ConflictError, NotFoundError
 from nessus_pool.metrics import Metrics
 from nessus_pool.models import INLINE_CREDENTIAL, SshCredential, Task, TaskEvent, TaskStatus
@@ -43,15 +44,6 @@ RECOVERY_CONCURRENCY = 64
 
 def recovery_gate() -> asyncio.Semaphore:
     return asyncio.Semaphore(RECOVERY_CONCURRENCY)
-
-
-async def _after(gate: asyncio.Event, coro: Coroutine[Any, Any, None]) -> None:
-    try:
-        await gate.wait()
-    except BaseException:
-        coro.close()  # cancelled before it began: never started, nothing to undo
-        raise
-    await coro
 
 
 class Engine:
@@ -88,22 +80,10 @@ class Engine:
         self.ending: dict[str, Task] = {}
         self.inline_credentials: dict[str, SshCredential] = {}
         self._seq = 0
-        self._bg: set[asyncio.Task[None]] = set()
-        #: background loops the engine cannot work without (supervised)
-        self._essential: set[asyncio.Task[None]] = set()
-        #: runners in a critical section (export, ingest, final write): a stop waits for them
-        self._critical: set[asyncio.Task[Any]] = set()
-        self.stopping = False
-        #: why the engine is broken (an essential loop died), or None: readiness fails
-        self.death: str | None = None
-        #: called once with :attr:`death` when the first essential loop dies
-        self.on_death: list[Callable[[str], None]] = []
-        #: how long :meth:`stop` lets exports and result ingestion in flight finish
-        self.shutdown_grace_s = shutdown_grace_s
+        #: every background task, named and supervised
+        self.supervisor = Supervisor(clock, shutdown_grace_s=shutdown_grace_s)
         self._changed: dict[str, asyncio.Event] = {}
         self.started = False
-        #: while set (a held start), new background tasks wait for it
-        self._gate: asyncio.Event | None = None
         #: bounds the first scanner call of probes and re-attached runners (a restart with
         #: 2,000 running scans and 500 scanners would otherwise send them all at once)
         self.recovery_gate = recovery_gate()
@@ -124,7 +104,7 @@ class Engine:
         probes, runners and dispatchers it creates wait for :meth:`release_background`, so a
         daemon can open its listener before the first burst of scanner traffic."""
         if hold_background:
-            self._gate = asyncio.Event()
+            self.supervisor.gate = asyncio.Event()
         self.exports_dir.mkdir(parents=True, exist_ok=True)
         self._seq = await self.store.max_seq()
         self.dlq_counts = await self.store.dlq_counts()
@@ -138,44 +118,19 @@ class Engine:
 
     def release_background(self) -> None:
         """Let the background work created by :meth:`start` run, and dispatch."""
-        if self._gate is not None:
-            self._gate.set()
-            self._gate = None
+        gate, self.supervisor.gate = self.supervisor.gate, None
+        if gate is not None:
+            gate.set()
         for pool in self.pools.values():
             pool.wake.set()
         self.started = True
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop in order: no more dispatching or probing; runners exporting or ingesting
-        results get ``grace_s`` (default :attr:`shutdown_grace_s`) of the engine clock to
+        results get ``grace_s`` (default ``shutdown_grace_s``) of the engine clock to
         finish; then everything left is cancelled. Every other state was already committed
         as it changed, and final writes are shielded."""
-        self.stopping = True
-        grace_s = self.shutdown_grace_s if grace_s is None else grace_s
-        busy = {t for t in self._critical if not t.done()}
-        for t in list(self._bg):
-            if t not in busy:
-                t.cancel(msg="engine stopping")
-        if busy:
-            log.info(
-                "waiting for results in flight",
-                extra={"event": "engine_draining", "tasks": len(busy), "grace_s": grace_s},
-            )
-            drained = asyncio.Event()
-            waiter = asyncio.ensure_future(asyncio.wait(busy))
-            waiter.add_done_callback(lambda _: drained.set())
-            await sleep_or_event(self.clock, drained, grace_s)
-            waiter.cancel()
-            left = [t for t in busy if not t.done()]
-            if left:
-                log.warning(
-                    "grace period over, cancelling",
-                    extra={"event": "engine_grace_expired", "tasks": len(left)},
-                )
-            for t in left:
-                t.cancel(msg=f"engine stopping: {grace_s:g}s grace period over")
-        if self._bg:
-            await asyncio.gather(*self._bg, return_exceptions=True)
+        await self.supervisor.stop(grace_s)
         for sc in self.scanners.values():
             await sc.client.close()
 
@@ -183,61 +138,28 @@ class Engine:
         """Run a supervised, named background task that stops with the engine. An
         ``essential`` one (a loop the daemon cannot work without) that raises ends the
         engine's health: :attr:`death` is set and :attr:`on_death` hooks are called."""
-        return self._spawn(coro, name, essential=essential)
+        return self.supervisor.spawn(coro, name, essential=essential)
 
-    def _spawn(self, coro: object, name: str, *, essential: bool = True) -> asyncio.Task[None]:
-        if self._gate is not None:
-            coro = _after(self._gate, coro)  # type: ignore[arg-type]
-        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
-        self._bg.add(task)
-        if essential:
-            self._essential.add(task)
-        task.add_done_callback(self._reap)
-        return task
+    _spawn = spawn
 
-    @contextlib.contextmanager
-    def critical(self) -> Iterator[None]:
-        """Mark the current task as finishing work a stop should let complete (an export
-        being downloaded and ingested): :meth:`stop` waits for it within the grace period."""
-        task = asyncio.current_task()
-        assert task is not None
-        self._critical.add(task)
-        try:
-            yield
-        finally:
-            self._critical.discard(task)
+    def critical(self) -> contextlib.AbstractContextManager[None]:
+        """Mark the current task as finishing work (export, ingest, final write) that a
+        stop lets complete within the grace period."""
+        return self.supervisor.critical()
 
-    def _reap(self, task: asyncio.Task[None]) -> None:
-        self._bg.discard(task)
-        essential = task in self._essential
-        self._essential.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is None:
-            return
-        log.error(
-            "background task died",
-            exc_info=exc,
-            extra={
-                "event": "background_task_died",
-                "task": task.get_name(),
-                "essential": essential,
-                "error": type(exc).__name__,
-            },
-        )
-        if essential and not self.stopping and self.death is None:
-            self.death = f"{task.get_name()}: {type(exc).__name__}: {exc}"[:500]
-            log.critical(
-                "essential background task died, the daemon must stop",
-                extra={
-                    "event": "engine_essential_task_died",
-                    "task": task.get_name(),
-                    "error": f"{type(exc).__name__}: {exc}"[:500],
-                },
-            )
-            for hook in self.on_death:
-                hook(self.death)
+    @property
+    def death(self) -> str | None:
+        """Why the engine is broken (an essential loop died), or None: readiness fails."""
+        return self.supervisor.death
+
+    @property
+    def on_death(self) -> list[Callable[[str], None]]:
+        """Called once with :attr:`death` when the first essential loop dies."""
+        return self.supervisor.on_death
+
+    @property
+    def stopping(self) -> bool:
+        return self.supervisor.stopping
 
     def add_pool(self, pc: PoolConfig) -> PoolState:
         pool = PoolState(config=pc)
@@ -385,6 +307,14 @@ class Engine:
             )
         if t.requested_scanner is not None and t.requested_scanner not in pool.scanners:
             raise NotFoundError(f"scanner {t.requested_scanner!r} is not in pool {t.pool!r}")
+        blocked = never_launches(pool, t.requested_scanner)
+        if blocked:
+            why = "; ".join(f"{sid}: {self.scanners[sid].slots.message}" for sid in blocked)
+            raise ConflictError(
+                f"pool {t.pool!r} cannot launch scans: every scanner it could use is "
+                f"export-only ({why}); the scan would wait forever. Use a pool with a "
+                "scanner licensed for scan creation through the API"
+            )
         if inline is not None:
             self.inline_credentials[t.task_id] = inline
         await self.persist(t, "queued")
@@ -657,6 +587,23 @@ class Engine:
         if pool is None:
             return None, "not queued"
         return pool.estimated_wait_s(self.queue_position(t), self.default_duration_s)
+
+    def waiting_reason(self, t: Task) -> str | None:
+        """Why a queued task is not dispatched now (see :data:`pool.WAITING_REASONS`); None
+        when it is not queued or a scanner can take it."""
+        if t.status is not TaskStatus.QUEUED or t.task_id in self.ending:
+            return None
+        pool = self.pools.get(t.pool)
+        if pool is None:
+            return "no_scanners"
+        return waiting_reason(pool, t.requested_scanner)
+
+    def pool_waiting_reason(self, name: str) -> str | None:
+        """Why the pool's queued tasks wait (None when nothing is queued or it dispatches)."""
+        pool = self.pools.get(name)
+        if pool is None or not pool.queue:
+            return None
+        return waiting_reason(pool)
 
     def set_scanner_enabled(self, scanner_id: str, enabled: bool) -> ScannerHandle:
         """Drain a scanner (no new scans; running ones finish) or enable it again."""

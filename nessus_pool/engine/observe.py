@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from prometheus_client.core import GaugeMetricFamily
 
 from nessus_pool.engine.core import Engine
+from nessus_pool.engine.pool import waiting_reason
 from nessus_pool.models import TaskStatus
 
 
@@ -62,4 +63,14 @@ def snapshot(engine: Engine) -> Iterable[GaugeMetricFamily]:
         "nessus_pool_engine_healthy", "0 once an essential background loop has died"
     )
     healthy.add_metric([], 0 if engine.death else 1)
-    return [active, capacity, up, circuit, depth, oldest, dlq, internal, healthy]
+    waiting = GaugeMetricFamily(
+        "nessus_pool_queue_blocked",
+        "Queued scans no scanner of their pool can take now, by reason (see waiting_reason)",
+        labels=["pool", "reason"],
+    )
+    for name, pool in engine.pools.items():
+        if pool.queue:
+            reason = waiting_reason(pool)
+            if reason is not None:
+                waiting.add_metric([name, reason], len(pool.queue))
+    return [active, capacity, up, circuit, depth, oldest, dlq, internal, healthy, waiting]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from nessus_pool.config import PoolConfig
 from nessus_pool.engine.scanner import ScannerHandle
 from nessus_pool.queues import PoolQueue
-from nessus_pool.retry import RetryPolicy
+from nessus_pool.retry import BreakerState, RetryPolicy
 
 
 def retry_policy(pc: PoolConfig) -> RetryPolicy:
@@ -86,3 +86,66 @@ class PoolState:
             mean, basis = default_duration_s, "default duration (no completed scan yet)"
         waves = math.ceil(max(0, position - cap + self.active) / cap) if position else 0
         return round(waves * mean + (mean / 2 if self.active >= cap else 0), 1), basis
+
+
+#: why a queued task waits, most hopeful first: when scanners are blocked for different
+#: reasons, the pool reports the one most likely to clear soonest
+WAITING_REASONS = (
+    "capacity_full",
+    "circuit_open",
+    "scanners_unreachable",
+    "scanners_draining",
+    "export_only",
+    "no_scanners",
+)
+
+
+def scanner_blocker(sc: ScannerHandle) -> str | None:
+    """Why this scanner cannot take a new scan now, or None if it can. Pure: reads state
+    only (unlike :meth:`ScannerHandle.available`, which moves an expired breaker to
+    half-open)."""
+    slots = sc.slots
+    if slots.removed or not slots.enabled or slots.draining:
+        return "scanners_draining"
+    if not slots.reachable:
+        return "scanners_unreachable"
+    if not slots.scan_api:
+        return "export_only"
+    if sc.breaker.state is BreakerState.OPEN:
+        return "circuit_open"
+    if slots.free <= 0:
+        return "capacity_full"
+    return None
+
+
+def waiting_reason(pool: PoolState, requested_scanner: str | None = None) -> str | None:
+    """Why a task queued in ``pool`` (pinned to ``requested_scanner``, if given) is not
+    dispatched now, from :data:`WAITING_REASONS`; None when a scanner could take it."""
+    scanners = [
+        s
+        for s in pool.scanners.values()
+        if requested_scanner is None or s.scanner_id == requested_scanner
+    ]
+    blockers = set()
+    for sc in scanners:
+        blocker = scanner_blocker(sc)
+        if blocker is None:
+            return None
+        blockers.add(blocker)
+    if not blockers:
+        return "no_scanners"
+    return next(r for r in WAITING_REASONS if r in blockers)
+
+
+def never_launches(pool: PoolState, requested_scanner: str | None = None) -> list[str]:
+    """The scanners of ``pool`` (or the requested one) if every one of them is known to be
+    unable to launch scans through the API (an export-only licence), else []. A scanner not
+    probed yet, or merely down, may still launch: it does not count."""
+    scanners = [
+        s
+        for s in pool.scanners.values()
+        if not s.slots.removed and (requested_scanner is None or s.scanner_id == requested_scanner)
+    ]
+    if scanners and all(s.slots.reachable and not s.slots.scan_api for s in scanners):
+        return [s.scanner_id for s in scanners]
+    return []
