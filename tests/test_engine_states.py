@@ -4,6 +4,7 @@ the fake clock. Each lifecycle outcome, end to end, in milliseconds."""
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,23 @@ def test_transition_table_refuses_leaving_a_final_state() -> None:
         assert (TaskStatus.EXPORTING in ALLOWED[status]) == (
             status in {TaskStatus.RUNNING, TaskStatus.EXPORTING}
         )
+
+
+async def test_a_cancel_does_not_wait_out_a_retry_backoff(tmp_path: Path) -> None:
+    slow = _pool(retry_base_delay_s=60.0, retry_max_delay_s=60.0)
+    async with engine_rig(tmp_path, pool=slow) as rig:
+        fake = rig.fakes["fake-1"]
+        t = await rig.submit()
+        await rig.until(lambda: t.status is TaskStatus.RUNNING)
+        # Random(2) makes the first backoff 57 s: a cancel must not wait for it
+        rig.engine.scanners["fake-1"].rng = random.Random(2)
+        fake.fail_next("scan_details", TransientScannerError("connection reset"), 2)
+        await rig.until(lambda: fake.count("scan_details") >= 2, step_s=0.5)
+        assert rig.clock.sleepers  # the runner is in its backoff
+        await rig.engine.cancel(t.task_id)
+        asked_s = rig.clock.monotonic_s()
+        await rig.until(lambda: t.task_id not in rig.engine.tasks, step_s=0.5)
+        stored = await rig.stored(t.task_id)
+        assert (stored.status, stored.reason) == (TaskStatus.CANCELED, "canceled_by_user")
+        assert rig.clock.monotonic_s() - asked_s < 5.0
+        assert fake.count("stop_scan") == 1

@@ -215,10 +215,11 @@ class TaskRunner:
         what: str = "",
     ) -> T:
         gate, self._first_call_gate = self._first_call_gate, None
+        wake = self.control.wake
         if gate is None:
-            return await self.sc.call(op, policy, idempotent=idempotent, what=what)
+            return await self.sc.call(op, policy, idempotent=idempotent, what=what, interrupt=wake)
         async with gate:
-            return await self.sc.call(op, policy, idempotent=idempotent, what=what)
+            return await self.sc.call(op, policy, idempotent=idempotent, what=what, interrupt=wake)
 
     @property
     def policy(self) -> RetryPolicy:
@@ -234,6 +235,14 @@ class TaskRunner:
         except Exception as exc:  # mapped by ERROR_OUTCOMES, including our own bugs
             outcome = outcome_of(exc)
             self._noted(exc, outcome)
+        if isinstance(outcome, Requeued) and self.control.cancel_requested:
+            # canceled while a step failed: the user asked for an end, not another attempt
+            outcome = Finished(TaskStatus.CANCELED, "canceled_by_user")
+            if t.status is TaskStatus.DISPATCHING and t.remote_scan_id is not None:
+                try:
+                    await self._delete_remote(t.remote_scan_id)  # created, never launched
+                except Exception as exc:  # the cancel stands whatever the scanner says
+                    self._noted(exc, Requeued("internal_error"))
         if t.status.is_terminal or not self.e.owns(t):
             return  # it ended (or was taken over) before the error: nothing to undo
         if isinstance(outcome, Finished):

@@ -11,7 +11,7 @@ from typing import Protocol, TypeVar
 
 import msgspec
 
-from nessus_pool.clock import Clock
+from nessus_pool.clock import Clock, sleep_or_event
 from nessus_pool.errors import RateLimitedError, ScannerAuthError, ScannerError
 from nessus_pool.models import ScanSpec
 from nessus_pool.nessus import (
@@ -148,9 +148,12 @@ class ScannerHandle:
         *,
         idempotent: bool = True,
         what: str = "",
+        interrupt: asyncio.Event | None = None,
     ) -> T:
         """Run one client call, retrying transient failures of idempotent calls with
-        backoff. 429 waits Retry-After without using an attempt."""
+        backoff. 429 waits Retry-After without using an attempt. A set ``interrupt`` ends a
+        backoff sleep early and re-raises the last error instead of trying again (a cancel
+        does not wait out a minute of backoff)."""
         attempt = 0
         while True:
             attempt += 1
@@ -181,7 +184,10 @@ class ScannerHandle:
                         "error": str(exc),
                     },
                 )
-                await self.clock.sleep(delay)
+                if interrupt is None:
+                    await self.clock.sleep(delay)
+                elif await sleep_or_event(self.clock, interrupt, delay):
+                    raise
             else:
                 if self.breaker.state is not BreakerState.CLOSED or not self.slots.reachable:
                     self.breaker.success()
