@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 
 from nessus_pool.config import PoolConfig
+from nessus_pool.engine.outcome import Finished, Requeued, Stop, outcome_of
 from nessus_pool.engine.state import ALLOWED, TransitionError, check_transition
-from nessus_pool.errors import ScanApiUnavailableError, TransientScannerError
+from nessus_pool.errors import (
+    RemoteNotFoundError,
+    ScanApiUnavailableError,
+    StorageError,
+    TransientScannerError,
+    UnsafeXmlError,
+)
 from nessus_pool.models import TERMINAL_STATUSES, UNFINISHED_STATUSES, TaskStatus
 from nessus_pool.nessus import RemotePhase
 from nessus_pool.testing import FakeScan, engine_rig
@@ -182,3 +189,27 @@ async def test_a_cancel_does_not_wait_out_a_retry_backoff(tmp_path: Path) -> Non
         assert (stored.status, stored.reason) == (TaskStatus.CANCELED, "canceled_by_user")
         assert rig.clock.monotonic_s() - asked_s < 5.0
         assert fake.count("stop_scan") == 1
+
+
+def test_outcome_table_maps_each_error_to_one_outcome() -> None:
+    assert outcome_of(ScanApiUnavailableError("export only")) == Requeued(
+        "scanner_export_only", use_attempt=False
+    )
+    refused = outcome_of(RemoteNotFoundError("gone", status=404))
+    assert isinstance(refused, Finished)
+    assert (refused.status, refused.reason, refused.dead_letter) == (
+        TaskStatus.FAILED,
+        "scanner_refused",
+        True,
+    )
+    flaky = outcome_of(TransientScannerError("reset"))
+    assert isinstance(flaky, Requeued) and flaky.reason == "scanner_error: scanner_unavailable"
+    assert outcome_of(UnsafeXmlError("entity")) == Finished(
+        TaskStatus.FAILED, "results_unreadable", "entity", dead_letter=True
+    )
+    storage = outcome_of(StorageError("disk full"))
+    assert isinstance(storage, Finished) and storage.reason == "storage_error"
+    bug = outcome_of(RecursionError("deep"))
+    assert bug == Requeued("internal_error", error="RecursionError: deep")
+    stop = Finished(TaskStatus.CANCELED, "canceled_by_user")
+    assert outcome_of(Stop(stop)) is stop

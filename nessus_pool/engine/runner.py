@@ -18,12 +18,10 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import msgspec
 
 from nessus_pool.clock import Clock
+from nessus_pool.engine.outcome import Finished, Outcome, Requeued, Stop, outcome_of
 from nessus_pool.engine.state import TransitionError
 from nessus_pool.errors import (
-    NessusPoolError,
-    PermanentScannerError,
     RemoteNotFoundError,
-    ResultsError,
     ScanApiUnavailableError,
     ScannerError,
 )
@@ -53,68 +51,6 @@ def exported(t: Task, dest: Path) -> bool:
         and t.export_path == str(dest)
         and t.authentication_status is not None
     )
-
-
-@dataclass(frozen=True)
-class Finished:
-    """Outcome: the task ends in ``status``."""
-
-    status: TaskStatus
-    reason: str
-    error: str | None = None
-    dead_letter: bool = False
-
-
-@dataclass(frozen=True)
-class Requeued:
-    """Outcome: the task goes back to its pool's queue (optionally using up an attempt)."""
-
-    reason: str
-    use_attempt: bool = True
-    error: str | None = None
-
-
-Outcome = Finished | Requeued
-
-
-class Stop(Exception):
-    """Leave the lifecycle early with ``outcome`` (a cancel or a lost scan found deep in a
-    step); the normal end of a step is a returned outcome."""
-
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(outcome.reason)
-        self.outcome = outcome
-
-
-def _unexpected(exc: BaseException) -> Outcome:
-    return Requeued("internal_error", error=f"{type(exc).__name__}: {exc}"[:500])
-
-
-#: what a step that raised leads to; the first row whose type matches wins (so subclasses
-#: come before their bases). Anything unexpected is requeued as ``internal_error``.
-ERROR_OUTCOMES: tuple[tuple[type[BaseException], Callable[[Any], Outcome]], ...] = (
-    (Stop, lambda e: e.outcome),
-    (ScanApiUnavailableError, lambda e: Requeued("scanner_export_only", use_attempt=False)),
-    (
-        PermanentScannerError,
-        lambda e: Finished(TaskStatus.FAILED, "scanner_refused", str(e), dead_letter=True),
-    ),
-    (ScannerError, lambda e: Requeued(f"scanner_error: {e.code}", error=str(e))),
-    (
-        ResultsError,
-        lambda e: Finished(TaskStatus.FAILED, "results_unreadable", str(e), dead_letter=True),
-    ),
-    (NessusPoolError, lambda e: Finished(TaskStatus.FAILED, e.code, str(e), dead_letter=True)),
-    (Exception, _unexpected),
-)
-
-
-def outcome_of(exc: BaseException) -> Outcome:
-    """The outcome of a lifecycle step that raised ``exc`` (pure: no side effects)."""
-    for kind, make in ERROR_OUTCOMES:
-        if isinstance(exc, kind):
-            return make(exc)
-    return _unexpected(exc)
 
 
 class RunnerSettings(msgspec.Struct, frozen=True, kw_only=True):
