@@ -11,7 +11,7 @@ import pytest
 
 from nessus_pool.config import PoolConfig
 from nessus_pool.engine.outcome import Finished, Requeued, Stop, outcome_of
-from nessus_pool.engine.state import ALLOWED, TransitionError, check_transition
+from nessus_pool.engine.state import ALLOWED, TransitionError, check_transition, transition
 from nessus_pool.errors import (
     RemoteNotFoundError,
     ScanApiUnavailableError,
@@ -19,8 +19,9 @@ from nessus_pool.errors import (
     TransientScannerError,
     UnsafeXmlError,
 )
-from nessus_pool.models import TERMINAL_STATUSES, UNFINISHED_STATUSES, TaskStatus
+from nessus_pool.models import TERMINAL_STATUSES, UNFINISHED_STATUSES, Task, TaskStatus
 from nessus_pool.nessus import RemotePhase
+from nessus_pool.store import Q_INSERT_EVENT, Q_UPSERT_TASK
 from nessus_pool.testing import FakeScan, engine_rig
 
 
@@ -213,3 +214,26 @@ def test_outcome_table_maps_each_error_to_one_outcome() -> None:
     assert bug == Requeued("internal_error", error="RecursionError: deep")
     stop = Finished(TaskStatus.CANCELED, "canceled_by_user")
     assert outcome_of(Stop(stop)) is stop
+
+
+def test_transition_applies_the_step_and_returns_its_rows_or_refuses_untouched() -> None:
+    t = Task(
+        task_id="t1",
+        seq=1,
+        pool="lan",
+        name="n",
+        targets=["10.0.0.1"],
+        status=TaskStatus.RUNNING,
+        created_at_ms=1,
+        updated_at_ms=1,
+    )
+    ops = transition(t, TaskStatus.EXPORTING, "exporting", 5, reason="completed")
+    assert (t.status, t.updated_at_ms, t.reason) == (TaskStatus.EXPORTING, 5, "completed")
+    (task_sql, task_row), (event_sql, event_row) = ops
+    assert task_sql == Q_UPSERT_TASK and task_row[3] == "exporting"
+    assert event_sql == Q_INSERT_EVENT and tuple(event_row) == ("t1", 5, "exporting", None, None)
+    done = transition(t, TaskStatus.COMPLETED, "completed", 6)
+    assert len(done) == 2 and t.status is TaskStatus.COMPLETED
+    with pytest.raises(TransitionError):
+        transition(t, TaskStatus.RUNNING, "running", 7, progress_pct=3)
+    assert (t.status, t.updated_at_ms, t.progress_pct) == (TaskStatus.COMPLETED, 6, None)

@@ -24,11 +24,11 @@ from nessus_pool.engine.pool import PoolState, never_launches, waiting_reason
 from nessus_pool.engine.recovery import recover
 from nessus_pool.engine.runner import RunControl, RunnerSettings, TaskRunner
 from nessus_pool.engine.scanner import ScannerClient, ScannerHandle, ScannerSpec
-from nessus_pool.engine.state import TransitionError, check_transition
+from nessus_pool.engine.state import TransitionError, check_transition, transition
 from nessus_pool.engine.supervise import Supervisor
 from nessus_pool.errors import CapacityError, ConflictError, NotFoundError
 from nessus_pool.metrics import Metrics
-from nessus_pool.models import INLINE_CREDENTIAL, SshCredential, Task, TaskEvent, TaskStatus
+from nessus_pool.models import INLINE_CREDENTIAL, SshCredential, Task, TaskStatus
 from nessus_pool.retry import CircuitBreaker
 from nessus_pool.store import Store
 
@@ -250,23 +250,17 @@ class Engine:
                 },
             )
             raise
-        for name, value in fields.items():
-            setattr(t, name, value)
-        t.status = to
-        t.updated_at_ms = self.clock.now_ms()
         fut = self.store.enqueue(
-            [
-                Store.op_save_task(t),
-                Store.op_event(
-                    TaskEvent(
-                        task_id=t.task_id,
-                        at_ms=t.updated_at_ms,
-                        status=event,
-                        reason=ev_reason,
-                        detail=ev_detail,
-                    )
-                ),
-            ]
+            transition(
+                t,
+                to,
+                event,
+                self.clock.now_ms(),
+                ev_reason=ev_reason,
+                ev_detail=ev_detail,
+                checked=True,
+                **fields,
+            )
         )
         log.info(
             "task %s",

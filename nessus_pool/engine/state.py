@@ -11,8 +11,11 @@ is a transition to the same status and is allowed only while the task is unfinis
 
 from __future__ import annotations
 
+from typing import Any
+
 from nessus_pool.errors import NessusPoolError
-from nessus_pool.models import TaskStatus
+from nessus_pool.models import Task, TaskEvent, TaskStatus
+from nessus_pool.store import Op, Store
 
 _Q = TaskStatus.QUEUED
 _D = TaskStatus.DISPATCHING
@@ -62,3 +65,34 @@ def check_transition(
         old=old.value,
         new=new.value,
     )
+
+
+def transition(
+    t: Task,
+    to: TaskStatus,
+    event: str,
+    now_ms: int,
+    *,
+    ev_reason: str | None = None,
+    ev_detail: str | None = None,
+    checked: bool = False,
+    **fields: Any,
+) -> list[Op]:
+    """Apply one lifecycle step to ``t`` (synchronously: ``fields``, then ``status`` and
+    ``updated_at_ms``) and return the store operations that record it: the task row and an
+    event row named ``event``. Raises :class:`TransitionError` (before touching ``t``) unless
+    the change is allowed; ``checked`` when the caller has just checked it."""
+    if not checked:
+        check_transition(t.task_id, t.status, to, dead_letter=t.dead_letter)
+    for name, value in fields.items():
+        setattr(t, name, value)
+    t.status = to
+    t.updated_at_ms = now_ms
+    return [
+        Store.op_save_task(t),
+        Store.op_event(
+            TaskEvent(
+                task_id=t.task_id, at_ms=now_ms, status=event, reason=ev_reason, detail=ev_detail
+            )
+        ),
+    ]
