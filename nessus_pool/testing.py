@@ -396,15 +396,16 @@ async def engine_rig(
     clock: FakeClock | None = None,
     fakes: dict[str, FakeNessus] | None = None,
     delete_remote_scans: bool = False,
+    scanner_ids: list[str] | None = None,
 ) -> AsyncIterator[Rig]:
     """A started :class:`Engine` on a real SQLite file under ``path`` with ``scanners``
-    fake scanners (``fake-1``...) of ``cap`` slots in pool ``lan``. Pass the ``clock`` and
-    ``fakes`` of an earlier rig on the same ``path`` to simulate a restart."""
+    fake scanners (``fake-1``... or ``scanner_ids``) of ``cap`` slots in pool ``lan``.
+    Pass the ``clock`` and ``fakes`` of an earlier rig on the same ``path`` to simulate a
+    restart."""
     clock = clock or FakeClock()
     fakes = fakes if fakes is not None else {}
     specs = []
-    for i in range(1, scanners + 1):
-        sid = f"fake-{i}"
+    for sid in scanner_ids or [f"fake-{i}" for i in range(1, scanners + 1)]:
         fakes.setdefault(sid, FakeNessus(sid, clock, scan_s=scan_s))
         specs.append(ScannerSpec(scanner_id=sid, pool=pool.name, url=f"fake://{sid}", capacity=cap))
     store = HeldStore(path / "state.db")

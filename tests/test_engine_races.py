@@ -14,7 +14,7 @@ import pytest
 from nessus_pool.errors import ConflictError, PermanentScannerError, ScanApiUnavailableError
 from nessus_pool.models import Task, TaskStatus
 from nessus_pool.nessus import RemotePhase
-from nessus_pool.testing import Rig, engine_rig, settle
+from nessus_pool.testing import FakeNessus, Rig, engine_rig, settle
 
 
 async def _cancel_while_held(rig: Rig, t: Task, event: str) -> None:
@@ -160,3 +160,25 @@ async def test_unexpected_runner_error_frees_the_slot_and_requeues(
         assert [e.reason for e in events if e.status == "requeued"] == ["internal_error"]
         assert rig.engine.internal_errors == {"lan": 1}
         assert not rig.engine.scanners["fake-1"].slots.active
+
+
+async def test_crash_after_checkpoint_then_scanner_removed_still_completes(
+    tmp_path: Path,
+) -> None:
+    """The results were stored before the crash; the scanner is gone after the restart:
+    the task ends as it would have (was: dead-lettered as scanner_removed)."""
+    async with engine_rig(tmp_path, scan_s=5.0, delete_remote_scans=True) as rig:
+        deleted = rig.fakes["fake-1"].hold("delete_scan")
+        t = await rig.submit()
+        await rig.until(deleted.entered.is_set)
+        clock = rig.clock
+    fakes = {"fake-2": FakeNessus("fake-2", clock)}
+    async with engine_rig(tmp_path, clock=clock, fakes=fakes, scanner_ids=["fake-2"]) as rig:
+        assert "fake-1" not in rig.engine.scanners
+        stored = await rig.stored(t.task_id)
+        assert (stored.status, stored.reason, stored.dead_letter) == (
+            TaskStatus.COMPLETED,
+            "completed",
+            False,
+        )
+        assert await rig.store.count_findings(t.task_id) > 0

@@ -8,6 +8,7 @@ import gc
 import logging
 from typing import TYPE_CHECKING
 
+from nessus_pool.engine.runner import exported, exported_outcome
 from nessus_pool.models import Task, TaskStatus
 from nessus_pool.targets import total_addresses
 
@@ -49,7 +50,17 @@ async def _recover_tasks(engine: Engine) -> None:
             continue
         sc = engine.scanners.get(t.scanner_id or "")
         if sc is None or sc.spec.pool != t.pool:
-            if t.remote_scan_id is None:
+            if exported(t, engine.export_path(t)):
+                # its results were stored before the restart: it ends as it would have
+                timed_out = t.reason == "max_scan_duration"
+                outcome = exported_outcome(
+                    t,
+                    TaskStatus.TIMED_OUT if timed_out else TaskStatus.COMPLETED,
+                    "max_scan_duration" if timed_out else "completed",
+                )
+                engine.tasks[t.task_id] = t
+                await engine.finish(t, outcome.status, outcome.reason, outcome.error)
+            elif t.remote_scan_id is None:
                 await engine.requeue(t, "scanner_removed", use_attempt=False)
                 requeued += 1
             else:

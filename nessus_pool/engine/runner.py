@@ -53,6 +53,21 @@ def exported(t: Task, dest: Path) -> bool:
     )
 
 
+def exported_outcome(t: Task, status: TaskStatus, reason: str) -> Finished:
+    """The end of a task whose results are stored (its "exported" checkpoint): ``status``
+    and ``reason``, except that a completed authenticated scan whose authentication failed
+    ends failed. Pure: recovery uses it too when the scanner is gone."""
+    auth_failed = t.scan_type.is_authenticated and t.authentication_status == "failed"
+    if auth_failed and status is TaskStatus.COMPLETED:
+        return Finished(
+            TaskStatus.FAILED,
+            "authentication_failed",
+            "the scan ran but authentication failed on at least one host; "
+            "see validation.troubleshooting",
+        )
+    return Finished(status, reason)
+
+
 class RunnerSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Engine-wide settings a runner reads (replaced as a whole on reload)."""
 
@@ -515,16 +530,14 @@ class TaskRunner:
         self, status: TaskStatus, reason: str, scan_id: int, dest: Path
     ) -> Outcome:
         t = self.task
-        if exported(t, dest):
-            # checkpoint from before a restart: findings and results are stored, and the
-            # remote scan may be gone already
-            auth_failed = t.scan_type.is_authenticated and t.authentication_status == "failed"
-        else:
+        # with the checkpoint from before a restart, findings and results are stored and
+        # the remote scan may be gone already: nothing to download
+        if not exported(t, dest):
             res = await self._export(scan_id, dest)
             t.export_path = str(Path(res.path))
             t.export_sha256 = res.sha256
             t.export_bytes = res.size_bytes
-            auth_failed = await self.e.ingest_results(t)
+            await self.e.ingest_results(t)
             # the "exported" checkpoint is durable before the remote scan can be deleted: a
             # crash in between must not turn a finished scan into a 404 on restart
             await self.e.change(
@@ -533,11 +546,4 @@ class TaskRunner:
         if self.e.settings.delete_remote_scans:
             # only ever the scan this task created, by the id stored when it was created
             await self._delete_remote(scan_id)
-        if auth_failed and status is TaskStatus.COMPLETED:
-            return Finished(
-                TaskStatus.FAILED,
-                "authentication_failed",
-                "the scan ran but authentication failed on at least one host; "
-                "see validation.troubleshooting",
-            )
-        return Finished(status, reason)
+        return exported_outcome(t, status, reason)
