@@ -1,4 +1,5 @@
-"""Dispatcher, task runners, scanner health, recovery and reload."""
+"""The engine: one owner of task state (core), dispatch, runners, scanner health, recovery,
+reload and supervision. See ``core`` for the map."""
 
 from nessus_pool.engine.core import Engine
 from nessus_pool.engine.pool import PoolState

@@ -1,8 +1,17 @@
-"""The engine: pool queues, event-driven dispatch, task runners, recovery, reload.
+"""The engine, the one owner of task state: the live tasks, their queues and scanner slots,
+and every status change.
 
-One event loop holds the queues in memory; every state change is written through to the
-store first. Dispatch is woken by events (new task, freed slot, scanner back, reload), never
-by a sleep loop; only scanner status polling uses an interval.
+A change goes through :meth:`Engine.change`: checked against ``state.ALLOWED``, applied in
+memory and its rows queued for commit in one synchronous step, so no coroutine ever sees
+memory and the commit order disagree (the races of issue #12 came from an ``await`` between
+the two). The class is long because every transition and its bookkeeping (slots, queues,
+dead-letter counts, metrics, notifications) belong together; the rest lives beside it:
+
+- ``state``: the transition table; ``outcome``: what a runner step leads to
+- ``dispatch``: queued tasks onto free scanners (event-driven, never a sleep loop)
+- ``runner``: one dispatched task on one scanner; ``scanner``: a scanner's calls and health
+- ``recovery``: unfinished tasks back at start; ``reload``: SIGHUP through public operations
+- ``pool``: a pool's state, wait estimate and waiting reason; ``supervise``: background tasks
 """
 
 from __future__ import annotations
