@@ -237,3 +237,19 @@ def test_transition_applies_the_step_and_returns_its_rows_or_refuses_untouched()
     with pytest.raises(TransitionError):
         transition(t, TaskStatus.RUNNING, "running", 7, progress_pct=3)
     assert (t.status, t.updated_at_ms, t.progress_pct) == (TaskStatus.COMPLETED, 6, None)
+
+
+async def test_repeated_cancels_of_a_running_scan_write_one_row(tmp_path: Path) -> None:
+    async with engine_rig(tmp_path) as rig:
+        fake = rig.fakes["fake-1"]
+        stop = fake.hold("stop_scan")  # keep it running while the cancels arrive
+        t = await rig.submit()
+        await rig.until(lambda: t.status is TaskStatus.RUNNING)
+        for _ in range(200):
+            await rig.engine.cancel(t.task_id)
+        await rig.until(stop.entered.is_set)
+        stop.release.set()
+        await rig.until(lambda: t.task_id not in rig.engine.tasks)
+        events = [e.status for e in await rig.store.events(t.task_id)]
+        assert events.count("cancel_requested") == 1
+        assert events[-1] == "canceled" and fake.count("stop_scan") == 1

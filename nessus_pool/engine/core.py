@@ -342,6 +342,8 @@ class Engine:
             await self.finish(t, TaskStatus.CANCELED, "canceled_by_user")
             return t
         control = self.controls.setdefault(task_id, RunControl())
+        if control.cancel_requested:
+            return t  # asked already: one row, however often a client repeats it
         control.cancel_requested = True
         control.wake.set()
         await self.persist(t, "cancel_requested")
