@@ -149,8 +149,6 @@ class Engine:
         engine's health: :attr:`death` is set and :attr:`on_death` hooks are called."""
         return self.supervisor.spawn(coro, name, essential=essential)
 
-    _spawn = spawn
-
     def critical(self) -> contextlib.AbstractContextManager[None]:
         """Mark the current task as finishing work (export, ingest, final write) that a
         stop lets complete within the grace period."""
@@ -173,13 +171,13 @@ class Engine:
     def add_pool(self, pc: PoolConfig) -> PoolState:
         pool = PoolState(config=pc)
         self.pools[pc.name] = pool
-        pool.dispatcher = self._spawn(dispatch_loop(self, pool), f"dispatch:{pc.name}")
+        pool.dispatcher = self.spawn(dispatch_loop(self, pool), f"dispatch:{pc.name}")
         return pool
 
     def start_probe(self, sc: ScannerHandle) -> None:
         """(Re)start the scanner's probe loop unless it runs."""
         if sc.prober is None or sc.prober.done():
-            sc.prober = self._spawn(self._probe_loop(sc), f"probe:{sc.scanner_id}")
+            sc.prober = self.spawn(self._probe_loop(sc), f"probe:{sc.scanner_id}")
 
     def add_scanner(self, spec: ScannerSpec) -> ScannerHandle:
         pc = self.pools[spec.pool].config
@@ -205,7 +203,7 @@ class Engine:
     ) -> None:
         control = self.controls.setdefault(t.task_id, RunControl())
         runner = TaskRunner(self, pool, t, sc, control, fresh=fresh, written=written)
-        self._spawn(runner.run(), f"task:{t.task_id}", essential=False)
+        self.spawn(runner.run(), f"task:{t.task_id}", essential=False)
 
     async def _probe_loop(self, sc: ScannerHandle) -> None:
         async with self.recovery_gate:
@@ -522,7 +520,7 @@ class Engine:
         if sc is not None and sc.slots.release(t.task_id):
             self.pools[sc.spec.pool].wake.set()
             if sc.slots.removed and not sc.slots.active:
-                self._spawn(self._retire(sc), f"retire:{sc.scanner_id}", essential=False)
+                self.spawn(self._retire(sc), f"retire:{sc.scanner_id}", essential=False)
 
     @property
     def max_export_bytes(self) -> int:
