@@ -62,6 +62,10 @@ class FakeClock:
     def sleepers(self) -> int:
         return sum(1 for _, _, f in self._sleepers if not f.done())
 
+    def step_wall(self, delta_s: float) -> None:
+        """Step wall-clock time only (an NTP correction); monotonic time does not move."""
+        self._now_s += delta_s
+
     async def advance(self, delta_s: float) -> None:
         """Move time forward by ``delta_s``, waking each sleeper whose deadline passes and
         giving the loop a few turns after each so woken code runs before time moves on."""

@@ -57,6 +57,9 @@ class ServerConfig(_Base):
     max_body_bytes: PositiveInt = 1024 * 1024
     #: Origins allowed to call /mcp from a browser (others get 403)
     allowed_origins: list[str] = []
+    #: on SIGTERM, how long exports and result ingestion in flight may run before they are
+    #: cancelled (dispatching stops at once; every other state is already committed)
+    shutdown_grace_s: PositiveFloat = 20.0
 
 
 class StorageConfig(_Base):

@@ -287,6 +287,8 @@ class Daemon:
         self._signals: asyncio.Queue[str] = asyncio.Queue()
         self._signals_installed = False
         self._reload_lock = asyncio.Lock()
+        #: 1 when serve_forever stopped because an essential background loop died
+        self.exit_code = 0
         self.app: web.Application | None = None
         self.site: CappedSite | None = None
         #: listener limits (tests shrink them): header and body read timeouts, connection
@@ -407,7 +409,10 @@ class Daemon:
             metrics=metrics,
             max_export_bytes=cfg.storage.max_export_bytes,
             default_duration_s=(cfg.simulator.scan_seconds if cfg.simulator else 1800.0),
+            shutdown_grace_s=cfg.server.shutdown_grace_s,
         )
+        # an essential loop died: not ready, and stop (systemd restarts us)
+        self.engine.on_death.append(lambda why: self._signals.put_nowait("died"))
         self.engine.delete_remote_scans = cfg.housekeeping.delete_remote_scans
         await self.engine.start(
             effective_pools(cfg), scanner_specs(cfg, sim_urls), hold_background=True
@@ -492,9 +497,10 @@ class Daemon:
                 "scanners": len(reach),
                 "reachable": reach,
             }
-        ready = writable and self.engine.started
+        ready = writable and self.engine.started and self.engine.death is None
         return {
             "ready": ready,
+            "engine_failure": self.engine.death,
             "database_writable": writable,
             "config_loaded": True,
             "config_source": self.loaded.source,
@@ -605,6 +611,8 @@ class Daemon:
                         "sighup handled", extra={"event": "sighup", "applied": outcome.applied}
                     )
                     continue
+                if sig == "died":
+                    self.exit_code = 1
                 break
             log.info("stopping", extra={"event": "daemon_stopping"})
             stopper = asyncio.ensure_future(self.stop())
@@ -646,5 +654,5 @@ async def run_daemon(config_path: str) -> int:
         daemon.remove_signals()
         log.error(str(exc), extra={"event": "config_invalid"})
         return 2
-    await daemon.serve_forever()
-    return 0
+    await daemon.serve_forever(max(30.0, daemon.config.server.shutdown_grace_s + 10.0))
+    return daemon.exit_code

@@ -19,18 +19,29 @@ class TaskStatus(enum.StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self in _TERMINAL
+        return self in TERMINAL_STATUSES
 
     @property
     def is_active(self) -> bool:
         """Holds a scanner slot."""
-        return self in _ACTIVE
+        return self in ACTIVE_STATUSES
 
 
-_TERMINAL = frozenset(
+#: the one list of each status set: import these, never re-list them
+TERMINAL_STATUSES: frozenset[TaskStatus] = frozenset(
     {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.TIMED_OUT}
 )
-_ACTIVE = frozenset({TaskStatus.DISPATCHING, TaskStatus.RUNNING, TaskStatus.EXPORTING})
+#: holding a scanner slot
+ACTIVE_STATUSES: frozenset[TaskStatus] = frozenset(
+    {TaskStatus.DISPATCHING, TaskStatus.RUNNING, TaskStatus.EXPORTING}
+)
+#: not finished: waiting in a queue or holding a slot (what a restart recovers)
+UNFINISHED_STATUSES: frozenset[TaskStatus] = ACTIVE_STATUSES | {TaskStatus.QUEUED}
+
+
+def status_values(statuses: frozenset[TaskStatus]) -> list[str]:
+    """The stored strings of ``statuses``, in declaration order (for SQL and filters)."""
+    return [s.value for s in TaskStatus if s in statuses]
 
 
 class ScanType(enum.StrEnum):

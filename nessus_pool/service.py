@@ -95,6 +95,8 @@ class TaskView(msgspec.Struct, kw_only=True):
     queue_position: int | None = None
     estimated_wait_s: float | None = None
     eta_basis: str | None = None
+    #: why a queued scan is not dispatched now (capacity_full, export_only, ...), else None
+    waiting_reason: str | None = None
     progress_pct: int | None = None
     remote_scan_id: int | None = None
     remote_scan_name: str | None = None
@@ -148,6 +150,8 @@ class PoolView(msgspec.Struct, kw_only=True):
     mean_scan_duration_s: float | None
     eta_basis: str
     scanners: list[ScannerView]
+    #: why its queued scans are not dispatched now (see TaskView.waiting_reason), else None
+    waiting_reason: str | None = None
 
 
 class ReloadOutcome(msgspec.Struct, kw_only=True):
@@ -484,6 +488,7 @@ class Service:
             queue_position=self.engine.queue_position(t),
             estimated_wait_s=eta,
             eta_basis=basis,
+            waiting_reason=self.engine.waiting_reason(t),
             progress_pct=t.progress_pct,
             remote_scan_id=t.remote_scan_id,
             remote_scan_name=t.remote_scan_name,
@@ -731,15 +736,11 @@ class Service:
                 else "default duration (no completed scan yet)"
             ),
             scanners=self.scanner_views(name),
+            waiting_reason=self.engine.pool_waiting_reason(name),
         )
 
     def set_scanner_enabled(self, scanner_id: str, enabled: bool) -> ScannerView:
-        sc = self.engine.scanners.get(scanner_id)
-        if sc is None:
-            raise NotFoundError(f"scanner {scanner_id!r} not found", field="scanner_id")
-        sc.slots.draining = not enabled
-        if enabled:
-            self.engine.pools[sc.spec.pool].wake.set()
+        self.engine.set_scanner_enabled(scanner_id, enabled)
         return next(v for v in self.scanner_views() if v.id == scanner_id)
 
     # --- dead-letter queue ---------------------------------------------------------------

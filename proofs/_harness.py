@@ -26,11 +26,12 @@ from typing import Any
 import aiohttp
 import tomli_w
 
+from nessus_pool.models import TERMINAL_STATUSES, status_values
 from nessus_pool.simulator.ports import free_port_range as free_port
 
 EXE = shutil.which("nessus-pool") or str(Path(sys.executable).parent / "nessus-pool")
 KEYS = {"access-key": "sim-access-key", "secret-key": "sim-secret-key"}
-TERMINAL = frozenset({"completed", "failed", "canceled", "timed_out"})
+TERMINAL = frozenset(status_values(TERMINAL_STATUSES))
 READY_TIMEOUT_S = 30.0
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +70,34 @@ async def start_daemon(tmp_path: Path) -> AsyncIterator[DaemonFactory]:
     for d in reversed(started):
         if d.store is not None and d.lock is not None and d.lock._fd is not None:
             await d.stop()
+
+
+class _DeadTasks(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.names: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "event", None) == "background_task_died":
+            self.names.append(str(getattr(record, "task", "?")))
+
+
+@pytest.fixture
+def allow_dead_background_tasks() -> bool:
+    """Request this in a test that kills a background task on purpose."""
+    return True
+
+
+@pytest.fixture(autouse=True)
+def no_dead_background_tasks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail any test during which a background task died (it would otherwise pass with a
+    dead dispatcher or prober and only an error line in the log)."""
+    handler = _DeadTasks()
+    logger = logging.getLogger("nessus_pool")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+    if handler.names and "allow_dead_background_tasks" not in request.fixturenames:
+        pytest.fail(f"background tasks died: {', '.join(handler.names)}")

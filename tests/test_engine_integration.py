@@ -277,7 +277,8 @@ async def test_restart_reattaches_through_a_bounded_recovery_gate(
     gate = gates[-1]
     assert adopted >= 6
     assert gate.entries == 3 + adopted  # three first probes, one first call per run
-    assert gate.most == 2  # the runs queued for it: bounded, and it was used at full width
+    # bounded (how many overlap below the bound depends on timing: not asserted)
+    assert 1 <= gate.most <= 2
 
 
 def _req(targets: str, pool: str) -> Any:

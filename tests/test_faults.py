@@ -4,6 +4,7 @@ duplicated. The simulator injects the faults; the real daemon and client handle 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -93,19 +94,37 @@ async def test_scanner_down_and_back_up_mid_run(
     no_duplicates(sims)
 
 
+#: how a task may fail when its scanner keeps erroring: out of attempts, or the scanner
+#: unreachable past the pool's limits; never a wrong or unexplained state
+FAULT_REASONS = {"attempts_exhausted", "export_failed", "scanner_lost"}
+
+
 async def test_flaky_scanner_errors_are_retried_without_duplicates(
-    tmp_path: Path, sims: SimulatorCluster, start_daemon: DaemonFactory
+    tmp_path: Path,
+    sims: SimulatorCluster,
+    start_daemon: DaemonFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, "nessus_pool.engine")
     for s in sims.scanners:
         s.set_faults(Faults(error_rate=0.25, drop_rate=0.05))
     d: Daemon = await start_daemon(pool_of(tmp_path, sims, **{"max-attempts": 6}))
     ids = await submit_many(d, 20)
     views = await finish_all(d, ids)
-    statuses = [v.status for v in views]
-    # every task ends in a defined state; most complete, none stuck
-    assert all(s in ("completed", "failed") for s in statuses)
-    assert statuses.count("completed") >= 15
-    assert all(v.dead_letter for v in views if v.status == "failed")
+    # every task ends in a defined state, none stuck; how many complete depends on the
+    # random faults, so what is asserted is what each outcome must look like
+    assert {v.status for v in views} <= {"completed", "failed"}
+    for v in views:
+        if v.status == "failed":
+            assert v.dead_letter and v.reason in FAULT_REASONS, (v.reason, v.error)
+    assert d.engine is not None
+    for tid in ids:
+        stored = await d.engine.store.get_task(tid)
+        assert stored is not None
+        if stored.status.value == "completed":
+            assert stored.export_sha256 is not None
+    retried = [r for r in caplog.records if getattr(r, "event", "") == "scanner_call_retry"]
+    assert retried  # the faults were hit and retried, not skipped
     no_duplicates(sims)
 
 
@@ -146,10 +165,15 @@ async def test_all_scanners_down_tasks_wait_without_using_attempts(
     d: Daemon = await start_daemon(pool_of(tmp_path, sims))
     assert d.engine is not None
     ids = await submit_many(d, 6)
-    for _ in range(3):  # a few probe rounds pass while everything is down
-        await d.engine.wait_change(ids[0], 0.25)
+    handles = list(d.engine.scanners.values())
+    for _ in range(3):  # three probe rounds of every scanner pass while everything is down
+        for sc in handles:
+            sc.probed.clear()
+        await asyncio.wait_for(asyncio.gather(*(sc.probed.wait() for sc in handles)), 30)
+    assert all(not sc.slots.reachable for sc in handles)
     assert all(d.engine.tasks[t].status.value == "queued" for t in ids)
     assert all(d.engine.tasks[t].attempt == 0 for t in ids)
+    assert sum(s.stats().created for s in sims.scanners) == 0
     for s in sims.scanners:
         await s.come_up()
     views = await finish_all(d, ids)

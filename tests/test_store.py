@@ -71,3 +71,26 @@ async def test_a_cancelled_writer_still_has_its_rows_committed(tmp_path: Path) -
     finally:
         await store.close()
     assert [t.seq for t in loaded] == [*range(1, 21), 99]
+
+
+async def test_unfinished_statuses_come_from_models_and_use_the_partial_index(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from nessus_pool.models import UNFINISHED_STATUSES
+    from nessus_pool.store.queries import Q_ACTIVE
+    from nessus_pool.store.schema import UNFINISHED_SQL
+
+    assert {s.strip("'") for s in UNFINISHED_SQL.split(", ")} == {
+        s.value for s in UNFINISHED_STATUSES
+    }
+    store = Store(tmp_path / "s.db")
+    await store.open()
+    await store.close()
+    conn = sqlite3.connect(tmp_path / "s.db")
+    try:
+        plan = " ".join(str(row[-1]) for row in conn.execute("EXPLAIN QUERY PLAN " + Q_ACTIVE))
+    finally:
+        conn.close()
+    assert "tasks_active" in plan

@@ -1,19 +1,25 @@
-"""The engine: pool queues, event-driven dispatch, task runners, recovery, reload.
+"""The engine, the one owner of task state: the live tasks, their queues and scanner slots,
+and every status change.
 
-One event loop holds the queues in memory; every state change is written through to the
-store first. Dispatch is woken by events (new task, freed slot, scanner back, reload), never
-by a sleep loop; only scanner status polling uses an interval.
+A change goes through :meth:`Engine.change`: checked against ``state.ALLOWED``, applied in
+memory and its rows queued for commit in one synchronous step, so no coroutine ever sees
+memory and the commit order disagree (the races of issue #12 came from an ``await`` between
+the two). The class is long because every transition and its bookkeeping (slots, queues,
+dead-letter counts, metrics, notifications) belong together; the rest lives beside it:
+
+- ``state``: the transition table; ``outcome``: what a runner step leads to
+- ``dispatch``: queued tasks onto free scanners (event-driven, never a sleep loop)
+- ``runner``: one dispatched task on one scanner; ``scanner``: a scanner's calls and health
+- ``recovery``: unfinished tasks back at start; ``reload``: SIGHUP through public operations
+- ``pool``: a pool's state, wait estimate and waiting reason; ``supervise``: background tasks
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import gc
+import contextlib
 import logging
-import math
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,67 +27,24 @@ import msgspec
 
 from nessus_pool.clock import Clock, sleep_or_event
 from nessus_pool.config import PoolConfig
+from nessus_pool.engine.dispatch import dispatch_loop
 from nessus_pool.engine.ingest import ingest_export
-from nessus_pool.engine.runner import RunControl, TaskRunner, remote_scan_name
-from nessus_pool.engine.scanner import ScannerHandle, ScannerSpec
+from nessus_pool.engine.pool import PoolState, never_launches, waiting_reason
+from nessus_pool.engine.recovery import recover
+from nessus_pool.engine.runner import RunControl, RunnerSettings, TaskRunner
+from nessus_pool.engine.scanner import ScannerClient, ScannerHandle, ScannerSpec
+from nessus_pool.engine.state import TransitionError, check_transition, transition
+from nessus_pool.engine.supervise import Supervisor
 from nessus_pool.errors import CapacityError, ConflictError, NotFoundError
 from nessus_pool.metrics import Metrics
-from nessus_pool.models import INLINE_CREDENTIAL, SshCredential, Task, TaskEvent, TaskStatus
-from nessus_pool.nessus import NessusClient
-from nessus_pool.queues import PoolQueue, select_scanner
-from nessus_pool.retry import CircuitBreaker, RetryPolicy
+from nessus_pool.models import INLINE_CREDENTIAL, SshCredential, Task, TaskStatus
+from nessus_pool.retry import CircuitBreaker
 from nessus_pool.store import Store
-from nessus_pool.targets import total_addresses
 
 log = logging.getLogger("nessus_pool.engine")
 
-ClientFactory = Callable[[ScannerSpec], NessusClient]
+ClientFactory = Callable[[ScannerSpec], ScannerClient]
 CredentialResolver = Callable[[str], SshCredential | None]
-
-
-@dataclass
-class PoolState:
-    config: PoolConfig
-    queue: PoolQueue = field(default_factory=PoolQueue)
-    scanners: dict[str, ScannerHandle] = field(default_factory=dict)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    durations_s: collections.deque[float] = field(
-        default_factory=lambda: collections.deque(maxlen=50)
-    )
-    dispatcher: asyncio.Task[None] | None = None
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def retry(self) -> RetryPolicy:
-        return RetryPolicy(
-            max_attempts=self.config.max_attempts, base_delay_s=1.0, max_delay_s=60.0
-        )
-
-    @property
-    def scanner_lost_after_s(self) -> float:
-        return self.config.scanner_lost_after_s
-
-    @property
-    def export_deadline_s(self) -> float:
-        return self.config.export_deadline_s
-
-    @property
-    def capacity(self) -> int:
-        return sum(
-            s.slots.capacity
-            for s in self.scanners.values()
-            if s.slots.enabled and not s.slots.removed
-        )
-
-    @property
-    def active(self) -> int:
-        return sum(len(s.slots.active) for s in self.scanners.values())
-
-    def mean_duration_s(self) -> float | None:
-        return sum(self.durations_s) / len(self.durations_s) if self.durations_s else None
 
 
 #: probes and re-attached runners making their first scanner call at once
@@ -90,15 +53,6 @@ RECOVERY_CONCURRENCY = 64
 
 def recovery_gate() -> asyncio.Semaphore:
     return asyncio.Semaphore(RECOVERY_CONCURRENCY)
-
-
-async def _after(gate: asyncio.Event, coro: Coroutine[Any, Any, None]) -> None:
-    try:
-        await gate.wait()
-    except BaseException:
-        coro.close()  # cancelled before it began: never started, nothing to undo
-        raise
-    await coro
 
 
 class Engine:
@@ -114,6 +68,7 @@ class Engine:
         max_export_bytes: int = 2 * 1024**3,
         probe_interval_s: float = 30.0,
         default_duration_s: float = 1800.0,
+        shutdown_grace_s: float = 20.0,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -121,7 +76,7 @@ class Engine:
         self.client_factory = client_factory
         self.resolve_credential = credentials
         self.metrics = metrics or Metrics()
-        self.max_export_bytes = max_export_bytes
+        self.settings = RunnerSettings(max_export_bytes=max_export_bytes)
         self.probe_interval_s = probe_interval_s
         self.default_duration_s = default_duration_s
         self.pools: dict[str, PoolState] = {}
@@ -129,21 +84,23 @@ class Engine:
         #: queued and in-flight tasks (finished ones live in the store only)
         self.tasks: dict[str, Task] = {}
         self.controls: dict[str, RunControl] = {}
+        #: tasks whose end is decided and whose final row is not yet committed: task id ->
+        #: the final state (the live task in :attr:`tasks` shows the last durable one)
+        self.ending: dict[str, Task] = {}
         self.inline_credentials: dict[str, SshCredential] = {}
         self._seq = 0
-        self._bg: set[asyncio.Task[None]] = set()
+        #: every background task, named and supervised
+        self.supervisor = Supervisor(clock, shutdown_grace_s=shutdown_grace_s)
         self._changed: dict[str, asyncio.Event] = {}
         self.started = False
-        #: while set (a held start), new background tasks wait for it
-        self._gate: asyncio.Event | None = None
         #: bounds the first scanner call of probes and re-attached runners (a restart with
         #: 2,000 running scans and 500 scanners would otherwise send them all at once)
         self.recovery_gate = recovery_gate()
         self.dlq_counts: dict[str, int] = {}
+        #: runners that failed with an unexpected error, per pool (a metric)
+        self.internal_errors: dict[str, int] = {}
         #: called with a task id whenever that task's stored state changes or is deleted
         self.on_change: list[Callable[[str], None]] = []
-        #: delete our own scans on the scanner once their export is downloaded
-        self.delete_remote_scans = False
         #: set by the service: why a task's targets are out of scope now, or None
         self.scope_check: Callable[[Task], Awaitable[str | None]] | None = None
 
@@ -156,67 +113,73 @@ class Engine:
         probes, runners and dispatchers it creates wait for :meth:`release_background`, so a
         daemon can open its listener before the first burst of scanner traffic."""
         if hold_background:
-            self._gate = asyncio.Event()
+            self.supervisor.gate = asyncio.Event()
         self.exports_dir.mkdir(parents=True, exist_ok=True)
         self._seq = await self.store.max_seq()
         self.dlq_counts = await self.store.dlq_counts()
         for pc in pools:
-            self._add_pool(pc)
+            self.add_pool(pc)
         for spec in specs:
-            self._add_scanner(spec)
-        await self._recover()
+            self.add_scanner(spec)
+        await recover(self)
         if not hold_background:
             self.release_background()
 
     def release_background(self) -> None:
         """Let the background work created by :meth:`start` run, and dispatch."""
-        if self._gate is not None:
-            self._gate.set()
-            self._gate = None
+        gate, self.supervisor.gate = self.supervisor.gate, None
+        if gate is not None:
+            gate.set()
         for pool in self.pools.values():
             pool.wake.set()
         self.started = True
 
-    async def stop(self) -> None:
-        """Cancel background work; every state was already persisted as it changed."""
-        for t in list(self._bg):
-            t.cancel()
-        if self._bg:
-            await asyncio.gather(*self._bg, return_exceptions=True)
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop in order: no more dispatching or probing; runners exporting or ingesting
+        results get ``grace_s`` (default ``shutdown_grace_s``) of the engine clock to
+        finish; then everything left is cancelled. Every other state was already committed
+        as it changed, and final writes are shielded."""
+        await self.supervisor.stop(grace_s)
         for sc in self.scanners.values():
             await sc.client.close()
 
-    def spawn(self, coro: object, name: str) -> asyncio.Task[None]:
-        """Run a supervised, named background task that stops with the engine."""
-        return self._spawn(coro, name)
+    def spawn(self, coro: object, name: str, *, essential: bool = True) -> asyncio.Task[None]:
+        """Run a supervised, named background task that stops with the engine. An
+        ``essential`` one (a loop the daemon cannot work without) that raises ends the
+        engine's health: :attr:`death` is set and :attr:`on_death` hooks are called."""
+        return self.supervisor.spawn(coro, name, essential=essential)
 
-    def _spawn(self, coro: object, name: str) -> asyncio.Task[None]:
-        if self._gate is not None:
-            coro = _after(self._gate, coro)  # type: ignore[arg-type]
-        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
-        self._bg.add(task)
-        task.add_done_callback(self._reap)
-        return task
+    def critical(self) -> contextlib.AbstractContextManager[None]:
+        """Mark the current task as finishing work (export, ingest, final write) that a
+        stop lets complete within the grace period."""
+        return self.supervisor.critical()
 
-    def _reap(self, task: asyncio.Task[None]) -> None:
-        self._bg.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.error(
-                "background task died",
-                exc_info=exc,
-                extra={"event": "background_task_died", "task": task.get_name()},
-            )
+    @property
+    def death(self) -> str | None:
+        """Why the engine is broken (an essential loop died), or None: readiness fails."""
+        return self.supervisor.death
 
-    def _add_pool(self, pc: PoolConfig) -> PoolState:
+    @property
+    def on_death(self) -> list[Callable[[str], None]]:
+        """Called once with :attr:`death` when the first essential loop dies."""
+        return self.supervisor.on_death
+
+    @property
+    def stopping(self) -> bool:
+        return self.supervisor.stopping
+
+    def add_pool(self, pc: PoolConfig) -> PoolState:
         pool = PoolState(config=pc)
         self.pools[pc.name] = pool
-        pool.dispatcher = self._spawn(self._dispatch_loop(pool), f"dispatch:{pc.name}")
+        pool.dispatcher = self.spawn(dispatch_loop(self, pool), f"dispatch:{pc.name}")
         return pool
 
-    def _add_scanner(self, spec: ScannerSpec) -> ScannerHandle:
+    def start_probe(self, sc: ScannerHandle) -> None:
+        """(Re)start the scanner's probe loop unless it runs."""
+        if sc.prober is None or sc.prober.done():
+            sc.prober = self.spawn(self._probe_loop(sc), f"probe:{sc.scanner_id}")
+
+    def add_scanner(self, spec: ScannerSpec) -> ScannerHandle:
         pc = self.pools[spec.pool].config
         sc = ScannerHandle(
             spec,
@@ -226,130 +189,21 @@ class Engine:
         )
         self.scanners[spec.scanner_id] = sc
         self.pools[spec.pool].scanners[spec.scanner_id] = sc
-        sc.prober = self._spawn(self._probe_loop(sc), f"probe:{spec.scanner_id}")
+        self.start_probe(sc)
         return sc
 
-    # --- recovery ------------------------------------------------------------------------
-
-    async def _recover(self) -> None:
-        # 100,000 queued tasks are 100,000+ new tracked objects: without this the collector
-        # walks the growing heap again and again while they load and are queued (most of a
-        # start-up); the daemon freezes them out of its way once it is up
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            await self._recover_tasks()
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-
-    async def _recover_tasks(self) -> None:
-        tasks = await self.store.load_active()
-        requeued = adopted = failed = 0
-        queued: dict[str, list[Task]] = {name: [] for name in self.pools}
-        queued_status = TaskStatus.QUEUED
-        for t in tasks:
-            pool = self.pools.get(t.pool)
-            if pool is None:
-                await self._finish_unstarted(
-                    t, "pool_removed", f"pool {t.pool!r} is no longer configured"
-                )
-                failed += 1
-                continue
-            if t.status is queued_status:
-                self.tasks[t.task_id] = t
-                queued[t.pool].append(t)
-                continue
-            sc = self.scanners.get(t.scanner_id or "")
-            if sc is None or sc.spec.pool != t.pool:
-                if t.remote_scan_id is None:
-                    await self.requeue(t, "scanner_removed", use_attempt=False)
-                    requeued += 1
-                else:
-                    await self._finish_unstarted(
-                        t,
-                        "scanner_removed",
-                        f"scanner {t.scanner_id!r} was removed while its scan was running",
-                        dead_letter=True,
-                    )
-                    failed += 1
-                continue
-            self.tasks[t.task_id] = t
-            sc.slots.adopt(t.task_id, total_addresses(t.targets))
-            self._start_runner(pool, t, sc)
-            adopted += 1
-        for name, waiting in queued.items():
-            self.pools[name].queue.extend(waiting)
-        log.info(
-            "recovered",
-            extra={
-                "event": "engine_recovered",
-                "queued": sum(len(p.queue) for p in self.pools.values()),
-                "adopted": adopted,
-                "requeued": requeued,
-                "failed": failed,
-            },
-        )
-
-    async def _finish_unstarted(
-        self, t: Task, reason: str, error: str, *, dead_letter: bool = False
-    ) -> None:
-        self.tasks[t.task_id] = t
-        await self.finish(t, TaskStatus.FAILED, reason, error, dead_letter=dead_letter)
-
-    # --- dispatch ------------------------------------------------------------------------
-
-    async def _dispatch_loop(self, pool: PoolState) -> None:
-        while True:
-            await pool.wake.wait()
-            pool.wake.clear()
-            self._dispatch(pool)
-
-    def _dispatch(self, pool: PoolState) -> None:
-        """Place queued tasks on free scanners. Synchronous: no await between choosing a
-        scanner and reserving its slot, so the cap cannot be raced."""
-        if not pool.queue:
-            return
-        # once per pass (500 scanners: this scan was the dispatcher's main cost when it ran
-        # again after every placement); a scanner leaves the list when it fills up
-        available = [s for s in pool.scanners.values() if s.available()]
-        while pool.queue and available:
-            placed = False
-            for i, task_id in enumerate(pool.queue):
-                if i >= 256:
-                    break
-                t = self.tasks[task_id]
-                sc = _least_loaded(available, t.requested_scanner)
-                if sc is None:
-                    continue
-                pool.queue.remove(task_id)
-                t.status = TaskStatus.DISPATCHING
-                t.scanner_id = sc.scanner_id
-                t.attempt += 1
-                t.remote_scan_name = remote_scan_name(t.task_id, t.attempt)
-                t.dispatched_at_ms = self.clock.now_ms()
-                sc.slots.reserve(t.task_id, total_addresses(t.targets), t.dispatched_at_ms)
-                self.metrics.queue_wait(pool.name, (t.dispatched_at_ms - t.created_at_ms) / 1000)
-                self._start_runner(pool, t, sc, fresh=True)
-                if not sc.available():
-                    available.remove(sc)
-                placed = True
-                break
-            if not placed:
-                return
-
-    def _start_runner(
-        self, pool: PoolState, t: Task, sc: ScannerHandle, *, fresh: bool = False
+    def start_runner(
+        self,
+        pool: PoolState,
+        t: Task,
+        sc: ScannerHandle,
+        *,
+        fresh: bool = False,
+        written: asyncio.Future[None] | None = None,
     ) -> None:
         control = self.controls.setdefault(t.task_id, RunControl())
-        runner = TaskRunner(self, pool, t, sc, control, fresh=fresh)
-
-        async def go() -> None:
-            if fresh:
-                await self.persist(t, "dispatching", detail=f"scanner={sc.scanner_id}")
-            await runner.run()
-
-        self._spawn(go(), f"task:{t.task_id}")
+        runner = TaskRunner(self, pool, t, sc, control, fresh=fresh, written=written)
+        self.spawn(runner.run(), f"task:{t.task_id}", essential=False)
 
     async def _probe_loop(self, sc: ScannerHandle) -> None:
         async with self.recovery_gate:
@@ -372,21 +226,48 @@ class Engine:
         self._seq += 1
         return self._seq
 
-    async def persist(
+    def change(
         self,
         t: Task,
+        to: TaskStatus,
         event: str,
         *,
-        reason: str | None = None,
-        detail: str | None = None,
-        notify: bool = True,
-    ) -> None:
-        t.updated_at_ms = self.clock.now_ms()
-        await self.store.save_task(
-            t,
-            TaskEvent(
-                task_id=t.task_id, at_ms=t.updated_at_ms, status=event, reason=reason, detail=detail
-            ),
+        ev_reason: str | None = None,
+        ev_detail: str | None = None,
+        **fields: Any,
+    ) -> asyncio.Future[None]:
+        """The one place a task's status changes. Checked against :data:`state.ALLOWED`
+        (a refused change is logged and raises :class:`TransitionError`), applied to the task
+        with ``fields``, and its rows queued for commit, all without an await: no other
+        coroutine can run between the change in memory and its place in the commit order.
+        Returns the commit's future (cancelling it does not withdraw the rows)."""
+        try:
+            if t.task_id in self.ending:
+                raise TransitionError(f"task {t.task_id} has ended (its final row is queued)")
+            check_transition(t.task_id, t.status, to, dead_letter=t.dead_letter)
+        except TransitionError:
+            log.error(
+                "transition refused",
+                extra={
+                    "event": "task_transition_refused",
+                    "task_id": t.task_id,
+                    "from": t.status.value,
+                    "to": to.value,
+                    "step": event,
+                },
+            )
+            raise
+        fut = self.store.enqueue(
+            transition(
+                t,
+                to,
+                event,
+                self.clock.now_ms(),
+                ev_reason=ev_reason,
+                ev_detail=ev_detail,
+                checked=True,
+                **fields,
+            )
         )
         log.info(
             "task %s",
@@ -396,9 +277,22 @@ class Engine:
                 "task_id": t.task_id,
                 "pool": t.pool,
                 "scanner": t.scanner_id,
-                "reason": reason,
+                "reason": ev_reason,
             },
         )
+        return fut
+
+    async def persist(
+        self,
+        t: Task,
+        event: str,
+        *,
+        reason: str | None = None,
+        detail: str | None = None,
+        notify: bool = True,
+    ) -> None:
+        """Record a step that keeps the task's status (``created``, ``cancel_requested``)."""
+        await self.change(t, t.status, event, ev_reason=reason, ev_detail=detail)
         if notify:
             self._notify(t.task_id)
 
@@ -414,6 +308,14 @@ class Engine:
             )
         if t.requested_scanner is not None and t.requested_scanner not in pool.scanners:
             raise NotFoundError(f"scanner {t.requested_scanner!r} is not in pool {t.pool!r}")
+        blocked = never_launches(pool, t.requested_scanner)
+        if blocked:
+            why = "; ".join(f"{sid}: {self.scanners[sid].slots.message}" for sid in blocked)
+            raise ConflictError(
+                f"pool {t.pool!r} cannot launch scans: every scanner it could use is "
+                f"export-only ({why}); the scan would wait forever. Use a pool with a "
+                "scanner licensed for scan creation through the API"
+            )
         if inline is not None:
             self.inline_credentials[t.task_id] = inline
         await self.persist(t, "queued")
@@ -430,11 +332,16 @@ class Engine:
             if stored is None:
                 raise NotFoundError(f"task {task_id!r} not found")
             raise ConflictError(f"task {task_id} already ended ({stored.status.value})")
+        ending = self.ending.get(task_id)
+        if ending is not None:  # ended, its final row not yet committed
+            raise ConflictError(f"task {task_id} already ended ({ending.status.value})")
         if t.status is TaskStatus.QUEUED:
             self.pools[t.pool].queue.remove(task_id)
             await self.finish(t, TaskStatus.CANCELED, "canceled_by_user")
             return t
         control = self.controls.setdefault(task_id, RunControl())
+        if control.cancel_requested:
+            return t  # asked already: one row, however often a client repeats it
         control.cancel_requested = True
         control.wake.set()
         await self.persist(t, "cancel_requested")
@@ -443,28 +350,44 @@ class Engine:
     async def requeue(
         self, t: Task, reason: str, *, use_attempt: bool = True, error: str | None = None
     ) -> None:
+        """Back to the pool's queue (or dead-lettered once its attempts are used up)."""
+        await asyncio.shield(self.requeue_nowait(t, reason, use_attempt=use_attempt, error=error))
+
+    def requeue_nowait(
+        self, t: Task, reason: str, *, use_attempt: bool = True, error: str | None = None
+    ) -> asyncio.Future[None]:
+        """:meth:`requeue` without waiting for its commit. The task is back in its queue on
+        return, in the same step as its status: a cancel finds it queued and takes it out."""
         pool = self.pools[t.pool]
         if use_attempt and t.attempt - t.attempt_base >= pool.config.max_attempts:
-            await self.finish(
+            return self.finish_nowait(
                 t,
                 TaskStatus.FAILED,
                 "attempts_exhausted",
                 f"{reason}: {error or 'no more attempts'}",
                 dead_letter=True,
             )
-            return
         self._release(t)
-        if not use_attempt:
-            t.attempt = max(0, t.attempt - 1)
-        t.status = TaskStatus.QUEUED
-        t.scanner_id = None
-        t.remote_scan_id = t.remote_scan_uuid = t.remote_scan_name = None
-        t.progress_pct = None
-        t.reason, t.error = reason, error
+        fut = self.change(
+            t,
+            TaskStatus.QUEUED,
+            "requeued",
+            ev_reason=reason,
+            ev_detail=error,
+            attempt=t.attempt if use_attempt else max(0, t.attempt - 1),
+            scanner_id=None,
+            remote_scan_id=None,
+            remote_scan_uuid=None,
+            remote_scan_name=None,
+            progress_pct=None,
+            reason=reason,
+            error=error,
+        )
         self.tasks[t.task_id] = t
-        await self.persist(t, "requeued", reason=reason, detail=error)
         pool.queue.push(t)
         pool.wake.set()
+        fut.add_done_callback(lambda f: self.committed(f, t.task_id))
+        return fut
 
     async def finish(
         self,
@@ -475,57 +398,112 @@ class Engine:
         *,
         dead_letter: bool = False,
     ) -> None:
-        # the final state becomes visible only once it is durable: readers see the live
-        # task until the commit, then the stored one
-        final = msgspec.structs.replace(
-            t,
-            status=status,
+        """End the task. Shielded: once decided, a cancelled caller cannot stop the final
+        row from being committed or the engine's books from being closed."""
+        await asyncio.shield(self.finish_nowait(t, status, reason, error, dead_letter=dead_letter))
+
+    def finish_nowait(
+        self,
+        t: Task,
+        status: TaskStatus,
+        reason: str,
+        error: str | None = None,
+        *,
+        dead_letter: bool = False,
+    ) -> asyncio.Future[None]:
+        """:meth:`finish` without waiting for its commit. The final state is decided on
+        return: the task is in :attr:`ending`, so a cancel or any other change now is refused
+        instead of being written after the final row. Readers keep seeing the live task
+        until the final row is durable; then it takes the final state and leaves
+        :attr:`tasks` (so they never fall back to an older stored copy in between)."""
+        final = msgspec.structs.replace(t)
+        fut = self.change(
+            final,
+            status,
+            status.value,
+            ev_reason=reason,
+            ev_detail=error,
             reason=reason,
             error=error,
             dead_letter=dead_letter,
             finished_at_ms=self.clock.now_ms(),
             progress_pct=100 if status is TaskStatus.COMPLETED else t.progress_pct,
         )
+        self.ending[t.task_id] = final
         # The scan has ended on the scanner: its slot is free now, not after our commit.
-        # The final row is queued below before the dispatcher can run, and group commits
-        # keep their order, so the next task's "dispatching" is never durable before this
-        # task's end (a crash in between re-adopts this task, its export is idempotent).
+        # The final row is already queued, and group commits keep their order, so the next
+        # task's "dispatching" is never durable before this task's end.
         self._release(t)
-        await self.persist(final, status.value, reason=reason, detail=error, notify=False)
-        for name in final.__struct_fields__:
-            setattr(t, name, getattr(final, name))
         if dead_letter:
             self.dlq_counts[t.pool] = self.dlq_counts.get(t.pool, 0) + 1
-        self.tasks.pop(t.task_id, None)
-        self.controls.pop(t.task_id, None)
-        self.inline_credentials.pop(t.task_id, None)
-        self._notify(t.task_id)
         pool = self.pools.get(t.pool)
         duration_s = None
-        if t.started_at_ms is not None and t.finished_at_ms is not None:
-            duration_s = (t.finished_at_ms - t.started_at_ms) / 1000
+        if final.started_at_ms is not None and final.finished_at_ms is not None:
+            duration_s = (final.finished_at_ms - final.started_at_ms) / 1000
             if status is TaskStatus.COMPLETED and pool is not None:
                 pool.durations_s.append(duration_s)
         self.metrics.finished(t.pool, status.value, duration_s)
+        fut.add_done_callback(lambda f: self._ended(f, t, final))
         if pool is not None:
             pool.wake.set()
+        return fut
+
+    def _ended(self, fut: asyncio.Future[None], t: Task, final: Task) -> None:
+        # the final row is committed (or failed: the end was decided either way)
+        for name in final.__struct_fields__:
+            setattr(t, name, getattr(final, name))
+        self.ending.pop(t.task_id, None)
+        if self.tasks.get(t.task_id) is t:
+            self.tasks.pop(t.task_id, None)
+            self.controls.pop(t.task_id, None)
+            self.inline_credentials.pop(t.task_id, None)
+        self.committed(fut, t.task_id)
+
+    def committed(self, fut: asyncio.Future[None], task_id: str) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error(
+                "task state not committed",
+                extra={
+                    "event": "task_commit_failed",
+                    "task_id": task_id,
+                    "error": str(fut.exception()),
+                },
+            )
+        self._notify(task_id)
 
     async def revive(self, t: Task) -> None:
         """Put a dead-lettered task back in its queue for a fresh set of attempts."""
         pool = self.pools[t.pool]
-        t.dead_letter = False
-        t.attempt_base = t.attempt
-        t.status = TaskStatus.QUEUED
-        t.scanner_id = t.remote_scan_name = t.remote_scan_uuid = None
-        t.remote_scan_id = None
-        t.finished_at_ms = t.started_at_ms = t.dispatched_at_ms = None
-        t.progress_pct = None
-        t.reason, t.error = "dlq_retry", None
+        if t.task_id in self.tasks:
+            raise ConflictError(f"task {t.task_id} is still ending; try again in a moment")
+        fut = self.change(
+            t,
+            TaskStatus.QUEUED,
+            "requeued",
+            ev_reason="dlq_retry",
+            dead_letter=False,
+            attempt_base=t.attempt,
+            scanner_id=None,
+            remote_scan_name=None,
+            remote_scan_uuid=None,
+            remote_scan_id=None,
+            finished_at_ms=None,
+            started_at_ms=None,
+            dispatched_at_ms=None,
+            progress_pct=None,
+            reason="dlq_retry",
+            error=None,
+        )
         self.dlq_counts[t.pool] = max(0, self.dlq_counts.get(t.pool, 0) - 1)
         self.tasks[t.task_id] = t
-        await self.persist(t, "requeued", reason="dlq_retry")
+        # queued in the same step (a cancel from now on finds it there), but the
+        # dispatcher is woken once the row is durable: the caller sees it queued
         pool.queue.push(t)
-        pool.wake.set()
+        try:
+            await asyncio.shield(fut)
+        finally:
+            pool.wake.set()
+        self._notify(t.task_id)
 
     async def purge(self, tasks: list[Task]) -> None:
         await self.store.delete_tasks([t.task_id for t in tasks])
@@ -542,7 +520,27 @@ class Engine:
         if sc is not None and sc.slots.release(t.task_id):
             self.pools[sc.spec.pool].wake.set()
             if sc.slots.removed and not sc.slots.active:
-                self._spawn(self._retire(sc), f"retire:{sc.scanner_id}")
+                self.spawn(self._retire(sc), f"retire:{sc.scanner_id}", essential=False)
+
+    @property
+    def max_export_bytes(self) -> int:
+        return self.settings.max_export_bytes
+
+    @property
+    def delete_remote_scans(self) -> bool:
+        """Delete our own scans on the scanner once their export is downloaded."""
+        return self.settings.delete_remote_scans
+
+    @delete_remote_scans.setter
+    def delete_remote_scans(self, value: bool) -> None:
+        self.settings = msgspec.structs.replace(self.settings, delete_remote_scans=value)
+
+    def owns(self, t: Task) -> bool:
+        """``t`` is the live copy of an unfinished task (not one that ended or was replaced)."""
+        return self.tasks.get(t.task_id) is t and t.task_id not in self.ending
+
+    def on_internal_error(self, t: Task) -> None:
+        self.internal_errors[t.pool] = self.internal_errors.get(t.pool, 0) + 1
 
     def on_launched(self, t: Task) -> None:
         self.metrics.launched(t.pool)
@@ -589,18 +587,36 @@ class Engine:
 
     def estimated_wait_s(self, t: Task) -> tuple[float | None, str]:
         pool = self.pools.get(t.pool)
-        pos = self.queue_position(t)
-        if pool is None or pos is None:
+        if pool is None:
             return None, "not queued"
-        cap = pool.capacity
-        if cap == 0:
-            return None, "the pool has no enabled scanner"
-        mean = pool.mean_duration_s()
-        basis = f"mean of the last {len(pool.durations_s)} completed scans"
-        if mean is None:
-            mean, basis = self.default_duration_s, "default duration (no completed scan yet)"
-        waves = math.ceil(max(0, pos - pool.capacity + pool.active) / cap) if pos else 0
-        return round(waves * mean + (mean / 2 if pool.active >= cap else 0), 1), basis
+        return pool.estimated_wait_s(self.queue_position(t), self.default_duration_s)
+
+    def waiting_reason(self, t: Task) -> str | None:
+        """Why a queued task is not dispatched now (see :data:`pool.WAITING_REASONS`); None
+        when it is not queued or a scanner can take it."""
+        if t.status is not TaskStatus.QUEUED or t.task_id in self.ending:
+            return None
+        pool = self.pools.get(t.pool)
+        if pool is None:
+            return "no_scanners"
+        return waiting_reason(pool, t.requested_scanner)
+
+    def pool_waiting_reason(self, name: str) -> str | None:
+        """Why the pool's queued tasks wait (None when nothing is queued or it dispatches)."""
+        pool = self.pools.get(name)
+        if pool is None or not pool.queue:
+            return None
+        return waiting_reason(pool)
+
+    def set_scanner_enabled(self, scanner_id: str, enabled: bool) -> ScannerHandle:
+        """Drain a scanner (no new scans; running ones finish) or enable it again."""
+        sc = self.scanners.get(scanner_id)
+        if sc is None:
+            raise NotFoundError(f"scanner {scanner_id!r} not found", field="scanner_id")
+        sc.slots.draining = not enabled
+        if enabled:
+            self.pools[sc.spec.pool].wake.set()
+        return sc
 
     async def retire_scanner(self, sc: ScannerHandle) -> None:
         sc.slots.removed = True
@@ -620,64 +636,19 @@ class Engine:
 
 
 def _unlink_all(files: list[Path]) -> None:
+    # one file we cannot delete (a directory in its place, permissions) must not stop the
+    # rest, nor the housekeeping loop: log it and go on
     for f in files:
-        f.unlink(missing_ok=True)
-
-
-def _least_loaded(available: list[ScannerHandle], requested: str | None) -> ScannerHandle | None:
-    chosen = select_scanner([s.slots for s in available], requested)
-    return next(s for s in available if s.slots is chosen) if chosen is not None else None
-
-
-async def apply_reload(engine: Engine, pools: list[PoolConfig], specs: list[ScannerSpec]) -> None:
-    """Apply a new set of pools and scanners atomically: every check first, then changes.
-    A removed scanner with running scans drains first; a pool is removed only when empty."""
-    new_pools = {p.name: p for p in pools}
-    new_specs = {s.scanner_id: s for s in specs}
-    for name, pool in engine.pools.items():
-        if name not in new_pools and (pool.queue or pool.active):
-            raise ConflictError(
-                f"pool {name!r} still has {len(pool.queue)} queued and {pool.active} running "
-                "scans; let them finish (or cancel them) before removing the pool"
+        try:
+            f.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning(
+                "export file not deleted",
+                extra={"event": "export_unlink_failed", "path": str(f), "error": str(exc)},
             )
-    for sid, sc in engine.scanners.items():
-        spec = new_specs.get(sid)
-        if spec is not None and spec.pool != sc.spec.pool and sc.slots.active:
-            raise ConflictError(
-                f"scanner {sid!r} has running scans and cannot move from pool "
-                f"{sc.spec.pool!r} to {spec.pool!r} now"
-            )
-    for name, pc in new_pools.items():
-        if name in engine.pools:
-            engine.pools[name].config = pc
-        else:
-            engine._add_pool(pc)
-    for sid, sc in list(engine.scanners.items()):
-        spec = new_specs.get(sid)
-        if spec is None or spec.pool != sc.spec.pool:
-            await engine.retire_scanner(sc)
-            continue
-        if spec.connection_key() != sc.spec.connection_key():
-            old = sc.client
-            sc.client = engine.client_factory(spec)
-            await old.close()
-            sc.probe_now.set()
-        sc.spec = spec
-        sc.slots.capacity = spec.capacity
-        sc.slots.enabled = spec.enabled
-        pc = new_pools[spec.pool]
-        sc.breaker.threshold, sc.breaker.reset_s = pc.breaker_failures, pc.breaker_reset_s
-        if sc.slots.removed:  # removed by an earlier reload, listed again before it retired
-            sc.slots.removed = False
-            if sc.prober is None or sc.prober.done():
-                sc.prober = engine.spawn(engine._probe_loop(sc), f"probe:{sid}")
-            sc.probe_now.set()
-    for sid, spec in new_specs.items():
-        if sid not in engine.scanners:
-            engine._add_scanner(spec)
-    for name in [n for n in engine.pools if n not in new_pools]:
-        pool = engine.pools.pop(name)
-        if pool.dispatcher is not None:
-            pool.dispatcher.cancel()
-    for pool in engine.pools.values():
-        pool.wake.set()
+
+
+# kept importable from here (the daemon's import)
+from nessus_pool.engine.reload import apply_reload  # noqa: E402
+
+__all__ = ["ClientFactory", "CredentialResolver", "Engine", "PoolState", "apply_reload"]

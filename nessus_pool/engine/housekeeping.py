@@ -7,17 +7,19 @@ id nessus-pool stored when it created them (see the runner), never by listing a 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import msgspec
 
-from nessus_pool.clock import sleep_or_event
 from nessus_pool.config import HousekeepingConfig
 from nessus_pool.engine.core import Engine
+from nessus_pool.models import TERMINAL_STATUSES, status_values
 from nessus_pool.store import TaskFilter
 
 log = logging.getLogger("nessus_pool.engine")
 
-TERMINAL = ["completed", "failed", "canceled", "timed_out"]
+#: stored status strings of finished tasks (the only ones housekeeping touches)
+TERMINAL = status_values(TERMINAL_STATUSES)
 
 
 class HousekeepingRun(msgspec.Struct, kw_only=True):
@@ -54,11 +56,10 @@ async def housekeeping_once(
     return run
 
 
-async def housekeeping_loop(engine: Engine, get_cfg: object) -> None:
-    import asyncio
-
-    never = asyncio.Event()
+async def housekeeping_loop(engine: Engine, get_cfg: Callable[[], HousekeepingConfig]) -> None:
+    """Run :func:`housekeeping_once` every ``interval-s`` (read again each round, so a
+    reload applies). Essential: a failure here stops the daemon (see ``Engine.spawn``)."""
     while True:
-        cfg: HousekeepingConfig = get_cfg()  # type: ignore[operator]
-        await sleep_or_event(engine.clock, never, cfg.interval_s)
+        cfg = get_cfg()
+        await engine.clock.sleep(cfg.interval_s)
         await housekeeping_once(engine, cfg)

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from prometheus_client.core import GaugeMetricFamily
 
 from nessus_pool.engine.core import Engine
+from nessus_pool.engine.pool import waiting_reason
+from nessus_pool.models import TaskStatus
 
 
 def snapshot(engine: Engine) -> Iterable[GaugeMetricFamily]:
@@ -39,7 +41,7 @@ def snapshot(engine: Engine) -> Iterable[GaugeMetricFamily]:
     now_ms = engine.clock.now_ms()
     oldest_ms: dict[str, int] = {}
     for t in engine.tasks.values():
-        if t.status.value == "queued":
+        if t.status is TaskStatus.QUEUED:
             prev = oldest_ms.get(t.pool)
             if prev is None or t.created_at_ms < prev:
                 oldest_ms[t.pool] = t.created_at_ms
@@ -49,4 +51,26 @@ def snapshot(engine: Engine) -> Iterable[GaugeMetricFamily]:
     dlq = GaugeMetricFamily("nessus_pool_dlq_depth", "Dead-lettered scans", labels=["pool"])
     for name in engine.pools:
         dlq.add_metric([name], engine.dlq_counts.get(name, 0))
-    return [active, capacity, up, circuit, depth, oldest, dlq]
+    # a gauge of a count since start: the snapshot hook takes gauges only
+    internal = GaugeMetricFamily(
+        "nessus_pool_task_internal_errors",
+        "Task runners that failed unexpectedly since start (requeued as internal_error)",
+        labels=["pool"],
+    )
+    for name in engine.pools:
+        internal.add_metric([name], engine.internal_errors.get(name, 0))
+    healthy = GaugeMetricFamily(
+        "nessus_pool_engine_healthy", "0 once an essential background loop has died"
+    )
+    healthy.add_metric([], 0 if engine.death else 1)
+    waiting = GaugeMetricFamily(
+        "nessus_pool_queue_blocked",
+        "Queued scans no scanner of their pool can take now, by reason (see waiting_reason)",
+        labels=["pool", "reason"],
+    )
+    for name, pool in engine.pools.items():
+        if pool.queue:
+            reason = waiting_reason(pool)
+            if reason is not None:
+                waiting.add_metric([name, reason], len(pool.queue))
+    return [active, capacity, up, circuit, depth, oldest, dlq, internal, healthy, waiting]

@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import msgspec
+
+from nessus_pool.clock import Clock
+from nessus_pool.engine.outcome import Finished, Outcome, Requeued, Stop, outcome_of
+from nessus_pool.engine.state import TransitionError
 from nessus_pool.errors import (
-    NessusPoolError,
-    PermanentScannerError,
     RemoteNotFoundError,
-    ResultsError,
     ScanApiUnavailableError,
     ScannerError,
 )
@@ -27,7 +30,7 @@ from nessus_pool.nessus import ExportResult, RemotePhase, is_terminal
 from nessus_pool.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from nessus_pool.engine.core import Engine, PoolState
+    from nessus_pool.engine.pool import PoolState
     from nessus_pool.engine.scanner import ScannerHandle
 
 T = TypeVar("T")
@@ -39,31 +42,79 @@ def remote_scan_name(task_id: str, attempt: int) -> str:
     return f"nessus-pool-{task_id}-a{attempt}"
 
 
-class Requeue(Exception):
-    """The task goes back to its pool's queue (optionally using up an attempt)."""
+def exported(t: Task, dest: Path) -> bool:
+    """The "exported" checkpoint of this attempt is stored: its export file, digest and
+    authentication verdict are known and its findings committed."""
+    return (
+        t.status is TaskStatus.EXPORTING
+        and t.export_sha256 is not None
+        and t.export_path == str(dest)
+        and t.authentication_status is not None
+    )
 
-    def __init__(self, reason: str, *, use_attempt: bool = True) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.use_attempt = use_attempt
+
+def exported_outcome(t: Task, status: TaskStatus, reason: str) -> Finished:
+    """The end of a task whose results are stored (its "exported" checkpoint): ``status``
+    and ``reason``, except that a completed authenticated scan whose authentication failed
+    ends failed. Pure: recovery uses it too when the scanner is gone."""
+    auth_failed = t.scan_type.is_authenticated and t.authentication_status == "failed"
+    if auth_failed and status is TaskStatus.COMPLETED:
+        return Finished(
+            TaskStatus.FAILED,
+            "authentication_failed",
+            "the scan ran but authentication failed on at least one host; "
+            "see validation.troubleshooting",
+        )
+    return Finished(status, reason)
 
 
-class Finish(Exception):
-    """The task ends in ``status``."""
+class RunnerSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Engine-wide settings a runner reads (replaced as a whole on reload)."""
 
-    def __init__(
+    max_export_bytes: int = 2 * 1024**3
+    #: delete our own scans on the scanner once their export is downloaded
+    delete_remote_scans: bool = False
+
+
+class RunnerHost(Protocol):
+    """What a runner needs from the engine: the state owner's operations, the clock and a
+    few hooks. The engine implements it; the runner never sees the rest of the engine."""
+
+    clock: Clock
+    recovery_gate: asyncio.Semaphore
+    settings: RunnerSettings
+    scope_check: Callable[[Task], Awaitable[str | None]] | None
+
+    def change(
         self,
+        t: Task,
+        to: TaskStatus,
+        event: str,
+        *,
+        ev_reason: str | None = None,
+        ev_detail: str | None = None,
+        **fields: Any,
+    ) -> asyncio.Future[None]: ...
+    def owns(self, t: Task) -> bool: ...
+    async def finish(
+        self,
+        t: Task,
         status: TaskStatus,
         reason: str,
         error: str | None = None,
         *,
         dead_letter: bool = False,
-    ) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.error = error
-        self.dead_letter = dead_letter
+    ) -> None: ...
+    async def requeue(
+        self, t: Task, reason: str, *, use_attempt: bool = True, error: str | None = None
+    ) -> None: ...
+    def critical(self) -> AbstractContextManager[None]: ...
+    def credential_for(self, t: Task) -> SshCredential | None: ...
+    def export_path(self, t: Task) -> Path: ...
+    async def ingest_results(self, t: Task) -> bool: ...
+    def on_launched(self, t: Task) -> None: ...
+    def on_progress(self, t: Task, progress_pct: int | None, hosts: int) -> None: ...
+    def on_internal_error(self, t: Task) -> None: ...
 
 
 @dataclass
@@ -77,13 +128,14 @@ class RunControl:
 class TaskRunner:
     def __init__(
         self,
-        engine: Engine,
+        engine: RunnerHost,
         pool: PoolState,
         task: Task,
         sc: ScannerHandle,
         control: RunControl,
         *,
         fresh: bool = False,
+        written: asyncio.Future[None] | None = None,
     ) -> None:
         self.e = engine
         self.pool = pool
@@ -99,6 +151,11 @@ class TaskRunner:
         self._first_call_gate: asyncio.Semaphore | None = None if fresh else engine.recovery_gate
         #: the "created" commit, left in flight while the scan is launched
         self._created_write: asyncio.Future[None] | None = None
+        #: the "dispatching" commit (queued by the dispatcher): awaited before any remote
+        #: call, since recovery finds the scan by the name it stores
+        self._written = written
+        #: our own stop for max-scan-duration was sent (measured once, monotonic)
+        self.duration_stop = False
 
     async def _call(
         self,
@@ -109,10 +166,11 @@ class TaskRunner:
         what: str = "",
     ) -> T:
         gate, self._first_call_gate = self._first_call_gate, None
+        wake = self.control.wake
         if gate is None:
-            return await self.sc.call(op, policy, idempotent=idempotent, what=what)
+            return await self.sc.call(op, policy, idempotent=idempotent, what=what, interrupt=wake)
         async with gate:
-            return await self.sc.call(op, policy, idempotent=idempotent, what=what)
+            return await self.sc.call(op, policy, idempotent=idempotent, what=what, interrupt=wake)
 
     @property
     def policy(self) -> RetryPolicy:
@@ -121,29 +179,55 @@ class TaskRunner:
     async def run(self) -> None:
         t = self.task
         try:
-            await self._lifecycle()
-        except Requeue as rq:
-            await self.e.requeue(t, rq.reason, use_attempt=rq.use_attempt)
-        except Finish as fin:
-            await self.e.finish(t, fin.status, fin.reason, fin.error, dead_letter=fin.dead_letter)
-        except ScanApiUnavailableError as exc:
+            if self._written is not None:
+                written, self._written = self._written, None
+                await written
+            outcome = await self._lifecycle()
+        except Exception as exc:  # mapped by ERROR_OUTCOMES, including our own bugs
+            outcome = outcome_of(exc)
+            self._noted(exc, outcome)
+        if isinstance(outcome, Requeued) and self.control.cancel_requested:
+            # canceled while a step failed: the user asked for an end, not another attempt
+            outcome = Finished(TaskStatus.CANCELED, "canceled_by_user")
+            if t.status is TaskStatus.DISPATCHING and t.remote_scan_id is not None:
+                try:
+                    await self._delete_remote(t.remote_scan_id)  # created, never launched
+                except Exception as exc:  # the cancel stands whatever the scanner says
+                    self._noted(exc, Requeued("internal_error"))
+        if t.status.is_terminal or not self.e.owns(t):
+            return  # it ended (or was taken over) before the error: nothing to undo
+        if isinstance(outcome, Finished):
+            await self.e.finish(
+                t, outcome.status, outcome.reason, outcome.error, dead_letter=outcome.dead_letter
+            )
+        else:
+            await self.e.requeue(
+                t, outcome.reason, use_attempt=outcome.use_attempt, error=outcome.error
+            )
+
+    def _noted(self, exc: Exception, outcome: Outcome) -> None:
+        """What the scanner or the engine must remember about a step that raised."""
+        if isinstance(exc, ScanApiUnavailableError):
             self.sc.slots.scan_api = False
             self.sc.slots.message = exc.message
-            await self.e.requeue(t, "scanner_export_only", use_attempt=False)
-        except PermanentScannerError as exc:
-            await self.e.finish(t, TaskStatus.FAILED, "scanner_refused", str(exc), dead_letter=True)
-        except ScannerError as exc:
-            await self.e.requeue(t, f"scanner_error: {exc.code}", use_attempt=True, error=str(exc))
-        except ResultsError as exc:
-            await self.e.finish(
-                t, TaskStatus.FAILED, "results_unreadable", str(exc), dead_letter=True
+        elif outcome.reason == "internal_error":
+            # say RecursionError from a scanner's deeply nested JSON: the slot is freed and
+            # the task requeued (attempt-bounded) instead of left running on a lost slot
+            log.error(
+                "task runner failed",
+                exc_info=exc,
+                extra={
+                    "event": "task_internal_error",
+                    "task_id": self.task.task_id,
+                    "scanner": self.sc.scanner_id,
+                    "error": type(exc).__name__,
+                },
             )
-        except NessusPoolError as exc:
-            await self.e.finish(t, TaskStatus.FAILED, exc.code, str(exc), dead_letter=True)
+            self.e.on_internal_error(self.task)
 
     # --- steps -------------------------------------------------------------------------
 
-    async def _lifecycle(self) -> None:
+    async def _lifecycle(self) -> Outcome:
         t = self.task
         if t.status is TaskStatus.DISPATCHING and t.remote_scan_id is None:
             await self._create()
@@ -159,10 +243,10 @@ class TaskRunner:
             launched_now = self.fresh
         if t.status is TaskStatus.RUNNING:
             phase = await self._watch(nap_first=launched_now)
-            await self._after_scan(phase)
-            return
+            return await self._after_scan(phase)
         if t.status is TaskStatus.EXPORTING:
-            await self._export_and_finish(TaskStatus.COMPLETED, "completed")
+            return await self._export_and_finish(TaskStatus.COMPLETED, "completed")
+        raise TransitionError(f"task {t.task_id}: a runner cannot start from {t.status.value}")
 
     async def _create(self) -> None:
         t = self.task
@@ -170,11 +254,11 @@ class TaskRunner:
         existing = None if self.fresh else await self._find_by_name(t.remote_scan_name)
         if existing is None:
             if self.control.cancel_requested:
-                raise Finish(TaskStatus.CANCELED, "canceled_by_user")
+                raise Stop(Finished(TaskStatus.CANCELED, "canceled_by_user"))
             if self.e.scope_check is not None:
                 reason = await self.e.scope_check(t)
                 if reason is not None:
-                    raise Finish(TaskStatus.FAILED, "out_of_scope_at_launch", reason)
+                    raise Stop(Finished(TaskStatus.FAILED, "out_of_scope_at_launch", reason))
             cred = self._credential()
             spec = ScanSpec(
                 name=t.remote_scan_name,
@@ -186,16 +270,16 @@ class TaskRunner:
                 credential=cred,
             )
             existing = await self._create_once(spec)
-        t.remote_scan_id = existing
+        written = self.e.change(
+            t, t.status, "created", ev_detail=f"remote_scan_id={existing}", remote_scan_id=existing
+        )
         if self.fresh:
             # The launch need not wait for this commit: after a crash in between, recovery
             # finds the scan by its name (stored with "dispatching") and asks the scanner
             # whether it was launched. One commit less between a free slot and a launch.
-            self._created_write = asyncio.ensure_future(
-                self.e.persist(t, "created", detail=f"remote_scan_id={existing}")
-            )
+            self._created_write = written
         else:
-            await self.e.persist(t, "created", detail=f"remote_scan_id={existing}")
+            await written
 
     def _credential(self) -> SshCredential | None:
         t = self.task
@@ -203,12 +287,14 @@ class TaskRunner:
             return None
         cred = self.e.credential_for(t)
         if cred is None:
-            raise Finish(
-                TaskStatus.FAILED,
-                "inline_credentials_lost",
-                "the inline SSH credentials were held in memory only and were lost "
-                "in a restart before the scan was created; submit the scan again "
-                "(or use a named credential set)",
+            raise Stop(
+                Finished(
+                    TaskStatus.FAILED,
+                    "inline_credentials_lost",
+                    "the inline SSH credentials were held in memory only and were lost "
+                    "in a restart before the scan was created; submit the scan again "
+                    "(or use a named credential set)",
+                )
             )
         return cred
 
@@ -252,7 +338,9 @@ class TaskRunner:
                     return found
                 if not self.policy.should_retry(exc, attempt):
                     raise
-                await self.e.clock.sleep(self.policy.wait_s(exc, attempt, self.sc.rng))
+                await self._nap(self.policy.wait_s(exc, attempt, self.sc.rng))
+                if self.control.cancel_requested:  # nothing was created: nothing to undo
+                    raise Stop(Finished(TaskStatus.CANCELED, "canceled_by_user")) from None
 
     async def _launch(self) -> None:
         t = self.task
@@ -267,7 +355,7 @@ class TaskRunner:
             phase = details.phase
         if self.control.cancel_requested:
             await self._delete_remote(scan_id)
-            raise Finish(TaskStatus.CANCELED, "canceled_by_user")
+            raise Stop(Finished(TaskStatus.CANCELED, "canceled_by_user"))
         if phase is RemotePhase.EMPTY:
             try:
                 t.remote_scan_uuid = await self._call(
@@ -284,9 +372,9 @@ class TaskRunner:
                 )
                 if again.phase is RemotePhase.EMPTY:
                     raise
-        t.status = TaskStatus.RUNNING
-        t.started_at_ms = t.started_at_ms or self.e.clock.now_ms()
-        await self.e.persist(t, "running")
+        await self.e.change(
+            t, TaskStatus.RUNNING, "running", started_at_ms=t.started_at_ms or self.e.clock.now_ms()
+        )
         self.e.on_launched(t)
 
     async def _delete_remote(self, scan_id: int) -> None:
@@ -335,9 +423,9 @@ class TaskRunner:
         stop_sent = False
         while True:
             now_s = self.e.clock.monotonic_s()
-            want_stop = self.control.cancel_requested or (
-                now_s - started_s >= cfg.max_scan_duration_s
-            )
+            if now_s - started_s >= cfg.max_scan_duration_s:
+                self.duration_stop = True
+            want_stop = self.control.cancel_requested or self.duration_stop
             if want_stop and not stop_sent:
                 try:
                     await self._call(
@@ -355,14 +443,14 @@ class TaskRunner:
                 )
             except RemoteNotFoundError:
                 if self.control.cancel_requested:
-                    raise Finish(TaskStatus.CANCELED, "canceled_by_user") from None
-                raise Requeue("remote_scan_disappeared") from None
+                    raise Stop(Finished(TaskStatus.CANCELED, "canceled_by_user")) from None
+                raise Stop(Requeued("remote_scan_disappeared")) from None
             except ScannerError as exc:
                 if not exc.transient:
                     raise
                 if self.e.clock.monotonic_s() - last_ok_s >= self.pool.scanner_lost_after_s:
-                    raise Finish(
-                        TaskStatus.FAILED, "scanner_lost", str(exc), dead_letter=True
+                    raise Stop(
+                        Finished(TaskStatus.FAILED, "scanner_lost", str(exc), dead_letter=True)
                     ) from None
                 await self._nap(self.pool.config.poll_interval_s)
                 continue
@@ -372,27 +460,20 @@ class TaskRunner:
                 return d.phase
             await self._nap(self.pool.config.poll_interval_s)
 
-    async def _after_scan(self, phase: RemotePhase) -> None:
-        t = self.task
+    async def _after_scan(self, phase: RemotePhase) -> Outcome:
         if self.control.cancel_requested:
-            raise Finish(TaskStatus.CANCELED, "canceled_by_user")
-        timed_out = (
-            t.started_at_ms is not None
-            and (self.e.clock.now_ms() - t.started_at_ms) / 1000
-            >= self.pool.config.max_scan_duration_s
-        )
+            return Finished(TaskStatus.CANCELED, "canceled_by_user")
         if phase is RemotePhase.COMPLETED or phase is RemotePhase.IMPORTED:
-            await self._export_and_finish(TaskStatus.COMPLETED, "completed")
-        elif timed_out:
-            await self._export_and_finish(TaskStatus.TIMED_OUT, "max_scan_duration")
-        elif phase is RemotePhase.CANCELED:
-            raise Finish(
+            return await self._export_and_finish(TaskStatus.COMPLETED, "completed")
+        if self.duration_stop:  # our own stop, decided on the monotonic clock in _watch
+            return await self._export_and_finish(TaskStatus.TIMED_OUT, "max_scan_duration")
+        if phase is RemotePhase.CANCELED:
+            return Finished(
                 TaskStatus.CANCELED,
                 "stopped_on_scanner",
                 "the scan was stopped on the scanner by someone else",
             )
-        else:  # aborted
-            raise Requeue("scan_aborted")
+        return Requeued("scan_aborted")
 
     async def _export(self, scan_id: int, dest: Path) -> ExportResult:
         """The scan has ended on the scanner: keep trying (with backoff) until the pool's
@@ -409,7 +490,7 @@ class TaskRunner:
                         scan_id,
                         dest,
                         deadline_s=left_s,
-                        max_bytes=self.e.max_export_bytes,
+                        max_bytes=self.e.settings.max_export_bytes,
                         poll_interval_s=min(2.0, self.pool.config.poll_interval_s),
                     ),
                     self.policy,
@@ -419,37 +500,50 @@ class TaskRunner:
                 if not exc.transient:
                     raise
                 if self.control.cancel_requested:
-                    raise Finish(TaskStatus.CANCELED, "canceled_by_user") from None
+                    raise Stop(Finished(TaskStatus.CANCELED, "canceled_by_user")) from None
                 if self.e.clock.monotonic_s() - started_s >= deadline_s:
-                    raise Finish(
-                        TaskStatus.FAILED,
-                        "export_failed",
-                        f"{exc} (still failing after {deadline_s:g}s)",
-                        dead_letter=True,
+                    raise Stop(
+                        Finished(
+                            TaskStatus.FAILED,
+                            "export_failed",
+                            f"{exc} (still failing after {deadline_s:g}s)",
+                            dead_letter=True,
+                        )
                     ) from None
                 await self._nap(self.policy.wait_s(exc, tries, self.sc.rng))
 
-    async def _export_and_finish(self, status: TaskStatus, reason: str) -> None:
+    async def _export_and_finish(self, status: TaskStatus, reason: str) -> Outcome:
         t = self.task
         if t.status is not TaskStatus.EXPORTING:
-            t.status = TaskStatus.EXPORTING
-            await self.e.persist(t, "exporting")
+            # the reason says which end it is (completed or max_scan_duration), so a
+            # restart while exporting ends it the same way
+            await self.e.change(t, TaskStatus.EXPORTING, "exporting", reason=reason)
+        elif t.reason == "max_scan_duration":
+            status, reason = TaskStatus.TIMED_OUT, "max_scan_duration"
         assert t.remote_scan_id is not None
         scan_id = t.remote_scan_id
         dest = self.e.export_path(t)
-        res = await self._export(scan_id, dest)
-        t.export_path = str(Path(res.path))
-        t.export_sha256 = res.sha256
-        t.export_bytes = res.size_bytes
-        auth_failed = await self.e.ingest_results(t)
-        if self.e.delete_remote_scans:
+        with self.e.critical():
+            return await self._export_ingest_finish(status, reason, scan_id, dest)
+
+    async def _export_ingest_finish(
+        self, status: TaskStatus, reason: str, scan_id: int, dest: Path
+    ) -> Outcome:
+        t = self.task
+        # with the checkpoint from before a restart, findings and results are stored and
+        # the remote scan may be gone already: nothing to download
+        if not exported(t, dest):
+            res = await self._export(scan_id, dest)
+            t.export_path = str(Path(res.path))
+            t.export_sha256 = res.sha256
+            t.export_bytes = res.size_bytes
+            await self.e.ingest_results(t)
+            # the "exported" checkpoint is durable before the remote scan can be deleted: a
+            # crash in between must not turn a finished scan into a 404 on restart
+            await self.e.change(
+                t, TaskStatus.EXPORTING, "exported", ev_detail=f"sha256={res.sha256}"
+            )
+        if self.e.settings.delete_remote_scans:
             # only ever the scan this task created, by the id stored when it was created
             await self._delete_remote(scan_id)
-        if auth_failed and status is TaskStatus.COMPLETED:
-            raise Finish(
-                TaskStatus.FAILED,
-                "authentication_failed",
-                "the scan ran but authentication failed on at least one host; "
-                "see validation.troubleshooting",
-            )
-        raise Finish(status, reason)
+        return exported_outcome(t, status, reason)

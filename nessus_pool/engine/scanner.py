@@ -6,19 +6,50 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Protocol, TypeVar
 
 import msgspec
 
-from nessus_pool.clock import Clock
+from nessus_pool.clock import Clock, sleep_or_event
 from nessus_pool.errors import RateLimitedError, ScannerAuthError, ScannerError
-from nessus_pool.nessus import NessusClient
+from nessus_pool.models import ScanSpec
+from nessus_pool.nessus import (
+    Capability,
+    ExportResult,
+    RemoteScan,
+    RemoteScanSummary,
+    ScanDetails,
+)
 from nessus_pool.queues import ScannerSlots
 from nessus_pool.retry import BreakerState, CircuitBreaker, RetryPolicy
 
 log = logging.getLogger("nessus_pool.engine")
 
 T = TypeVar("T")
+
+
+class ScannerClient(Protocol):
+    """The calls the engine makes on one scanner: :class:`nessus_pool.nessus.NessusClient`
+    in production, :class:`nessus_pool.testing.FakeNessus` in tests."""
+
+    async def probe(self) -> Capability: ...
+    async def create_scan(self, spec: ScanSpec) -> RemoteScan: ...
+    async def launch_scan(self, scan_id: int) -> str: ...
+    async def scan_details(self, scan_id: int) -> ScanDetails: ...
+    async def find_scans_by_name(self, name: str) -> list[RemoteScanSummary]: ...
+    async def stop_scan(self, scan_id: int) -> None: ...
+    async def delete_scan(self, scan_id: int) -> None: ...
+    async def export_scan(
+        self,
+        scan_id: int,
+        dest: Path,
+        *,
+        deadline_s: float = ...,
+        max_bytes: int = ...,
+        poll_interval_s: float = ...,
+    ) -> ExportResult: ...
+    async def close(self) -> None: ...
 
 
 class ScannerSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,7 +92,7 @@ class ScannerHandle:
     def __init__(
         self,
         spec: ScannerSpec,
-        client: NessusClient,
+        client: ScannerClient,
         clock: Clock,
         *,
         http_concurrency: int = 8,
@@ -77,6 +108,8 @@ class ScannerHandle:
         self.sem = asyncio.Semaphore(http_concurrency)
         self.rng = random.Random(hash(spec.scanner_id) & 0xFFFF)
         self.probe_now = asyncio.Event()
+        #: set after every probe (tests wait on it instead of sleeping through probe rounds)
+        self.probed = asyncio.Event()
         self.prober: asyncio.Task[None] | None = None
 
     @property
@@ -115,9 +148,12 @@ class ScannerHandle:
         *,
         idempotent: bool = True,
         what: str = "",
+        interrupt: asyncio.Event | None = None,
     ) -> T:
         """Run one client call, retrying transient failures of idempotent calls with
-        backoff. 429 waits Retry-After without using an attempt."""
+        backoff. 429 waits Retry-After without using an attempt. A set ``interrupt`` ends a
+        backoff sleep early and re-raises the last error instead of trying again (a cancel
+        does not wait out a minute of backoff)."""
         attempt = 0
         while True:
             attempt += 1
@@ -148,7 +184,10 @@ class ScannerHandle:
                         "error": str(exc),
                     },
                 )
-                await self.clock.sleep(delay)
+                if interrupt is None:
+                    await self.clock.sleep(delay)
+                elif await sleep_or_event(self.clock, interrupt, delay):
+                    raise
             else:
                 if self.breaker.state is not BreakerState.CLOSED or not self.slots.reachable:
                     self.breaker.success()
@@ -159,12 +198,33 @@ class ScannerHandle:
 
     async def probe(self) -> bool:
         """Refresh health and licence capability. Returns True if it became eligible."""
+        try:
+            return await self._probe()
+        finally:
+            self.probed.set()
+
+    async def _probe(self) -> bool:
         before = self.slots.eligible
         try:
             cap = await self.client.probe()
         except ScannerError as exc:
             self.slots.reachable = False
             self.slots.message = str(exc)
+            return False
+        except Exception as exc:
+            # a reply we cannot handle (say RecursionError from deeply nested JSON) makes the
+            # scanner unhealthy, not the daemon: the probe loop must live on
+            log.warning(
+                "probe failed",
+                exc_info=exc,
+                extra={
+                    "event": "scanner_probe_failed",
+                    "scanner": self.scanner_id,
+                    "error": type(exc).__name__,
+                },
+            )
+            self.slots.reachable = False
+            self.slots.message = f"probe failed: {type(exc).__name__}"
             return False
         self.slots.reachable = cap.reachable and cap.ready
         self.slots.scan_api = cap.scan_api

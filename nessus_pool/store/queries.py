@@ -1,0 +1,45 @@
+"""Every SQL statement of nessus-pool, by name (the list filter is built in Store)."""
+
+from __future__ import annotations
+
+from nessus_pool.store.schema import UNFINISHED_SQL
+
+Q_UPSERT_TASK = """
+INSERT INTO tasks (task_id, seq, pool, status, priority, idempotency_key, created_at_ms,
+                   finished_at_ms, dead_letter, data)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(task_id) DO UPDATE SET
+    pool = excluded.pool, status = excluded.status, priority = excluded.priority,
+    finished_at_ms = excluded.finished_at_ms, dead_letter = excluded.dead_letter,
+    data = excluded.data
+"""
+Q_INSERT_EVENT = (
+    "INSERT INTO task_events (task_id, at_ms, status, reason, detail) VALUES (?, ?, ?, ?, ?)"
+)
+Q_GET_TASK = "SELECT data FROM tasks WHERE task_id = ?"
+Q_BY_IDEMPOTENCY = "SELECT data FROM tasks WHERE idempotency_key = ?"
+# no ORDER BY: through the partial index and sorted in Python it is 2.5x faster than
+# SQLite's temp B-tree sort (100,000 queued: 0.19 s against 0.48 s)
+Q_ACTIVE = f"SELECT data FROM tasks WHERE status IN ({UNFINISHED_SQL})"
+Q_MAX_SEQ = "SELECT COALESCE(MAX(seq), 0) FROM tasks"
+Q_EVENTS = (
+    "SELECT task_id, at_ms, status, reason, detail FROM task_events WHERE task_id = ? ORDER BY id"
+)
+Q_UPSERT_RESULTS = "INSERT OR REPLACE INTO task_results (task_id, data) VALUES (?, ?)"
+Q_GET_RESULTS = "SELECT data FROM task_results WHERE task_id = ?"
+Q_INSERT_FINDING = (
+    "INSERT OR REPLACE INTO findings (task_id, seq, severity, plugin_id, host, data)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+Q_DELETE_FINDINGS = "DELETE FROM findings WHERE task_id = ?"
+Q_GET_FINDINGS = "SELECT data FROM findings WHERE task_id = ? ORDER BY seq"
+Q_COUNT_FINDINGS = "SELECT COUNT(*) FROM findings WHERE task_id = ?"
+Q_DELETE_TASK = (
+    "DELETE FROM tasks WHERE task_id = ?",
+    "DELETE FROM task_events WHERE task_id = ?",
+    "DELETE FROM task_results WHERE task_id = ?",
+    "DELETE FROM findings WHERE task_id = ?",
+)
+
+Q_DLQ_COUNTS = "SELECT pool, COUNT(*) FROM tasks WHERE dead_letter = 1 GROUP BY pool"
+Q_PROBE_WRITE = "CREATE TABLE IF NOT EXISTS _probe (x INTEGER)"

@@ -1,0 +1,161 @@
+"""The group-commit writer: callers queue rows and wait for the commit that holds them.
+
+A burst of writes costs one transaction (one fsync) per batch instead of one per caller. The
+order of :meth:`GroupCommitWriter.enqueue` calls is the order of commits. A caller that is
+cancelled cancels only its own wait: its rows stay queued and are committed with their batch.
+A batch that fails fails every caller in it, and the next batch is tried on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import re
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from nessus_pool.errors import StorageError
+from nessus_pool.store.queries import Q_INSERT_EVENT, Q_INSERT_FINDING, Q_UPSERT_TASK
+
+Op = tuple[str, Sequence[Any]]
+
+_COMMUTING = frozenset({Q_UPSERT_TASK, Q_INSERT_EVENT})
+_MULTI_ROW = frozenset({Q_UPSERT_TASK, Q_INSERT_EVENT, Q_INSERT_FINDING})
+_CHUNK_ROWS = 200
+_VALUES = re.compile(r"VALUES \((\?(?:, \?)*)\)")
+
+
+@functools.lru_cache(maxsize=1024)
+def _multi_row_sql(sql: str, rows: int) -> str:
+    m = _VALUES.search(sql)
+    assert m is not None, sql
+    group = f"({m.group(1)})"
+    return sql[: m.start()] + "VALUES " + ", ".join([group] * rows) + sql[m.end() :]
+
+
+def commit_batch(conn: sqlite3.Connection, ops: list[Op]) -> None:
+    """Runs on the database thread: one ``BEGIN IMMEDIATE`` ... ``COMMIT``; consecutive
+    statements with the same SQL go through one ``executemany``."""
+    groups: list[tuple[str, list[Sequence[Any]]]] = []
+    if all(sql in _COMMUTING for sql, _ in ops):
+        # task rows and event rows never depend on each other: one executemany each, order
+        # kept within each (the common case: a burst of submits or transitions)
+        by_sql: dict[str, list[Sequence[Any]]] = {}
+        for sql, params in ops:
+            by_sql.setdefault(sql, []).append(params)
+        groups = list(by_sql.items())
+    else:
+        for sql, params in ops:
+            if groups and groups[-1][0] == sql:
+                groups[-1][1].append(params)
+            else:
+                groups.append((sql, [params]))
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, rows in groups:
+            if len(rows) == 1:
+                conn.execute(sql, rows[0])
+            elif sql in _MULTI_ROW:
+                # one multi-row INSERT per chunk: executemany steps (and hands the GIL back
+                # and forth with a busy event loop) once per row
+                for i in range(0, len(rows), _CHUNK_ROWS):
+                    chunk = rows[i : i + _CHUNK_ROWS]
+                    conn.execute(_multi_row_sql(sql, len(chunk)), [v for row in chunk for v in row])
+            else:
+                conn.executemany(sql, rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
+class GroupCommitWriter:
+    """Owns the write queue and the one task that commits it through ``commit`` (a batch of
+    ops -> one transaction). :meth:`start` inside the running loop, :meth:`close` to drain."""
+
+    def __init__(
+        self,
+        commit: Callable[[list[Op]], Awaitable[None]],
+        *,
+        max_batch: int = 512,
+        name: str = "store:writer",
+    ) -> None:
+        self._commit = commit
+        self.max_batch = max_batch
+        self.name = name
+        self._pending: list[tuple[list[Op], asyncio.Future[None]]] = []
+        #: large writes (findings) wait here, so task transitions never queue behind them
+        self._bulk: list[tuple[list[Op], asyncio.Future[None]]] = []
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        #: counters for benchmarks and metrics
+        self.commits = 0
+        self.rows_written = 0
+        self.last_commit_ok = False
+
+    def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._loop(), name=self.name)
+
+    @property
+    def busy(self) -> bool:
+        """Writes are queued and not yet committed."""
+        return bool(self._pending or self._bulk)
+
+    def enqueue(self, ops: list[Op], *, bulk: bool = False) -> asyncio.Future[None]:
+        """Queue ``ops`` now (synchronously, so commits keep the order of the calls) and
+        return the future of the commit that holds them. Cancelling the future does not
+        withdraw the ops: they are committed with their batch. ``bulk`` writes go one per
+        commit, after the small ones waiting at that moment."""
+        if self._wake is None or self._closing:
+            raise StorageError("store is closed")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        (self._bulk if bulk else self._pending).append((ops, fut))
+        self._wake.set()
+        return fut
+
+    async def close(self) -> None:
+        """Commit everything queued, then stop."""
+        self._closing = True
+        if self._task is not None and self._wake is not None:
+            self._wake.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending or self._bulk:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                if len(batch) < self.max_batch and self._bulk:
+                    batch.append(self._bulk.pop(0))
+                try:
+                    ops = [op for ops, _ in batch for op in ops]
+                    await self._commit(ops)
+                except Exception as exc:
+                    err = (
+                        exc
+                        if isinstance(exc, StorageError)
+                        else StorageError(f"database write failed: {exc}")
+                    )
+                    self.last_commit_ok = False
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(err)
+                else:
+                    self.commits += 1
+                    self.rows_written += len(ops)
+                    self.last_commit_ok = True
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_result(None)
+            if self._closing:
+                return
