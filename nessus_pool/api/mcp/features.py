@@ -144,8 +144,6 @@ class Features:
         keepalive: Notify | None,
     ) -> Any:
         done: dict[str, Any] = {"resultType": "complete"} if modern else {}
-        if method == "prompts/list":
-            return {"prompts": self.prompts.definitions(), **done}
         if method == "prompts/get":
             got = await self.prompts.get(params.get("name"), params.get("arguments"), role)
             return {**got, **done}

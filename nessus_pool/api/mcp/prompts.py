@@ -80,6 +80,7 @@ PROMPTS: Final[list[dict[str, Any]]] = [
             _arg("targets", "IPs, CIDRs or hostnames, comma-separated.", True),
             _arg("pool", "A pool name to prefer."),
             _arg("scan_type", f"One of {', '.join(SCAN_TYPES)}."),
+            _arg("credential", "A credential set name to prefer (admin tokens)."),
         ],
     },
 ]
@@ -220,8 +221,13 @@ class Prompts:
         if wanted and wanted not in {p["pool"] for p in pools}:
             raise PromptError(f"pool {wanted[:60]!r} is not configured", "pool")
         plan: dict[str, Any] = {"targets": a["targets"], "pools": pools, "scan_types": SCAN_TYPES}
+        credential = a.get("credential")
         if role == "admin":
             plan["credential_sets"] = sorted(self.svc.config.credentials)
+            if credential and credential not in self.svc.config.credentials:
+                raise PromptError(f"credential {credential[:60]!r} is not configured", "credential")
+        elif credential:
+            raise PromptError("credential sets are for admin tokens", "credential")
         context = {
             "uri": "nessus-pool://plan/context",
             "mimeType": "application/json",
@@ -239,7 +245,7 @@ class Prompts:
                 "load, queue) and credential sets, pick the pool whose scope covers the targets "
                 f"({'prefer ' + wanted if wanted else 'least loaded first'}), the scan type "
                 f"({scan_type or 'untrusted unless a credential set fits the targets'}) and the "
-                f"credential set if any, and say why. {submit}"
+                f"credential set ({credential or 'if any'}), and say why. {submit}"
             ),
             _embedded(context),
         ]

@@ -279,6 +279,9 @@ class Dispatcher:
         self._templates_legacy, self._templates_modern = _static_list(
             "resourceTemplates", resources.templates()
         )
+        self._prompts_legacy, self._prompts_modern = _static_list(
+            "prompts", features.prompts.definitions() if features is not None else []
+        )
         self._discover = msgspec.Raw(
             _enc.encode(
                 {
@@ -379,6 +382,8 @@ class Dispatcher:
             return self._templates_modern if version else self._templates_legacy
         if method == "resources/read":
             return _fresh(await self._resources_read(params, version), version)
+        if method == "prompts/list" and self.features is not None:
+            return self._prompts_modern if version else self._prompts_legacy
         if self.features is not None:
             return await self.features.handle(
                 method, params, session, version is not None, role, notify, msg["id"], keepalive
