@@ -351,3 +351,35 @@ async def test_wait_for_scan_logs_at_the_chosen_level_modern(
         "tools/call", {"name": "wait_for_scan", "arguments": {"task_id": task_id}}, bad
     )
     assert status == 400 and msgs[0]["error"]["code"] == -32602
+
+
+async def test_ttl_is_housekeeping_retention(
+    start_daemon: DaemonFactory, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """The ttl a task reports is what housekeeping keeps: once retention deletes the scan,
+    tasks/get answers -32602 (the spec's "task not found")."""
+    from nessus_pool.engine.housekeeping import housekeeping_once
+
+    cfg = tokens_config(tmp_path, housekeeping={"finished-ttl-s": 60.0})
+    d: Daemon = await start_daemon(cfg)
+    w = Wire(http, f"{d.url}/mcp", ADMIN)
+    await w.initialize()
+    created = await w.rpc(
+        "tools/call",
+        {"name": "run_untrusted_scan", "arguments": {"targets": "10.9.7.1"}, "task": {}},
+    )
+    task_id = created["result"]["task"]["taskId"]
+    await w.rpc("tasks/result", {"taskId": task_id})
+    done = (await w.rpc("tasks/get", {"taskId": task_id}))["result"]
+    assert d.service is not None and d.engine is not None
+    v = await d.service.get_task(task_id)
+    assert v.finished_at_ms is not None
+    assert done["ttl"] == v.finished_at_ms - v.created_at_ms + 60_000
+    expires_ms = v.created_at_ms + done["ttl"]
+    kept = await housekeeping_once(d.engine, d.config.housekeeping, now_ms=expires_ms - 1)
+    assert kept.tasks_deleted == 0
+    assert (await w.rpc("tasks/get", {"taskId": task_id}))["result"]["status"] == "completed"
+    gone = await housekeeping_once(d.engine, d.config.housekeeping, now_ms=expires_ms + 1)
+    assert gone.tasks_deleted == 1
+    err = (await w.rpc("tasks/get", {"taskId": task_id}))["error"]
+    assert err["code"] == -32602 and "not found" in err["message"]
