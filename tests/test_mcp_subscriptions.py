@@ -162,3 +162,30 @@ async def test_listen_raw_wire_tasks_and_capability(
             and final["_meta"]["io.modelcontextprotocol/subscriptionId"] == "listen-1"
         )
         assert "ttlMs" in final and "ttl" not in final
+
+
+async def test_notification_streams_are_bounded(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each open stream is a hook run on every task change: past the cap a new listen is a
+    JSON-RPC error and a new GET stream a 503, never an unbounded list."""
+    from nessus_pool.api.mcp import features
+
+    monkeypatch.setattr(features, "MAX_STREAMS", 1)
+    async with aiohttp.ClientSession() as http:
+        w = Wire(http, f"{daemon.url}/mcp")
+        await w.initialize()
+        headers = {"Accept": "text/event-stream", "Mcp-Session-Id": w.sid or ""}
+        async with http.get(w.url, headers=headers) as stream:
+            assert stream.status == 200
+            other = Wire(http, f"{daemon.url}/mcp")
+            await other.initialize()
+            async with http.get(
+                w.url, headers={**headers, "Mcp-Session-Id": other.sid or ""}
+            ) as refused:
+                assert refused.status == 503
+            status, msgs = await w.modern(
+                "subscriptions/listen", {"notifications": {"resourcesListChanged": True}}
+            )
+            assert status == 400 and msgs[0]["error"]["code"] == -32600
+            assert "too many notification streams" in msgs[0]["error"]["message"]

@@ -383,3 +383,30 @@ async def test_ttl_is_housekeeping_retention(
     assert gone.tasks_deleted == 1
     err = (await w.rpc("tasks/get", {"taskId": task_id}))["error"]
     assert err["code"] == -32602 and "not found" in err["message"]
+
+
+async def test_no_secret_in_tasks_logs_or_prompts(
+    daemon: Daemon, http: aiohttp.ClientSession
+) -> None:
+    """An inline SSH password never comes back: not in the task, its status message, the
+    log lines, the result, the task list, completions or prompts."""
+    w = Wire(http, f"{daemon.url}/mcp", ADMIN)
+    await w.initialize()
+    await w.rpc("logging/setLevel", {"level": "debug"})
+    args = {"targets": "10.9.8.1", "ssh_username": "root", "ssh_password": SECRET}
+    seen: list[Any] = []
+    created = await w.rpc_all(
+        "tools/call", {"name": "run_authenticated_scan", "arguments": args, "task": {}}
+    )
+    seen += created
+    task_id = created[-1]["result"]["task"]["taskId"]
+    seen += await w.rpc_all("tasks/result", {"taskId": task_id})
+    seen += await w.rpc_all("tasks/get", {"taskId": task_id})
+    seen += await w.rpc_all("tasks/list", {})
+    for name in ("triage_scan", "troubleshoot_authentication", "compare_with_previous"):
+        seen += await w.rpc_all("prompts/get", {"name": name, "arguments": {"task_id": task_id}})
+    _, msgs = await w.modern("tasks/get", {"taskId": task_id}, META_TASKS)
+    seen += msgs
+    text = json.dumps(seen)
+    assert task_id in text and SECRET not in text
+    assert any(m.get("method") == "notifications/message" for m in seen)

@@ -32,6 +32,8 @@ LOG_LEVEL_META: Final = "io.modelcontextprotocol/logLevel"
 CLIENT_CAPABILITIES_META: Final = "io.modelcontextprotocol/clientCapabilities"
 #: tasks one session remembers as its own (for notifications/tasks/status)
 SESSION_TASKS_MAX: Final = 1024
+#: open notification streams (listen + GET) at once: each one is a hook run on every change
+MAX_STREAMS: Final = 1000
 
 Notify = Callable[[bytes], Awaitable[None]]
 
@@ -98,8 +100,17 @@ class Features:
         for feed in list(self._listens):
             feed.close()
 
+    def streams_left(self) -> int:
+        return MAX_STREAMS - len(self._listens)
+
     def feed(self) -> ChangeFeed:
-        """A change feed that :meth:`shutdown` closes."""
+        """A change feed that :meth:`shutdown` closes. Raises FeatureError when
+        ``MAX_STREAMS`` are open."""
+        if self.streams_left() <= 0:
+            raise FeatureError(
+                INVALID_REQUEST,
+                f"too many notification streams are open ({MAX_STREAMS}); close one and retry",
+            )
         feed = ChangeFeed(self.svc)
         self._listens.add(feed)
         return feed
@@ -275,13 +286,13 @@ class Features:
         meta = {SUBSCRIPTION_ID_META: rid}
         from nessus_pool.api.mcp.events import notification_bytes
 
+        feed = self.feed()  # before the acknowledgement: a refusal is still an error reply
         await notify(
             notification_bytes(
                 "notifications/subscriptions/acknowledged",
                 {"_meta": meta, "notifications": honoured},
             )
         )
-        feed = self.feed()
         try:
             await pump_changes(
                 self.svc, self.tasks, interest, notify, feed, subscription_id=rid,

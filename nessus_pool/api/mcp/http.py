@@ -126,10 +126,6 @@ class _Exchange:
             await stream.prepare(self.request)
             self.stream = stream
 
-    async def finish_stream(self) -> None:
-        if self.stream is not None:
-            await self.stream.write_eof()
-
     def stream_or_empty(self) -> web.StreamResponse:
         return self.stream if self.stream is not None else web.Response(status=204)
 
@@ -269,13 +265,15 @@ class McpHttp:
             return session
         if session.streaming:
             return _error(409, p.INVALID_REQUEST, "this session already has a GET stream open")
-        changes = None
         ex = _Exchange(request)
-        await ex.open()
         changes = self.dispatcher.session_changes(session, ex.notify, ex.keepalive)
         if changes is None:
-            await ex.finish_stream()
-            return ex.stream_or_empty()
+            return _error(503, p.INVALID_REQUEST, "too many notification streams are open")
+        try:
+            await ex.open()
+        except BaseException:
+            changes.close()  # never started
+            raise
         session.streaming = True
         try:
             await changes

@@ -395,7 +395,7 @@ class Dispatcher:
     ) -> Coroutine[Any, Any, None] | None:
         """The loop that sends a handshake-era session's change notifications on ``send``
         (a stdio connection, or a session's GET stream) until cancelled or closed."""
-        if self.features is None:
+        if self.features is None or self.features.streams_left() <= 0:
             return None
         return self.features.session_changes(session.interest, send, keepalive)
 

@@ -26,6 +26,7 @@ import msgspec
 
 from nessus_pool.api.mcp import compat
 from nessus_pool.errors import ConflictError, NotFoundError, ValidationError
+from nessus_pool.logs import redact
 
 if TYPE_CHECKING:
     from nessus_pool.api.mcp.tools import Toolbox, ToolContext
@@ -97,7 +98,8 @@ def status_message(v: TaskView, now_ms: int) -> str:
         found = f"{vulns} findings above informational" if vulns is not None else "finished"
         auth = f"; authentication {v.authentication_status}" if v.authentication_status else ""
         return f"completed: {found}{auth}"
-    return f"{v.status.replace('_', ' ')}: {(v.error or v.reason or 'no detail')[:300]}"
+    # a scanner's error text passes the same redaction as our logs (config and held secrets)
+    return f"{v.status.replace('_', ' ')}: {redact((v.error or v.reason or 'no detail')[:300])}"
 
 
 class TaskModel:
