@@ -16,9 +16,10 @@ from mcp import Client
 from mcp.shared.subscriptions import ResourcesListChanged, ResourceUpdated
 
 from nessus_pool.daemon import Daemon
-from tests.conftest import DaemonFactory
+from tests.conftest import DaemonFactory, write_config
 from tests.test_mcp_http import ACCEPT, ADMIN, META, MODERN, READER
-from tests.test_mcp_sdk import mcp_config
+from tests.test_mcp_sdk import _stdio, mcp_config
+from tests.test_mcp_stdio import INIT, line, spawn
 from tests.test_mcp_tasks import EXT, Wire, tokens_config
 
 LONG = 600.0  # scans that only end when cancelled
@@ -32,8 +33,15 @@ async def daemon(start_daemon: DaemonFactory, tmp_path: Path) -> Daemon:
     return d
 
 
-async def test_listen_with_the_official_sdk(daemon: Daemon) -> None:
-    async with Client(f"{daemon.url}/mcp", mode="auto", read_timeout_seconds=30) as client:
+@pytest.mark.parametrize("transport", ["http", "stdio"])
+async def test_listen_with_the_official_sdk(daemon: Daemon, tmp_path: Path, transport: str) -> None:
+    if transport == "http":
+        target: Any = f"{daemon.url}/mcp"
+    else:  # its own embedded engine on its own storage
+        cfg = mcp_config(tmp_path / "stdio")
+        cfg["simulator"]["scan-seconds"] = LONG
+        target = _stdio(write_config(tmp_path / "stdio.toml", cfg))
+    async with Client(target, mode="auto", read_timeout_seconds=30) as client:
         assert client.session.protocol_version == "2026-07-28"
         out = await client.call_tool("run_untrusted_scan", {"targets": "10.8.0.1"})
         task_id = (out.structured_content or {})["task_id"]
@@ -189,3 +197,53 @@ async def test_notification_streams_are_bounded(
             )
             assert status == 400 and msgs[0]["error"]["code"] == -32600
             assert "too many notification streams" in msgs[0]["error"]["message"]
+
+
+async def test_legacy_stdio_subscribe_and_task_status(tmp_path: Path) -> None:
+    """Over stdio the one connection is the session's stream: resources/updated,
+    list_changed and tasks/status arrive between the replies."""
+    cfg = mcp_config(tmp_path)
+    cfg["simulator"]["scan-seconds"] = LONG
+    proc = await spawn(write_config(tmp_path / "np.toml", cfg))
+    assert proc.stdin is not None and proc.stdout is not None
+    stdout = proc.stdout
+
+    async def reply_to(rid: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        notes: list[dict[str, Any]] = []
+        async with asyncio.timeout(30):
+            while True:
+                msg = json.loads(await stdout.readline())
+                if msg.get("id") == rid:
+                    return msg, notes
+                notes.append(msg)
+
+    def call(rid: int, method: str, params: dict[str, Any]) -> bytes:
+        return line({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+
+    try:
+        proc.stdin.write(line(INIT))
+        await reply_to(1)
+        proc.stdin.write(line({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        scan = {"name": "run_untrusted_scan", "arguments": {"targets": "10.8.3.1"}, "task": {}}
+        proc.stdin.write(call(2, "tools/call", scan))
+        created, _ = await reply_to(2)
+        task_id = created["result"]["task"]["taskId"]
+        uri = f"nessus-pool://scans/{task_id}/report"
+        proc.stdin.write(call(3, "resources/subscribe", {"uri": uri}))
+        await reply_to(3)
+        proc.stdin.write(call(4, "tasks/cancel", {"taskId": task_id}))
+        cancelled, notes = await reply_to(4)
+        assert cancelled["result"]["status"] == "cancelled"
+        proc.stdin.write(call(5, "ping", {}))  # notifications sent meanwhile come first
+        _, later = await reply_to(5)
+        notes += later
+        kinds = {m["method"] for m in notes}
+        assert {"notifications/resources/updated", "notifications/resources/list_changed",
+                "notifications/tasks/status"} <= kinds  # fmt: skip
+        statuses = [m["params"]["status"] for m in notes
+                    if m["method"] == "notifications/tasks/status"]  # fmt: skip
+        assert statuses[-1] == "cancelled"
+    finally:
+        proc.stdin.close()
+        async with asyncio.timeout(30):
+            await proc.wait()
