@@ -261,7 +261,7 @@ TOOLS: list[ToolSpec] = [
              read_only=False, open_world=True, task_support="optional"),
     ToolSpec("run_authenticated_scan", "Run authenticated scan",
              "Start an SSH-authenticated Nessus scan (packages, configuration). "
-             "Prefer credential (a set named on the server) over inline ssh_*." + _SUBMIT,
+             "Prefer credential (a server-side set) over inline ssh_*." + _SUBMIT,
              s.AuthenticatedScanArgs, _O(_K["submit"]), run_authenticated_scan,
              read_only=False, open_world=True, task_support="optional"),
     ToolSpec("get_scan_status", "Scan status",
