@@ -85,6 +85,9 @@ async def test_prompts_with_embedded_resources(daemon: Daemon, mode: str) -> Non
             await client.get_prompt("triage_scan", {})
         assert err.value.code == -32602 and "task_id is required" in err.value.message
         with pytest.raises(MCPError) as err:
+            await client.get_prompt("triage_scan", {"task_id": "'; drop table"})
+        assert err.value.code == -32602 and "task_id must match" in err.value.message
+        with pytest.raises(MCPError) as err:
             await client.get_prompt("nope", {})
         assert err.value.code == -32602
         with pytest.raises(MCPError) as err:

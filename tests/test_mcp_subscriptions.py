@@ -148,6 +148,10 @@ async def test_listen_raw_wire_tasks_and_capability(
             body = await r.json()
             assert body["error"]["code"] == -32021
         meta = {**META, "io.modelcontextprotocol/clientCapabilities": {"extensions": {EXT: {}}}}
+        bad = listen(meta, {"taskIds": [1, None]})
+        async with http.post(w.url, json=bad, headers=hdrs) as r:
+            body = await r.json()
+            assert r.status == 400 and body["error"]["data"] == {"field": "notifications.taskIds"}
         wanted = {"taskIds": [task_id, "ffffffffffffffff"], "toolsListChanged": True}
         async with http.post(w.url, json=listen(meta, wanted), headers=hdrs) as stream:
             assert stream.content_type == "text/event-stream"

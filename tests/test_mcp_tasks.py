@@ -174,7 +174,8 @@ async def test_legacy_task_lifecycle_result_equals_status(
     assert (await w.rpc("tasks/cancel", {"taskId": task_id}))["error"]["code"] == -32602
     assert (await w.rpc("tasks/get", {"taskId": "0" * 16}))["error"]["code"] == -32602
     assert (await w.rpc("tasks/get", {"taskId": 7}))["error"]["code"] == -32602
-    assert (await w.rpc("tasks/list", {"cursor": "x"}))["error"]["code"] == -32602
+    bad_cursor = (await w.rpc("tasks/list", {"cursor": "x"}))["error"]
+    assert bad_cursor["code"] == -32602 and bad_cursor["data"] == {"field": "cursor"}
     bad = await w.rpc("logging/setLevel", {"level": "verbose"})
     assert bad["error"]["code"] == -32602 and bad["error"]["data"] == {"field": "level"}
 

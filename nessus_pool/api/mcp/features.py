@@ -139,7 +139,7 @@ class Features:
         try:
             return await self._route(method, params, session, modern, role, notify, rid, keepalive)
         except TaskLookupError as exc:
-            raise FeatureError(INVALID_PARAMS, str(exc), {"field": "taskId"}) from None
+            raise FeatureError(INVALID_PARAMS, str(exc), {"field": exc.field}) from None
         except PromptError as exc:
             raise FeatureError(INVALID_PARAMS, str(exc), {"field": exc.field}) from None
 
@@ -272,6 +272,12 @@ class Features:
                 raise FeatureError(
                     INVALID_PARAMS,
                     f"notifications.taskIds must be a list of at most {MAX_SUBSCRIPTIONS} ids",
+                    {"field": "notifications.taskIds"},
+                )
+            if not all(isinstance(t, str) for t in task_ids):
+                raise FeatureError(
+                    INVALID_PARAMS,
+                    "notifications.taskIds must be task id strings",
                     {"field": "notifications.taskIds"},
                 )
             known = []

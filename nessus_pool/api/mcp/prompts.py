@@ -15,8 +15,9 @@ import msgspec
 
 from nessus_pool.api.mcp.resources import ScanResources
 from nessus_pool.api.mcp.tools import ResourceNotFoundError, ResourceParamsError
-from nessus_pool.errors import NessusPoolError
+from nessus_pool.errors import NessusPoolError, ValidationError
 from nessus_pool.models import ScanType
+from nessus_pool.service import check_task_id
 
 if TYPE_CHECKING:
     from nessus_pool.service import Service
@@ -132,6 +133,11 @@ class Prompts:
         return {"description": spec["description"], "messages": messages}
 
     async def _read(self, uri: str, field: str) -> dict[str, Any]:
+        task_id = uri.split("/")[3]
+        try:
+            check_task_id(task_id, field)
+        except ValidationError as exc:
+            raise PromptError(str(exc), field) from None
         try:
             return (await self.resources.read(uri))[0]
         except (ResourceNotFoundError, ResourceParamsError) as exc:

@@ -47,7 +47,11 @@ _dec = msgspec.json.Decoder()
 
 
 class TaskLookupError(Exception):
-    """A taskId that names no task we keep (JSON-RPC -32602)."""
+    """A taskId that names no task we keep, or a bad cursor (JSON-RPC -32602)."""
+
+    def __init__(self, message: str, field: str = "taskId") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def mcp_status(v: TaskView) -> str:
@@ -186,7 +190,7 @@ class TaskModel:
         if cursor is not None and not (
             isinstance(cursor, str) and cursor.isascii() and cursor.isdigit() and len(cursor) < 19
         ):
-            raise TaskLookupError("params.cursor is not a cursor this server handed out")
+            raise TaskLookupError("params.cursor is not a cursor this server handed out", "cursor")
         page = await self.svc.list_tasks(page_size=TASKS_PAGE_SIZE, cursor=cursor)
         out: dict[str, Any] = {"tasks": [self.task(v, False) for v in page.tasks]}
         if page.next_cursor is not None:
