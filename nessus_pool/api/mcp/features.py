@@ -18,7 +18,14 @@ from nessus_pool.api.mcp.events import (
     pump_changes,
 )
 from nessus_pool.api.mcp.prompts import PromptError, Prompts
-from nessus_pool.api.mcp.tasks import TASKS_EXTENSION, TaskLookupError, TaskModel, status_message
+from nessus_pool.api.mcp.tasks import (
+    RELATED_TASK,
+    TASK_TOOLS,
+    TASKS_EXTENSION,
+    TaskLookupError,
+    TaskModel,
+    status_message,
+)
 
 if TYPE_CHECKING:
     from nessus_pool.api.mcp.protocol import Session
@@ -29,6 +36,7 @@ METHOD_NOT_FOUND: Final = -32601
 INVALID_PARAMS: Final = -32602
 MISSING_CAPABILITY: Final = -32021
 LOG_LEVEL_META: Final = "io.modelcontextprotocol/logLevel"
+IMMEDIATE_RESPONSE: Final = "io.modelcontextprotocol/model-immediate-response"
 CLIENT_CAPABILITIES_META: Final = "io.modelcontextprotocol/clientCapabilities"
 #: tasks one session remembers as its own (for notifications/tasks/status)
 SESSION_TASKS_MAX: Final = 1024
@@ -325,6 +333,52 @@ class Features:
         finally:
             feed.close()
             self._listens.discard(feed)
+
+    async def task_call(
+        self,
+        params: dict[str, Any],
+        session: Session | None,
+        modern: bool,
+        run: Callable[[], Awaitable[dict[str, Any]]],
+    ) -> dict[str, Any]:
+        """A scan tool call that becomes an MCP task: 2025-11-25 when the client asks
+        (``params.task``), 2026-07-28 when the client declares the tasks extension (the
+        server decides; it always does for a scan that was accepted). ``run`` makes the
+        ordinary tool call."""
+        name = params.get("name")
+        if not modern:
+            if not isinstance(params.get("task"), dict):
+                raise FeatureError(
+                    INVALID_PARAMS, "params.task must be an object", {"field": "task"}
+                )
+            if name not in TASK_TOOLS:
+                raise FeatureError(
+                    METHOD_NOT_FOUND,
+                    f"tool {str(name)[:60]!r} does not run as a task (execution.taskSupport); "
+                    "call it without params.task",
+                )
+        elif not declares_tasks(params):
+            return await run()
+        result = await run()
+        if result.get("isError"):
+            if modern:  # the server decides: no task for a refused submit
+                return result
+            text = result["content"][0]["text"]
+            raise FeatureError(
+                INVALID_PARAMS, f"the scan was not accepted: {text}", {"field": "arguments"}
+            )
+        task_id = self.tasks.created(result["structuredContent"])
+        view = await self.tasks.view(task_id)
+        self.remember_task(session, task_id)
+        if modern:
+            return {"resultType": "task", **self.tasks.task(view, True)}
+        return {
+            "task": self.tasks.task(view, False),
+            "_meta": {
+                IMMEDIATE_RESPONSE: result["content"][0]["text"],
+                RELATED_TASK: {"taskId": task_id},
+            },
+        }
 
     def remember_task(self, session: Session | None, task_id: str) -> None:
         if session is None:

@@ -17,8 +17,8 @@ import msgspec
 
 from nessus_pool import __version__
 from nessus_pool.api.mcp.events import Interest
-from nessus_pool.api.mcp.features import FeatureError, Features, declares_tasks, request_log_level
-from nessus_pool.api.mcp.tasks import RELATED_TASK, TASK_TOOLS, TASKS_EXTENSION
+from nessus_pool.api.mcp.features import FeatureError, Features, request_log_level
+from nessus_pool.api.mcp.tasks import TASK_TOOLS, TASKS_EXTENSION
 from nessus_pool.api.mcp.tools import (
     ResourceCatalog,
     ResourceNotFoundError,
@@ -422,48 +422,14 @@ class Dispatcher:
         role: str,
         notify: Notify | None,
     ) -> Any:
-        """A scan tool call that becomes an MCP task: 2025-11-25 when the client asks
-        (``params.task``), 2026-07-28 when the client declares the tasks extension (the
-        server decides; it always does for a scan that was accepted)."""
+        """A scan tool call that may become an MCP task (see Features.task_call)."""
         assert self.features is not None
-        name = params.get("name")
-        modern = version is not None
-        if not modern:
-            task = params.get("task")
-            if not isinstance(task, dict):
-                raise RpcError(INVALID_PARAMS, "params.task must be an object", {"field": "task"})
-            if name not in TASK_TOOLS:
-                raise RpcError(
-                    METHOD_NOT_FOUND,
-                    f"tool {str(name)[:60]!r} does not run as a task (execution.taskSupport); "
-                    "call it without params.task",
-                )
-        elif not declares_tasks(params):
-            return _complete(
-                await self._tools_call(msg, params, role, notify, session, version), version
-            )
-        result = await self._tools_call(msg, params, role, notify, session, version)
-        if result.get("isError"):
-            if modern:  # the server decides: no task for a refused submit
-                return _complete(result, version)
-            text = result["content"][0]["text"]
-            raise RpcError(
-                INVALID_PARAMS, f"the scan was not accepted: {text}", {"field": "arguments"}
-            )
-        tasks = self.features.tasks
-        task_id = tasks.created(result["structuredContent"])
-        view = await tasks.view(task_id)
-        self.features.remember_task(session, task_id)
-        if modern:
-            return {"resultType": "task", **tasks.task(view, True)}
-        text = result["content"][0]["text"]
-        return {
-            "task": tasks.task(view, False),
-            "_meta": {
-                "io.modelcontextprotocol/model-immediate-response": text,
-                RELATED_TASK: {"taskId": task_id},
-            },
-        }
+
+        async def run() -> dict[str, Any]:
+            return await self._tools_call(msg, params, role, notify, session, version)
+
+        out = await self.features.task_call(params, session, version is not None, run)
+        return out if "resultType" in out else _complete(out, version)
 
     async def _tools_call(
         self,
