@@ -203,12 +203,21 @@ async def test_notification_streams_are_bounded(
             assert "too many notification streams" in msgs[0]["error"]["message"]
 
 
-async def test_legacy_stdio_subscribe_and_task_status(tmp_path: Path) -> None:
+@pytest.mark.parametrize("bridged", [False, True])
+async def test_legacy_stdio_subscribe_and_task_status(
+    start_daemon: DaemonFactory, tmp_path: Path, bridged: bool
+) -> None:
     """Over stdio the one connection is the session's stream: resources/updated,
-    list_changed and tasks/status arrive between the replies."""
+    list_changed and tasks/status arrive between the replies, also through
+    ``nessus-pool mcp --connect`` (which relays the daemon's GET stream)."""
     cfg = mcp_config(tmp_path)
     cfg["simulator"]["scan-seconds"] = LONG
-    proc = await spawn(write_config(tmp_path / "np.toml", cfg))
+    config = write_config(tmp_path / "np.toml", cfg)
+    if bridged:
+        d: Daemon = await start_daemon(cfg, name="daemon.toml")
+        proc = await spawn(config, "--connect", f"{d.url}/mcp")
+    else:
+        proc = await spawn(config)
     assert proc.stdin is not None and proc.stdout is not None
     stdout = proc.stdout
 
