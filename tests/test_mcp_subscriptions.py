@@ -260,3 +260,35 @@ async def test_legacy_stdio_subscribe_and_task_status(
         proc.stdin.close()
         async with asyncio.timeout(30):
             await proc.wait()
+
+
+async def test_retention_purge_changes_the_resource_list(
+    start_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """Housekeeping deleting a finished scan changes resources/list: subscribers hear
+    resources/updated for it and list_changed."""
+    from nessus_pool.engine.housekeeping import housekeeping_once
+
+    d: Daemon = await start_daemon(mcp_config(tmp_path))
+    assert d.service is not None and d.engine is not None
+    async with aiohttp.ClientSession() as http:
+        w = Wire(http, f"{d.url}/mcp")
+        await w.initialize()
+        call = {"name": "run_untrusted_scan", "arguments": {"targets": "10.8.4.1"}, "task": {}}
+        task_id = (await w.rpc("tools/call", call))["result"]["task"]["taskId"]
+        await w.rpc("tasks/result", {"taskId": task_id})
+        uri = f"nessus-pool://scans/{task_id}/report"
+        await w.rpc("resources/subscribe", {"uri": uri})
+        headers = {"Accept": "text/event-stream", "Mcp-Session-Id": w.sid or ""}
+        async with http.get(w.url, headers=headers) as stream:
+            assert stream.status == 200
+            far_ms = d.engine.clock.now_ms() + 10**12
+            run = await housekeeping_once(d.engine, d.config.housekeeping, now_ms=far_ms)
+            assert run.tasks_deleted == 1
+            msgs = await read_sse(
+                stream,
+                lambda m: {"notifications/resources/updated",
+                           "notifications/resources/list_changed"} <= set(methods(m)),
+            )  # fmt: skip
+        assert [m["params"]["uri"] for m in msgs if "uri" in m["params"]] == [uri]
+        assert (await w.rpc("resources/list", {}))["result"]["resources"] == []

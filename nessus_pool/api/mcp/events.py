@@ -148,13 +148,16 @@ async def _events(
     wanted = [u for u in uris if u in interest.resource_uris]
     if not (wanted or interest.list_changed or task_id in interest.task_ids):
         return []
-    try:
-        v = await svc.get_task(task_id, with_results=task_id in interest.task_ids)
-    except NessusPoolError:  # deleted by retention meanwhile
-        return []
     out: list[tuple[str, dict[str, Any]]] = [
         ("notifications/resources/updated", {"uri": u}) for u in wanted
     ]
+    try:
+        v = await svc.get_task(task_id, with_results=task_id in interest.task_ids)
+    except NessusPoolError:  # deleted by retention: gone from the list of finished scans
+        interest.finished_seen.pop(task_id, None)
+        if interest.list_changed:
+            out.append(("notifications/resources/list_changed", {}))
+        return out
     if interest.list_changed and v.finished_at_ms is not None:
         seen = interest.finished_seen
         if task_id not in seen:
