@@ -292,3 +292,16 @@ async def test_retention_purge_changes_the_resource_list(
             )  # fmt: skip
         assert [m["params"]["uri"] for m in msgs if "uri" in m["params"]] == [uri]
         assert (await w.rpc("resources/list", {}))["result"]["resources"] == []
+
+
+async def test_deleting_the_session_ends_its_get_stream(daemon: Daemon) -> None:
+    async with aiohttp.ClientSession() as http:
+        w = Wire(http, f"{daemon.url}/mcp")
+        await w.initialize()
+        headers = {"Accept": "text/event-stream", "Mcp-Session-Id": w.sid or ""}
+        async with http.get(w.url, headers=headers) as stream:
+            assert stream.status == 200
+            async with http.delete(w.url, headers={"Mcp-Session-Id": w.sid or ""}) as r:
+                assert r.status == 204
+            async with asyncio.timeout(10):  # ends now, not at the next keepalive
+                assert await stream.content.read() == b""

@@ -87,9 +87,18 @@ class ChangeFeed:
 class Interest:
     """What one stream wants to hear about. Mutable: ``resources/subscribe`` adds to it."""
 
-    __slots__ = ("finished_seen", "list_changed", "resource_uris", "task_ids", "tasks_modern")
+    __slots__ = (
+        "close_stream",
+        "finished_seen",
+        "list_changed",
+        "resource_uris",
+        "task_ids",
+        "tasks_modern",
+    )
 
     def __init__(self) -> None:
+        #: ends the stream that serves this interest (a session deleted while streaming)
+        self.close_stream: Callable[[], None] | None = None
         self.resource_uris: set[str] = set()
         self.list_changed = False
         self.task_ids: set[str] = set()

@@ -326,11 +326,13 @@ class Features:
         tasks' status. Ends on shutdown or when a write fails."""
         interest.list_changed = True
         feed = self.feed()
+        interest.close_stream = feed.close
         try:
             await pump_changes(self.svc, self.tasks, interest, send, feed, keepalive=keepalive)
         except ConnectionError:
             pass
         finally:
+            interest.close_stream = None
             feed.close()
             self._listens.discard(feed)
 

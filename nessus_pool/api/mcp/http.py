@@ -289,6 +289,8 @@ class McpHttp:
         if isinstance(session, web.Response):
             return session
         self.sessions.pop(session.session_id, None)
+        if session.interest.close_stream is not None:
+            session.interest.close_stream()  # its GET stream ends with it
         return web.Response(status=204)
 
     async def post(self, request: web.Request) -> web.StreamResponse:
