@@ -56,7 +56,7 @@ async def read_json(client: Client, uri: str) -> Any:
 
 async def exercise_resources(client: Client, mode: str) -> None:
     assert client.server_capabilities.resources is not None
-    assert not client.server_capabilities.resources.subscribe
+    assert client.server_capabilities.resources.subscribe
     task_id = await finished_scan(client, "10.1.0.5", name="report-me")
 
     templates = (await client.list_resource_templates()).resource_templates
@@ -155,7 +155,10 @@ async def test_read_token_on_the_wire(start_daemon: DaemonFactory, tmp_path: Pat
     async with aiohttp.ClientSession() as http:
         mcp = Mcp(http, f"{d.url}/mcp")
         status, _, body = await mcp.modern("server/discover", **read)
-        assert body["result"]["capabilities"]["resources"] == {"listChanged": False}
+        assert body["result"]["capabilities"]["resources"] == {
+            "subscribe": True,
+            "listChanged": True,
+        }
 
         call = {"name": "run_untrusted_scan", "arguments": {"targets": "10.5.0.1"}}
         _, _, body = await mcp.modern(
