@@ -15,11 +15,12 @@ from mcp.types import TextResourceContents
 
 from nessus_pool.api.mcp import resources
 from nessus_pool.daemon import Daemon
+from nessus_pool.models import TERMINAL_STATUSES, status_values
 from tests.conftest import DaemonFactory, write_config
 from tests.test_mcp_http import ADMIN, READER, Mcp, req
 from tests.test_mcp_sdk import SECRET, _stdio, mcp_config
 
-TERMINAL = {"completed", "failed", "canceled", "timed_out"}
+TERMINAL = set(status_values(TERMINAL_STATUSES))
 #: resource not found: -32002 in the handshake era, -32602 from 2026-07-28 (SEP-2164)
 NOT_FOUND = {"legacy": -32002, "auto": -32602}
 

@@ -14,10 +14,10 @@ from nessus_pool.api.mcp.findings import results_text
 from nessus_pool.api.mcp.tasks import status_message
 from nessus_pool.api.mcp.tools import ToolContext, ToolSpec
 from nessus_pool.errors import NotFoundError, ValidationError
-from nessus_pool.models import Escalation, ScanType
+from nessus_pool.models import TERMINAL_STATUSES, Escalation, ScanType, status_values
 from nessus_pool.service import ScannerView, Service, SubmitRequest, TaskView
 
-TERMINAL = frozenset({"completed", "failed", "canceled", "timed_out"})
+TERMINAL = frozenset(status_values(TERMINAL_STATUSES))
 _CURSOR_MAX_DIGITS = 18
 
 
