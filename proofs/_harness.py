@@ -193,6 +193,7 @@ class Simulator(Proc):
                 str(scan_seconds),
                 "--seed",
                 str(seed),
+                "--plain-http",
             ],
         )
 

@@ -92,6 +92,7 @@ async def simulators() -> AsyncIterator[tuple[int, asyncio.subprocess.Process]]:
         "1",
         "--seed",
         "5",
+        "--plain-http",
         ready=f":{port + 2}",
     )
     yield port, proc

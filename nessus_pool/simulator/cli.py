@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import signal
 import sys
+from pathlib import Path
 
 from nessus_pool.simulator.options import SimulatorOptions
 from nessus_pool.simulator.server import start_simulators
+from nessus_pool.simulator.tls import SimulatorTLSError, default_tls_dir
 
 
 def add_simulate_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -34,10 +36,23 @@ def add_simulate_parser(subparsers: argparse._SubParsersAction) -> None:  # type
         help="restricted licence: scan create/launch answer 412",
     )
     p.add_argument("--seed", type=int, default=None, help="deterministic faults and findings")
+    p.add_argument(
+        "--plain-http",
+        action="store_true",
+        help="serve plain HTTP instead of HTTPS (real Nessus only speaks HTTPS)",
+    )
+    p.add_argument(
+        "--tls-dir",
+        type=Path,
+        default=None,
+        help="folder of the simulator's CA (ca.pem, reused across runs) and server "
+        f"certificate (default {default_tls_dir()})",
+    )
 
 
 async def run_simulate(args: argparse.Namespace) -> int:
-    """Start the scanners, print one line each, run until SIGINT/SIGTERM or cancellation."""
+    """Start the scanners, print one line each (and the CA file to pin, over HTTPS), run
+    until SIGINT/SIGTERM or cancellation. Exit code 2 when the TLS folder cannot be used."""
     options = SimulatorOptions(
         scan_seconds=args.scan_seconds, scan_api=not args.no_scan_api, seed=args.seed
     )
@@ -50,10 +65,18 @@ async def run_simulate(args: argparse.Namespace) -> int:
             installed.append(sig)
         except (NotImplementedError, RuntimeError):
             pass
+    tls_dir = None if args.plain_http else (args.tls_dir or default_tls_dir())
     try:
-        async with await start_simulators(
-            args.scanners, host=args.host, port=args.port, options=options
-        ) as cluster:
+        try:
+            cluster = await start_simulators(
+                args.scanners, host=args.host, port=args.port, options=options, tls_dir=tls_dir
+            )
+        except SimulatorTLSError as exc:
+            print(f"nessus-pool simulate: --tls-dir: {exc}", file=sys.stderr)
+            return 2
+        async with cluster:
+            if cluster.ca_file is not None:
+                print(f"ca-file {cluster.ca_file}  (pin it: curl --cacert FILE; ca-file = FILE)")
             for scanner in cluster.scanners:
                 print(
                     f"{scanner.name} {scanner.url}  api-keys {options.access_key}/"

@@ -12,6 +12,7 @@ from typing import Any
 
 from nessus_pool.clock import Clock
 from nessus_pool.simulator.options import Faults, ScanSummary, SimulatorOptions, SimulatorStats
+from nessus_pool.simulator.policies import CUSTOM_POLICY_UUID, PolicyBook
 from nessus_pool.simulator.state import (
     ACTIVE,
     MY_SCANS_FOLDER_ID,
@@ -25,6 +26,9 @@ from nessus_pool.simulator.state import (
     peak_overlap,
 )
 from nessus_pool.simulator.targets import TargetError, expand_targets
+
+#: formats the simulator renders (pdf and db need Nessus's own report engine)
+EXPORT_FORMATS = ("nessus", "csv", "html")
 
 
 class ScannerState:
@@ -50,6 +54,10 @@ class ScannerState:
         self._ids = itertools.count(5)
         self._file_ids = itertools.count(1_000_000_000 + index * 7919)
         self._past_runs: list[tuple[float, float | None]] = []
+        self.policies = PolicyBook(itertools.count(100), clock.now_ms())
+        #: user folders (id -> name), beside the built-in Trash and My Scans
+        self.custom_folders: dict[int, str] = {}
+        self._folder_ids = itertools.count(10)
         #: requests hung by ``hang_rate`` wait on this; whoever drops the connections sets it
         self.release: asyncio.Event | None = None
 
@@ -93,12 +101,10 @@ class ScannerState:
         self.require_scan_api()
         if not isinstance(body, dict):
             raise SimHTTPError(400, "Invalid JSON body")
-        template = next((t for t in TEMPLATES if t[2] == body.get("uuid")), None)
-        if template is None:
-            raise SimHTTPError(400, "Invalid 'uuid' field: template not found")
         settings = body.get("settings")
         if not isinstance(settings, dict):
             raise SimHTTPError(400, "Invalid 'settings' field: missing")
+        template_uuid, policy_name, compliance = self._template(body.get("uuid"), settings)
         name = settings.get("name")
         targets = settings.get("text_targets")
         if not isinstance(name, str) or not name.strip():
@@ -110,14 +116,14 @@ class ScannerState:
         except TargetError as exc:
             raise SimHTTPError(400, f"Invalid 'text_targets' field: {exc}") from exc
         folder_id = settings.get("folder_id", MY_SCANS_FOLDER_ID)
-        if folder_id not in (TRASH_FOLDER_ID, MY_SCANS_FOLDER_ID):
+        if not self.folder_exists(folder_id):
             raise SimHTTPError(400, "Invalid 'folder_id' field: folder not found")
         user, password = _ssh_credential(body.get("credentials"))
         scan = Scan(
             id=next(self._ids),
             name=name,
-            template_uuid=template[2],
-            policy=template[1],
+            template_uuid=template_uuid,
+            policy=policy_name,
             text_targets=targets,
             hosts=hosts,
             description=str(settings.get("description") or ""),
@@ -126,6 +132,7 @@ class ScannerState:
             created_ms=self.clock.now_ms(),
             enabled=bool(settings.get("enabled", False)),
             ssh_username=user,
+            compliance=compliance,
         )
         scan.modified_ms = scan.created_ms
         if user is not None:
@@ -138,6 +145,46 @@ class ScannerState:
         if settings.get("launch_now") is True:
             self.launch(scan.id)
         return scan
+
+    def _template(self, uuid_: Any, settings: dict[str, Any]) -> tuple[str, str, bool]:
+        """(template uuid, policy name, compliance?) of a scan being created: a built-in
+        template, or a saved policy (the custom uuid with ``settings.policy_id``)."""
+        if uuid_ == CUSTOM_POLICY_UUID:
+            policy_id = settings.get("policy_id")
+            if not isinstance(policy_id, int) or isinstance(policy_id, bool):
+                raise SimHTTPError(400, "Invalid 'policy_id' field: required with this uuid")
+            policy = self.policies.policies.get(policy_id)
+            if policy is None:
+                raise SimHTTPError(400, "Invalid 'policy_id' field: policy not found")
+            return uuid_, policy.name, policy.compliance
+        template = next((t for t in TEMPLATES if t[2] == uuid_), None)
+        if template is None:
+            raise SimHTTPError(400, "Invalid 'uuid' field: template not found")
+        return template[2], template[1], template[0] == "compliance"
+
+    def folder_exists(self, folder_id: Any) -> bool:
+        return folder_id in (TRASH_FOLDER_ID, MY_SCANS_FOLDER_ID) or (
+            isinstance(folder_id, int) and folder_id in self.custom_folders
+        )
+
+    def create_folder(self, body: Any) -> int:
+        name = body.get("name") if isinstance(body, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            raise SimHTTPError(400, "Invalid 'name' field: must not be empty")
+        if name in self.custom_folders.values() or name in ("Trash", "My Scans"):
+            raise SimHTTPError(409, "A folder with this name already exists")
+        folder_id = next(self._folder_ids)
+        self.custom_folders[folder_id] = name
+        return folder_id
+
+    def delete_folder(self, folder_id: int) -> None:
+        if folder_id not in self.custom_folders:
+            # the built-in folders cannot be deleted either
+            raise SimHTTPError(403, "You do not have permission to delete this folder")
+        del self.custom_folders[folder_id]
+        for scan in self.scans.values():  # Nessus moves the folder's scans to the trash
+            if scan.folder_id == folder_id:
+                scan.folder_id = TRASH_FOLDER_ID
 
     def launch(self, scan_id: int) -> Run:
         self.require_scan_api()
@@ -183,7 +230,7 @@ class ScannerState:
 
     def move(self, scan_id: int, folder_id: Any) -> None:
         scan = self.scan(scan_id)
-        if folder_id not in (TRASH_FOLDER_ID, MY_SCANS_FOLDER_ID):
+        if not self.folder_exists(folder_id):
             raise SimHTTPError(400, "Invalid 'folder_id' field: folder not found")
         scan.folder_id = folder_id
         scan.modified_ms = self.clock.now_ms()
@@ -216,7 +263,7 @@ class ScannerState:
             raise SimHTTPError(
                 400, "Invalid 'format' field: must be one of nessus, csv, html, pdf, db"
             )
-        if fmt != "nessus":
+        if fmt not in EXPORT_FORMATS:
             raise SimHTTPError(400, f"Export format '{fmt}' is not simulated")
         if history_id is not None and scan.run(history_id) is None:
             raise SimHTTPError(404, NOT_FOUND)
@@ -230,6 +277,7 @@ class ScannerState:
             history_id=history_id,
             created_mono_s=self.now(),
             error=self.chance(self.faults.export_error_rate),
+            format=fmt,
         )
         self.exports[export.file_id] = export
         return export

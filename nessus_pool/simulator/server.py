@@ -4,6 +4,8 @@ cluster of them. This is the only module that builds the HTTP app."""
 from __future__ import annotations
 
 import asyncio
+import ssl
+from pathlib import Path
 from types import TracebackType
 
 from aiohttp import web
@@ -12,6 +14,7 @@ from nessus_pool.clock import Clock, SystemClock
 from nessus_pool.simulator.app import build_app
 from nessus_pool.simulator.options import Faults, SimulatorOptions
 from nessus_pool.simulator.scanner import ScannerState
+from nessus_pool.simulator.tls import load_or_create
 
 
 class SimulatedScanner(ScannerState):
@@ -27,10 +30,12 @@ class SimulatedScanner(ScannerState):
         index: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(name, options=options, clock=clock, index=index)
         self.host = host
         self.port = port
+        self.ssl_context = ssl_context
         self.url = ""
         self.app: web.Application = build_app(self)
         self._runner: web.AppRunner | None = None
@@ -47,10 +52,14 @@ class SimulatedScanner(ScannerState):
 
     async def _listen(self) -> None:
         assert self._runner is not None
-        self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        self._site = web.TCPSite(
+            self._runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context
+        )
         await self._site.start()
         self.port = int(self._runner.addresses[-1][1])
-        self.url = f"http://{self.host}:{self.port}"
+        scheme = "http" if self.ssl_context is None else "https"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.url = f"{scheme}://{host}:{self.port}"
 
     @property
     def is_up(self) -> bool:
@@ -80,9 +89,21 @@ class SimulatedScanner(ScannerState):
         if self.release is not None:
             self.release.set()
         if self._runner is not None:
+            self._abort_connections()
             await self._runner.cleanup()
             self._runner = None
             self._site = None
+
+    def _abort_connections(self) -> None:
+        """Drop open connections at once. A TLS connection closed gracefully waits (up to
+        30 s) for the client's close_notify, which HTTP clients rarely send; a fake server
+        that stops for good has nothing to flush, and the wait would outlive its loop."""
+        server = self._runner.server if self._runner is not None else None
+        if server is None:
+            return
+        for handler in server.connections:
+            if handler.transport is not None:
+                handler.transport.abort()
 
     def set_faults(self, faults: Faults) -> None:
         """Replace the active faults. ``expire_sessions`` and ``down_for_s`` act once, now."""
@@ -106,10 +127,12 @@ class SimulatedScanner(ScannerState):
 
 
 class SimulatorCluster:
-    """Running simulated scanners; close with :meth:`close` or ``async with``."""
+    """Running simulated scanners; close with :meth:`close` or ``async with``. ``ca_file`` is
+    the CA that signed their certificates (None when they serve plain HTTP)."""
 
-    def __init__(self, scanners: list[SimulatedScanner]) -> None:
+    def __init__(self, scanners: list[SimulatedScanner], ca_file: Path | None = None) -> None:
         self.scanners = scanners
+        self.ca_file = ca_file
 
     async def close(self) -> None:
         for scanner in self.scanners:
@@ -134,11 +157,19 @@ async def start_simulators(
     port: int = 0,
     options: SimulatorOptions | None = None,
     clock: Clock | None = None,
+    tls_dir: Path | None = None,
 ) -> SimulatorCluster:
     """Start ``count`` scanners named ``sim-1``.. on ``host``: each on its own ephemeral port
-    when ``port`` is 0, else on ``port``..``port+count-1``. All share ``clock``."""
+    when ``port`` is 0, else on ``port``..``port+count-1``. All share ``clock``. With
+    ``tls_dir`` they serve HTTPS with a certificate signed by the CA kept there (created on
+    first use; pin ``cluster.ca_file``), else plain HTTP."""
     options = options or SimulatorOptions()
     clock = clock or SystemClock()
+    ssl_context: ssl.SSLContext | None = None
+    ca_file: Path | None = None
+    if tls_dir is not None:
+        tls = await asyncio.to_thread(load_or_create, tls_dir, [host])
+        ssl_context, ca_file = tls.server_context(), tls.ca_file
     scanners: list[SimulatedScanner] = []
     try:
         for index in range(count):
@@ -149,6 +180,7 @@ async def start_simulators(
                 index=index,
                 host=host,
                 port=port + index if port else 0,
+                ssl_context=ssl_context,
             )
             scanners.append(scanner)
             await scanner.start()
@@ -156,4 +188,4 @@ async def start_simulators(
         for scanner in scanners:
             await scanner.close()
         raise
-    return SimulatorCluster(scanners)
+    return SimulatorCluster(scanners, ca_file)

@@ -128,6 +128,8 @@ class Scan:
     #: status reported for a foreign scan that was never run here
     fixed_status: str | None = None
     modified_ms: int = 0
+    #: made from a compliance-audit template or policy: its export carries compliance items
+    compliance: bool = False
 
     def run(self, history_id: int | None = None) -> Run | None:
         if history_id is None:
@@ -175,6 +177,7 @@ class ExportFile:
     error: bool
     polls: int = 0
     data: bytes | None = None
+    format: str = "nessus"
 
 
 def peak_overlap(intervals: list[tuple[float, float | None]]) -> int:

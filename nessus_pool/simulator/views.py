@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from nessus_pool.simulator.export import NESSUS_BUILD, NESSUS_VERSION, PLUGIN_FEED, generate_export
+from nessus_pool.simulator.reports import render_csv, render_html
 from nessus_pool.simulator.scanner import ScannerState
 from nessus_pool.simulator.state import (
     ACTIVE,
@@ -120,6 +121,17 @@ def folders(scanner: ScannerState) -> list[dict[str, Any]]:
             "name": "My Scans",
             "id": MY_SCANS_FOLDER_ID,
         },
+        *(
+            {
+                "unread_count": sum(1 for s in scanner.scans.values() if s.folder_id == fid),
+                "custom": 1,
+                "default_tag": 0,
+                "type": "custom",
+                "name": name,
+                "id": fid,
+            }
+            for fid, name in scanner.custom_folders.items()
+        ),
     ]
 
 
@@ -334,7 +346,19 @@ def _history(scan: Scan, run: Run, now_s: float) -> dict[str, Any]:
     }
 
 
-def export_bytes(scanner: ScannerState, scan: Scan, history_id: int | None) -> bytes:
+def export_bytes(
+    scanner: ScannerState, scan: Scan, history_id: int | None, fmt: str = "nessus"
+) -> bytes:
+    """The export in ``fmt``; CSV and HTML are rendered from the ``.nessus`` document."""
+    nessus = _nessus_bytes(scanner, scan, history_id)
+    if fmt == "csv":
+        return render_csv(nessus)
+    if fmt == "html":
+        return render_html(nessus, scan.name)
+    return nessus
+
+
+def _nessus_bytes(scanner: ScannerState, scan: Scan, history_id: int | None) -> bytes:
     run = scan.run(history_id)
     start_ms = run.launched_ms if run else scan.created_ms
     duration_s = int(run.scan_s) if run else 0
@@ -350,6 +374,6 @@ def export_bytes(scanner: ScannerState, scan: Scan, history_id: int | None) -> b
     )
 
 
-def export_filename(scan: Scan) -> str:
+def export_filename(scan: Scan, fmt: str = "nessus") -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", scan.name).strip("_") or "scan"
-    return f"{safe}_{scan.id}.nessus"
+    return f"{safe}_{scan.id}.{fmt}"
