@@ -42,6 +42,8 @@ class ErrorContext:
     auth_mode: str
     clock: Clock
     redact: Callable[[str], str]
+    #: the CA file pinned for this scanner (None: the system trust store)
+    ca_file: str | None = None
 
     def fields(self, status: int | None = None) -> dict[str, Any]:
         return {"scanner_id": self.scanner_id, "endpoint": self.endpoint, "status": status}
@@ -105,8 +107,13 @@ def client_error(exc: aiohttp.ClientError, ctx: ErrorContext) -> tuple[str, Scan
     kw = ctx.fields()
     text = ctx.redact(str(exc)) or type(exc).__name__
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return "tls_error", PermanentScannerError(_certificate_problem(exc, ctx), **kw)
+    if isinstance(exc, aiohttp.ClientConnectorSSLError) and "WRONG_VERSION_NUMBER" in text:
         return "tls_error", PermanentScannerError(
-            f"TLS certificate verification failed ({text}); set ca_file for this scanner", **kw
+            "the scanner does not speak TLS on this port (a plain-HTTP server?): use an "
+            "http:// url only for a test double such as 'nessus-pool simulate --plain-http'; "
+            "Nessus itself always serves https://",
+            **kw,
         )
     if isinstance(exc, aiohttp.ClientConnectorError):
         return "connect_error", TransientScannerError(f"cannot connect: {text}", **kw)
@@ -117,6 +124,32 @@ def client_error(exc: aiohttp.ClientError, ctx: ErrorContext) -> tuple[str, Scan
             f"the scanner dropped the connection: {text}", **kw
         )
     return "connect_error", TransientScannerError(f"HTTP client error: {text}", **kw)
+
+
+_CA_HINT = (
+    "set ca-file for this scanner to the CA that signed its certificate (on the Nessus host "
+    "/opt/nessus/com/nessus/CA/cacert.pem; for 'nessus-pool simulate' the ca-file it prints), "
+    "or as a last resort verify-tls = false"
+)
+
+
+def _certificate_problem(exc: aiohttp.ClientConnectorCertificateError, ctx: ErrorContext) -> str:
+    cert_error = exc.certificate_error
+    reason = getattr(cert_error, "verify_message", None) or str(cert_error)
+    if "hostname" in reason.lower() or "ip address mismatch" in reason.lower():
+        return (
+            f"TLS certificate verification failed: {reason}; the certificate does not name the "
+            "host in this scanner's url: use a name or address the certificate lists"
+        )
+    if ctx.ca_file is None:
+        return (
+            f"TLS certificate verification failed: {reason}; the system trust store does not "
+            f"know the scanner's CA: {_CA_HINT}"
+        )
+    return (
+        f"TLS certificate verification failed: {reason}; the CA file {ctx.ca_file} did not "
+        f"sign the scanner's certificate: {_CA_HINT}"
+    )
 
 
 def parse_retry_after(value: str | None, clock: Clock) -> float | None:

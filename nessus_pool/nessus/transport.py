@@ -362,6 +362,7 @@ class Transport:
             auth_mode=self.auth_mode,
             clock=self.clock,
             redact=lambda text: self.redact(text, secrets),
+            ca_file=self._ca_file if self._verify_tls else None,
         )
 
     def redact(self, text: str, extra: Sequence[str] = ()) -> str:
