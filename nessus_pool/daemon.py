@@ -152,8 +152,11 @@ def prepare_storage(directory: Path) -> None:
         )
 
 
-def scanner_specs(cfg: Config, sim_urls: list[str]) -> list[ScannerSpec]:
-    """Resolve secrets and turn config into engine specs. Raises ConfigError."""
+def scanner_specs(
+    cfg: Config, sim_urls: list[str], sim_ca_file: str | None = None
+) -> list[ScannerSpec]:
+    """Resolve secrets and turn config into engine specs (the embedded simulators at
+    ``sim_urls``, pinned to ``sim_ca_file`` when they serve HTTPS). Raises ConfigError."""
     specs: list[ScannerSpec] = []
     for i, pool in enumerate(cfg.pools):
         for j, sc in enumerate(pool.scanners):
@@ -194,6 +197,7 @@ def scanner_specs(cfg: Config, sim_urls: list[str]) -> list[ScannerSpec]:
                     secret_key=SIM_SECRET_KEY,
                     simulated=True,
                     timeout_s=10.0,
+                    ca_file=sim_ca_file,
                 )
             )
     return specs
@@ -381,6 +385,8 @@ class Daemon:
                     scan_api=cfg.simulator.scan_api,
                     seed=cfg.simulator.seed,
                 ),
+                # HTTPS with the simulator's own CA, pinned below: the TLS path real Nessus takes
+                tls_dir=storage / "simulator-tls",
             )
             sim_urls = [s.url for s in self.sim_cluster.scanners]
         metrics = self.metrics
@@ -415,7 +421,9 @@ class Daemon:
         self.engine.on_death.append(lambda why: self._signals.put_nowait("died"))
         self.engine.delete_remote_scans = cfg.housekeeping.delete_remote_scans
         await self.engine.start(
-            effective_pools(cfg), scanner_specs(cfg, sim_urls), hold_background=True
+            effective_pools(cfg),
+            scanner_specs(cfg, sim_urls, self._sim_ca_file()),
+            hold_background=True,
         )
         self.engine.spawn(
             housekeeping_loop(self.engine, lambda: self.config.housekeeping), "housekeeping"
@@ -516,6 +524,10 @@ class Daemon:
             finally:
                 sd_notify("READY=1")
 
+    def _sim_ca_file(self) -> str | None:
+        ca_file = self.sim_cluster.ca_file if self.sim_cluster is not None else None
+        return None if ca_file is None else str(ca_file)
+
     async def _reload(self) -> ReloadOutcome:
         assert self.engine is not None
         if self.config_path is None:
@@ -535,7 +547,7 @@ class Daemon:
                 simulator=self.config.simulator,
             )
             unavailable = preflight(keep)
-            specs = scanner_specs(keep, sim_urls)
+            specs = scanner_specs(keep, sim_urls, self._sim_ca_file())
             await apply_reload(self.engine, effective_pools(keep), specs)
         except NessusPoolError as exc:
             self.metrics.reloads.labels("refused").inc()

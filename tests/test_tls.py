@@ -10,14 +10,17 @@ import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from nessus_pool.clock import FakeClock
+from nessus_pool.daemon import Daemon
 from nessus_pool.errors import PermanentScannerError
 from nessus_pool.models import ScanSpec
 from nessus_pool.nessus import NessusClient
 from nessus_pool.simulator import SimulatorCluster, SimulatorOptions, start_simulators
 from nessus_pool.simulator.tls import SimulatorTLSError, load_or_create
+from tests.conftest import DaemonFactory, sim_config
 
 
 @pytest.fixture
@@ -116,3 +119,25 @@ async def test_ca_folder_is_reused_private_and_owned(tmp_path: Path) -> None:
     os.chown(tmp_path / "tls", 4242, 4242)
     with pytest.raises(SimulatorTLSError, match="belongs to another user"):
         load_or_create(tmp_path / "tls", ["127.0.0.1"])
+
+
+async def test_serve_talks_to_its_embedded_simulator_over_pinned_https(
+    tmp_path: Path, start_daemon: DaemonFactory
+) -> None:
+    d: Daemon = await start_daemon(sim_config(tmp_path, scanners=1, scan_seconds=0.3))
+    assert d.sim_cluster is not None and d.service is not None
+    sim = d.sim_cluster.scanners[0]
+    assert sim.url.startswith("https://")
+    # the CA lives with the daemon's data, private to its user, and is what the client pins
+    ca_dir = tmp_path / "data" / "simulator-tls"
+    assert d.sim_cluster.ca_file == ca_dir / "ca.pem"
+    assert (ca_dir / "ca-key.pem").stat().st_mode & 0o777 == 0o600
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{d.url}/api/v1/scans", json={"targets": "192.0.2.5"}) as r,
+    ):
+        assert r.status in (200, 201, 202), await r.text()
+        task_id = (await r.json())["task_id"]
+    done = await d.service.wait_for(task_id, 30)
+    assert done.status == "completed", done
+    assert sim.stats().launched == 1
