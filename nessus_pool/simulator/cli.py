@@ -76,7 +76,10 @@ async def run_simulate(args: argparse.Namespace) -> int:
             return 2
         async with cluster:
             if cluster.ca_file is not None:
-                print(f"ca-file {cluster.ca_file}  (pin it: curl --cacert FILE; ca-file = FILE)")
+                print(
+                    f"ca-file {cluster.ca_file}  (pin it: curl --cacert FILE; ca-file = FILE)",
+                    flush=True,
+                )
             for scanner in cluster.scanners:
                 print(
                     f"{scanner.name} {scanner.url}  api-keys {options.access_key}/"
