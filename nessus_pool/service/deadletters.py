@@ -6,7 +6,6 @@ from typing import Any
 
 import msgspec
 
-from nessus_pool.engine import Engine
 from nessus_pool.errors import ConflictError, NotFoundError, ValidationError
 from nessus_pool.service.ids import check_task_id
 from nessus_pool.service.reads import Reads
@@ -17,29 +16,28 @@ from nessus_pool.store import TaskFilter
 MAX_PURGE_AGE_S = 100 * 365 * 86400.0
 
 
-class DeadLetters:
-    def __init__(self, engine: Engine, reads: Reads) -> None:
-        self.engine = engine
-        self._reads = reads
+class DeadLetters(Reads):
+    """The dead-letter operations, over the reads they are made of (a dead letter is a task
+    with its ``dead_letter`` mark)."""
 
     async def dlq_list(
         self, *, pool: str | None = None, page_size: int = 50, cursor: str | None = None
     ) -> TaskPage:
-        return await self._reads.list_tasks(
+        return await self.list_tasks(
             pool=pool, dead_letter=True, page_size=page_size, cursor=cursor
         )
 
     async def dlq_get(self, task_id: str) -> dict[str, Any]:
-        t = await self._reads.task(task_id)
+        t = await self.task(task_id)
         if not t.dead_letter:
             raise NotFoundError(f"task {task_id} is not in the dead-letter queue", field="task_id")
         events = await self.engine.store.events(task_id)
-        return {**msgspec.to_builtins(self._reads.view(t)), "events": msgspec.to_builtins(events)}
+        return {**msgspec.to_builtins(self.view(t)), "events": msgspec.to_builtins(events)}
 
     async def dlq_retry(self, task_id: str) -> TaskView:
         """A fresh attempt that really runs: the task goes back to its pool's queue with its
         attempt count reset and its dead-letter mark cleared."""
-        t = await self._reads.task(task_id)
+        t = await self.task(task_id)
         if not t.dead_letter:
             raise ConflictError(
                 f"task {task_id} is not in the dead-letter queue (status {t.status.value})",
@@ -48,7 +46,7 @@ class DeadLetters:
         if t.pool not in self.engine.pools:
             raise ConflictError(f"pool {t.pool!r} no longer exists")
         await self.engine.revive(t)
-        return self._reads.view(t)
+        return self.view(t)
 
     async def dlq_purge(
         self,
