@@ -85,6 +85,8 @@ class FakeNessus:
         self.scan_api = scan_api
         self.reachable = reachable
         self.calls: list[Call] = []
+        #: the deadline_at_s of every export_scan call (one deadline across retries)
+        self.export_deadlines_at_s: list[float | None] = []
         self.scans: dict[int, FakeScan] = {}
         self._ids = itertools.count(1)
         self._failures: dict[str, list[BaseException]] = {}
@@ -240,9 +242,11 @@ class FakeNessus:
         dest: Path,
         *,
         deadline_s: float = 600.0,
+        deadline_at_s: float | None = None,
         max_bytes: int = 2 * 1024**3,
         poll_interval_s: float = 1.0,
     ) -> ExportResult:
+        self.export_deadlines_at_s.append(deadline_at_s)
         await self._enter("export_scan", scan_id)
         scan = self._scan(scan_id, "POST /scans/{id}/export")
         if not is_terminal(self.phase(scan)):

@@ -15,9 +15,9 @@ ended and after how long, secrets found in API answers, the log or the storage f
 the daemon: HTTP 5xx seen (``/healthz`` and the API are polled throughout), RSS at start and
 its peak (``VmHWM``).
 
-An export attack ends within ``export-deadline-s`` per engine attempt: the client enforces
-one deadline over the whole export, but the engine's retry (``max-attempts``) calls it again
-with a fresh one; the bound here allows for that and prints the ratio.
+An export attack ends within one ``export-deadline-s`` (plus one drip and the scan itself):
+the client enforces one deadline over the whole export and the engine's retries share it;
+the ratio to the deadline is printed.
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ async def main() -> int:
                             if t in ended
                         )
                     if attack in ("stuck_loading", "drip_export"):
-                        held = held and slowest <= MAX_ATTEMPTS * (deadline + drip_s) + 5.0
+                        held = held and slowest <= deadline + drip_s + 5.0
                     ok = ok and held
                     note = (
                         f", {slowest / deadline:.1f}x export-deadline-s"

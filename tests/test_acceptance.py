@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from nessus_pool.models import TERMINAL_STATUSES, status_values
 from nessus_pool.simulator.ports import free_port_range as free_port
 from tests.conftest import write_config
 
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.acceptance
 
 EXE = shutil.which("nessus-pool") or str(Path(sys.executable).parent / "nessus-pool")
 KEYS = {"access-key": "sim-access-key", "secret-key": "sim-secret-key"}
+TERMINAL = set(status_values(TERMINAL_STATUSES))
 
 
 async def spawn(*args: str, ready: str) -> asyncio.subprocess.Process:
@@ -136,9 +138,7 @@ async def wait_terminal(
         views = await asyncio.gather(*(get_json(http, f"{base}/api/v1/scans/{t}") for t in pending))
         for t, v in zip(pending, views, strict=True):
             status[t] = v["status"]
-        pending = [
-            t for t in pending if status[t] not in ("completed", "failed", "canceled", "timed_out")
-        ]
+        pending = [t for t in pending if status[t] not in TERMINAL]
         if pending:
             await asyncio.sleep(0.25)  # polling another process: nothing to wait on
     return status

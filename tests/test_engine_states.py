@@ -253,3 +253,38 @@ async def test_repeated_cancels_of_a_running_scan_write_one_row(tmp_path: Path) 
         events = [e.status for e in await rig.store.events(t.task_id)]
         assert events.count("cancel_requested") == 1
         assert events[-1] == "canceled" and fake.count("stop_scan") == 1
+
+
+async def test_a_full_disk_during_export_waits_for_space_within_one_deadline(
+    tmp_path: Path,
+) -> None:
+    """ENOSPC while writing the export is a StorageError: the finished scan is exported again
+    once space returns (it was failed at once); every try shares the first try's deadline."""
+    pool = _pool(export_deadline_s=120.0)
+    async with engine_rig(tmp_path, pool=pool, scan_s=5.0) as rig:
+        fake = rig.fakes["fake-1"]
+        fake.fail_next("export_scan", StorageError("cannot write the export: disk full"), 3)
+        t = await rig.submit()
+        await rig.until(lambda: t.task_id not in rig.engine.tasks)
+        stored = await rig.stored(t.task_id)
+        assert (stored.status, stored.reason) == (TaskStatus.COMPLETED, "completed")
+        assert fake.count("export_scan") == 4
+        deadlines = set(fake.export_deadlines_at_s)
+        assert len(deadlines) == 1 and None not in deadlines
+
+
+async def test_a_disk_that_stays_full_dead_letters_at_the_export_deadline(
+    tmp_path: Path,
+) -> None:
+    pool = _pool(export_deadline_s=60.0)
+    async with engine_rig(tmp_path, pool=pool, scan_s=5.0) as rig:
+        fake = rig.fakes["fake-1"]
+        fake.fail_next("export_scan", StorageError("cannot write the export: disk full"), 10_000)
+        t = await rig.submit()
+        await rig.until(lambda: t.status is TaskStatus.EXPORTING)
+        started_s = rig.clock.monotonic_s()
+        await rig.until(lambda: t.task_id not in rig.engine.tasks)
+        stored = await rig.stored(t.task_id)
+        assert (stored.status, stored.reason) == (TaskStatus.FAILED, "export_storage_failed")
+        assert stored.dead_letter
+        assert 60.0 <= rig.clock.monotonic_s() - started_s <= 60.0 + 5.0

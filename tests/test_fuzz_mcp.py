@@ -36,6 +36,19 @@ METHODS = [
     "notifications/initialized",
     "resources/list",
     "nope",
+    # issue 15: tasks, prompts, completions, logging, subscriptions
+    "tasks/get",
+    "tasks/result",
+    "tasks/list",
+    "tasks/cancel",
+    "tasks/update",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "subscriptions/listen",
 ]
 TOOLS = [
     "run_untrusted_scan",
@@ -48,6 +61,8 @@ TOOLS = [
     "wait_for_scan",
     "list_pools",
     "bogus",
+    "triage_scan",  # prompts
+    "plan_scan",
 ]
 
 requests = st.fixed_dictionaries(
@@ -64,6 +79,18 @@ requests = st.fixed_dictionaries(
                 "arguments": st.dictionaries(st.text(max_size=15), json_values, max_size=6)
                 | json_values,
                 "protocolVersion": st.text(max_size=12),
+                "task": json_values,
+                "taskId": st.text(max_size=20) | json_values,
+                "cursor": st.text(max_size=20) | json_values,
+                "uri": st.text(max_size=40) | json_values,
+                "level": st.text(max_size=10) | json_values,
+                "ref": st.fixed_dictionaries(
+                    {"type": st.sampled_from(["ref/prompt", "ref/resource", "x"])},
+                    optional={"name": st.text(max_size=20), "uri": st.text(max_size=40)},
+                )
+                | json_values,
+                "argument": st.dictionaries(st.text(max_size=10), json_values, max_size=3),
+                "notifications": json_values,
             },
         )
         | json_values,

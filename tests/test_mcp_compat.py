@@ -5,6 +5,7 @@ and errors shaped as the seed shaped them. Written from the documentation, not f
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -214,3 +215,26 @@ async def test_timed_out_scan_is_timeout(start_daemon: DaemonFactory, tmp_path: 
         assert status["status"] == "timeout" and status["detailed_status"] == "timed_out"
         listed = await call(client, "list_tasks", {"status_filter": "timeout"})
         assert [t["status"] for t in listed["tasks"]] == ["timeout"]
+
+
+async def test_a_queued_scan_says_why_it_waits(start_daemon: DaemonFactory, tmp_path: Path) -> None:
+    """Our addition beside the seed's keys: a queued scan's status and its pool's status carry
+    ``waiting_reason`` (here the one scanner's one slot is taken)."""
+    data = nessus_config(tmp_path)
+    data["simulator"]["scan-seconds"] = 30
+    data["simulator"]["max-concurrent-scans"] = 1
+    d: Daemon = await start_daemon(data)
+    async with Client(f"{d.url}/mcp", mode="legacy") as client:
+        first = await call(client, "run_untrusted_scan", {"targets": "10.1.0.5", "name": "a"})
+        second = await call(client, "run_untrusted_scan", {"targets": "10.1.0.6", "name": "b"})
+        for _ in range(200):
+            running = await call(client, "get_scan_status", {"task_id": first["task_id"]})
+            if running["status"] == "running":
+                break
+            await asyncio.sleep(0.05)  # bounded poll for the condition, 10 s at most
+        assert running["status"] == "running" and "waiting_reason" not in running
+        queued = await call(client, "get_scan_status", {"task_id": second["task_id"]})
+        assert queued["status"] == "queued"
+        assert queued["waiting_reason"] == "capacity_full"
+        pool = await call(client, "get_pool_status", {"scanner_pool": "nessus"})
+        assert pool["waiting_reason"] == "capacity_full"

@@ -15,11 +15,12 @@ from mcp.types import TextResourceContents
 
 from nessus_pool.api.mcp import resources
 from nessus_pool.daemon import Daemon
+from nessus_pool.models import TERMINAL_STATUSES, status_values
 from tests.conftest import DaemonFactory, write_config
 from tests.test_mcp_http import ADMIN, READER, Mcp, req
 from tests.test_mcp_sdk import SECRET, _stdio, mcp_config
 
-TERMINAL = {"completed", "failed", "canceled", "timed_out"}
+TERMINAL = set(status_values(TERMINAL_STATUSES))
 #: resource not found: -32002 in the handshake era, -32602 from 2026-07-28 (SEP-2164)
 NOT_FOUND = {"legacy": -32002, "auto": -32602}
 
@@ -56,7 +57,7 @@ async def read_json(client: Client, uri: str) -> Any:
 
 async def exercise_resources(client: Client, mode: str) -> None:
     assert client.server_capabilities.resources is not None
-    assert not client.server_capabilities.resources.subscribe
+    assert client.server_capabilities.resources.subscribe
     task_id = await finished_scan(client, "10.1.0.5", name="report-me")
 
     templates = (await client.list_resource_templates()).resource_templates
@@ -155,7 +156,10 @@ async def test_read_token_on_the_wire(start_daemon: DaemonFactory, tmp_path: Pat
     async with aiohttp.ClientSession() as http:
         mcp = Mcp(http, f"{d.url}/mcp")
         status, _, body = await mcp.modern("server/discover", **read)
-        assert body["result"]["capabilities"]["resources"] == {"listChanged": False}
+        assert body["result"]["capabilities"]["resources"] == {
+            "subscribe": True,
+            "listChanged": True,
+        }
 
         call = {"name": "run_untrusted_scan", "arguments": {"targets": "10.5.0.1"}}
         _, _, body = await mcp.modern(

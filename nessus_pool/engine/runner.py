@@ -24,6 +24,7 @@ from nessus_pool.errors import (
     RemoteNotFoundError,
     ScanApiUnavailableError,
     ScannerError,
+    StorageError,
 )
 from nessus_pool.models import ScanSpec, SshCredential, Task, TaskStatus
 from nessus_pool.nessus import ExportResult, RemotePhase, is_terminal
@@ -480,37 +481,47 @@ class TaskRunner:
         export deadline, then dead-letter. A brief outage must not lose a finished scan."""
         started_s = self.e.clock.monotonic_s()
         deadline_s = self.pool.export_deadline_s
+        # one deadline for the whole export, however many tries it takes (the client checks
+        # it on the same clock: each retry gets what is left, never a fresh deadline)
+        deadline_at_s = started_s + deadline_s
         tries = 0
+        full_disk: StorageError | None = None  # our side failed: say so, whatever ends it
         while True:
             tries += 1
-            left_s = max(1.0, deadline_s - (self.e.clock.monotonic_s() - started_s))
             try:
                 return await self._call(
-                    lambda left_s=left_s: self.sc.client.export_scan(  # type: ignore[misc]
+                    lambda: self.sc.client.export_scan(
                         scan_id,
                         dest,
-                        deadline_s=left_s,
+                        deadline_s=deadline_s,
+                        deadline_at_s=deadline_at_s,
                         max_bytes=self.e.settings.max_export_bytes,
                         poll_interval_s=min(2.0, self.pool.config.poll_interval_s),
                     ),
                     self.policy,
                     what="export_scan",
                 )
-            except ScannerError as exc:
-                if not exc.transient:
+            except (ScannerError, StorageError) as exc:
+                # a full disk (StorageError) is as passing as a flaky scanner: the finished
+                # scan waits on the scanner until space returns or the deadline passes
+                if isinstance(exc, ScannerError) and not exc.transient:
                     raise
+                if isinstance(exc, StorageError):
+                    full_disk = exc
                 if self.control.cancel_requested:
                     raise Stop(Finished(TaskStatus.CANCELED, "canceled_by_user")) from None
-                if self.e.clock.monotonic_s() - started_s >= deadline_s:
+                if self.e.clock.monotonic_s() >= deadline_at_s:
+                    reason = "export_failed" if full_disk is None else "export_storage_failed"
                     raise Stop(
                         Finished(
                             TaskStatus.FAILED,
-                            "export_failed",
-                            f"{exc} (still failing after {deadline_s:g}s)",
+                            reason,
+                            f"{full_disk or exc} (still failing after {deadline_s:g}s)",
                             dead_letter=True,
                         )
                     ) from None
-                await self._nap(self.policy.wait_s(exc, tries, self.sc.rng))
+                wait_s = self.policy.wait_s(exc, tries, self.sc.rng)
+                await self._nap(min(wait_s, max(0.0, deadline_at_s - self.e.clock.monotonic_s())))
 
     async def _export_and_finish(self, status: TaskStatus, reason: str) -> Outcome:
         t = self.task

@@ -46,6 +46,7 @@ class ScannerClient(Protocol):
         dest: Path,
         *,
         deadline_s: float = ...,
+        deadline_at_s: float | None = ...,
         max_bytes: int = ...,
         poll_interval_s: float = ...,
     ) -> ExportResult: ...

@@ -86,6 +86,19 @@ class Service(DeadLetters):
             view.status = "cancelling"
         return view
 
+    def on_task_change(self, hook: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``hook(task_id)`` on every task change (submit, status, progress), on the
+        loop, without awaiting: it must only record the id. Returns the function that
+        removes the hook (MCP subscriptions use this instead of polling)."""
+        hooks = self.engine.on_change
+        hooks.append(hook)
+
+        def stop() -> None:
+            if hook in hooks:
+                hooks.remove(hook)
+
+        return stop
+
     # --- pools and scanners --------------------------------------------------------------
 
     def scanner_views(self, pool: str | None = None) -> list[ScannerView]:

@@ -16,10 +16,16 @@ __all__ = ["build_dispatcher", "mount_mcp"]
 
 def build_dispatcher(service: Service) -> Dispatcher:
     """Tool definitions, resource templates and static replies are built here, once."""
+    from nessus_pool.api.mcp.features import Features
     from nessus_pool.api.mcp.handlers import TOOLS
+    from nessus_pool.api.mcp.prompts import Prompts
     from nessus_pool.api.mcp.resources import ScanResources
+    from nessus_pool.api.mcp.tasks import TaskModel
 
-    return Dispatcher(Toolbox(service, TOOLS), ScanResources(service))
+    toolbox = Toolbox(service, TOOLS)
+    resources = ScanResources(service)
+    features = Features(service, TaskModel(service, toolbox), Prompts(service, resources))
+    return Dispatcher(toolbox, resources, features)
 
 
 def mount_mcp(app: web.Application, service: Service, config: Config, auth: TokenAuth) -> None:

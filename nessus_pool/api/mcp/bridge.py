@@ -3,6 +3,7 @@ message to a running daemon's ``/mcp`` and writes back what it answers (JSON or 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from collections.abc import Awaitable, Callable
@@ -69,6 +70,26 @@ class _Relay:
             self.base["Authorization"] = f"Bearer {token}"
         self.session_id: str | None = None
         self.version: str | None = None
+        self.stream: asyncio.Task[None] | None = None
+
+    def open_stream(self) -> None:
+        """Once the session is initialized: relay its GET stream (resource updates, list
+        changes, task status), which a stdio client gets unasked on a direct connection."""
+        if self.stream is None and self.session_id:
+            self.stream = asyncio.create_task(self._get_stream(), name="mcp:bridge-stream")
+
+    async def _get_stream(self) -> None:
+        h = {k: v for k, v in self.base.items() if k != "Content-Type"}
+        h["Accept"] = "text/event-stream"
+        h[SESSION_HEADER] = self.session_id or ""
+        if self.version:
+            h[VERSION_HEADER] = self.version
+        try:
+            async with self.http.get(self.url, headers=h) as resp:
+                if resp.status == 200 and resp.content_type == "text/event-stream":
+                    await self._sse(resp)
+        except (aiohttp.ClientError, OSError):
+            pass  # the daemon went away: requests report that themselves
 
     def headers(self, msg: dict[str, Any]) -> dict[str, str]:
         h = dict(self.base)
@@ -145,6 +166,9 @@ class _Relay:
             await self.out.send(b"\n".join(data))
 
     async def close(self) -> None:
+        if self.stream is not None:
+            self.stream.cancel()
+            await asyncio.gather(self.stream, return_exceptions=True)
         if self.session_id:
             h = dict(self.base)
             h[SESSION_HEADER] = self.session_id
@@ -165,6 +189,8 @@ async def bridge(
 
         async def on_notification(msg: dict[str, Any]) -> None:
             await relay.send(msg)
+            if msg.get("method") == "notifications/initialized":
+                relay.open_stream()
 
         try:
             await pump(readline, out, relay.send, on_notification)

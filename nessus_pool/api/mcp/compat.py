@@ -168,6 +168,8 @@ def status_result(
         "results_available": v.export_available,
         "next_step": next_step,
     }
+    if v.waiting_reason is not None:  # why a queued scan is not dispatched now
+        out["waiting_reason"] = v.waiting_reason
     summary = results_summary(v, export_bytes)
     if summary is not None:
         out["results_summary"] = summary
@@ -257,6 +259,7 @@ def pool_status(v: PoolView) -> dict[str, Any]:
         "dlq_depth": v.dlq_depth,
         "mean_scan_duration_s": v.mean_scan_duration_s,
         "eta_basis": v.eta_basis,
+        "waiting_reason": v.waiting_reason,
     }
 
 
@@ -283,6 +286,7 @@ def queue_status(v: PoolView, queued: list[TaskView], now_ms: int) -> dict[str, 
         # ours
         "max_queued": v.max_queued,
         "oldest_queued_age_s": v.oldest_queued_age_s,
+        "waiting_reason": v.waiting_reason,
     }
 
 

@@ -9,13 +9,15 @@ from typing import Any
 
 from nessus_pool.api.mcp import compat
 from nessus_pool.api.mcp import schemas as s
+from nessus_pool.api.mcp.events import TaskLog
 from nessus_pool.api.mcp.findings import results_text
+from nessus_pool.api.mcp.tasks import status_message
 from nessus_pool.api.mcp.tools import ToolContext, ToolSpec
 from nessus_pool.errors import NotFoundError, ValidationError
-from nessus_pool.models import Escalation, ScanType
+from nessus_pool.models import TERMINAL_STATUSES, Escalation, ScanType, status_values
 from nessus_pool.service import ScannerView, Service, SubmitRequest, TaskView
 
-TERMINAL = frozenset({"completed", "failed", "canceled", "timed_out"})
+TERMINAL = frozenset(status_values(TERMINAL_STATUSES))
 _CURSOR_MAX_DIGITS = 18
 
 
@@ -152,16 +154,21 @@ async def cancel_scan(svc: Service, a: s.TaskArgs, ctx: ToolContext) -> Any:
 
 async def wait_for_scan(svc: Service, a: s.WaitArgs, ctx: ToolContext) -> Any:
     progress = ctx.progress
+    log = TaskLog(ctx.log, ctx.log_level) if ctx.log and ctx.log_level else None
 
     async def on_progress(v: TaskView) -> None:
         if progress is not None:
             pct = float(v.progress_pct or 0)
             await progress(pct, 100.0, f"{v.status} {pct:.0f}%")
+        if log is not None:
+            await log(v, status_message(v, svc.engine.clock.now_ms()))
 
     first = await svc.get_task(a.task_id, with_results=False)
     if first.status not in TERMINAL:
         await on_progress(first)
     v = await svc.wait_for(a.task_id, a.timeout_s, on_progress)
+    if log is not None and v.status in TERMINAL:
+        await log(v, status_message(v, svc.engine.clock.now_ms()))
     return await status_out(svc, v, wait_timed_out=v.status not in TERMINAL)
 
 
@@ -245,32 +252,32 @@ async def get_queue_status(svc: Service, a: s.PoolArgs, ctx: ToolContext) -> Any
 
 _O = s.open_object
 _K = s.OUTPUT_KEYS
-_SUBMIT = " Returns at once with task_id and queue position."
+_SUBMIT = " Returns task_id and queue position at once."
 
 TOOLS: list[ToolSpec] = [
     ToolSpec("run_untrusted_scan", "Run network scan",
              "Start an unauthenticated Nessus scan of the targets." + _SUBMIT,
              s.UntrustedScanArgs, _O(_K["submit"]), run_untrusted_scan,
-             read_only=False, open_world=True),
+             read_only=False, open_world=True, task_support="optional"),
     ToolSpec("run_authenticated_scan", "Run authenticated scan",
-             "Start an SSH-authenticated Nessus scan (installed packages, configuration). "
-             "Prefer credential (a set named on the server) over inline ssh_*." + _SUBMIT,
+             "Start an SSH-authenticated Nessus scan (packages, configuration). "
+             "Prefer credential (a server-side set) over inline ssh_*." + _SUBMIT,
              s.AuthenticatedScanArgs, _O(_K["submit"]), run_authenticated_scan,
-             read_only=False, open_world=True),
+             read_only=False, open_world=True, task_support="optional"),
     ToolSpec("get_scan_status", "Scan status",
              "Status and progress; when done: authentication_status, results_summary, "
              "troubleshooting, next_step.",
              s.TaskArgs, _O(_K["status"]), get_scan_status, read_only=True, idempotent=True),
     ToolSpec("wait_for_scan", "Wait for scan",
-             "Wait until the scan ends or timeout_s passes (progress notifications); "
+             "Wait until the scan ends or timeout_s passes (with progress); "
              "returns get_scan_status + wait_timed_out.",
              s.WaitArgs, _O(_K["wait"]), wait_for_scan, read_only=True, idempotent=True),
     ToolSpec("get_scan_results", "Scan findings",
-             "A page of findings as JSON-NL lines, worst first. Without a severity filter, "
+             "A page of findings as JSON-NL, worst first. Without a severity filter, "
              "informational items are left out (and counted).",
              s.ResultsArgs, s.JSONL_OUTPUT, get_scan_results, read_only=True, idempotent=True),
     ToolSpec("compare_scans", "Compare scans",
-             "New, fixed and severity-changed findings between two scans of the same targets.",
+             "New, fixed and changed findings between two scans of the same targets.",
              s.CompareArgs, _O(_K["compare"]), compare_scans, read_only=True, idempotent=True),
     ToolSpec("cancel_scan", "Cancel scan", "Cancel a queued or running scan.",
              s.TaskArgs, _O(_K["status"]), cancel_scan, read_only=False, destructive=True,
@@ -285,6 +292,6 @@ TOOLS: list[ToolSpec] = [
     ToolSpec("get_pool_status", "Pool status", "Capacity, utilization and queue of one pool.",
              s.PoolArgs, _O(_K["pool"]), get_pool_status, read_only=True, idempotent=True),
     ToolSpec("get_queue_status", "Queue status",
-             "Queue depth, dead letters and the next tasks in line for one pool.",
+             "Queue depth, dead letters and next tasks of one pool.",
              s.PoolArgs, _O(_K["queue"]), get_queue_status, read_only=True, idempotent=True),
 ]  # fmt: skip

@@ -30,7 +30,15 @@ VERSION_HEADER = "MCP-Protocol-Version"
 METHOD_HEADER = "Mcp-Method"
 NAME_HEADER = "Mcp-Name"
 #: the methods whose target ``Mcp-Name`` mirrors, and the param that names it
-NAMED_PARAM = {"tools/call": "name", "resources/read": "uri"}
+NAMED_PARAM = {
+    "tools/call": "name",
+    "resources/read": "uri",
+    "prompts/get": "name",
+    # the tasks extension routes by task id
+    "tasks/get": "taskId",
+    "tasks/update": "taskId",
+    "tasks/cancel": "taskId",
+}
 _B64 = re.compile(r"^=\?base64\?(.*)\?=$")
 _JSON = "application/json"
 
@@ -66,6 +74,11 @@ class _Exchange:
         self.request = request
         self.stream: web.StreamResponse | None = None
 
+    async def keepalive(self, data: bytes) -> None:
+        """An SSE comment on an open stream: a client that left makes the write fail."""
+        if self.stream is not None:
+            await self.stream.write(data)
+
     async def notify(self, data: bytes) -> None:
         if self.stream is None:
             stream = web.StreamResponse(
@@ -79,6 +92,19 @@ class _Exchange:
             await stream.prepare(self.request)
             self.stream = stream
         await self.stream.write(b"event: message\ndata: " + data + b"\n\n")
+
+    async def open(self) -> None:
+        """Start the SSE stream now (a GET stream has no first message to wait for)."""
+        if self.stream is None:
+            stream = web.StreamResponse(
+                status=200,
+                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+            )
+            await stream.prepare(self.request)
+            self.stream = stream
+
+    def stream_or_empty(self) -> web.StreamResponse:
+        return self.stream if self.stream is not None else web.Response(status=204)
 
     async def finish(
         self, data: bytes, status: int, headers: dict[str, str] | None = None
@@ -113,6 +139,10 @@ class McpHttp:
         app.router.add_post(path, self.post)
         app.router.add_get(path, self.get)
         app.router.add_delete(path, self.delete)
+        app.on_shutdown.append(self._on_shutdown)
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        self.dispatcher.shutdown()
 
     # --- checks ------------------------------------------------------------------------------
 
@@ -164,10 +194,37 @@ class McpHttp:
     # --- handlers ----------------------------------------------------------------------------
 
     async def get(self, request: web.Request) -> web.StreamResponse:
+        """A handshake-era session's notification stream (resource updates, list changes,
+        its tasks' status): one per session, open until the client leaves or the session
+        ends. Without a session (or in the 2026-07-28 era, which uses
+        ``subscriptions/listen``) there is no GET stream: 405."""
         guard = self._guard(request)
         if isinstance(guard, web.Response):
             return guard
-        return web.Response(status=405, headers={"Allow": "POST, DELETE"})
+        if SESSION_HEADER not in request.headers or "text/event-stream" not in request.headers.get(
+            "Accept", ""
+        ):
+            return web.Response(status=405, headers={"Allow": "POST, DELETE"})
+        session = self._session(request, guard[1])
+        if isinstance(session, web.Response):
+            return session
+        if session.streaming:
+            return _error(409, p.INVALID_REQUEST, "this session already has a GET stream open")
+        ex = _Exchange(request)
+        changes = self.dispatcher.session_changes(session, ex.notify, ex.keepalive)
+        if changes is None:
+            return _error(503, p.INVALID_REQUEST, "too many notification streams are open")
+        try:
+            await ex.open()
+        except BaseException:
+            changes.close()  # never started
+            raise
+        session.streaming = True
+        try:
+            await changes
+        finally:
+            session.streaming = False
+        return ex.stream_or_empty()
 
     async def delete(self, request: web.Request) -> web.StreamResponse:
         guard = self._guard(request)
@@ -177,6 +234,8 @@ class McpHttp:
         if isinstance(session, web.Response):
             return session
         self.sessions.pop(session.session_id, None)
+        if session.interest.close_stream is not None:
+            session.interest.close_stream()  # its GET stream ends with it
         return web.Response(status=204)
 
     async def post(self, request: web.Request) -> web.StreamResponse:
@@ -263,7 +322,7 @@ class McpHttp:
     ) -> web.StreamResponse:
         ex = _Exchange(request)
         data, code = await self.dispatcher.handle(
-            msg, None, role=role, notify=ex.notify, version=version
+            msg, None, role=role, notify=ex.notify, version=version, keepalive=ex.keepalive
         )
         status = 200 if code is None else p.MODERN_HTTP_STATUS.get(code, 200)
         return await ex.finish(data, status)

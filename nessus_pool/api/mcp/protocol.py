@@ -10,12 +10,15 @@ decodes bytes with :func:`decode`, asks :func:`classify` what arrived, and await
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
 import msgspec
 
 from nessus_pool import __version__
+from nessus_pool.api.mcp.events import Interest
+from nessus_pool.api.mcp.features import FeatureError, Features, request_log_level
+from nessus_pool.api.mcp.tasks import TASK_TOOLS, TASKS_EXTENSION
 from nessus_pool.api.mcp.tools import (
     ResourceCatalog,
     ResourceNotFoundError,
@@ -87,7 +90,16 @@ class RpcError(Exception):
 class Session:
     """Handshake-era state of one connection (stdio) or one ``Mcp-Session-Id`` (HTTP)."""
 
-    __slots__ = ("auth_key", "initialized", "last_used_s", "protocol_version", "session_id")
+    __slots__ = (
+        "auth_key",
+        "initialized",
+        "interest",
+        "last_used_s",
+        "log_level",
+        "protocol_version",
+        "session_id",
+        "streaming",
+    )
 
     def __init__(self, session_id: str = "", auth_key: bytes = b"") -> None:
         self.session_id = session_id
@@ -95,6 +107,12 @@ class Session:
         self.protocol_version: str | None = None
         self.initialized = False
         self.last_used_s = 0.0
+        #: logging/setLevel's level; None: no notifications/message
+        self.log_level: str | None = None
+        #: subscribed resources and the tasks created here (notifications on its stream)
+        self.interest = Interest()
+        #: a GET /mcp stream is open for it
+        self.streaming = False
 
 
 def decode(body: bytes | str) -> Any:
@@ -230,23 +248,45 @@ class Dispatcher:
         self,
         toolbox: Toolbox,
         resources: ResourceCatalog,
+        features: Features | None = None,
         *,
         server_name: str = "nessus-pool",
     ) -> None:
         self.toolbox = toolbox
         self.resources = resources
+        self.features = features
         info = {"name": server_name, "title": "nessus-pool", "version": __version__}
-        caps = {"tools": {"listChanged": False}, "resources": {"listChanged": False}}
+        caps: dict[str, Any] = {
+            "tools": {"listChanged": False},
+            "resources": {"listChanged": False},
+        }
+        modern_caps = caps
+        if features is not None:
+            common = {
+                "tools": {"listChanged": False},
+                "resources": {"subscribe": True, "listChanged": True},
+                "prompts": {"listChanged": False},
+                "completions": {},
+                "logging": {},
+            }
+            caps = {
+                **common,
+                "tasks": {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}},
+            }
+            modern_caps = {**common, "extensions": {TASKS_EXTENSION: {}}}
         tools = toolbox.definitions()
         self._tools_legacy, self._tools_modern = _static_list("tools", tools)
         self._templates_legacy, self._templates_modern = _static_list(
             "resourceTemplates", resources.templates()
         )
+        self._prompts_legacy, self._prompts_modern = _static_list(
+            "prompts", features.prompts.definitions() if features is not None else []
+        )
         self._discover = msgspec.Raw(
             _enc.encode(
                 {
                     "supportedVersions": list(SUPPORTED_VERSIONS),
-                    "capabilities": caps,
+                    "capabilities": modern_caps,
                     "instructions": INSTRUCTIONS,
                     "resultType": "complete",
                     "ttlMs": STATIC_TTL_MS,
@@ -280,6 +320,7 @@ class Dispatcher:
         notify: Notify | None = None,
         version: str | None = None,
         checked: bool = False,
+        keepalive: Notify | None = None,
     ) -> tuple[bytes, int | None]:
         """Answer one request (``classify(msg) == "request"``): the encoded reply and its
         JSON-RPC error code (None on success).
@@ -291,7 +332,9 @@ class Dispatcher:
         try:
             if version is None and not checked:
                 version = modern_version(msg)
-            result = await self._call(msg, session, version, role, notify)
+            result = await self._call(msg, session, version, role, notify, keepalive)
+        except FeatureError as exc:
+            return error_bytes(rid, exc.code, exc.message, exc.data), exc.code
         except RpcError as exc:
             return error_bytes(rid, exc.code, exc.message, exc.data), exc.code
         except Exception:
@@ -307,6 +350,7 @@ class Dispatcher:
         version: str | None,
         role: str,
         notify: Notify | None,
+        keepalive: Notify | None = None,
     ) -> Any:
         method: str = msg["method"]
         params = params_of(msg)
@@ -325,14 +369,40 @@ class Dispatcher:
         if method == "tools/list":
             return self._tools_modern if version else self._tools_legacy
         if method == "tools/call":
-            return _complete(await self._tools_call(msg, params, role, notify), version)
+            if self.features is not None and (
+                "task" in params or (version and params.get("name") in TASK_TOOLS)
+            ):
+                return await self._task_call(msg, params, session, version, role, notify)
+            return _complete(
+                await self._tools_call(msg, params, role, notify, session, version), version
+            )
         if method == "resources/list":
             return _fresh(await self._resources_list(params), version)
         if method == "resources/templates/list":
             return self._templates_modern if version else self._templates_legacy
         if method == "resources/read":
             return _fresh(await self._resources_read(params, version), version)
+        if method == "prompts/list" and self.features is not None:
+            return self._prompts_modern if version else self._prompts_legacy
+        if self.features is not None:
+            return await self.features.handle(
+                method, params, session, version is not None, role, notify, msg["id"], keepalive
+            )
         raise RpcError(METHOD_NOT_FOUND, f"method not found: {method}")
+
+    def session_changes(
+        self, session: Session, send: Notify, keepalive: Notify | None = None
+    ) -> Coroutine[Any, Any, None] | None:
+        """The loop that sends a handshake-era session's change notifications on ``send``
+        (a stdio connection, or a session's GET stream) until cancelled or closed."""
+        if self.features is None or self.features.streams_left() <= 0:
+            return None
+        return self.features.session_changes(session.interest, send, keepalive)
+
+    def shutdown(self) -> None:
+        """Ends open notification streams (daemon stop)."""
+        if self.features is not None:
+            self.features.shutdown()
 
     def _initialize(self, params: dict[str, Any], session: Session | None) -> Any:
         requested = params.get("protocolVersion")
@@ -343,8 +413,32 @@ class Dispatcher:
             session.protocol_version = negotiated
         return self._init_results[negotiated]
 
+    async def _task_call(
+        self,
+        msg: dict[str, Any],
+        params: dict[str, Any],
+        session: Session | None,
+        version: str | None,
+        role: str,
+        notify: Notify | None,
+    ) -> Any:
+        """A scan tool call that may become an MCP task (see Features.task_call)."""
+        assert self.features is not None
+
+        async def run() -> dict[str, Any]:
+            return await self._tools_call(msg, params, role, notify, session, version)
+
+        out = await self.features.task_call(params, session, version is not None, run)
+        return out if "resultType" in out else _complete(out, version)
+
     async def _tools_call(
-        self, msg: dict[str, Any], params: dict[str, Any], role: str, notify: Notify | None
+        self,
+        msg: dict[str, Any],
+        params: dict[str, Any],
+        role: str,
+        notify: Notify | None,
+        session: Session | None = None,
+        version: str | None = None,
     ) -> dict[str, Any]:
         name = params.get("name")
         if not isinstance(name, str):
@@ -361,9 +455,22 @@ class Dispatcher:
         progress = None
         if notify is not None and isinstance(token, (str, int)) and not isinstance(token, bool):
             progress = _ProgressSender(notify, token).send
+        log_level = None
+        if self.features is not None and notify is not None:
+            try:
+                log_level = request_log_level(params, session, version is not None)
+            except FeatureError as exc:
+                raise RpcError(exc.code, exc.message, {"field": "_meta"}) from None
         try:
             return await self.toolbox.call(
-                name, arguments, ToolContext(role=role, progress=progress)
+                name,
+                arguments,
+                ToolContext(
+                    role=role,
+                    progress=progress,
+                    log=notify if log_level is not None else None,
+                    log_level=log_level,
+                ),
             )
         except UnknownToolError as exc:
             raise RpcError(INVALID_PARAMS, str(exc), {"field": "name"}) from None

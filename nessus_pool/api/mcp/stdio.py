@@ -152,7 +152,8 @@ def _reap(running: dict[Any, asyncio.Task[None]], rid: Any, task: asyncio.Task[N
 async def serve(
     dispatcher: p.Dispatcher, readline: Callable[[], Awaitable[bytes]], out: Output
 ) -> None:
-    """Serve one stdio connection with the embedded engine."""
+    """Serve one stdio connection with the embedded engine; change notifications for the
+    session (subscriptions, its MCP tasks) go out on the same stream."""
     session = p.Session()
 
     async def on_request(msg: dict[str, Any]) -> bytes | None:
@@ -163,7 +164,14 @@ async def serve(
         if msg["method"] == "notifications/initialized":
             session.initialized = True
 
-    await pump(readline, out, on_request, on_notification)
+    changes = dispatcher.session_changes(session, out.send)
+    watcher = asyncio.create_task(changes, name="mcp:stdio-changes") if changes else None
+    try:
+        await pump(readline, out, on_request, on_notification)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
 
 
 def _say(text: str) -> None:

@@ -70,6 +70,9 @@ class ResourceCatalog(Protocol):
 class ToolContext:
     role: str = "admin"
     progress: Progress | None = None
+    #: sends notifications/message on this request's stream, at ``log_level`` and above
+    log: Callable[[bytes], Awaitable[None]] | None = None
+    log_level: str | None = None
 
 
 Handler = Callable[["Service", Any, ToolContext], Awaitable[Any]]
@@ -87,6 +90,8 @@ class ToolSpec:
     destructive: bool = False
     idempotent: bool = False
     open_world: bool = False
+    #: execution.taskSupport (2025-11-25 tasks); None: not declared (forbidden)
+    task_support: str | None = None
 
 
 class Toolbox:
@@ -282,6 +287,8 @@ def _definitions(specs: list[ToolSpec]) -> list[dict[str, Any]]:
                 },
             }
         )
+        if s.task_support is not None:
+            out[-1]["execution"] = {"taskSupport": s.task_support}
     return out
 
 
