@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # pragma: no cover
         pass
     try:
-        from nessus_pool.ops_cli import add_ops_parsers
+        from nessus_pool.ops.parser import add_ops_parsers
 
         add_ops_parsers(sub)
     except ImportError:

@@ -8,14 +8,10 @@ start), close the store, stop the embedded simulator, release the storage lock.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import gc
 import logging
 import os
 import signal
-import socket
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +40,6 @@ from nessus_pool.clock import Clock, SystemClock
 from nessus_pool.config import (
     Config,
     LoadedConfig,
-    PoolConfig,
     Unavailable,
     check_token,
     diff,
@@ -59,148 +54,15 @@ from nessus_pool.engine.housekeeping import housekeeping_loop
 from nessus_pool.errors import ConfigError, LockedError, NessusPoolError, StorageError
 from nessus_pool.logs import register_secret, route_library_logs, setup_logging
 from nessus_pool.metrics import Metrics
-from nessus_pool.models import SshCredential
 from nessus_pool.nessus import NessusClient
 from nessus_pool.service import ReloadOutcome, Service
+from nessus_pool.storage_lock import StorageLock, prepare_storage
 from nessus_pool.store import Store
+from nessus_pool.systemd import sd_notify
+from nessus_pool.systemd import watchdog as _watchdog  # the name _load_parts calls
+from nessus_pool.wiring import credential_resolver, effective_pools, scanner_specs
 
 log = logging.getLogger("nessus_pool.daemon")
-
-SIM_ACCESS_KEY = "sim-access-key"
-SIM_SECRET_KEY = "sim-secret-key"
-
-
-def sd_notify(message: str) -> None:
-    """systemd notify protocol; a no-op outside systemd."""
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if not addr:
-        return
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.connect(addr)
-        s.sendall(message.encode())
-
-
-async def _watchdog(interval_s: float) -> None:
-    """Tell systemd the event loop still turns (WatchdogSec=)."""
-    while True:
-        sd_notify("WATCHDOG=1")
-        await asyncio.sleep(interval_s)
-
-
-class StorageLock:
-    """One engine per storage directory: an exclusive ``flock`` on ``<storage>/.lock``."""
-
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / ".lock"
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 100).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise LockedError(
-                f"storage directory {self.path.parent} is in use by nessus-pool ({holder}); "
-                "stop it first, or point this one at another storage path"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}".encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-
-def prepare_storage(directory: Path) -> None:
-    """Create the storage directory 0700 and tighten what an earlier run outside the systemd
-    unit (no ``UMask=0077``) left readable by others: the directory, the database and its
-    WAL, exports. Raises StorageError naming the path when it cannot be written."""
-    try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        probe = directory / f".write-test-{os.getpid()}"
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        probe.unlink()
-    except OSError as exc:
-        raise StorageError(
-            f"storage directory {directory} is not writable ({exc.strerror or exc}); "
-            "fix its permissions or set storage.path to a writable directory"
-        ) from None
-    fixed = 0
-    exports = directory / "exports"
-    paths = [directory, exports, *sorted(directory.glob("nessus-pool.db*"))]
-    if exports.is_dir():
-        paths += [p for p in exports.iterdir() if p.is_file()]
-    for path in paths:
-        with contextlib.suppress(OSError):
-            mode = path.stat().st_mode & 0o777
-            if mode & 0o077:
-                path.chmod(mode & 0o700)
-                fixed += 1
-    if fixed:
-        log.warning(
-            "storage files were readable by other users; permissions tightened",
-            extra={"event": "storage_permissions_fixed", "path": str(directory), "files": fixed},
-        )
-
-
-def scanner_specs(
-    cfg: Config, sim_urls: list[str], sim_ca_file: str | None = None
-) -> list[ScannerSpec]:
-    """Resolve secrets and turn config into engine specs (the embedded simulators at
-    ``sim_urls``, pinned to ``sim_ca_file`` when they serve HTTPS). Raises ConfigError."""
-    specs: list[ScannerSpec] = []
-    for i, pool in enumerate(cfg.pools):
-        for j, sc in enumerate(pool.scanners):
-            at = f"$.pools[{i}].scanners[{j}]"
-            access_key, secret_key, username, password = (
-                resolve_secret(getattr(sc, k), f"{at}.{k.replace('_', '-')}")
-                for k in ("access_key", "secret_key", "username", "password")
-            )
-            for v in (access_key, secret_key, password):
-                register_secret(v)
-            specs.append(
-                ScannerSpec(
-                    scanner_id=sc.id,
-                    pool=pool.name,
-                    url=sc.url,
-                    capacity=sc.max_concurrent_scans,
-                    verify_tls=sc.verify_tls,
-                    ca_file=sc.ca_file,
-                    timeout_s=sc.timeout_s,
-                    enabled=sc.enabled,
-                    remote_scanner_id=sc.remote_scanner_id,
-                    folder_id=sc.folder_id,
-                    access_key=access_key,
-                    secret_key=secret_key,
-                    username=username,
-                    password=password,
-                )
-            )
-    if cfg.simulator is not None:
-        for k, url in enumerate(sim_urls, start=1):
-            specs.append(
-                ScannerSpec(
-                    scanner_id=f"sim-{k}",
-                    pool=cfg.simulator.pool,
-                    url=url,
-                    capacity=cfg.simulator.max_concurrent_scans,
-                    access_key=SIM_ACCESS_KEY,
-                    secret_key=SIM_SECRET_KEY,
-                    simulated=True,
-                    timeout_s=10.0,
-                    ca_file=sim_ca_file,
-                )
-            )
-    return specs
 
 
 def _warn_unavailable(problems: list[Unavailable]) -> list[str]:
@@ -224,44 +86,6 @@ def _storage_dir(cfg: Config) -> Path:
     """Absolute: load_config made it relative to the config file; a config parsed from text
     has no folder, so the working directory it is."""
     return Path(os.path.abspath(cfg.storage.path))
-
-
-def effective_pools(cfg: Config) -> list[PoolConfig]:
-    pools = list(cfg.pools)
-    if cfg.simulator is not None and cfg.pool(cfg.simulator.pool) is None:
-        pools.append(
-            PoolConfig(
-                name=cfg.simulator.pool,
-                poll_interval_s=max(0.05, min(2.0, cfg.simulator.scan_seconds / 5)),
-            )
-        )
-    return pools
-
-
-def credential_resolver(get_config: Callable[[], Config]) -> Callable[[str], SshCredential | None]:
-    """Resolve a named credential set when a scan needs it (secrets are read then, so a
-    rotated file or env var is picked up without a reload)."""
-
-    def resolve(name: str) -> SshCredential | None:
-        cfg = get_config()
-        cred = cfg.credentials.get(name)
-        if cred is None:
-            return None
-        at = f"$.credentials.{name}"
-        values = {
-            k: resolve_secret(getattr(cred, k), f"{at}.{k}")
-            for k in ("password", "private_key", "private_key_passphrase", "escalation_password")
-        }
-        for v in values.values():
-            register_secret(v)
-        return SshCredential(
-            username=cred.username,
-            elevate_privileges_with=cred.elevate_privileges_with,
-            escalation_account=cred.escalation_account,
-            **values,
-        )
-
-    return resolve
 
 
 class Daemon:

@@ -80,6 +80,9 @@ class LiveDaemon:
         self.loop = asyncio.new_event_loop()
         cfg = sim_config(tmp, scan_seconds=30)
         cfg["server"]["max-body-bytes"] = 64 * 1024
+        # a small address limit, so the body cap stays max-body-bytes (it is raised to what
+        # the address limit needs: Config.body_limit_bytes)
+        cfg["security"] = {"max-addresses-per-task": 16}
         self.daemon = Daemon(parse_config(_toml(cfg)))
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         #: answers by class ("2xx", "4xx", "5xx"), plus "requests"

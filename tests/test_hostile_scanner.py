@@ -178,5 +178,7 @@ async def test_a_full_disk_during_export_ends_the_task_and_frees_the_slot(
     monkeypatch.setattr(export_module, "_open_part", lambda part: _FullDisk())
     d: Daemon = await start_daemon(hostile_config(tmp_path, hostile.url))
     view = await _run_one(d, SubmitRequest(targets="10.0.0.1"))
-    # not left "exporting": the engine sees a typed storage error (it does not retry it yet)
-    assert view.status == "failed" and "the disk is full" in (view.error or ""), view
+    # not left "exporting": the engine retries the typed storage error until the export
+    # deadline (1 s here), then dead-letters the task, its slot freed
+    assert (view.status, view.reason) == ("failed", "export_storage_failed"), view
+    assert "the disk is full" in (view.error or ""), view

@@ -27,7 +27,8 @@ ADMIN, READER = "admin-token-0123456789", "read-token-0123456789"
 async def daemon(start_daemon: DaemonFactory, tmp_path: Path) -> Daemon:
     d: Daemon = await start_daemon(
         mcp_config(tmp_path, server={"listen": "127.0.0.1:0", "max-body-bytes": 4096,
-                                     "allowed-origins": ["https://app.example"]})
+                                     "allowed-origins": ["https://app.example"]},
+                   security={"max-addresses-per-task": 16})
     )  # fmt: skip
     return d
 
@@ -211,7 +212,8 @@ async def test_origin_and_host(mcp: Mcp, headers: dict[str, str], status: int) -
 
 
 async def test_body_limit(mcp: Mcp) -> None:
-    big = req("ping", {"pad": "x" * 10_000})
+    # past the cap: max-body-bytes raised to what 16 addresses need (Config.body_limit_bytes)
+    big = req("ping", {"pad": "x" * 100_000})
     status, _, _ = await mcp.post(big)
     assert status == 413
 

@@ -21,7 +21,10 @@ import pytest
 from nessus_pool.cli import main
 from nessus_pool.daemon import Daemon
 from nessus_pool.models import ScanType
-from nessus_pool.ops_cli import parse_duration, progress_line, render_table, scanner_state
+from nessus_pool.ops.fleet import scanner_state
+from nessus_pool.ops.output import progress_line
+from nessus_pool.ops.parser import parse_duration
+from nessus_pool.render import render_table
 from nessus_pool.service import SubmitRequest
 from nessus_pool.simulator import Faults
 from tests.conftest import DaemonFactory, sim_config

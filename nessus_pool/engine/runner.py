@@ -485,6 +485,7 @@ class TaskRunner:
         # it on the same clock: each retry gets what is left, never a fresh deadline)
         deadline_at_s = started_s + deadline_s
         tries = 0
+        full_disk: StorageError | None = None  # our side failed: say so, whatever ends it
         while True:
             tries += 1
             try:
@@ -505,19 +506,17 @@ class TaskRunner:
                 # scan waits on the scanner until space returns or the deadline passes
                 if isinstance(exc, ScannerError) and not exc.transient:
                     raise
+                if isinstance(exc, StorageError):
+                    full_disk = exc
                 if self.control.cancel_requested:
                     raise Stop(Finished(TaskStatus.CANCELED, "canceled_by_user")) from None
                 if self.e.clock.monotonic_s() >= deadline_at_s:
-                    reason = (
-                        "export_failed"
-                        if isinstance(exc, ScannerError)
-                        else "export_storage_failed"
-                    )
+                    reason = "export_failed" if full_disk is None else "export_storage_failed"
                     raise Stop(
                         Finished(
                             TaskStatus.FAILED,
                             reason,
-                            f"{exc} (still failing after {deadline_s:g}s)",
+                            f"{full_disk or exc} (still failing after {deadline_s:g}s)",
                             dead_letter=True,
                         )
                     ) from None
