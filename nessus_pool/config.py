@@ -117,6 +117,8 @@ class PoolConfig(_Base):
     #: overall deadline for one export (ask, poll, download)
     export_deadline_s: PositiveFloat = 1800.0
     template: str = "basic"
+    #: a saved Nessus policy (by name) used when a request names neither policy nor template
+    default_policy: str | None = None
     #: CIDRs / addresses and hostname patterns (``*.corp.example``) this pool may scan
     allowed_targets: list[str] = []
     #: never scanned, even when allowed

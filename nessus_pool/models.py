@@ -99,6 +99,8 @@ class ScanSpec(msgspec.Struct, frozen=True, kw_only=True):
     folder_id: int | None = None
     remote_scanner_id: int | None = None
     credential: SshCredential | None = None
+    #: a saved policy's name on the scanner (``GET /policies``); replaces ``template``
+    policy: str | None = None
 
 
 #: the marker stored in ``Task.credential`` for credentials given inline in the request: the
@@ -120,6 +122,8 @@ class Task(msgspec.Struct, kw_only=True):
     scan_type: ScanType = ScanType.UNTRUSTED
     credential: str | None = None
     template: str | None = None
+    #: a saved Nessus policy by name (the pool's default-policy when None)
+    policy: str | None = None
     requested_scanner: str | None = None
     idempotency_key: str | None = None
     request_hash: str | None = None

@@ -89,6 +89,8 @@ class ScannerSlots:
     version: str | None = None
     nessus_type: str | None = None
     message: str = "not probed yet"
+    #: names of the scanner's saved policies at the last probe; None = not known
+    policies: frozenset[str] | None = None
     active: dict[str, int] = field(default_factory=dict)  # task_id -> hosts in flight
     last_used_ms: int = 0
     removed: bool = False
@@ -128,14 +130,17 @@ class ScannerSlots:
 
 
 def select_scanner(
-    scanners: list[ScannerSlots], requested: str | None = None
+    scanners: list[ScannerSlots], requested: str | None = None, policy: str | None = None
 ) -> ScannerSlots | None:
     """Least-loaded eligible scanner: active/capacity, then hosts in flight, then least
-    recently used. ``requested`` restricts the choice to that scanner (still capped)."""
+    recently used. ``requested`` restricts the choice to that scanner (still capped);
+    ``policy`` to scanners known to have that saved policy."""
     best: ScannerSlots | None = None
     best_key: tuple[float, int, int] | None = None
     for s in scanners:
         if requested is not None and s.scanner_id != requested:
+            continue
+        if policy is not None and (s.policies is None or policy not in s.policies):
             continue
         if not s.eligible:
             continue

@@ -339,6 +339,12 @@ async def list_scanners(request: web.Request) -> web.Response:
     return json_response({"scanners": request.app[SERVICE].scanner_views(pool)})
 
 
+async def list_policies(request: web.Request) -> web.Response:
+    request.app[AUTH].require(request, "read")
+    pool = parse_query(request, LIST_SCANNERS).get("pool")
+    return json_response({"pools": request.app[SERVICE].policies(pool)})
+
+
 async def get_scanner(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "read")
     parse_query(request, NO_QUERY)
@@ -447,6 +453,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/v1/pools/{name}", get_pool)
     r.add_get("/api/v1/scanners", list_scanners)
     r.add_get("/api/v1/scanners/{scanner_id}", get_scanner)
+    r.add_get("/api/v1/policies", list_policies)
     r.add_post("/api/v1/scanners/{scanner_id}/drain", drain_scanner)
     r.add_post("/api/v1/scanners/{scanner_id}/enable", enable_scanner)
     r.add_get("/api/v1/dlq", dlq_list)

@@ -189,6 +189,11 @@ def openapi_document() -> dict[str, Any]:
                 "get": _op("Get a pool", _ref(PoolView), params=[_path("name")])
             },
             "/api/v1/scanners": {"get": _op("List scanners", None, params=_query(LIST_SCANNERS))},
+            "/api/v1/policies": {
+                "get": _op(
+                    "Saved Nessus policies per pool and scanner", None, params=_query(LIST_SCANNERS)
+                )
+            },
             "/api/v1/scanners/{scanner_id}": {
                 "get": _op("Get a scanner", _ref(ScannerView), params=[_path("scanner_id")])
             },

@@ -53,7 +53,7 @@ def dispatch(engine: Engine, pool: PoolState) -> None:
                 pool.queue.remove(task_id)
                 placed = True
                 break
-            sc = _least_loaded(available, t.requested_scanner)
+            sc = _least_loaded(available, t.requested_scanner, t.policy)
             if sc is None:
                 continue
             pool.queue.remove(task_id)
@@ -81,6 +81,8 @@ def dispatch(engine: Engine, pool: PoolState) -> None:
             return
 
 
-def _least_loaded(available: list[ScannerHandle], requested: str | None) -> ScannerHandle | None:
-    chosen = select_scanner([s.slots for s in available], requested)
+def _least_loaded(
+    available: list[ScannerHandle], requested: str | None, policy: str | None
+) -> ScannerHandle | None:
+    chosen = select_scanner([s.slots for s in available], requested, policy)
     return next(s for s in available if s.slots is chosen) if chosen is not None else None

@@ -269,6 +269,7 @@ class TaskRunner:
                 folder_id=self.sc.spec.folder_id,
                 remote_scanner_id=self.sc.spec.remote_scanner_id,
                 credential=cred,
+                policy=t.policy,
             )
             existing = await self._create_once(spec)
         written = self.e.change(

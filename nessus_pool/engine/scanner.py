@@ -232,6 +232,7 @@ class ScannerHandle:
         self.slots.version = cap.version
         self.slots.nessus_type = cap.nessus_type
         self.slots.message = cap.message
+        self.slots.policies = None if cap.policies is None else frozenset(cap.policies)
         if self.slots.reachable:
             self.breaker.success()
         return self.slots.eligible and not before

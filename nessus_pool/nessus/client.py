@@ -34,6 +34,7 @@ from nessus_pool.nessus.transport import Transport
 from nessus_pool.nessus.types import (
     Capability,
     ExportResult,
+    RemotePolicy,
     RemoteScan,
     RemoteScanSummary,
     ScanDetails,
@@ -225,6 +226,12 @@ class NessusClient:
             message = (
                 f"{product}: the licence does not allow scan creation through the API (export-only)"
             )
+        try:
+            policies: tuple[str, ...] | None = tuple(p.name for p in await self.list_policies())
+        except ScannerAuthError:
+            raise
+        except ScannerError:
+            policies = None  # a user without policy rights can still scan from templates
         return Capability(
             reachable=True,
             ready=True,
@@ -233,6 +240,7 @@ class NessusClient:
             version=props.version,
             nessus_type=props.nessus_type,
             message=message,
+            policies=policies,
         )
 
     # --- templates and scans ------------------------------------------------------------
@@ -272,15 +280,46 @@ class NessusClient:
             )
         return found.uuid
 
+    async def list_policies(self) -> list[RemotePolicy]:
+        """The scanner's saved scan policies (``GET /policies``), fetched on every call."""
+        w = await self._get("/policies", "GET /policies", wire.WirePolicies)
+        return [
+            RemotePolicy(
+                id=p.id, name=p.name, template_uuid=p.template_uuid, description=p.description or ""
+            )
+            for p in w.policies or []
+        ]
+
+    async def policy(self, name: str) -> RemotePolicy:
+        """The saved policy called ``name``; an unknown name raises
+        :class:`PermanentScannerError` listing the policies there are."""
+        policies = await self.list_policies()
+        found = next((p for p in policies if p.name == name), None)
+        if found is None:
+            have = ", ".join(repr(p.name) for p in policies) or "none"
+            raise PermanentScannerError(
+                f"no saved policy named {name!r} on this scanner; it has: {have}",
+                scanner_id=self.scanner_id,
+                endpoint="GET /policies",
+            )
+        return found
+
     async def create_scan(self, spec: ScanSpec) -> RemoteScan:
-        """Create (not launch) a scan. Not idempotent: after a transient failure the scan may
-        exist anyway; look it up with :meth:`find_scans_by_name` before creating again."""
-        template = await self.template_uuid(spec.template)
+        """Create (not launch) a scan, from ``spec.policy`` (a saved policy, resolved through
+        ``GET /policies``) or else ``spec.template``. Not idempotent: after a transient failure
+        the scan may exist anyway; look it up with :meth:`find_scans_by_name` before creating
+        again."""
+        policy_id = None
+        if spec.policy is not None:
+            policy = await self.policy(spec.policy)
+            template, policy_id = policy.template_uuid, policy.id
+        else:
+            template = await self.template_uuid(spec.template)
         secrets = wire.credential_secrets(spec.credential)
         key_file = None
         if spec.credential is not None and spec.credential.private_key is not None:
             key_file = await self._upload_key(spec.credential.private_key, secrets)
-        body = wire.create_body(spec, template, key_file)
+        body = wire.create_body(spec, template, key_file, policy_id)
         ep = "POST /scans"
         reply = await self._scan_write("POST", "/scans", ep, json=body, secrets=secrets)
         created = self._shape(reply, wire.WireCreated, ep).scan

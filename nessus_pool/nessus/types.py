@@ -35,6 +35,17 @@ class Capability(msgspec.Struct, frozen=True, kw_only=True):
     version: str | None = None
     nessus_type: str | None = None
     message: str = ""
+    #: names of the saved policies; None when they could not be listed
+    policies: tuple[str, ...] | None = None
+
+
+class RemotePolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """A saved scan policy (``GET /policies``)."""
+
+    id: int
+    name: str
+    template_uuid: str
+    description: str = ""
 
 
 class RemoteScan(msgspec.Struct, frozen=True, kw_only=True):

@@ -53,6 +53,17 @@ class WireTemplates(msgspec.Struct):
     templates: list[WireTemplate] | None = None
 
 
+class WirePolicy(msgspec.Struct):
+    id: int
+    name: str
+    template_uuid: str
+    description: str | None = None
+
+
+class WirePolicies(msgspec.Struct):
+    policies: list[WirePolicy] | None = None
+
+
 class WireScanRef(msgspec.Struct):
     id: int
     uuid: str | None = None
@@ -189,9 +200,15 @@ def _host(h: WireHost) -> HostProgress:
 # --- scan creation ---------------------------------------------------------------------
 
 
-def create_body(spec: ScanSpec, template_uuid: str, private_key_file: str | None) -> dict[str, Any]:
+def create_body(
+    spec: ScanSpec,
+    template_uuid: str,
+    private_key_file: str | None,
+    policy_id: int | None = None,
+) -> dict[str, Any]:
     """The ``POST /scans`` body. ``private_key_file`` is the name ``POST /file/upload``
-    returned for the credential's private key (Nessus takes key files by upload only)."""
+    returned for the credential's private key (Nessus takes key files by upload only). From a
+    saved policy: that policy's ``template_uuid`` and ``settings.policy_id``."""
     settings: dict[str, Any] = {
         "name": spec.name,
         "text_targets": ",".join(spec.targets),
@@ -203,6 +220,8 @@ def create_body(spec: ScanSpec, template_uuid: str, private_key_file: str | None
         settings["folder_id"] = spec.folder_id
     if spec.remote_scanner_id is not None:
         settings["scanner_id"] = spec.remote_scanner_id
+    if policy_id is not None:
+        settings["policy_id"] = policy_id
     body: dict[str, Any] = {"uuid": template_uuid, "settings": settings}
     if spec.credential is not None:
         ssh = ssh_credential(spec.credential, private_key_file)

@@ -15,6 +15,7 @@ from nessus_pool.models import TaskStatus
 from nessus_pool.resolve import Resolver
 from nessus_pool.scope import Scope
 from nessus_pool.service.deadletters import DeadLetters
+from nessus_pool.service.policies import PoolPolicies, list_policies
 from nessus_pool.service.scoping import Scoping
 from nessus_pool.service.submit import SubmitRequest, SubmitResult, Submitter
 from nessus_pool.service.views import (
@@ -109,6 +110,11 @@ class Service(DeadLetters):
 
     async def pool_view(self, name: str) -> PoolView:
         return pool_view(self.engine, name)
+
+    def policies(self, pool: str | None = None) -> list[PoolPolicies]:
+        """Saved Nessus policies per pool and scanner, as the scanners' last probes listed
+        them (every ``probe-interval-s``), with each pool's ``default-policy``."""
+        return list_policies(self.engine, pool)
 
     def set_scanner_enabled(self, scanner_id: str, enabled: bool) -> ScannerView:
         self.engine.set_scanner_enabled(scanner_id, enabled)

@@ -21,6 +21,7 @@ from nessus_pool.models import (
     Task,
 )
 from nessus_pool.service.ids import new_task_id
+from nessus_pool.service.policies import effective_policy
 from nessus_pool.service.scoping import Scoping
 from nessus_pool.targets import OFFLOAD_CHARS, parse_targets, targets_size
 
@@ -39,6 +40,8 @@ class SubmitRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     escalation_account: str | None = None
     escalation_password: str | None = None
     template: str | None = None
+    #: a saved Nessus policy by name (else the pool's default-policy, unless template is given)
+    policy: str | None = None
     priority: int = 0
     idempotency_key: str | None = None
 
@@ -102,9 +105,10 @@ class Submitter:
                 "idempotency_key must be 1..200 characters", field="idempotency_key"
             )
         credential, inline = _credentials(req, cfg)
+        policy = effective_policy(self.engine, pool, req.policy, req.template, req.scanner)
         key = req.idempotency_key
         if key is None:
-            task = self._new_task(req, pool, name, targets, credential, None)
+            task = self._new_task(req, pool, name, targets, credential, None, policy)
             await self.engine.submit(task, inline)
             _hold_secrets(task, inline)
             return self._submit_result(task)
@@ -120,7 +124,7 @@ class Submitter:
             if existing is not None:
                 fut.set_result(existing)
                 return self._same_or_conflict(existing, request_hash)
-            task = self._new_task(req, pool, name, targets, credential, request_hash)
+            task = self._new_task(req, pool, name, targets, credential, request_hash, policy)
             await self.engine.submit(task, inline)
             _hold_secrets(task, inline)
             fut.set_result(task)
@@ -141,6 +145,7 @@ class Submitter:
         targets: list[str],
         credential: str | None,
         request_hash: str | None,
+        policy: str | None,
     ) -> Task:
         now = self.engine.clock.now_ms()
         return Task(
@@ -154,6 +159,7 @@ class Submitter:
             scan_type=req.scan_type,
             credential=credential,
             template=req.template,
+            policy=policy,
             requested_scanner=req.scanner,
             idempotency_key=req.idempotency_key,
             request_hash=request_hash,

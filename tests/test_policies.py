@@ -1,0 +1,147 @@
+"""Saved Nessus policies end to end: the real daemon, two simulated scanners (HTTPS) whose
+policies differ, the admin API. A policy is resolved through GET /policies on the chosen
+scanner; a task goes only to scanners that have its policy; a policy nobody has is refused
+at submit, naming each scanner and what it has."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from nessus_pool.daemon import Daemon
+from nessus_pool.simulator import SimulatedScanner
+from tests.conftest import DaemonFactory, sim_config
+
+
+async def _daemon(start_daemon: DaemonFactory, tmp_path: Path, **pool: Any) -> Daemon:
+    data = sim_config(tmp_path, scanners=2, cap=2, scan_seconds=0.3)
+    data["pools"][0].update(pool)
+    d: Daemon = await start_daemon(data)
+    assert d.sim_cluster is not None and d.engine is not None
+    sim2 = _sim(d, "sim-2")
+    # sim-2 lost the CIS audit and has a policy of its own; sim-1 keeps the defaults
+    cis = next(p.id for p in sim2.policies.policies.values() if p.name == "Linux CIS audit")
+    sim2.policies.delete(cis)
+    sim2.policies.add("Team ports", "advanced", "", sim2.clock.now_ms())
+    for handle in d.engine.pools["lan"].scanners.values():
+        await handle.probe()
+    return d
+
+
+def _sim(d: Daemon, name: str) -> SimulatedScanner:
+    assert d.sim_cluster is not None
+    found: SimulatedScanner = next(s for s in d.sim_cluster.scanners if s.name == name)
+    return found
+
+
+async def _submit(http: aiohttp.ClientSession, d: Daemon, body: dict[str, Any]) -> Any:
+    async with http.post(f"{d.url}/api/v1/scans", json=body) as r:
+        return r.status, await r.json()
+
+
+async def test_policy_goes_only_to_scanners_that_have_it(
+    tmp_path: Path, start_daemon: DaemonFactory
+) -> None:
+    d = await _daemon(start_daemon, tmp_path)
+    assert d.service is not None
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{d.url}/api/v1/policies") as r:
+            assert r.status == 200
+            listed = await r.json()
+        assert listed == {
+            "pools": [
+                {
+                    "pool": "lan",
+                    "default_policy": None,
+                    "scanners": [
+                        {"scanner": "sim-1", "policies": ["Linux CIS audit", "Tuned TCP ports"]},
+                        {"scanner": "sim-2", "policies": ["Team ports", "Tuned TCP ports"]},
+                    ],
+                }
+            ]
+        }
+        ids = []
+        for i in range(4):  # 4 tasks, 2 slots per scanner: the free sim-1 must stay unused
+            status, body = await _submit(
+                http, d, {"targets": f"192.0.2.{i + 1}", "policy": "Team ports"}
+            )
+            assert status == 202, body
+            ids.append(body["task_id"])
+    for task_id in ids:
+        done = await d.service.wait_for(task_id, 30)
+        assert (done.status, done.scanner) == ("completed", "sim-2")
+    sim2_scans = _sim(d, "sim-2").scans.values()
+    assert sorted(s.policy for s in sim2_scans) == ["Team ports"] * 4
+    assert _sim(d, "sim-1").stats().created == 0
+
+
+async def test_unknown_policy_is_refused_naming_what_each_scanner_has(
+    tmp_path: Path, start_daemon: DaemonFactory
+) -> None:
+    d = await _daemon(start_daemon, tmp_path)
+    async with aiohttp.ClientSession() as http:
+        status, body = await _submit(http, d, {"targets": "192.0.2.1", "policy": "PCI quarterly"})
+        assert status == 400
+        assert body["error"]["field"] == "policy"
+        assert body["error"]["message"] == (
+            "no scanner of pool 'lan' has the saved policy 'PCI quarterly': "
+            "sim-1 has 'Linux CIS audit', 'Tuned TCP ports'; "
+            "sim-2 has 'Team ports', 'Tuned TCP ports'"
+        )
+        status, body = await _submit(
+            http, d, {"targets": "192.0.2.1", "policy": "Team ports", "scanner": "sim-1"}
+        )
+        assert status == 400 and body["error"]["field"] == "policy"
+        assert (
+            "scanner 'sim-1' does not have the saved policy 'Team ports'"
+            in (body["error"]["message"])
+        )
+        status, body = await _submit(
+            http, d, {"targets": "192.0.2.1", "policy": "Team ports", "template": "basic"}
+        )
+        assert status == 400 and body["error"]["field"] == "policy"
+        for bad in ("", "   ", "x" * 201, 7):
+            status, body = await _submit(http, d, {"targets": "192.0.2.1", "policy": bad})
+            assert status == 400, bad
+            assert body["error"]["field"] in ("policy", "$.policy"), body
+    assert _sim(d, "sim-1").stats().created + _sim(d, "sim-2").stats().created == 0
+
+
+async def test_pool_default_policy_applies_unless_a_template_is_named(
+    tmp_path: Path, start_daemon: DaemonFactory
+) -> None:
+    d = await _daemon(start_daemon, tmp_path, **{"default-policy": "Linux CIS audit"})
+    assert d.service is not None
+    async with aiohttp.ClientSession() as http:
+        _, by_default = await _submit(http, d, {"targets": "192.0.2.1"})
+        _, by_template = await _submit(http, d, {"targets": "192.0.2.2", "template": "basic"})
+        async with http.get(f"{d.url}/api/v1/policies?pool=lan") as r:
+            assert (await r.json())["pools"][0]["default_policy"] == "Linux CIS audit"
+        async with http.get(f"{d.url}/api/v1/policies?pool=nope") as r:
+            assert r.status == 404
+    done = await d.service.wait_for(by_default["task_id"], 30)
+    assert (done.status, done.scanner) == ("completed", "sim-1")
+    assert (await d.service.wait_for(by_template["task_id"], 30)).status == "completed"
+    policies = sorted(s.policy for sim in ("sim-1", "sim-2") for s in _sim(d, sim).scans.values())
+    assert policies == ["Basic Network Scan", "Linux CIS audit"]
+
+
+@pytest.mark.parametrize("policy", ["Linux CIS audit"])
+async def test_policy_is_resolved_on_the_scanner_at_create(
+    tmp_path: Path, start_daemon: DaemonFactory, policy: str
+) -> None:
+    # deleted on the scanner after the probe: the scan is not created from something else
+    d = await _daemon(start_daemon, tmp_path)
+    assert d.service is not None
+    sim1 = _sim(d, "sim-1")
+    sim1.policies.delete(next(p.id for p in sim1.policies.policies.values() if p.name == policy))
+    async with aiohttp.ClientSession() as http:
+        status, body = await _submit(http, d, {"targets": "192.0.2.9", "policy": policy})
+    assert status == 202
+    done = await d.service.wait_for(body["task_id"], 30)
+    assert done.status == "failed"
+    assert "no saved policy named 'Linux CIS audit'" in (done.error or "")
+    assert sim1.stats().created == 0
