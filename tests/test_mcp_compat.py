@@ -71,7 +71,7 @@ async def test_submit_status_and_lists(daemon: Daemon) -> None:
         )  # fmt: skip
         assert uuid.UUID(sub["trace_id"]) and sub["status"] == "queued"
         assert sub["scanner_pool"] == "nessus" and sub["scanner_instance"] == "sim-1"
-        assert sub["scanner_url"].startswith("http://127.0.0.1:")
+        assert sub["scanner_url"].startswith("https://127.0.0.1:")
         assert type(sub["queue_position"]) is int and type(sub["estimated_wait_minutes"]) is int
         assert isinstance(sub["message"], str) and "idempotent" not in sub
         again = await call(client, "run_untrusted_scan", {

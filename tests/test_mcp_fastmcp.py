@@ -117,7 +117,7 @@ async def test_fastmcp_client_gets_dicts_and_a_string(daemon: Daemon, tmp_path: 
 
     sub = got["submit"]
     assert sub["status"] == "queued" and isinstance(sub["estimated_wait_minutes"], int)
-    assert sub["scanner_instance"] == "sim-1" and sub["scanner_url"].startswith("http://")
+    assert sub["scanner_instance"] == "sim-1" and sub["scanner_url"].startswith("https://")
     assert len(sub["trace_id"]) == 36
     status = got["status"]
     assert status["trace_id"] == sub["trace_id"] and status["status"] == "completed"

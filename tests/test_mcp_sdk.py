@@ -22,7 +22,8 @@ from tests.conftest import DaemonFactory, sim_config, write_config
 
 ALL_TOOLS = {
     "run_untrusted_scan", "run_authenticated_scan", "get_scan_status", "get_scan_results",
-    "list_tasks", "list_scanners", "list_pools", "get_pool_status", "get_queue_status",
+    "list_tasks", "list_scanners", "list_policies", "list_pools", "get_pool_status",
+    "get_queue_status",
     "cancel_scan", "compare_scans", "wait_for_scan",
 }  # fmt: skip
 READ_ONLY = ALL_TOOLS - {"run_untrusted_scan", "run_authenticated_scan", "cancel_scan"}

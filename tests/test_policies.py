@@ -14,6 +14,8 @@ import pytest
 from nessus_pool.daemon import Daemon
 from nessus_pool.simulator import SimulatedScanner
 from tests.conftest import DaemonFactory, sim_config
+from tests.test_mcp_agent import Session
+from tests.test_mcp_http import Mcp
 
 
 async def _daemon(start_daemon: DaemonFactory, tmp_path: Path, **pool: Any) -> Daemon:
@@ -145,3 +147,31 @@ async def test_policy_is_resolved_on_the_scanner_at_create(
     assert done.status == "failed"
     assert "no saved policy named 'Linux CIS audit'" in (done.error or "")
     assert sim1.stats().created == 0
+
+
+async def test_mcp_list_policies_and_scan_with_a_policy(
+    tmp_path: Path, start_daemon: DaemonFactory
+) -> None:
+    d = await _daemon(start_daemon, tmp_path)
+    assert d.service is not None
+    async with aiohttp.ClientSession() as http:
+        mcp = Mcp(http, f"{d.url}/mcp")
+        session = Session(mcp, await mcp.initialize())
+        _, listed = await session.rpc("tools/list", {})
+        tool = next(t for t in listed["result"]["tools"] if t["name"] == "list_policies")
+        assert tool["annotations"] == {"readOnlyHint": True, "openWorldHint": False}
+        shown = (await session.call("list_policies", {}))["structuredContent"]
+        by_scanner = {s["scanner"]: s["policies"] for s in shown["pools"][0]["scanners"]}
+        assert by_scanner["sim-2"] == ["Team ports", "Tuned TCP ports"]
+        sub = await session.call(
+            "run_untrusted_scan", {"targets": "192.0.2.40", "policy": "Team ports"}
+        )
+        task_id = sub["structuredContent"]["task_id"]
+        refused = await session.call(
+            "run_untrusted_scan", {"targets": "192.0.2.41", "policy": "PCI quarterly"}
+        )
+        assert refused["isError"] is True
+        assert refused["structuredContent"]["field"] == "policy"
+        assert "sim-1 has 'Linux CIS audit'" in refused["structuredContent"]["error"]
+    done = await d.service.wait_for(task_id, 30)
+    assert (done.status, done.scanner) == ("completed", "sim-2")

@@ -77,6 +77,7 @@ async def _submit(svc: Service, a: s.UntrustedScanArgs, scan_type: ScanType) -> 
         scan_type=scan_type,
         priority=a.priority,
         idempotency_key=a.idempotency_key,
+        policy=_blank(a.policy),
         **extra,
     )
     r = await svc.submit(req)
@@ -234,6 +235,10 @@ async def list_scanners(svc: Service, a: s.PoolArgs, ctx: ToolContext) -> Any:
     }
 
 
+async def list_policies(svc: Service, a: s.PoolArgs, ctx: ToolContext) -> Any:
+    return {"pools": svc.policies(_blank(a.scanner_pool))}
+
+
 async def list_pools(svc: Service, a: s.NoArgs, ctx: ToolContext) -> Any:
     names = _pool_names(svc)
     return {"pools": names, "default_pool": names[0] if names else None}
@@ -287,6 +292,9 @@ TOOLS: list[ToolSpec] = [
              s.ListTasksArgs, _O(_K["tasks"]), list_tasks, read_only=True, idempotent=True),
     ToolSpec("list_scanners", "List scanners", "Scanners with capacity, load and health.",
              s.PoolArgs, _O(_K["scanners"]), list_scanners, read_only=True, idempotent=True),
+    ToolSpec("list_policies", "List policies",
+             "Saved policies per scanner.",
+             s.PoolArgs, _O(_K["policies"]), list_policies, read_only=True, idempotent=True),
     ToolSpec("list_pools", "List pools", "Scanner pools and the default pool.",
              s.NoArgs, _O(_K["pools"]), list_pools, read_only=True, idempotent=True),
     ToolSpec("get_pool_status", "Pool status", "Capacity, utilization and queue of one pool.",

@@ -43,6 +43,7 @@ class UntrustedScanArgs(_Args):
     schema_profile: Annotated[ProfileName, D(description="Kept for seed compatibility")] = "brief"
     idempotency_key: IdempotencyKey = None
     priority: Priority = 0
+    policy: Annotated[str, D(max_length=200)] | None = None
 
 
 class AuthenticatedScanArgs(UntrustedScanArgs):
@@ -145,6 +146,7 @@ OUTPUT_KEYS: dict[str, tuple[str, ...]] = {
     "tasks": ("tasks", "total"),
     "scanners": ("scanners", "total", "pools"),
     "pools": ("pools", "default_pool"),
+    "policies": ("pools",),
     "pool": (
         "pool", "scanner_type", "total_scanners", "total_capacity", "total_active",
         "available_capacity", "utilization_pct", "scanners",

@@ -279,17 +279,27 @@ def _definitions(specs: list[ToolSpec]) -> list[dict[str, Any]]:
                 "description": s.description,
                 "inputSchema": _root_schema(s.args.__name__, components),
                 "outputSchema": s.output,
-                "annotations": {
-                    "readOnlyHint": s.read_only,
-                    "destructiveHint": s.destructive,
-                    "idempotentHint": s.idempotent,
-                    "openWorldHint": s.open_world,
-                },
+                "annotations": _hints(s),
             }
         )
         if s.task_support is not None:
             out[-1]["execution"] = {"taskSupport": s.task_support}
     return out
+
+
+def _hints(s: ToolSpec) -> dict[str, bool]:
+    """The tool's annotations in as few bytes as say the same (tools/list is read into every
+    model's context): readOnlyHint always; destructiveHint and idempotentHint only on tools
+    that write (MCP: meaningful only when readOnlyHint is false), idempotentHint and
+    openWorldHint only when they differ from MCP's defaults (false, true)."""
+    hints = {"readOnlyHint": s.read_only}
+    if not s.read_only:
+        hints["destructiveHint"] = s.destructive
+        if s.idempotent:
+            hints["idempotentHint"] = True
+    if not s.open_world:
+        hints["openWorldHint"] = False
+    return hints
 
 
 def _root_schema(name: str, components: dict[str, Any]) -> Any:
