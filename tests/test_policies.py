@@ -16,6 +16,7 @@ from nessus_pool.simulator import SimulatedScanner
 from tests.conftest import DaemonFactory, sim_config
 from tests.test_mcp_agent import Session
 from tests.test_mcp_http import Mcp
+from tests.test_ops_cli import cli
 
 
 async def _daemon(start_daemon: DaemonFactory, tmp_path: Path, **pool: Any) -> Daemon:
@@ -175,3 +176,23 @@ async def test_mcp_list_policies_and_scan_with_a_policy(
         assert "sim-1 has 'Linux CIS audit'" in refused["structuredContent"]["error"]
     done = await d.service.wait_for(task_id, 30)
     assert (done.status, done.scanner) == ("completed", "sim-2")
+
+
+async def test_cli_lists_policies_and_submits_with_one(
+    tmp_path: Path, start_daemon: DaemonFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = await _daemon(start_daemon, tmp_path, **{"default-policy": "Tuned TCP ports"})
+    rc, out, err = await cli(capsys, d, "policies")
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["POOL", "SCANNER", "SAVED", "POLICIES"]
+    assert "sim-2" in lines[2] and "Team ports, Tuned TCP ports" in lines[2]
+    assert "default policy 'Tuned TCP ports'" in err
+    rc, out, err = await cli(
+        capsys, d, "scan", "submit", "192.0.2.50", "--policy", "Team ports", "--wait",
+        "--poll-interval", "0.05", "--wait-timeout", "60",
+    )  # fmt: skip
+    assert rc == 0, err
+    assert _sim(d, "sim-2").stats().created == 1
+    rc, out, err = await cli(capsys, d, "scan", "submit", "192.0.2.51", "--policy", "Nope")
+    assert rc == 2 and "no scanner of pool 'lan' has the saved policy 'Nope'" in err

@@ -118,6 +118,27 @@ def cmd_scanners(client: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_policies(client: ApiClient, args: argparse.Namespace) -> int:
+    data = client.call("GET", "/api/v1/policies", query={"pool": args.pool})
+    if args.json:
+        emit_json(data)
+        return 0
+    rows = [
+        [
+            p["pool"],
+            s["scanner"],
+            "(not listed yet)" if s["policies"] is None else ", ".join(s["policies"]) or "-",
+        ]
+        for p in data["pools"]
+        for s in p["scanners"]
+    ]
+    out(render_table(["POOL", "SCANNER", "SAVED POLICIES"], rows))
+    for p in data["pools"]:
+        if p["default_policy"]:
+            note(f"pool {p['pool']}: default policy {p['default_policy']!r}")
+    return 0
+
+
 def cmd_reload(client: ApiClient, args: argparse.Namespace) -> int:
     try:
         outcome = client.call("POST", "/api/v1/reload")

@@ -21,7 +21,7 @@ from nessus_pool.ops.client import (
     resolve_url,
 )
 from nessus_pool.ops.deadletters import cmd_dlq_list, cmd_dlq_purge, cmd_dlq_retry, cmd_dlq_show
-from nessus_pool.ops.fleet import cmd_pools, cmd_reload, cmd_scanners
+from nessus_pool.ops.fleet import cmd_policies, cmd_pools, cmd_reload, cmd_scanners
 from nessus_pool.ops.output import emit_json, note
 from nessus_pool.ops.scan import (
     SCAN_TYPES,
@@ -135,6 +135,7 @@ def add_ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--scanner", help="pin to one scanner of the pool")
     p.add_argument("--scan-type", choices=SCAN_TYPES)
     p.add_argument("--credential", help="a configured credential set (authenticated scans)")
+    p.add_argument("--policy", help="a saved Nessus policy by name (see: nessus-pool policies)")
     p.add_argument("--priority", type=int, help="-100..100, higher runs first")
     p.add_argument("--idempotency-key", help="resubmitting with the same key returns the task")
     p.add_argument(
@@ -200,6 +201,9 @@ def add_ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("action", nargs="?", default="list", choices=("list", "show", "drain", "enable"))
     p.add_argument("scanner_id", nargs="?", metavar="ID")
     p.add_argument("--pool", help="only this pool's scanners (list)")
+
+    p = leaf(sub, "policies", cmd_policies, "saved Nessus policies per pool and scanner")
+    p.add_argument("--pool", help="only this pool")
 
     dlq = group("dlq", "the dead-letter queue: scans that ran out of attempts")
     p = leaf(dlq, "list", cmd_dlq_list, "list dead letters, newest first")

@@ -61,6 +61,7 @@ def cmd_scan_submit(client: ApiClient, args: argparse.Namespace) -> int:
             "scanner": args.scanner,
             "scan_type": args.scan_type,
             "credential": args.credential,
+            "policy": args.policy,
             "priority": args.priority,
             "idempotency_key": args.idempotency_key,
         }.items()
