@@ -12,7 +12,9 @@ import aiohttp
 import pytest
 
 from nessus_pool.daemon import Daemon
+from nessus_pool.service import SubmitRequest
 from nessus_pool.simulator import SimulatedScanner
+from nessus_pool.simulator.export import compliance_checks
 from tests.conftest import DaemonFactory, sim_config
 from tests.test_mcp_agent import Session
 from tests.test_mcp_http import Mcp
@@ -196,3 +198,31 @@ async def test_cli_lists_policies_and_submits_with_one(
     assert _sim(d, "sim-2").stats().created == 1
     rc, out, err = await cli(capsys, d, "scan", "submit", "192.0.2.51", "--policy", "Nope")
     assert rc == 2 and "no scanner of pool 'lan' has the saved policy 'Nope'" in err
+
+
+async def test_compliance_policy_results_are_summarised(
+    tmp_path: Path, start_daemon: DaemonFactory
+) -> None:
+    d = await _daemon(start_daemon, tmp_path)
+    assert d.service is not None
+    targets = ["192.0.2.61", "192.0.2.62"]
+    async with aiohttp.ClientSession() as http:
+        status, body = await _submit(
+            http, d, {"targets": ", ".join(targets), "policy": "Linux CIS audit"}
+        )
+        assert status == 202, body
+        done = await d.service.wait_for(body["task_id"], 30)
+        assert (done.status, done.scanner) == ("completed", "sim-1")
+        async with http.get(f"{d.url}/api/v1/scans/{body['task_id']}") as r:
+            summary = (await r.json())["results"]["summary"]
+    seed = _sim(d, "sim-1").seed
+    expected = {"passed": 0, "failed": 0, "warning": 0, "error": 0}
+    for host in targets:
+        for _, result in compliance_checks(host, seed=seed):
+            expected[result.lower()] += 1
+    assert summary["compliance"] == expected
+    assert sum(expected.values()) == 16
+    # a scan from a template has no compliance checks to count
+    plain = await d.service.submit(SubmitRequest(targets="192.0.2.63", template="basic"))
+    view = await d.service.wait_for(plain.task_id, 30)
+    assert view.results is not None and view.results["summary"]["compliance"] is None

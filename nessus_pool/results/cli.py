@@ -131,6 +131,7 @@ def summary_document(r: ScanResults) -> dict[str, Any]:
     return {
         "hosts_scanned": s.hosts_scanned,
         "severity_breakdown": msgspec.to_builtins(s.severity_breakdown),
+        "compliance": msgspec.to_builtins(s.compliance),
         "findings_total": s.findings_total,
         "vulnerabilities_total": s.vulnerabilities_total,
         "authentication_status": v.authentication_status.value,
@@ -168,6 +169,11 @@ def _summary(args: argparse.Namespace) -> int:
         ("hosts scanned", str(doc["hosts_scanned"])),
         ("findings", f"{doc['findings_total']} ({doc['vulnerabilities_total']} low or above)"),
         ("severity", "  ".join(f"{k} {sev[k]}" for k in SEVERITY_NAMES.values())),
+        *(
+            [("compliance", "  ".join(f"{k} {v}" for k, v in doc["compliance"].items()))]
+            if doc["compliance"]
+            else []
+        ),
         ("max CVSS v3", "-" if doc["max_cvss3"] is None else str(doc["max_cvss3"])),
         ("exploitable", str(doc["exploitable_total"])),
         ("scan window", safe(f"{doc['scan_start'] or '?'} .. {doc['scan_end'] or '?'}")),

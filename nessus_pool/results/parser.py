@@ -36,6 +36,7 @@ from nessus_pool.results.auth import (
 )
 from nessus_pool.results.types import (
     AuthStatus,
+    ComplianceBreakdown,
     Finding,
     HostResult,
     ResultsSummary,
@@ -198,6 +199,8 @@ _FINDING_TAGS = (
 _SUMMARY_TAGS = ("cvss3_base_score", "exploit_available")
 _SUMMARY_AUTH_TAGS = (*_SUMMARY_TAGS, "plugin_output")
 _SEVERITY = {"0": 0, "1": 1, "2": 2, "3": 3, "4": 4}
+#: the result of a compliance check (audit policies), in Nessus's ``cm`` namespace
+CM_RESULT = "{http://www.nessus.org/cm}compliance-result"
 
 
 def _severity(value: str | None) -> int:
@@ -369,12 +372,24 @@ def iter_findings(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> It
 class _Totals:
     """Scan-wide counters of the streaming pass."""
 
-    __slots__ = ("by_severity", "exploitable", "max_cvss3")
+    __slots__ = ("by_severity", "compliance", "exploitable", "max_cvss3")
 
     def __init__(self) -> None:
         self.by_severity = [0, 0, 0, 0, 0]
         self.exploitable = 0
         self.max_cvss3: float | None = None
+        self.compliance: ComplianceBreakdown | None = None
+
+    def count_compliance(self, el: Any) -> None:
+        """Count the item's compliance result, if it is a compliance check (only items of a
+        compliance family are searched: one ``find`` per audit item, none per finding)."""
+        if "Compliance" not in el.get("pluginFamily", ""):
+            return
+        result = el.findtext(CM_RESULT)
+        if result is not None:
+            if self.compliance is None:
+                self.compliance = ComplianceBreakdown()
+            self.compliance.add(result)
 
     def summary(self) -> ResultsSummary:
         by = self.by_severity
@@ -384,6 +399,7 @@ class _Totals:
             vulnerabilities_total=sum(by[1:]),
             max_cvss3=self.max_cvss3,
             exploitable_total=self.exploitable,
+            compliance=self.compliance,
         )
 
 
@@ -417,6 +433,7 @@ def _summarise(p: Path, hosts: list[_Host], totals: _Totals) -> None:
             totals.exploitable += 1
         if auth:
             h.add_output(plugin_id, output)
+        totals.count_compliance(el)
 
 
 def _extract(
@@ -444,6 +461,7 @@ def _extract(
             totals.max_cvss3 = cvss3
         if f.plugin_id in auth_ids:
             h.add_output(f.plugin_id, f.plugin_output)
+        totals.count_compliance(el)
         batch.append(f)
         # the two long texts bound a batch's memory when plugin outputs are huge
         chars += len(f.plugin_output or "") + len(f.description or "")

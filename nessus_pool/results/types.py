@@ -91,6 +91,27 @@ class SeverityBreakdown(msgspec.Struct, kw_only=True):
         return self.critical + self.high + self.medium + self.low + self.info
 
 
+class ComplianceBreakdown(msgspec.Struct, kw_only=True):
+    """Results of compliance checks (``cm:compliance-result`` of an audit policy's items)."""
+
+    passed: int = 0
+    failed: int = 0
+    warning: int = 0
+    #: ERROR and anything else Nessus may write there
+    error: int = 0
+
+    def add(self, result: str) -> None:
+        key = _COMPLIANCE_KEYS.get(result.strip().upper(), "error")
+        setattr(self, key, getattr(self, key) + 1)
+
+    @property
+    def total(self) -> int:
+        return self.passed + self.failed + self.warning + self.error
+
+
+_COMPLIANCE_KEYS = {"PASSED": "passed", "FAILED": "failed", "WARNING": "warning"}
+
+
 class AuthStatus(enum.StrEnum):
     """Whether the scanner logged in to a host with the supplied credentials."""
 
@@ -131,6 +152,8 @@ class ResultsSummary(msgspec.Struct, kw_only=True):
     exploitable_total: int = 0
     scan_start: str | None = None
     scan_end: str | None = None
+    #: compliance checks by result, next to the severity breakdown; None without any
+    compliance: ComplianceBreakdown | None = None
 
 
 class Validation(msgspec.Struct, kw_only=True):

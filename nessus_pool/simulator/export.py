@@ -10,7 +10,7 @@ import hashlib
 import io
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import BinaryIO, Protocol
 from xml.sax.saxutils import escape, quoteattr
 
@@ -297,6 +297,7 @@ def write_export(
     start_ms: int | None = None,
     duration_s: int = 600,
     policy_name: str = "Basic Network Scan",
+    compliance: bool = False,
 ) -> None:
     """Write a NessusClientData_v2 document for ``hosts`` to ``fp``, host by host.
 
@@ -322,8 +323,9 @@ def write_export(
             duration_s=duration_s,
             items_per_host=items_per_host,
         )
+        audit = compliance_checks(host, seed=seed) if compliance else []
         for chunk in _report_host(
-            host, seed, credentialed, policy_name, host_start, host_end, findings
+            host, seed, credentialed, policy_name, host_start, host_end, findings, audit
         ):
             write(chunk.encode())
     write(b"</Report>\n</NessusClientData_v2>\n")
@@ -340,6 +342,7 @@ def generate_export(
     start_ms: int | None = None,
     duration_s: int = 600,
     policy_name: str = "Basic Network Scan",
+    compliance: bool = False,
 ) -> bytes:
     """:func:`write_export` into memory."""
     buf = io.BytesIO()
@@ -354,6 +357,7 @@ def generate_export(
         start_ms=start_ms,
         duration_s=duration_s,
         policy_name=policy_name,
+        compliance=compliance,
     )
     return buf.getvalue()
 
@@ -395,6 +399,7 @@ def _report_host(
     start_ms: int,
     end_ms: int,
     findings: list[Finding],
+    audit: Sequence[tuple[str, str]] = (),
 ) -> Iterator[str]:
     profile = host_profile(host, seed=seed)
     tags = [
@@ -420,6 +425,8 @@ def _report_host(
     yield "</HostProperties>\n"
     for finding in findings:
         yield _report_item(finding)
+    for check, result in audit:
+        yield _compliance_item(check, result)
     yield "</ReportHost>\n"
 
 
@@ -456,3 +463,46 @@ def _report_item(f: Finding) -> str:
     child("plugin_output", f.output or None)
     parts.append("</ReportItem>\n")
     return "".join(parts)
+
+
+#: CIS-style checks of the simulated "Linux CIS audit" policy
+_CIS_CHECKS = (
+    "1.1.1.1 Ensure mounting of cramfs filesystems is disabled",
+    "1.4.1 Ensure permissions on bootloader config are configured",
+    "1.5.3 Ensure address space layout randomization (ASLR) is enabled",
+    "3.3.1 Ensure source routed packets are not accepted",
+    "4.2.3 Ensure permissions on all logfiles are configured",
+    "5.2.10 Ensure SSH root login is disabled",
+    "5.3.1 Ensure password creation requirements are configured",
+    "6.1.2 Ensure permissions on /etc/passwd are configured",
+)
+_AUDIT_FILE = "CIS_Ubuntu_22.04_LTS_v1.0.0_L1_Server.audit"
+_COMPLIANCE_SEVERITY = {"PASSED": 0, "WARNING": 2, "FAILED": 3}
+
+
+def compliance_checks(host: str, *, seed: int) -> list[tuple[str, str]]:
+    """(check name, PASSED/FAILED/WARNING) of each audit check on ``host``, deterministic."""
+    rng = random.Random(f"compliance:{seed}:{host}")
+    return [
+        (check, rng.choices(("PASSED", "FAILED", "WARNING"), weights=(6, 3, 1))[0])
+        for check in _CIS_CHECKS
+    ]
+
+
+def _compliance_item(check: str, result: str) -> str:
+    """A compliance ReportItem as Nessus writes audit results (``cm:`` children)."""
+    severity = _COMPLIANCE_SEVERITY[result]
+    return (
+        f'<ReportItem port="0" svc_name="general" protocol="tcp" severity="{severity}" '
+        'pluginID="21157" pluginName="Unix Compliance Checks" '
+        'pluginFamily="Policy Compliance">\n'
+        f"<cm:compliance-check-name>{escape(check)}</cm:compliance-check-name>\n"
+        f"<cm:compliance-result>{result}</cm:compliance-result>\n"
+        f"<cm:compliance-audit-file>{_AUDIT_FILE}</cm:compliance-audit-file>\n"
+        "<cm:compliance-policy-value>as the benchmark requires</cm:compliance-policy-value>\n"
+        f"<description>{escape(check)}: [{result}]</description>\n"
+        "<plugin_name>Unix Compliance Checks</plugin_name>\n"
+        "<plugin_type>local</plugin_type>\n"
+        "<risk_factor>None</risk_factor>\n"
+        "</ReportItem>\n"
+    )

@@ -371,6 +371,7 @@ def _nessus_bytes(scanner: ScannerState, scan: Scan, history_id: int | None) -> 
         start_ms=start_ms,
         duration_s=duration_s,
         policy_name=scan.policy,
+        compliance=scan.compliance,
     )
 
 
