@@ -226,3 +226,19 @@ async def test_compliance_policy_results_are_summarised(
     plain = await d.service.submit(SubmitRequest(targets="192.0.2.63", template="basic"))
     view = await d.service.wait_for(plain.task_id, 30)
     assert view.results is not None and view.results["summary"]["compliance"] is None
+
+
+async def test_refusal_names_at_most_20_policies_per_scanner(
+    tmp_path: Path, start_daemon: DaemonFactory
+) -> None:
+    d = await _daemon(start_daemon, tmp_path)
+    assert d.engine is not None
+    sim1 = _sim(d, "sim-1")
+    for i in range(300):  # a scanner with hundreds of saved policies
+        sim1.policies.add(f"p{i:03d} " + "x" * 300, "basic", "", 0)
+    await d.engine.pools["lan"].scanners["sim-1"].probe()
+    async with aiohttp.ClientSession() as http:
+        status, body = await _submit(http, d, {"targets": "192.0.2.1", "policy": "nope"})
+    message = body["error"]["message"]
+    assert status == 400 and "and 282 more (see GET /api/v1/policies)" in message
+    assert len(message) < 6000

@@ -10,6 +10,17 @@ from nessus_pool.engine import Engine
 from nessus_pool.errors import NotFoundError, ValidationError
 
 _MAX_POLICY_CHARS = 200
+#: a refusal names at most this many policies per scanner (a scanner may have hundreds)
+_MAX_NAMED = 20
+
+
+def _names(policies: frozenset[str] | None) -> str:
+    if not policies:
+        return "none"
+    names = sorted(policies)
+    shown = ", ".join(repr(n[:_MAX_POLICY_CHARS]) for n in names[:_MAX_NAMED])
+    more = len(names) - _MAX_NAMED
+    return shown + (f" and {more} more (see GET /api/v1/policies)" if more > 0 else "")
 
 
 class ScannerPolicies(msgspec.Struct, kw_only=True):
@@ -79,9 +90,7 @@ def effective_policy(
     known = [(h.scanner_id, h.slots.policies) for h in handles]
     if any(p is None or policy in p for _, p in known):
         return policy
-    have = "; ".join(
-        f"{sid} has " + (", ".join(repr(n) for n in sorted(p)) if p else "none") for sid, p in known
-    )
+    have = "; ".join(f"{sid} has {_names(p)}" for sid, p in known)
     if scanner is not None:
         message = f"scanner {scanner!r} does not have the saved policy {policy!r}: {have}"
     elif not known:
