@@ -172,6 +172,7 @@ async def amain(args: argparse.Namespace) -> int:
         str(args.scan_s),
         "--seed",
         "1",
+        "--plain-http",  # the daemon's scanner urls below are http://, as in earlier runs
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -180,7 +180,14 @@ async def test_every_pytenable_call_the_simulator_serves(
     assert html_doc.count(b'<h2 class="host">') == 2
     assert html_doc.count(b"<tr><td>") == len(items)
 
-    # scan control and history
+    # tokens directly, as pyTenable's export helpers use them
+    token = (await call(nessus.post, f"scans/{scan_id}/export", json={"format": "csv"}))["token"]
+    assert (await call(nessus.tokens.status, token))["status"] in ("loading", "ready")
+
+    # scan control and history: kill, then pause/resume/stop
+    await call(nessus.scans.launch, scan_id)
+    await call(nessus.scans.kill, scan_id)
+    await clock.advance(1)
     await call(nessus.scans.launch, scan_id)
     await call(nessus.scans.pause, scan_id)
     await clock.advance(1)
@@ -189,7 +196,7 @@ async def test_every_pytenable_call_the_simulator_serves(
     await call(nessus.scans.stop, scan_id)
     await clock.advance(1)
     history = (await call(nessus.scans.details, scan_id))["history"]
-    assert [h["status"] for h in history] == ["completed", "canceled"]
+    assert [h["status"] for h in history] == ["completed", "aborted", "canceled"]
 
     # deleting a folder moves its scans to the trash; then delete the scan
     await call(nessus.folders.delete, folder_id)
