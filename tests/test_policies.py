@@ -242,3 +242,18 @@ async def test_refusal_names_at_most_20_policies_per_scanner(
     message = body["error"]["message"]
     assert status == 400 and "and 282 more (see GET /api/v1/policies)" in message
     assert len(message) < 6000
+
+
+async def test_waiting_reason_counts_only_scanners_with_the_policy(
+    tmp_path: Path, start_daemon: DaemonFactory
+) -> None:
+    d = await _daemon(start_daemon, tmp_path)
+    assert d.service is not None
+    d.service.set_scanner_enabled("sim-2", False)  # the only scanner with "Team ports"
+    sub = await d.service.submit(SubmitRequest(targets="192.0.2.70", policy="Team ports"))
+    view = await d.service.get_task(sub.task_id)
+    # sim-1 is free, but it cannot take this task: it waits for the drained sim-2
+    assert (view.status, view.waiting_reason) == ("queued", "scanners_draining")
+    d.service.set_scanner_enabled("sim-2", True)
+    done = await d.service.wait_for(sub.task_id, 30)
+    assert (done.status, done.scanner) == ("completed", "sim-2")

@@ -599,7 +599,7 @@ class Engine:
         pool = self.pools.get(t.pool)
         if pool is None:
             return "no_scanners"
-        return waiting_reason(pool, t.requested_scanner)
+        return waiting_reason(pool, t.requested_scanner, t.policy)
 
     def pool_waiting_reason(self, name: str) -> str | None:
         """Why the pool's queued tasks wait (None when nothing is queued or it dispatches)."""

@@ -118,13 +118,17 @@ def scanner_blocker(sc: ScannerHandle) -> str | None:
     return None
 
 
-def waiting_reason(pool: PoolState, requested_scanner: str | None = None) -> str | None:
-    """Why a task queued in ``pool`` (pinned to ``requested_scanner``, if given) is not
-    dispatched now, from :data:`WAITING_REASONS`; None when a scanner could take it."""
+def waiting_reason(
+    pool: PoolState, requested_scanner: str | None = None, policy: str | None = None
+) -> str | None:
+    """Why a task queued in ``pool`` (pinned to ``requested_scanner``, if given; needing the
+    saved ``policy``, if given) is not dispatched now, from :data:`WAITING_REASONS`; None when
+    a scanner could take it. Only scanners known to have the policy count."""
     scanners = [
         s
         for s in pool.scanners.values()
-        if requested_scanner is None or s.scanner_id == requested_scanner
+        if (requested_scanner is None or s.scanner_id == requested_scanner)
+        and (policy is None or (s.slots.policies is not None and policy in s.slots.policies))
     ]
     blockers = set()
     for sc in scanners:
