@@ -147,6 +147,9 @@ async def test_every_pytenable_call_the_simulator_serves(
     )
     details = await call(nessus.scans.details, scan_id)
     assert details["info"]["policy"] == "Linux CIS audit"
+    # a compliance audit lists its checks beside the vulnerabilities, counted per host
+    assert [c["count"] for c in details["compliance"]] == [2] * 8
+    assert {c["plugin_family"] for c in details["compliance"]} == {"Policy Compliance"}
     assert details["info"]["folder_id"] == folder_id
     listed = await call(nessus.scans.list, folder_id=folder_id)
     assert [s["id"] for s in listed["scans"]] == [scan_id]

@@ -477,7 +477,7 @@ _CIS_CHECKS = (
     "6.1.2 Ensure permissions on /etc/passwd are configured",
 )
 _AUDIT_FILE = "CIS_Ubuntu_22.04_LTS_v1.0.0_L1_Server.audit"
-_COMPLIANCE_SEVERITY = {"PASSED": 0, "WARNING": 2, "FAILED": 3}
+COMPLIANCE_SEVERITY = {"PASSED": 0, "WARNING": 2, "FAILED": 3}
 
 
 def compliance_checks(host: str, *, seed: int) -> list[tuple[str, str]]:
@@ -491,7 +491,7 @@ def compliance_checks(host: str, *, seed: int) -> list[tuple[str, str]]:
 
 def _compliance_item(check: str, result: str) -> str:
     """A compliance ReportItem as Nessus writes audit results (``cm:`` children)."""
-    severity = _COMPLIANCE_SEVERITY[result]
+    severity = COMPLIANCE_SEVERITY[result]
     return (
         f'<ReportItem port="0" svc_name="general" protocol="tcp" severity="{severity}" '
         'pluginID="21157" pluginName="Unix Compliance Checks" '

@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from nessus_pool.simulator.export import NESSUS_BUILD, NESSUS_VERSION, PLUGIN_FEED, generate_export
+from nessus_pool.simulator.export import (
+    COMPLIANCE_SEVERITY,
+    NESSUS_BUILD,
+    NESSUS_VERSION,
+    PLUGIN_FEED,
+    compliance_checks,
+    generate_export,
+)
 from nessus_pool.simulator.reports import render_csv, render_html
 from nessus_pool.simulator.scanner import ScannerState
 from nessus_pool.simulator.state import (
@@ -256,8 +263,8 @@ def scan_details(scanner: ScannerState, scan: Scan, history_id: int | None) -> d
     return {
         "info": info,
         "hosts": hosts,
-        "comphosts": [],
-        "compliance": [],
+        "comphosts": hosts if scan.compliance else [],
+        "compliance": _compliance_rows(scanner, scan, hosts),
         "notes": None,
         "vulnerabilities": sorted(vulns.values(), key=lambda v: (-v["severity"], v["plugin_id"])),
         "history": [_history(scan, r, now) for r in scan.runs] or None,
@@ -327,6 +334,32 @@ def _hosts(
             }
         )
     return out
+
+
+def _compliance_rows(
+    scanner: ScannerState, scan: Scan, hosts: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The audit checks of a compliance scan, one row per check (counted over the hosts
+    shown), as ``GET /scans/{id}`` lists them beside ``vulnerabilities``."""
+    if not scan.compliance:
+        return []
+    rows: dict[str, dict[str, Any]] = {}
+    for h in hosts:
+        for check, result in compliance_checks(h["hostname"], seed=scanner.seed):
+            row = rows.setdefault(
+                check,
+                {
+                    "count": 0,
+                    "plugin_id": 21157,
+                    "plugin_name": check,
+                    "plugin_family": "Policy Compliance",
+                    "severity": 0,
+                    "severity_index": len(rows),
+                },
+            )
+            row["count"] += 1
+            row["severity"] = max(row["severity"], COMPLIANCE_SEVERITY[result])
+    return list(rows.values())
 
 
 def _history(scan: Scan, run: Run, now_s: float) -> dict[str, Any]:
