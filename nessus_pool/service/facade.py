@@ -10,7 +10,7 @@ import msgspec
 
 from nessus_pool.config import Config
 from nessus_pool.engine import Engine
-from nessus_pool.errors import ConflictError
+from nessus_pool.errors import ConflictError, ReloadRefusedError
 from nessus_pool.models import TaskStatus
 from nessus_pool.resolve import Resolver
 from nessus_pool.scope import Scope
@@ -115,6 +115,11 @@ class Service(DeadLetters):
         return next(v for v in self.scanner_views() if v.id == scanner_id)
 
     async def reload(self) -> ReloadOutcome:
+        """Reload the config file (what SIGHUP does): the applied outcome, or
+        :class:`ReloadRefusedError` (the old configuration keeps running)."""
         if self._reload is None:
             raise ConflictError("reload is not available here")
-        return await self._reload()
+        outcome = await self._reload()
+        if not outcome.applied:
+            raise ReloadRefusedError(outcome.message)
+        return outcome
