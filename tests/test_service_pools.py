@@ -87,3 +87,19 @@ def test_submit_help_says_how_the_pool_is_chosen(capsys: pytest.CaptureFixture[s
     help_text = " ".join(capsys.readouterr().out.split())
     assert "first configured" not in help_text
     assert "most narrowly, among pools with an enabled scanner" in help_text
+
+
+async def test_a_drain_says_it_lasts_until_a_restart(
+    tmp_path: Path, start_daemon: DaemonFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d: Daemon = await start_daemon(sim_config(tmp_path))
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{d.url}/api/v1/scanners/sim-1/drain") as r:
+            assert r.status == 200
+            view = await r.json()
+        async with http.get(f"{d.url}/api/v1/scanners/sim-1") as r:
+            shown = await r.json()
+    assert view["draining"] is True and "until the daemon restarts" in view["note"]
+    assert shown["draining"] is True and shown["note"] is None  # only the drain reply says it
+    rc, _, err = await cli(capsys, d, "scanners", "drain", "sim-2")
+    assert rc == 0 and "until the daemon restarts" in err

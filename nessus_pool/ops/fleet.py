@@ -113,6 +113,8 @@ def cmd_scanners(client: ApiClient, args: argparse.Namespace) -> int:
     _scanner_table(scanners)
     if args.action == "drain":
         note(f"{args.scanner_id} is draining: running scans finish, no new scans start there")
+        if data.get("note"):
+            note(str(data["note"]))
     elif args.action == "enable":
         note(f"{args.scanner_id} takes new scans again")
     return 0
