@@ -377,7 +377,12 @@ class Daemon:
         self.engine.delete_remote_scans = keep.housekeeping.delete_remote_scans
         self.metrics.reloads.labels("applied").inc()
         changes = {k: v for k, v in msgspec.structs.asdict(d).items() if v}
-        log.info("config reloaded", extra={"event": "config_reloaded", **changes})
+        # settings that need a restart kept their old values: an operator must hear of it
+        log.log(
+            logging.WARNING if d.restart_required else logging.INFO,
+            "config reloaded" + ("; restart needed" if d.restart_required else ""),
+            extra={"event": "config_reloaded", **changes},
+        )
         return ReloadOutcome(
             applied=True,
             message="reloaded"

@@ -315,9 +315,9 @@ async def test_reload_adds_scanner_and_refuses_broken_file(
         assert sims.scanners[1].stats().launched >= 1
         Path(d.config_path).write_text("[[pools]]\nname = 'a'\nbogus = 1\n")
         async with http.post(f"{d.url}/api/v1/reload") as r:
-            refused = await r.json()
+            refused = (await r.json())["error"]
             assert r.status == 400
-        assert refused["applied"] is False and "bogus" in refused["message"]
+        assert refused["code"] == "reload_refused" and "bogus" in refused["message"]
         async with http.get(f"{d.url}/api/v1/pools") as r:
             pools = (await r.json())["pools"]
         assert {p["name"] for p in pools} == {"a", "b"}

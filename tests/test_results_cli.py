@@ -270,9 +270,10 @@ def test_findings_cwe_filter_on_a_real_export(capsys: Any) -> None:
     assert "error (cwe)" in capsys.readouterr().err
 
 
-def mini_export(items: list[tuple[str, int, int, int]]) -> str:
-    """An export of (host, plugin id, port, severity) items."""
-    hosts: dict[str, list[str]] = {}
+def mini_export(items: list[tuple[str, int, int, int]], also: tuple[str, ...] = ()) -> str:
+    """An export of (host, plugin id, port, severity) items (and hosts ``also`` scanned
+    without a finding)."""
+    hosts: dict[str, list[str]] = {h: [] for h in also}
     for host, pid, port, sev in items:
         hosts.setdefault(host, []).append(
             f'<ReportItem port="{port}" svc_name="x" protocol="tcp" severity="{sev}" '
@@ -316,7 +317,7 @@ def test_diff_tables_and_json(tmp_path: Path, capsys: Any) -> None:
 
     assert run(["results", "diff", str(old), str(new)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[2] == "1 new, 1 fixed, 2 changed severity, 2 unchanged"
+    assert lines[2] == "1 new, 1 fixed, 0 not rescanned, 2 changed severity, 2 unchanged"
     sections = {
         title: lines[i + 1 : i + 3] for i, title in enumerate(lines) if title.endswith("):")
     }
@@ -340,6 +341,33 @@ def test_diff_tables_and_json(tmp_path: Path, capsys: Any) -> None:
     d = json.loads(capsys.readouterr().out)["diff"]
     assert (d["changed_severity_total"], len(d["changed_severity"]), d["truncated"]) == (2, 1, True)
     assert d["changed_severity"][0]["new_severity"] == 3  # the worst first: critical -> high
+
+
+def test_diff_of_a_host_the_new_export_did_not_scan_is_not_rescanned(
+    tmp_path: Path, capsys: Any
+) -> None:
+    old, new = tmp_path / "old.nessus", tmp_path / "new.nessus"
+    old.write_text(
+        mini_export([("10.0.0.1", 1, 22, 2), ("10.0.0.1", 2, 80, 3), ("10.0.0.2", 3, 443, 4)])
+    )
+    # 10.0.0.3 was scanned and had nothing: a host with no finding is still a scanned host
+    new.write_text(mini_export([("10.0.0.1", 1, 22, 2)], also=("10.0.0.3",)))
+    assert run(["results", "diff", str(old), str(new), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)["diff"]
+    assert [(i["host"], i["plugin_id"]) for i in d["fixed"]] == [("10.0.0.1", 2)]
+    assert [(i["host"], i["plugin_id"]) for i in d["not_rescanned"]] == [("10.0.0.2", 3)]
+    assert (d["fixed_total"], d["not_rescanned_total"]) == (1, 1)
+    assert (d["hosts_not_rescanned"], d["hosts_new"]) == (["10.0.0.2"], ["10.0.0.3"])
+    assert run(["results", "diff", str(old), str(new)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "0 new, 1 fixed, 1 not rescanned, 0 changed severity, 1 unchanged"
+    assert lines[3].startswith("hosts differ: new did not scan 10.0.0.2")
+    assert lines[4] == "hosts differ: old did not scan 10.0.0.3"
+    title = lines.index("not rescanned: host not in the new scan (1):")
+    assert lines[title + 2].split()[:5] == ["critical", "10.0.0.2", "443", "tcp", "3"]
+    # the same exports: the same hosts, no such line
+    assert run(["results", "diff", str(old), str(old)]) == 0
+    assert "hosts differ" not in capsys.readouterr().out
 
 
 def test_diff_of_a_real_export_with_itself_and_bad_input(tmp_path: Path, capsys: Any) -> None:

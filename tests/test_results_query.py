@@ -204,7 +204,23 @@ def test_diff_counts_add_up(old: list[Finding], new: list[Finding]) -> None:
         return {(f.host, f.plugin_id, f.port, f.protocol) for f in fs}
 
     assert d.new_total + d.unchanged_total + d.changed_severity_total == len(keys(new))
-    assert d.fixed_total + d.unchanged_total + d.changed_severity_total == len(keys(old))
+    gone = d.fixed_total + d.not_rescanned_total
+    assert gone + d.unchanged_total + d.changed_severity_total == len(keys(old))
+    # fixed only on a host the new scan scanned
+    assert {f["host"] for f in d.fixed} <= {f.host for f in new}
+    assert not {f["host"] for f in d.not_rescanned} & {f.host for f in new}
+
+
+def test_diff_findings_on_a_host_the_new_scan_did_not_scan_are_not_rescanned() -> None:
+    old = [mk(host="10.0.0.1", plugin_id=1), mk(host="10.0.0.2", plugin_id=1, severity=3)]
+    new = [mk(host="10.0.0.1", plugin_id=2)]
+    d = diff_findings(old, new)
+    assert (d.new_total, d.fixed_total, d.not_rescanned_total) == (1, 1, 1)
+    assert [(f["host"], f["plugin_id"]) for f in d.not_rescanned] == [("10.0.0.2", 1)]
+    assert d.hosts_not_rescanned == ["10.0.0.2"] and d.hosts_new == []
+    # a host the export listed with no finding was scanned: its old findings are fixed
+    d = diff_findings(old, new, new_hosts=["10.0.0.1", "10.0.0.2"])
+    assert (d.fixed_total, d.not_rescanned_total, d.hosts_not_rescanned) == (2, 0, [])
 
 
 def test_host_filter_takes_a_url_host_as_a_name() -> None:

@@ -368,8 +368,8 @@ async def enable_scanner(request: web.Request) -> web.Response:
 async def reload_config(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "admin")
     parse_query(request, NO_QUERY)
-    outcome = await request.app[SERVICE].reload()
-    return json_response(outcome, 200 if outcome.applied else 400)
+    # a refused reload raises: the one error shape, 400 reload_refused
+    return json_response(await request.app[SERVICE].reload())
 
 
 class PurgeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -131,7 +131,11 @@ def add_ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("targets", nargs="+", metavar="TARGET", help="IPs, CIDRs, ranges, names")
     p.add_argument("--name")
     p.add_argument("--description")
-    p.add_argument("--pool", help="pool (default: the first configured)")
+    p.add_argument(
+        "--pool",
+        help="pool (default: the pool whose allowed-targets cover the targets most narrowly, "
+        "among pools with an enabled scanner)",
+    )
     p.add_argument("--scanner", help="pin to one scanner of the pool")
     p.add_argument("--scan-type", choices=SCAN_TYPES)
     p.add_argument("--credential", help="a configured credential set (authenticated scans)")

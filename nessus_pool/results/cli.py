@@ -19,7 +19,14 @@ import msgspec
 
 from nessus_pool.errors import NotNessusExportError, ResultsError, ValidationError
 from nessus_pool.models import ScanType
-from nessus_pool.render import dumps_json, findings_table, findings_text, plural, safe
+from nessus_pool.render import (
+    dumps_json,
+    findings_table,
+    findings_text,
+    hosts_differ_lines,
+    plural,
+    safe,
+)
 from nessus_pool.results.parser import ScanResults, iter_findings, parse_export
 from nessus_pool.results.query import (
     PROFILES,
@@ -244,7 +251,15 @@ def _diff(args: argparse.Namespace) -> int:
             worst[k] = max(worst.get(k, 0), f.severity)
         old = [f for f in old if worst[diff_key(f)] >= floor]
         new = [f for f in new if worst[diff_key(f)] >= floor]
-    diff = diff_findings(old, new, limit=args.limit)
+    # the hosts each export scanned (its ReportHost list, findings or not): a host the new
+    # one did not scan is "not rescanned", never "fixed"
+    diff = diff_findings(
+        old,
+        new,
+        limit=args.limit,
+        old_hosts=scanned_hosts(args.old),
+        new_hosts=scanned_hosts(args.new),
+    )
     if args.json:
         print_json({"old": args.old, "new": args.new, "diff": diff})
         return 0
@@ -252,11 +267,15 @@ def _diff(args: argparse.Namespace) -> int:
     print(f"new  {args.new}  ({plural(len(new), 'finding')})")
     print(
         f"{diff.new_total} new, {diff.fixed_total} fixed, "
+        f"{diff.not_rescanned_total} not rescanned, "
         f"{diff.changed_severity_total} changed severity, {diff.unchanged_total} unchanged"
     )
+    for line in hosts_differ_lines(msgspec.to_builtins(diff), "old", "new"):
+        print(line)
     for title, items, total in (
         ("new", diff.new, diff.new_total),
         ("fixed", diff.fixed, diff.fixed_total),
+        ("not rescanned: host not in the new scan", diff.not_rescanned, diff.not_rescanned_total),
     ):
         if items:
             print(f"\n{title} ({_shown(len(items), total)}):")
@@ -268,6 +287,11 @@ def _diff(args: argparse.Namespace) -> int:
         rows = [msgspec.to_builtins(c) for c in diff.changed_severity]
         print(_indent(findings_table(rows, ["old_severity", "new_severity", *_DIFF_COLUMNS[1:]])))
     return 0
+
+
+def scanned_hosts(path: str) -> list[str]:
+    """The ``ReportHost`` names of an export: every host it scanned, findings or not."""
+    return [h.name for h in parse_export(path, scan_type=None).hosts]
 
 
 def _indent(table: str) -> str:
