@@ -1,10 +1,12 @@
 """Command line: argument parsing and exit codes (0 ok, 1 operation failed, 2 usage or
-validation error). ``sys.exit`` happens here only."""
+validation error; a reader that goes away, as ``| head`` does, ends any command quietly with
+1). ``sys.exit`` happens here only."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -126,11 +128,20 @@ def cmd_generate_admin_token(config_path: str) -> int:
 
 
 def cmd_config_init(output: str, force: bool) -> int:
+    """Write the starter config to ``output`` (``-``: stdout)."""
+    if output == "-":
+        sys.stdout.write(render_starter_config())
+        return 0
     out = Path(output)
     if out.exists() and not force:
         print(f"error: {out} exists (use --force to overwrite)", file=sys.stderr)
         return 2
-    out.write_text(render_starter_config(), encoding="utf-8")
+    try:
+        out.write_text(render_starter_config(), encoding="utf-8")
+    except OSError as exc:
+        hint = " (create the folder first)" if isinstance(exc, FileNotFoundError) else ""
+        print(f"error (--output): cannot write {out}: {exc.strerror or exc}{hint}", file=sys.stderr)
+        return 2
     print(f"wrote {out}")
     return 0
 
@@ -138,6 +149,20 @@ def cmd_config_init(output: str, force: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        code = _dispatch(parser, args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # the reader went away (``| head``): no traceback; stdout goes to /dev/null so the
+        # interpreter's final flush does not fail again (as the Python docs advise)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "serve":
         from nessus_pool.daemon import run_daemon
 

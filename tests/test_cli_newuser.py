@@ -1,0 +1,105 @@
+"""What a new user's first hour hit in the CLI: tracebacks, odd exit codes and error texts
+that did not say how to fix them. Each test runs ``nessus_pool.cli.main`` in-process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nessus_pool.cli import main
+from nessus_pool.config import render_starter_config
+from nessus_pool.logs import LIBRARY_LOGGERS
+from tests.conftest import SAMPLES_DIR, sim_config, write_config
+
+
+def sample(name: str) -> Path:
+    p = SAMPLES_DIR / name
+    if not p.exists():
+        pytest.skip(f"sample {name} absent")
+    return p
+
+
+@pytest.fixture
+def daemon_logging() -> Iterator[None]:
+    """``serve`` sets up logging on this test's stderr; put the loggers back afterwards."""
+    loggers = [logging.getLogger(n) for n in ("nessus_pool", *LIBRARY_LOGGERS)]
+    saved = [(lg, list(lg.handlers), list(lg.filters), lg.level, lg.propagate) for lg in loggers]
+    yield
+    for lg, handlers, filters, level, propagate in saved:
+        lg.handlers[:] = handlers
+        lg.filters[:] = filters
+        lg.setLevel(level)
+        lg.propagate = propagate
+
+
+# --- item 1: tracebacks and exit codes -------------------------------------------------------
+
+
+@pytest.mark.usefixtures("daemon_logging")
+def test_serve_on_a_taken_port_is_one_line_naming_the_address_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        data = sim_config(tmp_path) | {"server": {"listen": f"127.0.0.1:{port}"}}
+        data["logging"] = {"format": "text"}
+        path = write_config(tmp_path / "nessus-pool.toml", data)
+        rc = main(["serve", "--config", str(path)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "Traceback" not in err
+    line = next(x for x in err.splitlines() if "cannot listen" in x)
+    assert f"127.0.0.1:{port}" in line and "server.listen" in line and str(path) in line
+    # the daemon undid its start: the storage lock is free for the next try
+    assert main(["config", "check", "--config", str(path)]) == 0
+
+
+def test_config_init_into_a_missing_folder_is_exit_2_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "nonexistent" / "dir" / "x.toml"
+    assert main(["config", "init", "-o", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert str(target) in err and "--output" in err and "create the folder" in err
+
+
+def test_config_init_dash_writes_stdout_not_a_file_named_dash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["config", "init", "-o", "-"]) == 0
+    assert capsys.readouterr().out == render_starter_config()
+    assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["results", "summary", "{sample}"],
+        ["results", "findings", "{sample}", "--json"],
+        ["config", "init", "-o", "-"],
+    ],
+    ids=["results-summary", "results-findings", "config-init"],
+)
+def test_a_closed_stdout_ends_any_command_quietly(
+    argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `nessus-pool results summary X.xml | head -1` printed a BrokenPipeError traceback
+    path = str(sample("defectdojo__nessus_many_vuln.xml"))
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    with os.fdopen(write_fd, "w") as closed:
+        monkeypatch.setattr(sys, "stdout", closed)
+        rc = main([a.replace("{sample}", path) for a in argv])
+        monkeypatch.undo()
+    assert rc == 1
+    assert "Traceback" not in capsys.readouterr().err
