@@ -3,6 +3,7 @@ that did not say how to fix them. Each test runs ``nessus_pool.cli.main`` in-pro
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -103,3 +104,52 @@ def test_a_closed_stdout_ends_any_command_quietly(
         monkeypatch.undo()
     assert rc == 1
     assert "Traceback" not in capsys.readouterr().err
+
+
+# --- item 2: offline `results` as `scan results` ---------------------------------------------
+
+
+def test_results_fields_implies_the_custom_profile(capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(sample("defectdojo__nessus_many_vuln.xml"))
+    assert main(["results", "findings", path, "--fields", "host,cves", "--json"]) == 0
+    page = json.loads(capsys.readouterr().out)
+    assert page["profile"] == "custom" and page["fields"] == ["host", "cves"]
+    assert all(set(item) == {"host", "cves"} for item in page["items"]) and page["items"]
+    # --fields with another profile is a contradiction, named as such
+    assert main(["results", "findings", path, "--fields", "host", "--profile", "brief"]) == 2
+    assert "error (fields)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["results", "findings", "F"], ["scan", "results", "T"]])
+def test_a_bad_sort_lists_the_accepted_values(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--sort", "bogus"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--sort" in err and "'cvss3'" in err and "'plugin_id'" in err
+
+
+@pytest.mark.parametrize(
+    "name, text", [("README.md", "# nessus-pool\n\nsee <task_id> below\n"), ("x.json", '{"a": 1}')]
+)
+def test_a_file_that_is_not_xml_is_exit_2_saying_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, text: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    for command in ("summary", "findings"):
+        assert main(["results", command, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert f"{name} is not XML" in err and "root element" not in err
+
+
+def test_a_page_past_the_last_names_the_last_page(capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(sample("defectdojo__nessus_many_vuln.xml"))
+    assert main(["results", "findings", path, "--page-size", "2", "--json"]) == 0
+    pages = json.loads(capsys.readouterr().out)["pages"]
+    assert pages > 1
+    assert main(["results", "findings", path, "--page-size", "2", "--page", "99"]) == 0
+    out = capsys.readouterr().out
+    assert f"past the last page: --page {pages}" in out
