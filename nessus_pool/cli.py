@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from nessus_pool import __version__
 from nessus_pool.config import (
@@ -22,13 +25,45 @@ from nessus_pool.errors import ConfigError
 from nessus_pool.render import plural
 
 
+class Parser(argparse.ArgumentParser):
+    """No abbreviated options (``--min-sev`` is a typo, not ``--min-severity``), and an
+    unknown option is reported by the (sub)command it was given to, with its usage and the
+    nearest option it has: ``scan results X --min-severty high`` says "did you mean
+    --min-severity?" under ``usage: nessus-pool scan results``, not the top-level usage.
+    Subcommands inherit the class (``add_subparsers`` uses ``type(self)``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        ns, extras = super().parse_known_args(args, namespace)
+        if extras:
+            # the innermost parser errors first: its usage is the one that helps
+            self.error(f"unrecognized arguments: {' '.join(extras)}{self._suggest(extras)}")
+        return ns, extras
+
+    def _suggest(self, extras: list[str]) -> str:
+        known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+        for word in extras:
+            if word.startswith("-"):
+                close = difflib.get_close_matches(word.partition("=")[0], known, n=1)
+                if close:
+                    return f" (did you mean {close[0]}?)"
+        return ""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="nessus-pool",
         description="Run fleets of Tenable Nessus scanners for AI agents and operators.",
     )
     p.add_argument("--version", action="version", version=f"nessus-pool {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub: argparse._SubParsersAction[Any] = p.add_subparsers(
+        dest="command", required=True, metavar="COMMAND"
+    )
 
     cfg_help = f"config file (default: ${CONFIG_ENV} or ./nessus-pool.toml)"
     serve = sub.add_parser("serve", help="run the daemon (MCP, admin API, metrics on one port)")

@@ -3,6 +3,7 @@ that did not say how to fix them. Each test runs ``nessus_pool.cli.main`` in-pro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -10,13 +11,17 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from nessus_pool.cli import main
 from nessus_pool.config import render_starter_config
+from nessus_pool.daemon import Daemon
 from nessus_pool.logs import LIBRARY_LOGGERS
-from tests.conftest import SAMPLES_DIR, sim_config, write_config
+from nessus_pool.service import SubmitRequest
+from tests.conftest import SAMPLES_DIR, DaemonFactory, sim_config, write_config
 
 
 def sample(name: str) -> Path:
@@ -153,3 +158,103 @@ def test_a_page_past_the_last_names_the_last_page(capsys: pytest.CaptureFixture[
     assert main(["results", "findings", path, "--page-size", "2", "--page", "99"]) == 0
     out = capsys.readouterr().out
     assert f"past the last page: --page {pages}" in out
+
+
+# --- item 3: error texts that say how to fix them --------------------------------------------
+
+
+async def _cli(capsys: pytest.CaptureFixture[str], d: Daemon, *argv: str) -> tuple[int, str]:
+    rc = await asyncio.to_thread(main, [*argv, "--url", d.url])
+    return rc, capsys.readouterr().err
+
+
+async def test_admin_api_validation_errors_name_the_field_and_the_accepted_values(
+    tmp_path: Path, start_daemon: DaemonFactory
+) -> None:
+    d: Daemon = await start_daemon(sim_config(tmp_path))
+    async with aiohttp.ClientSession(d.url) as http:
+
+        async def error(method: str, path: str, **kw: Any) -> dict[str, Any]:
+            async with http.request(method, path, **kw) as resp:
+                assert resp.status == 400, await resp.text()
+                body: dict[str, Any] = (await resp.json())["error"]
+                return body
+
+        missing = await error("POST", "/api/v1/scans", json={"pool": "lan"})
+        assert missing["field"] == "targets" and missing["message"] == "targets is required"
+
+        bad_type = await error(
+            "POST", "/api/v1/scans", json={"targets": ["10.0.0.1"], "scan_type": "auth"}
+        )
+        assert bad_type["field"] == "scan_type"
+        assert bad_type["message"] == (
+            "scan_type must be one of untrusted, authenticated, authenticated_privileged; "
+            "got 'auth'"
+        )
+        # the name the caller used, never the internal `$.profile`
+        for name in ("schema_profile", "profile"):
+            prof = await error("GET", f"/api/v1/scans/x/results?{name}=nope")
+            assert prof["field"] == name and "$." not in prof["message"]
+            assert prof["message"].startswith(f"{name} must be one of ")
+            assert "minimal" in prof["message"] and "custom" in prof["message"]
+
+        pinned = await error(
+            "POST", "/api/v1/scans", json={"targets": ["10.0.0.1"], "scanner": "sim-9"}
+        )
+        assert pinned["field"] == "scanner" and "its scanners: sim-1, sim-2" in pinned["message"]
+
+
+async def test_compare_with_an_unknown_base_names_base_task_id(
+    tmp_path: Path, start_daemon: DaemonFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d: Daemon = await start_daemon(sim_config(tmp_path, scan_seconds=0.05))
+    assert d.service is not None
+    done = await d.service.submit(SubmitRequest(targets=["10.0.0.1"]))
+    assert (await d.service.wait_for(done.task_id, 30.0)).status == "completed"
+    rc, err = await _cli(capsys, d, "scan", "compare", done.task_id, "--base", "nope")
+    assert rc == 1 and "field: base_task_id" in err and "'nope'" in err
+    url = f"{d.url}/api/v1/scans/{done.task_id}/compare?base=nope"
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        assert resp.status == 404
+        assert (await resp.json())["error"]["field"] == "base"
+
+
+async def test_a_refused_token_says_it_was_refused_not_to_set_one(
+    tmp_path: Path,
+    start_daemon: DaemonFactory,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = {"listen": "127.0.0.1:0", "admin-tokens": ["admin-s3cret-0123456789"]}
+    d: Daemon = await start_daemon(sim_config(tmp_path) | {"server": server})
+    for var in ("NESSUS_POOL_URL", "NESSUS_POOL_TOKEN", "NESSUS_POOL_TOKEN_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    rc, err = await _cli(capsys, d, "pools")
+    assert rc == 1 and "no token was sent" in err
+    monkeypatch.setenv("NESSUS_POOL_TOKEN", "wrong-0123456789abcdef")
+    rc, err = await _cli(capsys, d, "pools")
+    assert rc == 1 and "was refused" in err and "no token was sent" not in err
+    assert "wrong-0123456789abcdef" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, usage, hint",
+    [
+        (
+            ["scan", "results", "X", "--min-severty", "high"],
+            "nessus-pool scan results",
+            "--min-severity",
+        ),
+        (["results", "findings", "F", "--pag", "2"], "nessus-pool results findings", "--page"),
+        (["dlq", "purge", "--older", "7d"], "nessus-pool dlq purge", "--older-than"),
+    ],
+)
+def test_a_mistyped_option_gets_the_subcommands_usage_and_a_hint(
+    argv: list[str], usage: str, hint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: {usage} ")
+    assert f"(did you mean {hint}?)" in err

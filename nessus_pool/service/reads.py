@@ -202,7 +202,12 @@ class Reads:
                 )
             base_task_id = base.task_id
         new = await self.findings(task_id)
-        old = await self.findings(base_task_id)
+        try:
+            old = await self.findings(base_task_id)
+        except NotFoundError:  # the base, not task_id, is what the caller got wrong
+            raise NotFoundError(
+                f"base task {base_task_id!r} not found", field="base_task_id"
+            ) from None
         diff = msgspec.to_builtins(diff_findings(old, new))
         return {"task_id": task_id, "base_task_id": base_task_id, "diff": diff}
 
