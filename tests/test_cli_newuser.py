@@ -258,3 +258,60 @@ def test_a_mistyped_option_gets_the_subcommands_usage_and_a_hint(
     err = capsys.readouterr().err
     assert err.startswith(f"usage: {usage} ")
     assert f"(did you mean {hint}?)" in err
+
+
+# --- item 4: secret files, REST field names --------------------------------------------------
+
+
+def test_config_check_names_each_missing_secret_file_with_a_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = {
+        "storage": {"path": "data"},
+        "pools": [
+            {
+                "name": "lan",
+                "scanners": [
+                    {
+                        "id": "lan-1",
+                        "url": "https://127.0.0.1:8834",
+                        "access-key": {"file": "keys/access"},
+                        "secret-key": {"file": "keys/secret"},
+                    }
+                ],
+            }
+        ],
+    }
+    path = write_config(tmp_path / "nessus-pool.toml", data)
+    assert main(["config", "check", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    # both listed at once (README: past the schema every problem is listed), each with a fix
+    for key in ("access", "secret"):
+        line = next(x for x in err.splitlines() if f"{key}-key" in x)
+        assert f"secret file {tmp_path / 'keys' / key} does not exist (fix: " in line
+        assert "chmod 600" in line and "config file's folder" in line
+
+
+def test_config_check_reports_the_files_first_schema_error_by_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = {"pools": [{"name": "lan", "max-queued": "many"}], "storage": {"path": "d"}}
+    path = write_config(tmp_path / "nessus-pool.toml", data)
+    assert main(["config", "check", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "$.pools[0].max-queued" in err and "Traceback" not in err
+
+
+async def test_rest_custom_fields_take_mcps_cve_for_cves(
+    tmp_path: Path, start_daemon: DaemonFactory
+) -> None:
+    d: Daemon = await start_daemon(sim_config(tmp_path, scan_seconds=0.05))
+    assert d.service is not None
+    done = await d.service.submit(SubmitRequest(targets=["10.0.0.1"]))
+    assert (await d.service.wait_for(done.task_id, 30.0)).status == "completed"
+    url = f"{d.url}/api/v1/scans/{done.task_id}/results?fields=host,cve&page_size=5"
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        assert resp.status == 200, await resp.text()
+        page = await resp.json()
+    assert page["fields"] == ["host", "cves"] and page["items"]
+    assert all(set(item) == {"host", "cves"} for item in page["items"])

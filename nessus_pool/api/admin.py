@@ -220,7 +220,8 @@ def results_query(params: dict[str, Any], typed: dict[str, str]) -> FindingsQuer
         elif name == "schema_profile":
             raw["profile"] = value
         elif name == "custom_fields":
-            raw["fields"] = value
+            # MCP's field names where ours differ only in number (``cve`` for ``cves``)
+            raw["fields"] = [_FIELD_ALIASES.get(f, f) for f in value]
             raw.setdefault("profile", "custom")
         else:
             raw[name] = value
@@ -236,6 +237,9 @@ def results_query(params: dict[str, Any], typed: dict[str, str]) -> FindingsQuer
     except ValidationError as exc:  # FindingsQuery's own checks name its fields
         raise ValidationError(exc.message, field=name_of(exc.field)) from None
 
+
+#: custom_fields names accepted for ours: the MCP tools' spelling
+_FIELD_ALIASES = {"cve": "cves"}
 
 #: FindingsQuery field -> the canonical query parameter, for error messages
 _RESULTS_NAMES = {
