@@ -20,6 +20,7 @@ import msgspec
 
 from nessus_pool.errors import ConfigError
 from nessus_pool.models import Escalation
+from nessus_pool.msgspec_errors import accepted_values
 
 DEFAULT_CONFIG_PATH = "nessus-pool.toml"
 CONFIG_ENV = "NESSUS_POOL_CONFIG"
@@ -243,6 +244,9 @@ def parse_config(
         config = msgspec.convert(raw, Config, str_keys=True)
     except msgspec.ValidationError as exc:
         msg = str(exc)
+        accepted = accepted_values(Config, msg)
+        if accepted:
+            msg += f" (accepted: {', '.join(accepted)})"
         raise ConfigError(f"{source}: {_hint(msg)}", path=_path_of(msg)) from None
     if base_dir is not None:
         config = absolute_paths(config, Path(base_dir))

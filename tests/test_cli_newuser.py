@@ -20,6 +20,7 @@ from nessus_pool.cli import main
 from nessus_pool.config import render_starter_config
 from nessus_pool.daemon import Daemon
 from nessus_pool.logs import LIBRARY_LOGGERS
+from nessus_pool.models import Escalation
 from nessus_pool.service import SubmitRequest
 from tests.conftest import SAMPLES_DIR, DaemonFactory, sim_config, write_config
 
@@ -315,3 +316,18 @@ async def test_rest_custom_fields_take_mcps_cve_for_cves(
         page = await resp.json()
     assert page["fields"] == ["host", "cves"] and page["items"]
     assert all(set(item) == {"host", "cves"} for item in page["items"])
+
+
+def test_a_bad_enum_value_in_the_config_lists_the_accepted_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = {
+        "storage": {"path": "d"},
+        "credentials": {"ssh": {"username": "u", "elevate-privileges-with": "sudoo"}},
+    }
+    path = write_config(tmp_path / "nessus-pool.toml", data)
+    assert main(["config", "check", "--offline", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "elevate-privileges-with" in err
+    accepted = [e.value for e in Escalation]
+    assert f"(accepted: {', '.join(accepted)})" in err

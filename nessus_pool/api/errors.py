@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +18,12 @@ from nessus_pool.errors import (
     ScopeError,
     StorageError,
     ValidationError,
+)
+from nessus_pool.msgspec_errors import (
+    AT_PATH,
+    ENUM_PREFIX,
+    accepted_values,
+    msgspec_field,
 )
 
 # most specific first
@@ -59,21 +64,6 @@ def error_body(exc: NessusPoolError) -> dict[str, Any]:
 
 # --- msgspec validation errors -> ValidationError naming the field --------------------------
 
-_AT_PATH = re.compile(r" - at `\$([^`]*)`$")
-_NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]*)`")
-_PATH_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
-
-
-def msgspec_field(message: str) -> str | None:
-    """The dotted field a msgspec error names: ``... - at `$.a.b``` -> ``a.b``; a missing
-    or unknown field is named itself (``a.x`` for ``unknown field `x` - at `$.a```)."""
-    at = _AT_PATH.search(message)
-    path = at.group(1).lstrip(".") if at else ""
-    named = _NAMED_FIELD.search(message[: at.start()] if at else message)
-    if named:
-        return f"{path}.{named.group(1)}" if path else named.group(1)
-    return path or None
-
 
 def validation_error(
     exc: msgspec.ValidationError,
@@ -85,61 +75,18 @@ def validation_error(
     caller's), the message starts with it, and a bad enum or literal value lists the
     accepted ones instead of msgspec's ``Invalid enum value 'x' - at `$.a```."""
     text = str(exc)
-    at = _AT_PATH.search(text)
+    at = AT_PATH.search(text)
     head = text[: at.start()] if at else text
     dotted = msgspec_field(text)
     field = name_of(dotted) if dotted else None
-    if head.startswith("Invalid enum value "):
-        accepted = _accepted_values(typ, at.group(1) if at else "")
-        got = head.removeprefix("Invalid enum value ")
-        if accepted:
-            choices = ", ".join(accepted)
-            return ValidationError(f"{field} must be one of {choices}; got {got}", field=field)
-    elif head.startswith("Object missing required field"):
+    accepted = accepted_values(typ, text)
+    if accepted:
+        got = head.removeprefix(ENUM_PREFIX)
+        return ValidationError(
+            f"{field} must be one of {', '.join(accepted)}; got {got}", field=field
+        )
+    if head.startswith("Object missing required field"):
         return ValidationError(f"{field} is required", field=field)
-    elif head.startswith("Object contains unknown field"):
+    if head.startswith("Object contains unknown field"):
         return ValidationError(f"unknown field {field}", field=field)
     return ValidationError(f"{field}: {head}" if field else head, field=field)
-
-
-def _accepted_values(typ: Any, path: str) -> list[str]:
-    """The enum or literal values the type at ``path`` (``.a[0].b``) of ``typ`` accepts."""
-    info: msgspec.inspect.Type | None = msgspec.inspect.type_info(typ)
-    for name, _index in _PATH_STEP.findall(path):  # every item of a list has one type
-        info = _step(info, name or None)
-        if info is None:
-            return []
-    return _values(info) if info is not None else []
-
-
-def _step(info: msgspec.inspect.Type | None, name: str | None) -> msgspec.inspect.Type | None:
-    if isinstance(info, msgspec.inspect.UnionType):
-        for member in info.types:
-            found = _step(member, name)
-            if found is not None:
-                return found
-        return None
-    if name is None:  # a list index
-        if isinstance(
-            info,
-            msgspec.inspect.ListType | msgspec.inspect.SetType | msgspec.inspect.VarTupleType,
-        ):
-            return info.item_type
-        return None
-    if isinstance(info, msgspec.inspect.StructType):
-        for f in info.fields:
-            if f.encode_name == name:
-                return f.type
-    if isinstance(info, msgspec.inspect.DictType):
-        return info.value_type
-    return None
-
-
-def _values(info: msgspec.inspect.Type) -> list[str]:
-    if isinstance(info, msgspec.inspect.EnumType):
-        return [str(m.value) for m in info.cls]
-    if isinstance(info, msgspec.inspect.LiteralType):
-        return [str(v) for v in info.values]
-    if isinstance(info, msgspec.inspect.UnionType):
-        return [v for member in info.types for v in _values(member)]
-    return []
