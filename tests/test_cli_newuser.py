@@ -331,3 +331,17 @@ def test_a_bad_enum_value_in_the_config_lists_the_accepted_ones(
     assert "elevate-privileges-with" in err
     accepted = [e.value for e in Escalation]
     assert f"(accepted: {', '.join(accepted)})" in err
+
+
+async def test_an_enum_error_echoes_a_bounded_amount_of_the_value(
+    tmp_path: Path, start_daemon: DaemonFactory
+) -> None:
+    d: Daemon = await start_daemon(sim_config(tmp_path))
+    body = {"targets": ["10.0.0.1"], "scan_type": "x" * 50_000}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{d.url}/api/v1/scans", json=body) as resp,
+    ):
+        assert resp.status == 400
+        error = (await resp.json())["error"]
+    assert error["field"] == "scan_type" and len(error["message"]) < 200

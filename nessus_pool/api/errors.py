@@ -82,6 +82,8 @@ def validation_error(
     accepted = accepted_values(typ, text)
     if accepted:
         got = head.removeprefix(ENUM_PREFIX)
+        if len(got) > 80:  # echo a bounded amount of what the caller sent
+            got = got[:72] + "...'"
         return ValidationError(
             f"{field} must be one of {', '.join(accepted)}; got {got}", field=field
         )
