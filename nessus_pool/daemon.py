@@ -8,6 +8,7 @@ start), close the store, stop the embedded simulator, release the storage lock.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import os
@@ -487,5 +488,17 @@ async def run_daemon(config_path: str) -> int:
         daemon.remove_signals()
         log.error(str(exc), extra={"event": "config_invalid"})
         return 2
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+            raise
+        # start() undid what it had started; one line instead of a 35-line traceback
+        daemon.remove_signals()
+        listen = daemon.config.server.listen
+        log.error(
+            f"cannot listen on {listen}: {os.strerror(exc.errno)}; stop the process that holds "
+            f"it or set server.listen in {config_path} to another address",
+            extra={"event": "listen_failed", "listen": listen},
+        )
+        return 1
     await daemon.serve_forever(max(30.0, daemon.config.server.shutdown_grace_s + 10.0))
     return daemon.exit_code

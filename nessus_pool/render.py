@@ -109,8 +109,11 @@ def findings_table(items: Sequence[Mapping[str, Any]], fields: Sequence[str]) ->
 
 
 def findings_footer(page: Mapping[str, Any], next_hint: str = "--page") -> str:
-    """``page 1/3, 120 findings (next: --page 2)``."""
+    """``page 1/3, 120 findings (next: --page 2)``; a page past the last one says which
+    page is the last."""
     more = f" (next: {next_hint} {page['page'] + 1})" if page.get("has_more") else ""
+    if page["total"] and page["page"] > page["pages"]:
+        more = f" (past the last page: {next_hint} {page['pages']})"
     return f"page {page['page']}/{page['pages']}, {plural(page['total'], 'finding')}{more}"
 
 

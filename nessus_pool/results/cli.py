@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
@@ -32,6 +32,7 @@ from nessus_pool.results.query import (
     PROFILES,
     DiffKey,
     FindingsPage,
+    Sort,
     diff_findings,
     diff_key,
     parse_query,
@@ -82,11 +83,15 @@ def add_results_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     f.add_argument("--cwe", help="CWE id, e.g. 79 or CWE-79")
     f.add_argument("--exploit-available", action="store_true", default=None)
     f.add_argument("--text", help="case-insensitive substring of the plugin name")
-    f.add_argument("--sort", default="severity")
+    f.add_argument("--sort", default="severity", choices=get_args(Sort))
     f.add_argument("--page", type=int, default=1)
     f.add_argument("--page-size", type=int, default=50)
-    f.add_argument("--profile", default="summary", help=f"{', '.join(PROFILES)} or custom")
-    f.add_argument("--fields", help="comma-separated fields for --profile custom")
+    f.add_argument(
+        "--profile",
+        choices=[*PROFILES, "custom"],
+        help="fields per finding (default: summary; custom with --fields)",
+    )
+    f.add_argument("--fields", help="comma-separated fields (implies --profile custom)")
     f.add_argument("--json", action="store_true", help="print one indented JSON object")
 
     d = sub.add_parser(
@@ -223,8 +228,16 @@ def _findings(args: argparse.Namespace) -> int:
         "page": args.page,
         "page_size": args.page_size,
         "profile": args.profile,
-        "fields": [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None,
+        "fields": None,
     }
+    if args.fields is not None:
+        # as `scan results --fields`: the fields are the profile
+        if args.profile not in (None, "custom"):
+            raise ValidationError(
+                f"--fields sets the fields; leave out --profile {args.profile}", field="fields"
+            )
+        raw["fields"] = [f.strip() for f in args.fields.split(",") if f.strip()]
+        raw["profile"] = "custom"
     q = parse_query({k: v for k, v in raw.items() if v is not None})
     page = query_findings(list(iter_findings(args.file)), q)
     if args.json:

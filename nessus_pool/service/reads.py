@@ -202,7 +202,12 @@ class Reads:
                 )
             base_task_id = base.task_id
         new = await self.findings(task_id)
-        old = await self.findings(base_task_id)
+        try:
+            old = await self.findings(base_task_id)
+        except NotFoundError:  # the base, not task_id, is what the caller got wrong
+            raise NotFoundError(
+                f"base task {base_task_id!r} not found", field="base_task_id"
+            ) from None
         # a host the newer scan never scanned is not fixed: the hosts come from each
         # export's ReportHost list (stored with the results), not from the findings
         diff = diff_findings(
