@@ -1,0 +1,195 @@
+"""Adversarial sweep (fixsec items 1-3): what one token can hold on the port. Long-lived
+requests (streams, waits) get half of the connection cap and a quarter of that per token,
+so probes and admin requests are never starved; sessions have a per-token quota and a
+flood of ``initialize`` evicts only the flooding token's own sessions; subscriptions have a
+per-token and a global budget. Real daemon on 127.0.0.1, the real aiohttp client, every
+wait bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from nessus_pool.api.guard import LongLivedQuota
+from nessus_pool.config import parse_config
+from nessus_pool.daemon import Daemon
+from tests.conftest import write_config
+from tests.test_mcp_http import ACCEPT, ADMIN, META, MODERN, READER
+from tests.test_mcp_sdk import mcp_config
+from tests.test_mcp_tasks import Wire
+
+READER2 = "read-token-second-0123456789"
+CAP = 40  # connections: long-lived 20 in all, 5 per token
+
+
+def _config(tmp_path: Path, **server: Any) -> dict[str, Any]:
+    cfg = mcp_config(
+        tmp_path,
+        server={
+            "listen": "127.0.0.1:0",
+            "admin-tokens": [ADMIN],
+            "read-tokens": [READER, READER2],
+            **server,
+        },
+    )
+    cfg["simulator"]["scan-seconds"] = 600.0
+    return cfg
+
+
+async def _daemon(tmp_path: Path, **server: Any) -> Daemon:
+    path = write_config(tmp_path / "nessus-pool.toml", _config(tmp_path, **server))
+    d = Daemon(parse_config(path.read_text(), str(path)), config_path=str(path))
+    d.max_connections = CAP
+    await d.start()
+    return d
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+    d = await _daemon(tmp_path)
+    yield d
+    await d.stop()
+
+
+def _listen(rid: int, token: str) -> tuple[dict[str, Any], dict[str, str]]:
+    body = {
+        "jsonrpc": "2.0",
+        "id": rid,
+        "method": "subscriptions/listen",
+        "params": {"notifications": {"resourcesListChanged": True}, "_meta": META},
+    }
+    headers = {
+        **ACCEPT,
+        "Authorization": f"Bearer {token}",
+        "MCP-Protocol-Version": MODERN,
+        "Mcp-Method": "subscriptions/listen",
+    }
+    return body, headers
+
+
+async def _open_listen(
+    http: aiohttp.ClientSession, url: str, rid: int, token: str
+) -> aiohttp.ClientResponse:
+    """POST a listen; the response is left open (a stream) for the caller to close."""
+    body, headers = _listen(rid, token)
+    resp = await http.post(url, data=json.dumps(body), headers=headers)
+    if resp.status == 200:
+        async with asyncio.timeout(10):
+            line = await resp.content.readline()
+            while not line.startswith(b"data: "):
+                line = await resp.content.readline()
+        assert json.loads(line[6:])["method"] == "notifications/subscriptions/acknowledged"
+    return resp
+
+
+def test_the_quota_derives_from_the_cap_and_counts_per_token() -> None:
+    q = LongLivedQuota(768)  # the cap on a host with the common 1024 open-file limit
+    assert (q.total_max, q.per_token_max) == (384, 96)
+    keys = [bytes([i]) for i in range(5)]
+    for k in keys[:4]:
+        for _ in range(96):
+            assert q.acquire(k) is None
+    refused = q.acquire(keys[0])
+    assert refused is not None and "384" in refused  # the global share is full first
+    q.release(keys[1])
+    refused = q.acquire(keys[0])
+    assert refused is not None and "per-token limit 96" in refused
+    assert q.acquire(keys[4]) is None  # another token gets the freed place
+    for k in keys[:4]:
+        for _ in range(96):
+            q.release(k)
+    q.release(keys[4])
+    assert q.total == 0 and all(q.held(k) == 0 for k in keys)
+
+
+async def test_a_read_token_cannot_fill_the_port_with_listen_streams(daemon: Daemon) -> None:
+    """The reported attack, scaled to a cap of 40: more listen streams than the cap with one
+    read token. Only its quota (5) is acknowledged, the rest are refused at once (429,
+    the limit named, the connection closed), and probes, admin requests and another
+    token's streams still get through while the streams stay open."""
+    url = f"{daemon.url}/mcp"
+    streams: list[aiohttp.ClientResponse] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        try:
+            refusals: list[tuple[int, Any, str | None]] = []
+            for i in range(CAP + 10):
+                resp = await _open_listen(http, url, i, READER)
+                if resp.status == 200:
+                    streams.append(resp)
+                else:
+                    refusals.append(
+                        (resp.status, await resp.json(), resp.headers.get("Retry-After"))
+                    )
+                    resp.release()
+            assert len(streams) == 5
+            assert len(refusals) == CAP + 5
+            status, body, retry = refusals[0]
+            assert (status, retry) == (429, "1")
+            assert body["error"]["code"] == -32600 and body["id"] == 5
+            assert "per-token limit 5" in body["error"]["message"]
+            # a wait on a scan is long-lived too: the same token gets no more
+            w = Wire(http, url, READER)
+            wait = {"name": "wait_for_scan", "arguments": {"task_id": "0" * 16}}
+            status, msgs = await w.modern("tools/call", wait)
+            assert status == 429 and "per-token limit" in msgs[0]["error"]["message"]
+            # probes, the admin token and another read token are served
+            for path in ("/healthz", "/readyz"):
+                async with http.get(f"{daemon.url}{path}") as r:
+                    assert r.status == 200, path
+            admin = Wire(http, url, ADMIN)
+            status, msgs = await admin.modern("tools/list", {})
+            assert status == 200 and "tools" in msgs[-1]["result"]
+            other = await _open_listen(http, url, 100, READER2)
+            streams.append(other)
+            assert other.status == 200
+        finally:
+            for s in streams:
+                s.close()
+
+
+async def test_an_initialize_flood_evicts_only_the_flooding_tokens_sessions(
+    tmp_path: Path,
+) -> None:
+    d = await _daemon(tmp_path, **{"mcp-max-sessions": 3, "mcp-sessions-per-token": 2})
+    try:
+        url = f"{d.url}/mcp"
+        async with aiohttp.ClientSession() as http:
+            victim = Wire(http, url, ADMIN)
+            await victim.initialize()
+            first = Wire(http, url, READER)
+            await first.initialize()
+            headers = {"Accept": "text/event-stream", **first.auth,
+                       "Mcp-Session-Id": first.sid or ""}  # fmt: skip
+            async with http.get(url, headers=headers) as stream:
+                assert stream.status == 200
+                flood = [Wire(http, url, READER) for _ in range(20)]
+                for w in flood:
+                    await w.initialize()
+                # the flooder's oldest session is gone, and its GET stream ended with it
+                async with asyncio.timeout(10):
+                    rest = await stream.content.read()
+                assert b"data:" not in rest
+            assert (await first.post({"jsonrpc": "2.0", "id": 9, "method": "ping"},
+                                     first._legacy_headers()))[0] == 404  # fmt: skip
+            # the other token's session is untouched
+            assert (await victim.rpc("ping", {})).get("result") == {}
+            # the table is full of live sessions of two tokens: a third token is refused,
+            # and nobody is evicted for it
+            await Wire(http, url, READER).initialize()
+            third = await http.post(url, data=json.dumps({
+                "jsonrpc": "2.0", "id": 0, "method": "initialize",
+                "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                           "clientInfo": {"name": "t", "version": "1"}}}),
+                headers={**ACCEPT, "Authorization": f"Bearer {READER2}"})  # fmt: skip
+            body = await third.json()
+            assert third.status == 429 and "mcp-max-sessions = 3" in body["error"]["message"]
+            assert "Mcp-Session-Id" not in third.headers
+            assert (await victim.rpc("ping", {})).get("result") == {}
+    finally:
+        await d.stop()
