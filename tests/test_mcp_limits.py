@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from nessus_pool.api.guard import LongLivedQuota
+from nessus_pool.api.mcp.stdio import Output, pump
 from nessus_pool.config import parse_config
 from nessus_pool.daemon import Daemon
 from tests.conftest import write_config
@@ -193,3 +194,76 @@ async def test_an_initialize_flood_evicts_only_the_flooding_tokens_sessions(
             assert (await victim.rpc("ping", {})).get("result") == {}
     finally:
         await d.stop()
+
+
+# --- request ids (item 6) --------------------------------------------------------------------
+
+
+async def test_ids_outside_the_safe_integer_range_are_refused(daemon: Daemon) -> None:
+    """An id of 2**70 would be echoed as a number no JavaScript client reads back exactly:
+    -32600 naming the id, answered with id null; the edges of the range are served."""
+    async with aiohttp.ClientSession() as http:
+        headers = {**ACCEPT, "Authorization": f"Bearer {READER}",
+                   "MCP-Protocol-Version": MODERN, "Mcp-Method": "ping"}  # fmt: skip
+        for rid, ok in ((2**70, False), (-(2**53), False), (2**53 - 1, True), (-(2**53 - 1), True)):
+            body = {"jsonrpc": "2.0", "id": rid, "method": "ping", "params": {"_meta": META}}
+            async with http.post(f"{daemon.url}/mcp", data=json.dumps(body), headers=headers) as r:
+                reply = await r.json()
+            if ok:
+                assert r.status == 200 and reply["id"] == rid and "result" in reply, reply
+            else:
+                assert r.status == 400 and reply["id"] is None, reply
+                assert reply["error"]["code"] == -32600
+                assert "id must be a string or an integer" in reply["error"]["message"]
+
+
+class _Replies(Output):
+    """The protocol stream as a list (the pump's only use of it is send)."""
+
+    def __init__(self) -> None:
+        self.lines: list[dict[str, Any]] = []
+        self.arrived = asyncio.Event()
+
+    async def send(self, data: bytes) -> None:
+        self.lines.append(json.loads(data))
+        self.arrived.set()
+
+
+async def test_stdio_refuses_a_duplicate_in_flight_id_and_the_first_stays_cancellable() -> None:
+    inbox: asyncio.Queue[bytes] = asyncio.Queue()
+    out = _Replies()
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def on_request(msg: dict[str, Any]) -> bytes | None:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # a long wait_for_scan
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return None
+
+    async def on_notification(msg: dict[str, Any]) -> None:
+        return None
+
+    def send(msg: dict[str, Any]) -> None:
+        inbox.put_nowait(json.dumps(msg).encode() + b"\n")
+
+    pumping = asyncio.create_task(pump(inbox.get, out, on_request, on_notification))
+    try:
+        send({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {}})
+        async with asyncio.timeout(10):
+            await started.wait()
+        send({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {}})
+        async with asyncio.timeout(10):
+            await out.arrived.wait()
+        assert out.lines[0]["id"] == 7 and out.lines[0]["error"]["code"] == -32600
+        assert "already in flight" in out.lines[0]["error"]["message"]
+        send({"jsonrpc": "2.0", "method": "notifications/cancelled",
+              "params": {"requestId": 7}})  # fmt: skip
+        async with asyncio.timeout(10):
+            await cancelled.wait()  # the first request, not a replacement
+    finally:
+        inbox.put_nowait(b"")  # EOF
+        async with asyncio.timeout(10):
+            await pumping

@@ -318,12 +318,7 @@ class McpHttp:
             return _error(400, exc.code, exc.message)
         kind = p.classify(msg)
         if kind == "invalid":
-            return _error(
-                400,
-                p.INVALID_REQUEST,
-                "expected one JSON-RPC 2.0 request, notification or response object",
-                p.request_id(msg),
-            )
+            return _error(400, p.INVALID_REQUEST, p.invalid_reason(msg), p.request_id(msg))
         header_version = request.headers.get(VERSION_HEADER)
         if kind != "request":
             return self._accept(request, msg, header_version, key)
