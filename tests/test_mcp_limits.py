@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from nessus_pool.api.guard import LongLivedQuota
+from nessus_pool.api.mcp import events
 from nessus_pool.api.mcp.stdio import Output, pump
 from nessus_pool.config import parse_config
 from nessus_pool.daemon import Daemon
@@ -267,3 +268,60 @@ async def test_stdio_refuses_a_duplicate_in_flight_id_and_the_first_stays_cancel
         inbox.put_nowait(b"")  # EOF
         async with asyncio.timeout(10):
             await pumping
+
+
+# --- subscription budgets (item 3) -----------------------------------------------------------
+
+
+async def test_subscriptions_have_a_per_token_and_a_global_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """256 subscriptions per session times 10,000 sessions was ~1.4 GB for a read token:
+    a token's sessions share one budget (6 here) and all together another (10); ending a
+    session or unsubscribing gives its places back."""
+    monkeypatch.setattr(events, "SUBSCRIPTIONS_PER_TOKEN", 6)
+    monkeypatch.setattr(events, "SUBSCRIPTIONS_TOTAL", 10)
+    d = await _daemon(tmp_path)
+
+    def uri(i: int) -> str:
+        return f"nessus-pool://scans/{i:016x}/report"
+
+    async def subscribe(w: Wire, i: int) -> dict[str, Any]:
+        return await w.rpc("resources/subscribe", {"uri": uri(i)})
+
+    try:
+        url = f"{d.url}/mcp"
+        async with aiohttp.ClientSession() as http:
+            s1, s2 = Wire(http, url, READER), Wire(http, url, READER)
+            await s1.initialize()
+            await s2.initialize()
+            for i in range(4):
+                assert (await subscribe(s1, i))["result"] == {}
+            for i in range(4, 6):
+                assert (await subscribe(s2, i))["result"] == {}
+            assert (await subscribe(s2, 4))["result"] == {}  # again: no new place
+            over = await subscribe(s2, 6)
+            assert over["error"]["code"] == -32602 and over["error"]["data"] == {"field": "uri"}
+            assert "its limit is 6" in over["error"]["message"]
+            admin = Wire(http, url, ADMIN)
+            await admin.initialize()
+            for i in range(10, 14):
+                assert (await subscribe(admin, i))["result"] == {}
+            full = await subscribe(admin, 14)
+            assert "limit is 10" in full["error"]["message"]
+            # a listen stream's subscriptions count against the global budget
+            body, headers = _listen(50, READER2)
+            body["params"]["notifications"] = {"resourceSubscriptions": [uri(20)]}
+            async with http.post(url, data=json.dumps(body), headers=headers) as r:
+                refused = await r.json()
+            assert refused["error"]["data"] == {"field": "notifications.resourceSubscriptions"}
+            # unsubscribing and ending a session give places back
+            assert (await s1.rpc("resources/unsubscribe", {"uri": uri(0)}))["result"] == {}
+            assert (await subscribe(admin, 14))["result"] == {}
+            async with http.delete(url, headers={**s2.auth, **s2._legacy_headers()}) as r:
+                assert r.status == 204
+            for i in range(30, 32):
+                assert (await subscribe(s1, i))["result"] == {}
+            assert "limit is 10" in (await subscribe(s1, 32))["error"]["message"]
+    finally:
+        await d.stop()

@@ -35,6 +35,11 @@ FEED_MAX: Final = 4096
 #: resources one session or stream may subscribe to
 MAX_SUBSCRIPTIONS: Final = 256
 MAX_URI_CHARS: Final = 512
+#: resource subscriptions one bearer token may hold over all its sessions, and all tokens
+#: together (listen streams count against the global budget): at most 65,536 URIs of 512
+#: characters, ~40 MB, where 256 per session x 10,000 sessions was ~1.4 GB
+SUBSCRIPTIONS_PER_TOKEN: Final = 4096
+SUBSCRIPTIONS_TOTAL: Final = 65_536
 #: an SSE comment this often tells a stream whose client left (the write fails)
 KEEPALIVE_S: Final = 15.0
 LEVELS: Final = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
@@ -108,6 +113,50 @@ class Interest:
 
     def empty(self) -> bool:
         return not (self.resource_uris or self.list_changed or self.task_ids)
+
+
+class SubscriptionBudget:
+    """Resource subscriptions held, per token and in all: each session's limit
+    (``MAX_SUBSCRIPTIONS``) times the number of sessions would be too much memory."""
+
+    def __init__(self, per_token_max: int | None = None, total_max: int | None = None) -> None:
+        self.per_token_max = per_token_max or SUBSCRIPTIONS_PER_TOKEN
+        self.total_max = total_max or SUBSCRIPTIONS_TOTAL
+        self.total = 0
+        self._by_key: dict[bytes, int] = {}
+
+    def take(self, key: bytes | None, n: int = 1) -> str | None:
+        """Take ``n`` places for ``key`` (None: a listen stream, global budget only), or say
+        which budget is spent (nothing is taken then)."""
+        if self.total + n > self.total_max:
+            return (
+                f"the server holds {self.total} resource subscriptions, its limit is "
+                f"{self.total_max}; unsubscribe or end a session and retry"
+            )
+        if key is not None:
+            held = self._by_key.get(key, 0)
+            if held + n > self.per_token_max:
+                return (
+                    f"this token holds {held} resource subscriptions over its sessions, its "
+                    f"limit is {self.per_token_max}; unsubscribe or end a session and retry"
+                )
+            self._by_key[key] = held + n
+        self.total += n
+        return None
+
+    def give_back(self, key: bytes | None, n: int = 1) -> None:
+        if n <= 0:
+            return
+        if key is not None:
+            left = self._by_key.get(key, 0) - n
+            if left > 0:
+                self._by_key[key] = left
+            else:
+                self._by_key.pop(key, None)
+        self.total = max(0, self.total - n)
+
+    def held(self, key: bytes) -> int:
+        return self._by_key.get(key, 0)
 
 
 def check_uri(uri: Any) -> str:

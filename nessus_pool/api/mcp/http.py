@@ -224,6 +224,7 @@ class McpHttp:
                 del self._by_key[session.auth_key]
         if session.interest.close_stream is not None:
             session.interest.close_stream()
+        self.dispatcher.forget(session)
 
     def _new_session(self, key: bytes) -> p.Session | None:
         """A new session for this token, or None when the table is full of other tokens'

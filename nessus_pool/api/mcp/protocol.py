@@ -426,6 +426,11 @@ class Dispatcher:
             return None
         return self.features.session_changes(session.interest, send, keepalive)
 
+    def forget(self, session: Session) -> None:
+        """A session that ended (deleted, expired, evicted): release what it held."""
+        if self.features is not None:
+            self.features.forget(session)
+
     def shutdown(self) -> None:
         """Ends open notification streams (daemon stop)."""
         if self.features is not None:
