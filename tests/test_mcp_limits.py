@@ -19,12 +19,14 @@ import pytest
 from nessus_pool.api.guard import LongLivedQuota
 from nessus_pool.api.mcp import events
 from nessus_pool.api.mcp.stdio import Output, pump
+from nessus_pool.api.mcp.tasks import TaskModel
 from nessus_pool.config import parse_config
 from nessus_pool.daemon import Daemon
 from tests.conftest import write_config
 from tests.test_mcp_http import ACCEPT, ADMIN, META, MODERN, READER
 from tests.test_mcp_sdk import mcp_config
-from tests.test_mcp_tasks import Wire
+from tests.test_mcp_subscriptions import read_sse
+from tests.test_mcp_tasks import EXT, Wire
 
 READER2 = "read-token-second-0123456789"
 CAP = 40  # connections: long-lived 20 in all, 5 per token
@@ -324,4 +326,62 @@ async def test_subscriptions_have_a_per_token_and_a_global_budget(
                 assert (await subscribe(s1, i))["result"] == {}
             assert "limit is 10" in (await subscribe(s1, 32))["error"]["message"]
     finally:
+        await d.stop()
+
+
+# --- one read per change, however many streams (item 5) --------------------------------------
+
+
+async def test_a_change_is_read_once_for_all_the_streams_that_report_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten listen streams on one task: each change of it builds its DetailedTask once, not
+    once per stream (999 streams took /healthz p99 from 5 to 137 ms)."""
+    d = await _daemon(tmp_path)
+    streams: list[aiohttp.ClientResponse] = []
+    try:
+        assert d.service is not None
+        url = f"{d.url}/mcp"
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            admin = Wire(http, url, ADMIN)
+            _, msgs = await admin.modern(
+                "tools/call", {"name": "run_untrusted_scan", "arguments": {"targets": "10.9.0.1"}}
+            )
+            task_id = msgs[-1]["result"]["structuredContent"]["task_id"]
+            meta = {**META, "io.modelcontextprotocol/clientCapabilities": {"extensions": {EXT: {}}}}
+            for i, token in enumerate([READER] * 5 + [READER2] * 5):
+                body, headers = _listen(i, token)
+                body["params"] = {"notifications": {"taskIds": [task_id]}, "_meta": meta}
+                resp = await http.post(url, data=json.dumps(body), headers=headers)
+                assert resp.status == 200
+                streams.append(resp)
+                first = await read_sse(resp, lambda m: len(m) >= 1)
+                assert first[0]["params"]["notifications"] == {"taskIds": [task_id]}
+            detailed_calls: list[str] = []
+            real = TaskModel.detailed
+
+            async def counted(self: TaskModel, v: Any) -> dict[str, Any]:
+                detailed_calls.append(v.task_id)
+                return await real(self, v)
+
+            monkeypatch.setattr(TaskModel, "detailed", counted)
+            changes: list[str] = []
+            stop = d.service.on_task_change(lambda tid: changes.append(tid))
+            try:
+                await admin.modern(
+                    "tools/call", {"name": "cancel_scan", "arguments": {"task_id": task_id}}
+                )
+
+                def ended(msgs: list[Any]) -> bool:
+                    return any(m["params"].get("status") == "cancelled" for m in msgs)
+
+                for s in streams:
+                    await read_sse(s, ended)
+            finally:
+                stop()
+        ours = [c for c in changes if c == task_id]
+        assert ours and 0 < len(detailed_calls) <= len(ours), (detailed_calls, ours)
+    finally:
+        for s in streams:
+            s.close()
         await d.stop()

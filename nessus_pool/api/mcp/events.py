@@ -89,6 +89,73 @@ class ChangeFeed:
         self._ready.set()
 
 
+class SharedReads:
+    """The reads a task change's notifications are built from (its view, its DetailedTask),
+    done once per change and shared by every stream that reports it: 999 streams on one
+    task made each change cost 999 reads. Keyed by the change's sequence number (from the
+    same change hook as the feeds), so a later change is never answered from an earlier
+    read; the memo is bounded."""
+
+    MEMO_MAX: Final = 256
+
+    def __init__(self, svc: Service, tasks: TaskModel) -> None:
+        self.svc = svc
+        self.tasks = tasks
+        self._seq = 0
+        #: task id -> sequence number of its last change (bounded, oldest dropped)
+        self._changed: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._memo: collections.OrderedDict[tuple[str, int, str], asyncio.Future[Any]] = (
+            collections.OrderedDict()
+        )
+        self.reads = 0
+        # never removed: a memo keyed by change numbers that stopped moving would go stale
+        svc.on_task_change(self._on_change)
+
+    def _on_change(self, task_id: str) -> None:
+        self._seq += 1
+        self._changed[task_id] = self._seq
+        self._changed.move_to_end(task_id)
+        if len(self._changed) > FEED_MAX:
+            self._changed.popitem(last=False)
+
+    async def _once(self, task_id: str, what: str, make: Callable[[], Awaitable[Any]]) -> Any:
+        seq = self._changed.get(task_id)
+        if seq is None:  # no change seen (or forgotten): nothing to share it with
+            self.reads += 1
+            return await make()
+        key = (task_id, seq, what)
+        fut = self._memo.get(key)
+        if fut is None:
+            self.reads += 1
+            fut = asyncio.ensure_future(make())
+            fut.add_done_callback(_retrieve)
+            self._memo[key] = fut
+            if len(self._memo) > self.MEMO_MAX:
+                self._memo.popitem(last=False)
+        # shielded: one stream that leaves must not cancel the read the others wait for
+        return await asyncio.shield(fut)
+
+    async def view(self, task_id: str, with_results: bool) -> TaskView:
+        result: TaskView = await self._once(
+            task_id,
+            "view+results" if with_results else "view",
+            lambda: self.svc.get_task(task_id, with_results=with_results),
+        )
+        return result
+
+    async def detailed(self, v: TaskView) -> dict[str, Any]:
+        result: dict[str, Any] = await self._once(
+            v.task_id, "detailed", lambda: self.tasks.detailed(v)
+        )
+        return result
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a shared read's error as seen (its streams may all have left)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 class Interest:
     """What one stream wants to hear about. Mutable: ``resources/subscribe`` adds to it."""
 
@@ -167,8 +234,7 @@ def check_uri(uri: Any) -> str:
 
 
 async def pump_changes(
-    svc: Service,
-    tasks: TaskModel,
+    reads: SharedReads,
     interest: Interest,
     send: Send,
     feed: ChangeFeed,
@@ -189,16 +255,16 @@ async def pump_changes(
                     await keepalive(b": keepalive\n\n")
                 continue
             for task_id in changed:
-                for method, params in await _events(svc, tasks, interest, task_id):
-                    if meta is not None:
-                        params["_meta"] = meta
+                for method, params in await _events(reads, interest, task_id):
+                    if meta is not None:  # a copy: the params may be shared by streams
+                        params = {**params, "_meta": meta}
                     await send(notification_bytes(method, params))
     finally:
         feed.close()
 
 
 async def _events(
-    svc: Service, tasks: TaskModel, interest: Interest, task_id: str
+    reads: SharedReads, interest: Interest, task_id: str
 ) -> list[tuple[str, dict[str, Any]]]:
     if interest.empty():
         return []
@@ -210,7 +276,7 @@ async def _events(
         ("notifications/resources/updated", {"uri": u}) for u in wanted
     ]
     try:
-        v = await svc.get_task(task_id, with_results=task_id in interest.task_ids)
+        v = await reads.view(task_id, task_id in interest.task_ids)
     except NessusPoolError:  # deleted by retention: gone from the list of finished scans
         interest.finished_seen.pop(task_id, None)
         if interest.list_changed:
@@ -225,9 +291,9 @@ async def _events(
             out.append(("notifications/resources/list_changed", {}))
     if task_id in interest.task_ids:
         if interest.tasks_modern:
-            out.append(("notifications/tasks", await tasks.detailed(v)))
+            out.append(("notifications/tasks", await reads.detailed(v)))
         else:
-            out.append(("notifications/tasks/status", tasks.task(v, False)))
+            out.append(("notifications/tasks/status", reads.tasks.task(v, False)))
     return out
 
 

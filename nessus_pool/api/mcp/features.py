@@ -13,6 +13,7 @@ from nessus_pool.api.mcp.events import (
     SUBSCRIPTION_ID_META,
     ChangeFeed,
     Interest,
+    SharedReads,
     SubscriptionBudget,
     TaskLog,
     check_uri,
@@ -104,6 +105,7 @@ class Features:
         self.prompts = prompts
         self._listens: set[ChangeFeed] = set()
         self.subscriptions = SubscriptionBudget()
+        self.reads = SharedReads(svc, tasks)
 
     def shutdown(self) -> None:
         """Ends every open subscriptions/listen gracefully (daemon stop)."""
@@ -334,7 +336,7 @@ class Features:
                 )
             )
             await pump_changes(
-                self.svc, self.tasks, interest, notify, feed, subscription_id=rid,
+                self.reads, interest, notify, feed, subscription_id=rid,
                 keepalive=keepalive,
             )  # fmt: skip
         except ConnectionError:
@@ -354,7 +356,7 @@ class Features:
         feed = self.feed()
         interest.close_stream = feed.close
         try:
-            await pump_changes(self.svc, self.tasks, interest, send, feed, keepalive=keepalive)
+            await pump_changes(self.reads, interest, send, feed, keepalive=keepalive)
         except ConnectionError:
             pass
         finally:
