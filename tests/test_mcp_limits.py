@@ -18,6 +18,7 @@ import pytest
 
 from nessus_pool.api.guard import LongLivedQuota
 from nessus_pool.api.mcp import events
+from nessus_pool.api.mcp.http import McpHttp
 from nessus_pool.api.mcp.stdio import Output, pump
 from nessus_pool.api.mcp.tasks import TaskModel
 from nessus_pool.config import parse_config
@@ -385,3 +386,30 @@ async def test_a_change_is_read_once_for_all_the_streams_that_report_it(
         for s in streams:
             s.close()
         await d.stop()
+
+
+def _mcp_http(d: Daemon) -> McpHttp:
+    assert d.app is not None
+    for route in d.app.router.routes():
+        owner = getattr(route.handler, "__self__", None)
+        if isinstance(owner, McpHttp):
+            return owner
+    raise AssertionError("no /mcp routes")
+
+
+async def test_an_expired_session_ends_its_get_stream(daemon: Daemon) -> None:
+    """Idle expiry removes the session the same way DELETE does: its GET stream ends."""
+    url = f"{daemon.url}/mcp"
+    async with aiohttp.ClientSession() as http:
+        w = Wire(http, url, READER)
+        await w.initialize()
+        headers = {"Accept": "text/event-stream", **w.auth, "Mcp-Session-Id": w.sid or ""}
+        async with http.get(url, headers=headers) as stream:
+            assert stream.status == 200
+            _mcp_http(daemon).session_idle_s = 0.0  # every session is now past its idle time
+            status, _ = await w.post({"jsonrpc": "2.0", "id": 3, "method": "ping"},
+                                     w._legacy_headers())  # fmt: skip
+            assert status == 404
+            async with asyncio.timeout(10):
+                await stream.content.read()  # EOF: the stream was closed with the session
+        assert _mcp_http(daemon).sessions == {}
