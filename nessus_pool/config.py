@@ -61,6 +61,10 @@ class ServerConfig(_Base):
     #: on SIGTERM, how long exports and result ingestion in flight may run before they are
     #: cancelled (dispatching stops at once; every other state is already committed)
     shutdown_grace_s: PositiveFloat = 20.0
+    #: handshake-era MCP sessions (``Mcp-Session-Id``) kept at once, and per bearer token (a
+    #: token past its quota loses its own least recently used session, never another's)
+    mcp_max_sessions: PositiveInt = 10_000
+    mcp_sessions_per_token: PositiveInt = 1_000
 
 
 class StorageConfig(_Base):

@@ -288,7 +288,8 @@ class Daemon:
         app[READY] = self.readiness
         app[METRICS] = self.metrics.render
         add_routes(app)
-        mount_mcp(app, self.service, cfg, app[AUTH])
+        max_connections = self.max_connections or connection_cap()
+        mount_mcp(app, self.service, cfg, app[AUTH], max_connections)
         self.app = app
         # slowloris: the site gives the first request head header_timeout_s; aiohttp's
         # keep-alive timer, armed after each response, closes a connection still waiting for
@@ -305,7 +306,7 @@ class Daemon:
             self.runner,
             host,
             port,
-            max_connections=self.max_connections or connection_cap(),
+            max_connections=max_connections,
             header_timeout_s=self.header_timeout_s,
         )
         await site.start()

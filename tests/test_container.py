@@ -383,3 +383,27 @@ async def test_readme_walkthrough_runs_against_the_image_config_with_its_token(
     assert code == 0, out
     assert '"items":[' in out
     assert (tmp_path / "scan.nessus").read_bytes().find(b"NessusClientData_v2") >= 0
+
+
+def test_an_empty_token_file_left_by_a_crash_is_written(tmp_path: Path) -> None:
+    """A crash between creating the token file and writing it left it empty: the next start
+    writes a token instead of failing on the empty file for ever. A symlink to an empty file
+    is still never followed, and no temporary file is left behind."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    token_file = state / "admin-token"
+    token_file.touch(mode=0o600)
+    cfg = token_config(tmp_path, token_file)
+    assert generate_admin_tokens(str(cfg)) == [token_file]
+    token = token_file.read_text().strip()
+    assert len(token) >= 43 and stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert sorted(p.name for p in state.iterdir()) == ["admin-token"]
+    assert generate_admin_tokens(str(cfg)) == []
+    assert token_file.read_text().strip() == token
+    # an empty file reached through a planted symlink: neither followed nor replaced
+    empty_elsewhere = tmp_path / "elsewhere-empty"
+    empty_elsewhere.touch()
+    link = state / "linked-token"
+    link.symlink_to(empty_elsewhere)
+    assert generate_admin_tokens(str(token_config(tmp_path, link))) == []
+    assert link.is_symlink() and empty_elsewhere.read_bytes() == b""

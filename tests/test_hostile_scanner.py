@@ -6,15 +6,22 @@ from __future__ import annotations
 
 import errno
 import io
-from collections.abc import AsyncIterator
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import pytest
 
+from nessus_pool import logs
+from nessus_pool.api.mcp.tasks import status_message
 from nessus_pool.clock import FakeClock
 from nessus_pool.daemon import Daemon
 from nessus_pool.errors import ExportError, ScannerError, StorageError, TransientScannerError
+from nessus_pool.logs import JsonFormatter
 from nessus_pool.models import TERMINAL_STATUSES, ScanSpec, ScanType, status_values
 from nessus_pool.nessus import NessusClient
 from nessus_pool.nessus import export as export_module
@@ -182,3 +189,54 @@ async def test_a_full_disk_during_export_ends_the_task_and_frees_the_slot(
     # deadline (1 s here), then dead-letters the task, its slot freed
     assert (view.status, view.reason) == ("failed", "export_storage_failed"), view
     assert "the disk is full" in (view.error or ""), view
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda p: json.dumps(p)[1:-1],
+        lambda p: quote(p, safe=""),
+        lambda p: quote_plus(p),
+    ],
+    ids=["json-escaped", "quote", "quote_plus"],
+)
+async def test_an_echoed_password_in_escaped_or_encoded_form_is_redacted(
+    tmp_path: Path,
+    hostile: HostileScanner,
+    start_daemon: DaemonFactory,
+    caplog: pytest.LogCaptureFixture,
+    encode: Callable[[str], str],
+) -> None:
+    """A scanner echoing its request body gives the password back JSON-escaped
+    (``CANARY\\"q\\\\b``) or percent-encoded: that form must not reach the task's error, the
+    database (WAL included), the MCP status message or a log line."""
+    caplog.set_level(logging.DEBUG, logger="nessus_pool")
+    d: Daemon = await start_daemon(hostile_config(tmp_path, hostile.url))
+    password = 'CANARY"q\\b-' + secrets.token_hex(6) + " &x/y"
+    hostile.attack, hostile.echo, hostile.echo_offset = "error_secret", encode(password), 20
+    assert hostile.echo != password  # the attack really sends another form
+    view = await _run_one(
+        d,
+        SubmitRequest(
+            targets="10.0.0.1",
+            scan_type=ScanType.AUTHENTICATED,
+            ssh_username="audit",
+            ssh_password=password,
+        ),
+    )
+    assert (view.status, view.reason) == ("failed", "scanner_refused")
+    error = view.error or ""
+    assert "<redacted>" in error and "CANARY" not in error, error
+    assert "CANARY" not in status_message(view, 0)
+    for f in Path(d.config.storage.path).rglob("*"):
+        if f.is_file():
+            assert b"CANARY" not in f.read_bytes(), f
+    lines = [JsonFormatter().format(r) for r in caplog.records]
+    assert lines and not [line for line in lines if "CANARY" in line]
+
+
+def test_every_form_of_a_registered_secret_is_redacted_in_logs() -> None:
+    secret = 'CANARY"q\\b-' + secrets.token_hex(6) + " &x/y"
+    logs.register_secret(secret, source="test")
+    for form in (secret, json.dumps(secret)[1:-1], quote(secret, safe=""), quote_plus(secret)):
+        assert logs.redact(f"said {form} here") == "said [REDACTED] here", form

@@ -118,6 +118,10 @@ async def pump(
             kind = p.classify(msg)
             if kind == "request":
                 rid = msg["id"]
+                if rid in running:  # replacing it would make the first one uncancellable
+                    why = f"request id {rid!r} is already in flight; use a new id"
+                    await out.send(p.error_bytes(rid, p.INVALID_REQUEST, why))
+                    continue
                 task = asyncio.create_task(run(msg), name=f"mcp:{msg['method']}")
                 running[rid] = task
                 task.add_done_callback(functools.partial(_reap, running, rid))
