@@ -157,6 +157,39 @@ async def test_next_step_names_the_cheapest_call(session: Session) -> None:
     assert "wait_for_scan" in sub["structuredContent"]["message"]
 
 
+async def test_failed_login_next_step_points_at_the_credential(session: Session) -> None:
+    """Its findings are an unauthenticated view: the next call is about the credential."""
+    sub = await session.call("run_authenticated_scan", {
+        "targets": "10.1.0.7", "scan_type": "authenticated",
+        "ssh_username": "audit", "ssh_password": "wrong"})  # fmt: skip
+    task_id = sub["structuredContent"]["task_id"]
+    done = (await session.call("wait_for_scan", {"task_id": task_id, "timeout_s": 60}))[
+        "structuredContent"
+    ]
+    assert done["authentication_status"] == "failed" and done["results_available"] is True
+    step = done["next_step"]
+    assert f"troubleshoot_authentication prompt (task_id={task_id!r})" in step
+    assert "troubleshooting" in step and "run_authenticated_scan" in step
+    assert "get_scan_results" not in step
+
+
+async def test_custom_profile_is_accepted_as_the_result_names_it(session: Session) -> None:
+    """custom_fields alone answers profile "custom"; echoing that profile back is accepted."""
+    task_id, _ = await finished(session)
+    fields = ["host", "severity"]
+    alone = await session.call("get_scan_results", {"task_id": task_id, "custom_fields": fields})
+    schema = json.loads(alone["content"][0]["text"].split("\n")[0])
+    assert schema["profile"] == "custom" and schema["fields"] == fields
+    again = {"task_id": task_id, "custom_fields": fields, "schema_profile": schema["profile"]}
+    echoed = await session.call("get_scan_results", again)
+    assert echoed.get("isError") is not True
+    assert echoed["content"][0]["text"] == alone["content"][0]["text"]
+    err = error_of(
+        await session.call("get_scan_results", {"task_id": task_id, "schema_profile": "custom"})
+    )
+    assert err["field"] == "custom_fields" and 'schema_profile="custom" needs' in err["error"]
+
+
 DEEP = b'{"jsonrpc":"2.0","id":1,"method":"ping","params":' + b"[" * 1000 + b"]" * 1000 + b"}"
 BAD_CURSORS = ["99999999999999999999999", "\u00b2", "-1", "1e3"]
 

@@ -109,11 +109,18 @@ def _given(f: s.Filters | None) -> dict[str, Any]:
 
 
 def _check_fields(a: s.ResultsArgs) -> tuple[str, tuple[str, ...] | None]:
+    if a.custom_fields is None and a.schema_profile == "custom":
+        raise ValidationError(
+            'schema_profile="custom" needs custom_fields, the list of fields to return',
+            field="custom_fields",
+        )
     if a.custom_fields is not None:
-        if a.schema_profile != "brief":
+        # the seed allowed custom_fields with the default profile; the result's schema line
+        # says "custom", so a caller echoing it back gets the same page
+        if a.schema_profile not in ("brief", "custom"):
             raise ValidationError(
                 f"Cannot specify both schema_profile={a.schema_profile!r} and custom_fields: "
-                "use one (custom_fields with the default profile)",
+                'use one (custom_fields alone, or with schema_profile="custom")',
                 field="custom_fields",
             )
         known = {*Finding.__struct_fields__, "cve", "cvss_score", "severity_level"}

@@ -106,9 +106,23 @@ def next_step(v: TaskView) -> str:
     tid = v.task_id
     if v.status not in TERMINAL:
         return f"wait_for_scan(task_id={tid!r}) returns when it ends (no need to poll)."
+    if v.export_available and v.authentication_status == "failed":
+        # its findings are only what an unauthenticated scan sees: the credential comes first
+        return (
+            "Authentication failed: fix the credential before reading findings. "
+            "troubleshooting above says the likely cause and what to check; "
+            f"the troubleshoot_authentication prompt (task_id={tid!r}) gives each host's "
+            "verdict. Then run_authenticated_scan again."
+        )
     if v.export_available:
         summary = (v.results or {}).get("summary") or {}
         vulns = summary.get("vulnerabilities_total")
+        if v.authentication_status == "partial":
+            return (
+                "Authentication partial (some hosts or protocols refused the credential): "
+                "troubleshooting_details names them; get_scan_results(task_id="
+                f'{tid!r}, schema_profile="minimal") lists the findings found.'
+            )
         if vulns == 0:
             return (
                 "No findings above informational. To list those: get_scan_results(task_id="

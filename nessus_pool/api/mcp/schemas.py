@@ -23,6 +23,8 @@ Targets = Annotated[
 Pool = Annotated[str | None, D(description="Default: the pool whose scope fits")]
 Instance = Annotated[str | None, D(description="Pin to this scanner of the pool")]
 ProfileName = Literal["minimal", "summary", "brief", "full"]
+#: what get_scan_results accepts: the schema line says ``custom`` for custom_fields, so that
+ResultsProfile = Literal["minimal", "summary", "brief", "full", "custom"]
 Name = Annotated[str, D(max_length=200)] | None
 Description = Annotated[str, D(max_length=2000)]
 IdempotencyKey = Annotated[str, D(min_length=1, max_length=200)] | None
@@ -95,7 +97,7 @@ class ResultsArgs(_Args):
     page: Annotated[int, D(ge=0, description="1-based; 0: all (capped at 500)")] = 1
     page_size: Annotated[int, D(description="Clamped to 10-100")] = 40
     schema_profile: Annotated[
-        ProfileName, D(description="Fields: minimal < summary < brief < full")
+        ResultsProfile, D(description="Fields: minimal < summary < brief < full")
     ] = "brief"
     custom_fields: Annotated[list[str] | None, D(description="Fields instead of a profile")] = None
     filters: Filters | None = None
