@@ -181,3 +181,47 @@ async def test_unreadable_token_file_exits_2_naming_the_option(tmp_path: Path) -
     proc = await spawn("--connect", "http://127.0.0.1:9/mcp", "--token-file", str(tmp_path / "x"))
     _, err = await asyncio.wait_for(proc.communicate(b""), 20)
     assert proc.returncode == 2 and "--token-file: cannot read token file" in err.decode()
+
+
+@pytest.mark.parametrize("stdin_kind", ["pipe closed at once", "regular file"])
+async def test_requests_sent_before_eof_are_answered(stdin_kind: str, tmp_path: Path) -> None:
+    """``printf ... | nessus-pool mcp`` and ``nessus-pool mcp < requests.jsonl``: what was
+    asked before EOF is answered (tools/list was cancelled by EOF; a file on stdin got no
+    answer at all, fd 0 having been closed by the failed pipe setup)."""
+    config = write_config(tmp_path / "np.toml", mcp_config(tmp_path))
+    requests = b"".join(line(m) for m in handshake_messages())
+    if stdin_kind == "regular file":
+        (tmp_path / "in.jsonl").write_bytes(requests)
+        with (tmp_path / "in.jsonl").open("rb") as stdin:
+            proc = await asyncio.create_subprocess_exec(
+                str(NESSUS_POOL), "mcp", "--config", str(config), cwd="/", stdin=stdin,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                env={"PATH": "/usr/bin:/bin"},
+            )  # fmt: skip
+            out, err = await asyncio.wait_for(proc.communicate(), 20)
+    else:
+        proc = await spawn("--config", str(config))
+        out, err = await asyncio.wait_for(proc.communicate(requests), 20)
+    ids = sorted(json.loads(x)["id"] for x in out.splitlines())
+    assert ids == [1, 2, 3] and proc.returncode == 0, err
+    assert b"Traceback" not in err
+
+
+async def test_stdin_from_dev_null_exits_quietly(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "np.toml", mcp_config(tmp_path))
+    proc = await asyncio.create_subprocess_exec(
+        str(NESSUS_POOL), "mcp", "--config", str(config), cwd="/",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0 and out == b"" and b"Traceback" not in err, err
+
+
+async def test_credentials_in_the_connect_url_are_refused_unprinted() -> None:
+    proc = await spawn("--connect", "http://agent:Hunter2-pw@127.0.0.1:9/mcp")
+    out, err = await asyncio.wait_for(proc.communicate(b""), 20)
+    assert proc.returncode == 2 and out == b""
+    said = err.decode()
+    assert "Hunter2" not in said and "--connect 'http://127.0.0.1:9/mcp'" in said
+    assert "--token-file" in said and "Traceback" not in said

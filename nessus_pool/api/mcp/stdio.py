@@ -16,6 +16,7 @@ import functools
 import logging
 import os
 import signal
+import stat
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -33,6 +34,9 @@ log = logging.getLogger("nessus_pool.mcp")
 TOKEN_ENV = "NESSUS_POOL_TOKEN"
 TOKEN_FILE_ENV = "NESSUS_POOL_TOKEN_FILE"
 LINE_LIMIT = 16 * 1024 * 1024
+#: on EOF, requests still running get this long to answer, then are cancelled (SDK clients
+#: close stdin and send SIGTERM 2 s later; a long wait_for_scan is cut short)
+EOF_GRACE_S = 1.0
 
 
 class Output:
@@ -76,22 +80,28 @@ def take_stdout() -> int:
 
 
 async def open_stdin() -> Callable[[], Awaitable[bytes]]:
+    """A line reader on fd 0: non-blocking for a pipe, socket or terminal; a thread for
+    anything else (a regular file, ``/dev/null``), which the event loop cannot watch."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=LINE_LIMIT)
-    try:
-        await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", buffering=0)
-        )
-    except (ValueError, OSError):
-        return lambda: asyncio.to_thread(sys.stdin.buffer.readline)
-
-    async def readline() -> bytes:
+    mode = os.fstat(0).st_mode
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(0):
+        # closefd=False: fd 0 stays open for the fallback if the loop refuses it
+        stdin = os.fdopen(0, "rb", buffering=0, closefd=False)
         try:
-            return await reader.readline()
-        except ValueError:  # longer than LINE_LIMIT: the rest arrives as a broken line
-            return b"\x00"
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
+        except (ValueError, OSError):
+            pass
+        else:
 
-    return readline
+            async def readline() -> bytes:
+                try:
+                    return await reader.readline()
+                except ValueError:  # longer than LINE_LIMIT: the rest arrives as a broken line
+                    return b"\x00"
+
+            return readline
+    return lambda: asyncio.to_thread(sys.stdin.buffer.readline)
 
 
 Handler = Callable[[dict[str, Any]], Awaitable[bytes | None]]
@@ -107,7 +117,8 @@ async def pump(
     hold up the others), except ``initialize``, which is answered before the next message is
     read: a client may pipeline ``initialize``, ``notifications/initialized`` and its first
     requests in one write, and those need the session that ``initialize`` creates (over the
-    bridge, its ``Mcp-Session-Id``). On EOF the requests still running are cancelled."""
+    bridge, its ``Mcp-Session-Id``). On EOF the requests still running get ``EOF_GRACE_S``
+    to answer, then are cancelled."""
     running: dict[Any, asyncio.Task[None]] = {}
 
     async def run(msg: dict[str, Any]) -> None:
@@ -144,6 +155,8 @@ async def pump(
                 msg_text = "expected a JSON-RPC 2.0 request, notification or response object"
                 await out.send(p.error_bytes(p.request_id(msg), p.INVALID_REQUEST, msg_text))
     finally:
+        if running:  # answer what was asked before EOF if it is quick (``printf ... |``)
+            await asyncio.wait(list(running.values()), timeout=EOF_GRACE_S)
         for task in running.values():
             task.cancel()
         if running:
@@ -217,7 +230,7 @@ async def run_stdio(args: argparse.Namespace) -> int:
     if connect is not None:
         problem = connect_problem(connect)
         if problem:
-            _say(f"error: --connect {connect!r}: {problem}")
+            _say(f"error: --connect {_without_userinfo(connect)!r}: {problem}")
             return 2
     try:
         token = resolve_token(args)
@@ -246,7 +259,21 @@ def connect_problem(url: str) -> str | None:
         return f"not a URL ({exc})"
     if parsed.scheme not in ("http", "https") or not parsed.host:
         return "expected http://HOST:PORT/mcp (or https://), with the scheme"
+    if parsed.user is not None or parsed.password is not None:
+        return (
+            "credentials in the URL are not used (they would show in ps and logs): "
+            f"pass the token with --token-file or ${TOKEN_ENV}"
+        )
     return None
+
+
+def _without_userinfo(url: str) -> str:
+    """The URL as it may be printed: any ``user:password@`` left out."""
+    head, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if not sep or "@" not in authority:
+        return url
+    return f"{head}{sep}{authority.rpartition('@')[2]}{slash}{path}"
 
 
 def resolve_token(args: argparse.Namespace) -> str | None:
