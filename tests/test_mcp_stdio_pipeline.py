@@ -175,6 +175,7 @@ async def test_token_on_the_command_line_warns(daemon: Daemon) -> None:
     replies, err = await exchange(proc, handshake_messages(), 3)
     assert len(replies) == 3 and proc.returncode == 0
     assert "warning: --token puts the token on the command line" in err and TOKEN not in err
+    assert err.splitlines()[0].startswith("nessus-pool mcp: bridging stdio to the daemon at")
 
 
 async def test_unreadable_token_file_exits_2_naming_the_option(tmp_path: Path) -> None:

@@ -244,6 +244,7 @@ async def run_stdio(args: argparse.Namespace) -> int:
         if connect:
             logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
             _say(f"bridging stdio to the daemon at {connect}")
+            _warn_token_argument(args, token)
             return await _until_signal(bridge(connect, token, readline, out))
         return await _until_signal(_embedded(args, token, readline, out))
     finally:
@@ -288,12 +289,17 @@ def resolve_token(args: argparse.Namespace) -> str | None:
     if os.environ.get(TOKEN_FILE_ENV):
         return _read_token(os.environ[TOKEN_FILE_ENV], f"${TOKEN_FILE_ENV}")
     token: str | None = getattr(args, "token", None)
-    if token:
+    return token
+
+
+def _warn_token_argument(args: argparse.Namespace, token: str | None) -> None:
+    """After the mode line (the first stderr line names the mode): a token that came from
+    ``--token`` is visible to every user of the machine."""
+    if token is not None and token == getattr(args, "token", None):
         _say(
             "warning: --token puts the token on the command line (visible in ps); "
             f"use --token-file or ${TOKEN_ENV} instead"
         )
-    return token
 
 
 def _read_token(path: str, source: str) -> str:
@@ -361,7 +367,7 @@ async def _embedded(
     config_file = _absolute(path)
     storage = _real(cfg.storage.path)
     if _held_elsewhere(storage):
-        return await _bridge_to_owner(cfg, config_file, str(storage), token, readline, out)
+        return await _bridge_to_owner(args, cfg, config_file, str(storage), token, readline, out)
     pools = ", ".join(p.name for p in cfg.pools) or "none"
     # before logging starts: the first stderr line names the mode (a desktop client's log)
     _say(
@@ -374,7 +380,7 @@ async def _embedded(
         await daemon.start()
     except LockedError:
         storage_s = _storage(daemon, cfg.storage.path)
-        return await _bridge_to_owner(cfg, config_file, storage_s, token, readline, out)
+        return await _bridge_to_owner(args, cfg, config_file, storage_s, token, readline, out)
     except ConfigError as exc:
         _say(f"error: {exc}")
         return 2
@@ -387,6 +393,7 @@ async def _embedded(
 
 
 async def _bridge_to_owner(
+    args: argparse.Namespace,
     cfg: Config,
     config_file: str,
     storage: str,
@@ -409,4 +416,5 @@ async def _bridge_to_owner(
         f"a nessus-pool daemon already runs on the storage {storage} (config "
         f"{config_file}); bridging stdio to it at {url} (--connect URL picks another)"
     )
+    _warn_token_argument(args, token)
     return await bridge(url, token or token_from_config(cfg), readline, out)
