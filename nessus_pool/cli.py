@@ -78,7 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     mcp = sub.add_parser("mcp", help="MCP over stdio: embedded engine or --connect to a daemon")
     mcp.add_argument("--config", help=cfg_help)
     mcp.add_argument("--connect", metavar="URL", help="bridge stdio to a running daemon")
-    mcp.add_argument("--token", help="bearer token for --connect (or $NESSUS_POOL_TOKEN)")
+    mcp.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="file holding the bearer token for --connect "
+        "(default: $NESSUS_POOL_TOKEN, then $NESSUS_POOL_TOKEN_FILE)",
+    )
+    mcp.add_argument("--token", help=argparse.SUPPRESS)  # warns: visible in ps
 
     config = sub.add_parser("config", help="check or create a config file")
     csub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")

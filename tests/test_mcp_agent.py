@@ -138,7 +138,8 @@ async def test_context_sizes(session: Session) -> None:
     assert lines[0]["informational_excluded"] == breakdown["info"] > 0
     assert "min_severity" in lines[0]["note"]
     assert {row["severity"] for row in lines[2:-1]} <= {"1", "2", "3", "4"}
-    assert len(lines) - 3 == status["results_summary"]["vulnerabilities_total"]
+    vulns = status["results_summary"]["vulnerabilities_total"]
+    assert lines[0]["total_vulnerabilities"] == vulns and len(lines) - 3 == min(3, vulns)
     # an explicit severity filter is obeyed as given: informational included
     every = await session.call(
         "get_scan_results", {"task_id": task_id, "page": 0, "filters": {"min_severity": 0}}
@@ -148,13 +149,99 @@ async def test_context_sizes(session: Session) -> None:
     assert len(rows) - 2 == status["results_summary"]["findings_total"]
 
 
+async def test_context_sizes_of_a_many_host_scan(session: Session) -> None:
+    """A /27 of the simulator (30 hosts, 68 findings above informational): the default page,
+    the default comparison and the page next_step suggests stay under the 6 KB target; a
+    clamped page_size and clipped texts say so."""
+    base_id, _ = await finished(session, "10.0.1.0/27")
+    task_id, status = await finished(session, "10.0.2.0/27")  # other hosts: all new / fixed
+    vulns = status["results_summary"]["vulnerabilities_total"]
+    assert status["results_summary"]["hosts_scanned"] >= 25 and vulns > 40
+    page = await session.call("get_scan_results", {"task_id": task_id})
+    diff = await session.call("compare_scans", {"task_id": task_id, "base_task_id": base_id})
+    listing = await session.call(
+        "get_scan_results", {"task_id": task_id, "schema_profile": "minimal", "page_size": 10}
+    )
+    sizes = {"page": compact_size(page), "compare": compact_size(diff),
+             "next_step page": compact_size(listing)}  # fmt: skip
+    print(f"\n/27 scan, {vulns} findings above informational: {sizes} bytes")
+    assert max(sizes.values()) < DEFAULT_PAGE_MAX_BYTES, sizes
+    lines = [json.loads(x) for x in page["content"][0]["text"].splitlines()]
+    schema, rows, pagination = lines[0], lines[2:-1], lines[-1]
+    assert pagination["page_size"] == len(rows) == 3 and pagination["has_next"] is True
+    assert schema["total_vulnerabilities"] == vulns and schema["texts_clipped"] >= 1
+    assert all(len(r["description"]) <= 121 for r in rows)
+    assert 'schema_profile="full"' in schema["note"]
+    # the whole text on request
+    whole = await session.call("get_scan_results", {"task_id": task_id, "custom_fields": [
+        "host", "plugin_id", "description"]})  # fmt: skip
+    wrows = [json.loads(x) for x in whole["content"][0]["text"].splitlines()]
+    assert "texts_clipped" not in wrows[0]
+    assert any(len(r["description"]) > 121 for r in wrows[2:-1])
+    # a page_size past the bound says it was clamped
+    big = await session.call("get_scan_results", {"task_id": task_id, "page_size": 1000})
+    big_lines = [json.loads(x) for x in big["content"][0]["text"].splitlines()]
+    assert big_lines[0]["page_size_requested"] == 1000 and big_lines[-1]["page_size"] == 100
+    assert "page_size 1000 clamped to 100" in big_lines[0]["note"]
+    # compare_scans: informational left out and counted, 5 per section, paged
+    d = diff["structuredContent"]["diff"]
+    assert d["min_severity"] == "low" and d["informational_excluded"]["new"] > 0
+    assert d["new_total"] == vulns and len(d["new"]) == 5 and d["next_page"] == 2
+    assert all(item["severity"] >= 1 for item in d["new"] + d["fixed"])
+    assert "min_severity=info" in d["note"]
+    seen = {(i["host"], i["plugin_id"], i["port"]) for i in d["new"]}
+    nxt = await session.call("compare_scans", {"task_id": task_id, "base_task_id": base_id,
+                                               "page": 2, "limit": 5})  # fmt: skip
+    more = nxt["structuredContent"]["diff"]["new"]
+    assert more and seen.isdisjoint((i["host"], i["plugin_id"], i["port"]) for i in more)
+    every = await session.call("compare_scans", {"task_id": task_id, "base_task_id": base_id,
+                                                 "min_severity": "info", "limit": 1})  # fmt: skip
+    e = every["structuredContent"]["diff"]
+    assert e["new_total"] == vulns + d["informational_excluded"]["new"]
+    assert "informational_excluded" not in e
+
+
 async def test_next_step_names_the_cheapest_call(session: Session) -> None:
     task_id, done = await finished(session)
     step = done["next_step"]
-    assert f'get_scan_results(task_id={task_id!r}, schema_profile="minimal")' in step
+    call = f'get_scan_results(task_id={task_id!r}, schema_profile="minimal", page_size=10)'
+    assert call in step
     assert f"the {done['results_summary']['vulnerabilities_total']} findings" in step
     sub = await session.call("run_untrusted_scan", {"targets": "10.1.0.8"})
     assert "wait_for_scan" in sub["structuredContent"]["message"]
+
+
+async def test_failed_login_next_step_points_at_the_credential(session: Session) -> None:
+    """Its findings are an unauthenticated view: the next call is about the credential."""
+    sub = await session.call("run_authenticated_scan", {
+        "targets": "10.1.0.7", "scan_type": "authenticated",
+        "ssh_username": "audit", "ssh_password": "wrong"})  # fmt: skip
+    task_id = sub["structuredContent"]["task_id"]
+    done = (await session.call("wait_for_scan", {"task_id": task_id, "timeout_s": 60}))[
+        "structuredContent"
+    ]
+    assert done["authentication_status"] == "failed" and done["results_available"] is True
+    step = done["next_step"]
+    assert f"troubleshoot_authentication prompt (task_id={task_id!r})" in step
+    assert "troubleshooting" in step and "run_authenticated_scan" in step
+    assert "get_scan_results" not in step
+
+
+async def test_custom_profile_is_accepted_as_the_result_names_it(session: Session) -> None:
+    """custom_fields alone answers profile "custom"; echoing that profile back is accepted."""
+    task_id, _ = await finished(session)
+    fields = ["host", "severity"]
+    alone = await session.call("get_scan_results", {"task_id": task_id, "custom_fields": fields})
+    schema = json.loads(alone["content"][0]["text"].split("\n")[0])
+    assert schema["profile"] == "custom" and schema["fields"] == fields
+    again = {"task_id": task_id, "custom_fields": fields, "schema_profile": schema["profile"]}
+    echoed = await session.call("get_scan_results", again)
+    assert echoed.get("isError") is not True
+    assert echoed["content"][0]["text"] == alone["content"][0]["text"]
+    err = error_of(
+        await session.call("get_scan_results", {"task_id": task_id, "schema_profile": "custom"})
+    )
+    assert err["field"] == "custom_fields" and 'schema_profile="custom" needs' in err["error"]
 
 
 DEEP = b'{"jsonrpc":"2.0","id":1,"method":"ping","params":' + b"[" * 1000 + b"]" * 1000 + b"}"

@@ -139,8 +139,8 @@ async def test_results_as_the_seed_shapes_them(daemon: Daemon) -> None:
         sub, status = await finished(client, {"targets": "10.1.0.5", "name": "Results"})
         tid = sub["task_id"]
         for profile, fields in SEED_PROFILES.items():
-            lines = jsonl(await call(client, "get_scan_results",
-                                     {"task_id": tid, "schema_profile": profile}))  # fmt: skip
+            lines = jsonl(await call(client, "get_scan_results", {
+                "task_id": tid, "schema_profile": profile, "page_size": 40}))  # fmt: skip
             schema, meta, *rows, pagination = lines
             assert schema["type"] == "schema" and schema["profile"] == profile
             assert schema["fields"] == [*fields, "port"]
@@ -166,6 +166,10 @@ async def test_results_as_the_seed_shapes_them(daemon: Daemon) -> None:
         assert every[0]["total_pages"] == 1 and every[0]["truncated"] is False
         assert len(every) - 2 == status["results_summary"]["total_vulnerabilities"]
         assert every[-1]["type"] == "vulnerability"
+        # without page_size the page is smaller than the seed's 40 (context economy)
+        default = jsonl(await call(client, "get_scan_results", {"task_id": tid}))
+        assert default[-1]["page_size"] == 3 == len(default) - 3
+        assert default[0]["total_vulnerabilities"] == len(lines) - 3
         small = jsonl(await call(client, "get_scan_results", {
             "task_id": tid, "page_size": 3, "filters": {"min_severity": 0}}))  # fmt: skip
         assert small[-1]["page_size"] == 10 and len(small) - 3 == 10 and small[-1]["has_next"]

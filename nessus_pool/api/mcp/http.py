@@ -192,13 +192,17 @@ class McpHttp:
         key = hashlib.sha256(header.encode("utf-8", "surrogateescape")).digest() if header else b""
         return role, key
 
-    def _session(self, request: web.Request, key: bytes) -> p.Session | web.Response:
+    def _session(
+        self, request: web.Request, key: bytes, rid: Any = None
+    ) -> p.Session | web.Response:
+        """The request's session, or the refusal (carrying ``rid``, the request's id)."""
         sid = request.headers.get(SESSION_HEADER)
         if sid is None:
             return _error(
                 400,
                 p.INVALID_REQUEST,
                 f"{SESSION_HEADER} header is required; send initialize first",
+                rid,
             )
         session = self.sessions.get(sid)
         now = time.monotonic()
@@ -206,7 +210,9 @@ class McpHttp:
             self.drop_session(session)
             session = None
         if session is None or not secrets.compare_digest(session.auth_key, key):
-            return _error(404, p.INVALID_REQUEST, "session not found or expired; initialize again")
+            return _error(
+                404, p.INVALID_REQUEST, "session not found or expired; initialize again", rid
+            )
         session.last_used_s = now
         self.sessions.move_to_end(sid)
         self._by_key[key].move_to_end(sid)
@@ -416,7 +422,7 @@ class McpHttp:
         elif method == "server/discover":
             session = None
         else:
-            found = self._session(request, key)
+            found = self._session(request, key, msg["id"])
             if isinstance(found, web.Response):
                 return found
             session = found
