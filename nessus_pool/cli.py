@@ -1,12 +1,17 @@
 """Command line: argument parsing and exit codes (0 ok, 1 operation failed, 2 usage or
-validation error). ``sys.exit`` happens here only."""
+validation error; a reader that goes away, as ``| head`` does, ends any command quietly with
+1). ``sys.exit`` happens here only."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
+import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from nessus_pool import __version__
 from nessus_pool.config import (
@@ -20,13 +25,45 @@ from nessus_pool.errors import ConfigError
 from nessus_pool.render import plural
 
 
+class Parser(argparse.ArgumentParser):
+    """No abbreviated options (``--min-sev`` is a typo, not ``--min-severity``), and an
+    unknown option is reported by the (sub)command it was given to, with its usage and the
+    nearest option it has: ``scan results X --min-severty high`` says "did you mean
+    --min-severity?" under ``usage: nessus-pool scan results``, not the top-level usage.
+    Subcommands inherit the class (``add_subparsers`` uses ``type(self)``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        ns, extras = super().parse_known_args(args, namespace)
+        if extras:
+            # the innermost parser errors first: its usage is the one that helps
+            self.error(f"unrecognized arguments: {' '.join(extras)}{self._suggest(extras)}")
+        return ns, extras
+
+    def _suggest(self, extras: list[str]) -> str:
+        known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+        for word in extras:
+            if word.startswith("-"):
+                close = difflib.get_close_matches(word.partition("=")[0], known, n=1)
+                if close:
+                    return f" (did you mean {close[0]}?)"
+        return ""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="nessus-pool",
         description="Run fleets of Tenable Nessus scanners for AI agents and operators.",
     )
     p.add_argument("--version", action="version", version=f"nessus-pool {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub: argparse._SubParsersAction[Any] = p.add_subparsers(
+        dest="command", required=True, metavar="COMMAND"
+    )
 
     cfg_help = f"config file (default: ${CONFIG_ENV} or ./nessus-pool.toml)"
     serve = sub.add_parser("serve", help="run the daemon (MCP, admin API, metrics on one port)")
@@ -41,7 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     mcp = sub.add_parser("mcp", help="MCP over stdio: embedded engine or --connect to a daemon")
     mcp.add_argument("--config", help=cfg_help)
     mcp.add_argument("--connect", metavar="URL", help="bridge stdio to a running daemon")
-    mcp.add_argument("--token", help="bearer token for --connect (or $NESSUS_POOL_TOKEN)")
+    mcp.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="file holding the bearer token for --connect "
+        "(default: $NESSUS_POOL_TOKEN, then $NESSUS_POOL_TOKEN_FILE)",
+    )
+    mcp.add_argument("--token", help=argparse.SUPPRESS)  # warns: visible in ps
 
     config = sub.add_parser("config", help="check or create a config file")
     csub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -126,11 +169,20 @@ def cmd_generate_admin_token(config_path: str) -> int:
 
 
 def cmd_config_init(output: str, force: bool) -> int:
+    """Write the starter config to ``output`` (``-``: stdout)."""
+    if output == "-":
+        sys.stdout.write(render_starter_config())
+        return 0
     out = Path(output)
     if out.exists() and not force:
         print(f"error: {out} exists (use --force to overwrite)", file=sys.stderr)
         return 2
-    out.write_text(render_starter_config(), encoding="utf-8")
+    try:
+        out.write_text(render_starter_config(), encoding="utf-8")
+    except OSError as exc:
+        hint = " (create the folder first)" if isinstance(exc, FileNotFoundError) else ""
+        print(f"error (--output): cannot write {out}: {exc.strerror or exc}{hint}", file=sys.stderr)
+        return 2
     print(f"wrote {out}")
     return 0
 
@@ -138,6 +190,20 @@ def cmd_config_init(output: str, force: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        code = _dispatch(parser, args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # the reader went away (``| head``): no traceback; stdout goes to /dev/null so the
+        # interpreter's final flush does not fail again (as the Python docs advise)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "serve":
         from nessus_pool.daemon import run_daemon
 

@@ -20,6 +20,7 @@ import msgspec
 
 from nessus_pool.errors import ConfigError
 from nessus_pool.models import Escalation
+from nessus_pool.msgspec_errors import accepted_values
 
 DEFAULT_CONFIG_PATH = "nessus-pool.toml"
 CONFIG_ENV = "NESSUS_POOL_CONFIG"
@@ -60,6 +61,10 @@ class ServerConfig(_Base):
     #: on SIGTERM, how long exports and result ingestion in flight may run before they are
     #: cancelled (dispatching stops at once; every other state is already committed)
     shutdown_grace_s: PositiveFloat = 20.0
+    #: handshake-era MCP sessions (``Mcp-Session-Id``) kept at once, and per bearer token (a
+    #: token past its quota loses its own least recently used session, never another's)
+    mcp_max_sessions: PositiveInt = 10_000
+    mcp_sessions_per_token: PositiveInt = 1_000
 
 
 class StorageConfig(_Base):
@@ -245,6 +250,9 @@ def parse_config(
         config = msgspec.convert(raw, Config, str_keys=True)
     except msgspec.ValidationError as exc:
         msg = str(exc)
+        accepted = accepted_values(Config, msg)
+        if accepted:
+            msg += f" (accepted: {', '.join(accepted)})"
         raise ConfigError(f"{source}: {_hint(msg)}", path=_path_of(msg)) from None
     if base_dir is not None:
         config = absolute_paths(config, Path(base_dir))
@@ -490,8 +498,8 @@ def resolve_secret(ref: SecretRef | None, path: str = "") -> str | None:
     file = _secret_file(ref)
     try:
         return Path(file).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise _err(path, f"cannot read secret file {file}: {exc.strerror}") from None
+    except OSError:
+        raise _err(path, f"secret file {file} {_file_problem(file)}") from None
 
 
 class Unavailable(msgspec.Struct, frozen=True):
@@ -518,8 +526,17 @@ def secret_unavailable(ref: SecretRef | None, path: str) -> Unavailable | None:
     file = _secret_file(ref)
     if os.path.isfile(file) and os.access(file, os.R_OK):
         return None
-    why = "does not exist" if not os.path.exists(file) else "is not a readable file"
-    return Unavailable(path, f"secret file {file} {why}", file=file)
+    return Unavailable(path, f"secret file {file} {_file_problem(file)}", file=file)
+
+
+def _file_problem(file: str) -> str:
+    """Why a secret file cannot be read, and how to fix it."""
+    if not os.path.exists(file):
+        return (
+            "does not exist (fix: write the secret alone into it, readable only by the "
+            "daemon's user: chmod 600; a relative path is read from the config file's folder)"
+        )
+    return "is not a readable file (fix: make it a file the daemon's user can read, chmod 600)"
 
 
 def credential_unavailable(config: Config, name: str) -> Unavailable | None:

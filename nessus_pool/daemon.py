@@ -8,6 +8,7 @@ start), close the store, stop the embedded simulator, release the storage lock.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import os
@@ -291,7 +292,8 @@ class Daemon:
         app[READY] = self.readiness
         app[METRICS] = self.metrics.render
         add_routes(app)
-        mount_mcp(app, self.service, cfg, app[AUTH])
+        max_connections = self.max_connections or connection_cap()
+        mount_mcp(app, self.service, cfg, app[AUTH], max_connections)
         self.app = app
         # slowloris: the site gives the first request head header_timeout_s; aiohttp's
         # keep-alive timer, armed after each response, closes a connection still waiting for
@@ -308,7 +310,7 @@ class Daemon:
             self.runner,
             host,
             port,
-            max_connections=self.max_connections or connection_cap(),
+            max_connections=max_connections,
             header_timeout_s=self.header_timeout_s,
         )
         await site.start()
@@ -385,7 +387,12 @@ class Daemon:
         self.engine.delete_remote_scans = keep.housekeeping.delete_remote_scans
         self.metrics.reloads.labels("applied").inc()
         changes = {k: v for k, v in msgspec.structs.asdict(d).items() if v}
-        log.info("config reloaded", extra={"event": "config_reloaded", **changes})
+        # settings that need a restart kept their old values: an operator must hear of it
+        log.log(
+            logging.WARNING if d.restart_required else logging.INFO,
+            "config reloaded" + ("; restart needed" if d.restart_required else ""),
+            extra={"event": "config_reloaded", **changes},
+        )
         return ReloadOutcome(
             applied=True,
             message="reloaded"
@@ -490,5 +497,17 @@ async def run_daemon(config_path: str) -> int:
         daemon.remove_signals()
         log.error(str(exc), extra={"event": "config_invalid"})
         return 2
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+            raise
+        # start() undid what it had started; one line instead of a 35-line traceback
+        daemon.remove_signals()
+        listen = daemon.config.server.listen
+        log.error(
+            f"cannot listen on {listen}: {os.strerror(exc.errno)}; stop the process that holds "
+            f"it or set server.listen in {config_path} to another address",
+            extra={"event": "listen_failed", "listen": listen},
+        )
+        return 1
     await daemon.serve_forever(max(30.0, daemon.config.server.shutdown_grace_s + 10.0))
     return daemon.exit_code

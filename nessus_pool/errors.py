@@ -60,6 +60,12 @@ class ConflictError(NessusPoolError):
     code = "conflict"
 
 
+class ReloadRefusedError(ConfigError):
+    """The config reload was refused; the old configuration keeps running."""
+
+    code = "reload_refused"
+
+
 class CapacityError(NessusPoolError):
     """The pool's queue is full."""
 

@@ -9,6 +9,7 @@ import re
 import sys
 import time
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import msgspec
 
@@ -149,6 +150,22 @@ class _SecretIndex:
 _secrets = _SecretIndex()
 
 
+def secret_forms(value: str) -> list[str]:
+    """``value`` and the forms it takes when a scanner echoes it back inside other text:
+    JSON-escaped (``"`` as ``\\"``, a control character as ``\\u0008``, both with and
+    without ``ensure_ascii``) and percent-encoded (``quote`` and ``quote_plus``, as a form
+    body or a URL carries it). Distinct, in a stable order, the value itself first."""
+    forms = [
+        value,
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        quote(value, safe=""),
+        quote_plus(value, safe=""),
+        quote(value),
+    ]
+    return list(dict.fromkeys(forms))
+
+
 def not_a_secret_because(value: str) -> str | None:
     """Why ``value`` cannot be redacted as a secret (too short or too common), or None."""
     if len(value) < MIN_SECRET_CHARS:
@@ -188,14 +205,15 @@ def register_secret(value: str | None, *, source: str = "config") -> None:
     (scanner keys, API tokens). Values too short or too common are refused with a
     ``secret_not_redactable`` warning (they would rewrite ordinary text)."""
     for v in _redactable([value], source):
-        _secrets.add_once(v)
+        for form in secret_forms(v):
+            _secrets.add_once(form)
 
 
 def hold_task_secrets(task_id: str, values: list[str | None]) -> list[str]:
     """Redact ``values`` until :func:`release_task_secrets` for this task (call it for
     accepted tasks only). Returns the values that could not be held (too short or common)."""
     kept = _redactable(values, f"task {task_id}")
-    _secrets.hold_for(task_id, kept)
+    _secrets.hold_for(task_id, [form for v in kept for form in secret_forms(v)])
     return [v for v in values if v and v not in kept]
 
 

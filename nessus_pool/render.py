@@ -15,7 +15,7 @@ from nessus_pool.results.types import SEVERITY_NAMES, plural
 
 __all__ = [
     "cell", "diff_text", "dumps_json", "findings_footer", "findings_table", "findings_text",
-    "plural", "render_table", "safe", "severity_name",
+    "hosts_differ_lines", "plural", "render_table", "safe", "severity_name",
 ]  # fmt: skip
 
 #: the findings columns in the order shown, with their headers; other fields follow in the
@@ -109,8 +109,11 @@ def findings_table(items: Sequence[Mapping[str, Any]], fields: Sequence[str]) ->
 
 
 def findings_footer(page: Mapping[str, Any], next_hint: str = "--page") -> str:
-    """``page 1/3, 120 findings (next: --page 2)``."""
+    """``page 1/3, 120 findings (next: --page 2)``; a page past the last one says which
+    page is the last."""
     more = f" (next: {next_hint} {page['page'] + 1})" if page.get("has_more") else ""
+    if page["total"] and page["page"] > page["pages"]:
+        more = f" (past the last page: {next_hint} {page['pages']})"
     return f"page {page['page']}/{page['pages']}, {plural(page['total'], 'finding')}{more}"
 
 
@@ -124,15 +127,36 @@ def findings_text(page: Mapping[str, Any]) -> str:
     return findings_table(items, page["fields"]) + "\n" + footer
 
 
+def hosts_differ_lines(diff: Mapping[str, Any], old_label: str, new_label: str) -> list[str]:
+    """One line per way the two scans' host sets differ (none when they scanned the same)."""
+    lines = []
+    gone: list[str] = diff.get("hosts_not_rescanned", [])
+    added: list[str] = diff.get("hosts_new", [])
+    if gone:
+        lines.append(
+            f"hosts differ: {new_label} did not scan {cell(gone)} "
+            f"(their findings in {old_label} are not rescanned, not fixed)"
+        )
+    if added:
+        lines.append(f"hosts differ: {old_label} did not scan {cell(added)}")
+    return lines
+
+
 def diff_text(diff: Mapping[str, Any], old_label: str = "old", new_label: str = "new") -> str:
-    """A scan diff (``ScanDiff`` as plain data) as text: the counts, then the new, fixed and
-    severity-changed findings, worst first."""
+    """A scan diff (``ScanDiff`` as plain data) as text: the counts, how the scanned hosts
+    differ, then the new, fixed, not rescanned and severity-changed findings, worst first."""
     lines = [
         f"{old_label} -> {new_label}: "
         f"{diff['new_total']} new, {diff['fixed_total']} fixed, "
+        f"{diff.get('not_rescanned_total', 0)} not rescanned, "
         f"{diff['changed_severity_total']} changed severity, {diff['unchanged_total']} unchanged"
     ]
-    for title, key in (("new", "new"), ("fixed", "fixed")):
+    lines += hosts_differ_lines(diff, old_label, new_label)
+    for title, key in (
+        ("new", "new"),
+        ("fixed", "fixed"),
+        ("not rescanned (host not in the newer scan: unknown, not fixed)", "not_rescanned"),
+    ):
         items: list[Mapping[str, Any]] = diff[key]
         if items:
             fields = list(dict.fromkeys(f for i in items for f in i))

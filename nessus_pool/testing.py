@@ -401,17 +401,27 @@ async def engine_rig(
     fakes: dict[str, FakeNessus] | None = None,
     delete_remote_scans: bool = False,
     scanner_ids: list[str] | None = None,
+    simulated: bool = False,
 ) -> AsyncIterator[Rig]:
     """A started :class:`Engine` on a real SQLite file under ``path`` with ``scanners``
     fake scanners (``fake-1``... or ``scanner_ids``) of ``cap`` slots in pool ``lan``.
     Pass the ``clock`` and ``fakes`` of an earlier rig on the same ``path`` to simulate a
-    restart."""
+    restart (with new ``fakes`` and ``simulated=True``: the embedded simulator, which
+    loses its scans with the process)."""
     clock = clock or FakeClock()
     fakes = fakes if fakes is not None else {}
     specs = []
     for sid in scanner_ids or [f"fake-{i}" for i in range(1, scanners + 1)]:
         fakes.setdefault(sid, FakeNessus(sid, clock, scan_s=scan_s))
-        specs.append(ScannerSpec(scanner_id=sid, pool=pool.name, url=f"fake://{sid}", capacity=cap))
+        specs.append(
+            ScannerSpec(
+                scanner_id=sid,
+                pool=pool.name,
+                url=f"fake://{sid}",
+                capacity=cap,
+                simulated=simulated,
+            )
+        )
     store = HeldStore(path / "state.db")
     await store.open()
     engine = Engine(

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from nessus_pool.api.errors import error_body, http_status
+from nessus_pool.api.errors import error_body, http_status, validation_error
 from nessus_pool.api.guard import Forbidden as _Forbidden
 from nessus_pool.api.guard import TokenAuth
 from nessus_pool.errors import NessusPoolError, NotFoundError, ValidationError
@@ -63,27 +63,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
 
 
-_AT_PATH = re.compile(r"at `\$\.?([^`]*)`")
-_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
-
-
-def msgspec_field(message: str) -> str | None:
-    """The dotted field a msgspec error names: ``$.a.b`` -> ``a.b``; an unknown field is
-    named itself (``a.x`` for ``unknown field `x` - at `$.a```)."""
-    at = _AT_PATH.search(message)
-    path = at.group(1) if at else ""
-    unknown = _UNKNOWN_FIELD.search(message)
-    if unknown:
-        return f"{path}.{unknown.group(1)}" if path else unknown.group(1)
-    return path or None
-
-
 async def decode_body(request: web.Request, typ: type[T]) -> T:
     body = await request.read()
     try:
         return msgspec.json.decode(body or b"{}", type=typ)
     except msgspec.ValidationError as exc:
-        raise ValidationError(str(exc), field=msgspec_field(str(exc))) from None
+        raise validation_error(exc, typ) from None
     except msgspec.DecodeError as exc:
         raise ValidationError(f"body is not valid JSON: {exc}") from None
 
@@ -235,7 +220,8 @@ def results_query(params: dict[str, Any], typed: dict[str, str]) -> FindingsQuer
         elif name == "schema_profile":
             raw["profile"] = value
         elif name == "custom_fields":
-            raw["fields"] = value
+            # MCP's field names where ours differ only in number (``cve`` for ``cves``)
+            raw["fields"] = [_FIELD_ALIASES.get(f, f) for f in value]
             raw.setdefault("profile", "custom")
         else:
             raw[name] = value
@@ -247,11 +233,13 @@ def results_query(params: dict[str, Any], typed: dict[str, str]) -> FindingsQuer
     try:
         return msgspec.convert(raw, FindingsQuery)
     except msgspec.ValidationError as exc:
-        bad = name_of(msgspec_field(str(exc)))
-        raise ValidationError(f"{bad}: {exc}" if bad else str(exc), field=bad) from None
+        raise validation_error(exc, FindingsQuery, lambda f: name_of(f) or f) from None
     except ValidationError as exc:  # FindingsQuery's own checks name its fields
         raise ValidationError(exc.message, field=name_of(exc.field)) from None
 
+
+#: custom_fields names accepted for ours: the MCP tools' spelling
+_FIELD_ALIASES = {"cve": "cves"}
 
 #: FindingsQuery field -> the canonical query parameter, for error messages
 _RESULTS_NAMES = {
@@ -318,7 +306,14 @@ async def scan_compare(request: web.Request) -> web.Response:
     base = parse_query(request, COMPARE, typed).get("base_task_id")
     if base is not None:
         check_task_id(base, typed["base_task_id"])
-    return json_response(await request.app[SERVICE].compare(request.match_info["task_id"], base))
+    try:
+        diff = await request.app[SERVICE].compare(request.match_info["task_id"], base)
+    except NotFoundError as exc:
+        if exc.fields.get("field") != "base_task_id" or base is None:
+            raise
+        # named as the caller spelled it (``base`` or ``base_task_id``)
+        raise NotFoundError(exc.message, field=typed["base_task_id"]) from None
+    return json_response(diff)
 
 
 async def list_pools(request: web.Request) -> web.Response:
@@ -374,8 +369,8 @@ async def enable_scanner(request: web.Request) -> web.Response:
 async def reload_config(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "admin")
     parse_query(request, NO_QUERY)
-    outcome = await request.app[SERVICE].reload()
-    return json_response(outcome, 200 if outcome.applied else 400)
+    # a refused reload raises: the one error shape, 400 reload_refused
+    return json_response(await request.app[SERVICE].reload())
 
 
 class PurgeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+import msgspec
 
 from nessus_pool.errors import (
     AuthError,
@@ -15,6 +18,12 @@ from nessus_pool.errors import (
     ScopeError,
     StorageError,
     ValidationError,
+)
+from nessus_pool.msgspec_errors import (
+    AT_PATH,
+    ENUM_PREFIX,
+    accepted_values,
+    msgspec_field,
 )
 
 # most specific first
@@ -51,3 +60,35 @@ def error_body(exc: NessusPoolError) -> dict[str, Any]:
     if field:
         err["field"] = field
     return {"error": err}
+
+
+# --- msgspec validation errors -> ValidationError naming the field --------------------------
+
+
+def validation_error(
+    exc: msgspec.ValidationError,
+    typ: Any,
+    name_of: Callable[[str], str] = lambda field: field,
+) -> ValidationError:
+    """The one mapping of a msgspec error (decoding ``typ``) to a :class:`ValidationError`:
+    ``field`` is the path as the caller spelled it (``name_of`` maps our field names to the
+    caller's), the message starts with it, and a bad enum or literal value lists the
+    accepted ones instead of msgspec's ``Invalid enum value 'x' - at `$.a```."""
+    text = str(exc)
+    at = AT_PATH.search(text)
+    head = text[: at.start()] if at else text
+    dotted = msgspec_field(text)
+    field = name_of(dotted) if dotted else None
+    accepted = accepted_values(typ, text)
+    if accepted:
+        got = head.removeprefix(ENUM_PREFIX)
+        if len(got) > 80:  # echo a bounded amount of what the caller sent
+            got = got[:72] + "...'"
+        return ValidationError(
+            f"{field} must be one of {', '.join(accepted)}; got {got}", field=field
+        )
+    if head.startswith("Object missing required field"):
+        return ValidationError(f"{field} is required", field=field)
+    if head.startswith("Object contains unknown field"):
+        return ValidationError(f"unknown field {field}", field=field)
+    return ValidationError(f"{field}: {head}" if field else head, field=field)

@@ -9,6 +9,8 @@ tokens, and the connection limits of the listener.
 - :class:`TokenAuth`: bearer tokens compared in constant time on their exact bytes.
 - :class:`CappedSite`: a connection cap below the open-file limit (503 beyond it) and a
   header-read timeout, so slow clients cannot hold the port.
+- :class:`LongLivedQuota`: streams and long polls limited to half of that cap, and a
+  quarter of that per token, so they never starve probes and admin requests.
 """
 
 from __future__ import annotations
@@ -233,6 +235,55 @@ def connection_cap(nofile_soft: int | None = None) -> int:
     if nofile_soft == resource.RLIM_INFINITY or nofile_soft <= 0:
         nofile_soft = 65536
     return max(8, min(10_000, nofile_soft - max(128, nofile_soft // 4)))
+
+
+class LongLivedQuota:
+    """Connections held open by one request (MCP notification streams and long polls:
+    ``subscriptions/listen``, a session's GET stream, ``wait_for_scan``, ``tasks/result``),
+    counted apart from the connection cap they live under: together they may hold at most
+    half of it (``total_max``), one bearer token at most a quarter of that
+    (``per_token_max``). The other half stays free for probes, admin requests and short
+    calls however many streams clients ask for. Derived from the real cap."""
+
+    def __init__(self, max_connections: int) -> None:
+        self.max_connections = max_connections
+        self.total_max = max(1, max_connections // 2)
+        self.per_token_max = max(1, self.total_max // 4)
+        self.total = 0
+        self._by_key: dict[bytes, int] = {}
+        self.refused = 0
+
+    def held(self, key: bytes) -> int:
+        return self._by_key.get(key, 0)
+
+    def acquire(self, key: bytes) -> str | None:
+        """Take one place for ``key`` (a digest of the bearer token), or say which limit is
+        full (the place is not taken then)."""
+        if self.total >= self.total_max:
+            self.refused += 1
+            return (
+                f"too many long-lived requests (streams and waits) are open on this server "
+                f"(limit {self.total_max}, half of the {self.max_connections}-connection "
+                "cap); close one and retry"
+            )
+        held = self._by_key.get(key, 0)
+        if held >= self.per_token_max:
+            self.refused += 1
+            return (
+                f"this token already holds {held} long-lived requests (streams and waits), "
+                f"its limit (per-token limit {self.per_token_max}); close one and retry"
+            )
+        self._by_key[key] = held + 1
+        self.total += 1
+        return None
+
+    def release(self, key: bytes) -> None:
+        held = self._by_key.get(key, 0)
+        if held <= 1:
+            self._by_key.pop(key, None)
+        else:
+            self._by_key[key] = held - 1
+        self.total = max(0, self.total - 1)
 
 
 _BUSY_BODY = _enc.encode(

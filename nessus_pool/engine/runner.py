@@ -39,6 +39,15 @@ T = TypeVar("T")
 log = logging.getLogger("nessus_pool.engine")
 
 
+#: a re-attached task whose scan died with the embedded simulator: it runs again
+LOST_IN_RESTART = Requeued(
+    "simulator_restarted",
+    use_attempt=False,
+    error="the embedded simulator restarted with the daemon and its scans are gone; "
+    "the scan runs again from the start (no attempt used)",
+)
+
+
 def remote_scan_name(task_id: str, attempt: int) -> str:
     return f"nessus-pool-{task_id}-a{attempt}"
 
@@ -185,7 +194,7 @@ class TaskRunner:
                 await written
             outcome = await self._lifecycle()
         except Exception as exc:  # mapped by ERROR_OUTCOMES, including our own bugs
-            outcome = outcome_of(exc)
+            outcome = LOST_IN_RESTART if self._lost_in_restart(exc) else outcome_of(exc)
             self._noted(exc, outcome)
         if isinstance(outcome, Requeued) and self.control.cancel_requested:
             # canceled while a step failed: the user asked for an end, not another attempt
@@ -205,6 +214,17 @@ class TaskRunner:
             await self.e.requeue(
                 t, outcome.reason, use_attempt=outcome.use_attempt, error=outcome.error
             )
+
+    def _lost_in_restart(self, exc: Exception) -> bool:
+        """The embedded simulator lives and dies with this process: after a restart every
+        scan it ran is gone (a 404 at the re-attach, whatever step the task was in). That
+        is no fault of the scan, so it must not use an attempt; a real scanner's vanished
+        scan still does (someone deleted it: bounded by max-attempts)."""
+        if self.fresh or not self.sc.spec.simulated:
+            return False
+        if isinstance(exc, RemoteNotFoundError):
+            return True
+        return isinstance(exc, Stop) and exc.outcome.reason == "remote_scan_disappeared"
 
     def _noted(self, exc: Exception, outcome: Outcome) -> None:
         """What the scanner or the engine must remember about a step that raised."""

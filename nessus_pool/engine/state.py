@@ -36,8 +36,9 @@ ALLOWED: dict[TaskStatus, frozenset[TaskStatus]] = {
     _D: frozenset({_D, _R, _Q, _C, _F}),
     # the scan ended (export next), was aborted (requeue), canceled, lost
     _R: frozenset({_R, _E, _Q, _C, _F, _T}),
-    # exported (checkpoint), ingested; canceled while the export was retried
-    _E: frozenset({_E, _OK, _T, _C, _F}),
+    # exported (checkpoint), ingested; canceled while the export was retried; requeued
+    # when the scan to export died with the embedded simulator in a restart
+    _E: frozenset({_E, _OK, _T, _C, _F, _Q}),
     # ended for good; only a dead letter (always failed) gets a fresh start
     _OK: frozenset(),
     _F: frozenset({_Q}),

@@ -367,9 +367,20 @@ class Transport:
 
     def redact(self, text: str, extra: Sequence[str] = ()) -> str:
         """``text`` with every secret this transport knows (and ``extra``) replaced, also
-        in the whitespace-folded form an error text may carry (``"a  b"`` as ``"a b"``)."""
+        in the whitespace-folded form an error text may carry (``"a  b"`` as ``"a b"``) and
+        in the JSON-escaped and percent-encoded forms a scanner echoing its request body
+        gives back (logs.secret_forms)."""
+        from nessus_pool.logs import secret_forms  # local: this change stays in redact
+
         known = (self._access_key, self._secret_key, self._password, self._token, *extra)
-        forms = {f for s in known if s for f in (s, " ".join(s.split())) if len(f) >= 4}
+        forms = {
+            f
+            for s in known
+            if s
+            for e in secret_forms(s)
+            for f in (e, " ".join(e.split()))
+            if len(f) >= 4
+        }
         for secret in sorted(forms, key=len, reverse=True):
             text = text.replace(secret, _REDACTED)
         return text

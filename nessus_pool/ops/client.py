@@ -107,7 +107,7 @@ class ApiClient:
             resp: http.client.HTTPResponse = urllib.request.urlopen(req, timeout=self.timeout_s)
         except urllib.error.HTTPError as exc:
             with exc:
-                raise _api_error(exc.code, exc.reason, exc.read()) from None
+                raise _api_error(exc.code, exc.reason, exc.read(), bool(self.token)) from None
         except urllib.error.URLError as exc:
             raise self._unreachable(exc.reason) from None
         except (OSError, http.client.HTTPException) as exc:
@@ -130,7 +130,7 @@ def _query_value(value: Any) -> str:
     return str(value)
 
 
-def _api_error(status: int, reason: str, raw: bytes) -> ApiError:
+def _api_error(status: int, reason: str, raw: bytes, sent_token: bool = False) -> ApiError:
     try:
         body = json.loads(raw)
     except ValueError:
@@ -140,8 +140,13 @@ def _api_error(status: int, reason: str, raw: bytes) -> ApiError:
         message = str(err.get("message") or err.get("code") or reason)
         field = err.get("field")
         hint = ""
-        if status == 401:
-            hint = f" (set ${TOKEN_ENV} or --token-file)"
+        if status == 401 and sent_token:
+            hint = (
+                " (the token sent, from --token-file, "
+                f"${TOKEN_ENV} or ${TOKEN_FILE_ENV}, was refused: check its value)"
+            )
+        elif status == 401:
+            hint = f" (no token was sent: set ${TOKEN_ENV} or --token-file)"
         return ApiError(status, body, f"{message}{hint}", str(field) if field else None)
     return ApiError(status, body, f"HTTP {status} {reason}", None)
 

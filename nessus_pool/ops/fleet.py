@@ -113,6 +113,8 @@ def cmd_scanners(client: ApiClient, args: argparse.Namespace) -> int:
     _scanner_table(scanners)
     if args.action == "drain":
         note(f"{args.scanner_id} is draining: running scans finish, no new scans start there")
+        if data.get("note"):
+            note(str(data["note"]))
     elif args.action == "enable":
         note(f"{args.scanner_id} takes new scans again")
     return 0
@@ -143,11 +145,12 @@ def cmd_reload(client: ApiClient, args: argparse.Namespace) -> int:
     try:
         outcome = client.call("POST", "/api/v1/reload")
     except ApiError as exc:
-        # a refused reload answers 400 with the outcome, not with an error body: the request
-        # was fine, the daemon kept its old config, so the operation failed (1)
-        if not (isinstance(exc.body, dict) and "applied" in exc.body):
+        # a refused reload is an error (400 reload_refused); the request was fine, the
+        # daemon kept its old config, so the operation failed (1) and says why as before
+        err = exc.body.get("error") if isinstance(exc.body, dict) else None
+        if not (isinstance(err, dict) and err.get("code") == "reload_refused"):
             raise
-        outcome = exc.body
+        outcome = {"applied": False, "message": str(err.get("message", ""))}
     if args.json:
         emit_json(outcome)
     else:

@@ -124,6 +124,7 @@ def show_task(view: dict[str, Any], as_json: bool) -> None:
             ("priority", view["priority"]),
             ("attempt", view["attempt"]),
             ("queue position", view.get("queue_position")),
+            ("waiting for", view.get("waiting_reason")),
             ("estimated wait", fmt_duration(view.get("estimated_wait_s"))),
             ("progress", None if view.get("progress_pct") is None else f"{view['progress_pct']}%"),
             ("authentication", view.get("authentication_status")),

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import sys
 from collections.abc import Callable
 
 from nessus_pool.ops.client import (
@@ -52,9 +50,7 @@ def _handler(fn: Command) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
             client = ApiClient(resolve_url(args.url), resolve_token(args.token_file), args.timeout)
-            rc = fn(client, args)
-            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
-            return rc
+            return fn(client, args)
         except CliError as exc:
             if args.json and isinstance(exc, ApiError) and exc.body is not None:
                 emit_json(exc.body)
@@ -63,13 +59,6 @@ def _handler(fn: Command) -> Callable[[argparse.Namespace], int]:
         except KeyboardInterrupt:
             note("interrupted")
             return 130
-        except BrokenPipeError:
-            # the reader went away (``| head``): no traceback; stdout goes to /dev/null so
-            # the interpreter's final flush does not fail again (as the Python docs advise)
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-            return 1
 
     return run
 
@@ -131,7 +120,11 @@ def add_ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("targets", nargs="+", metavar="TARGET", help="IPs, CIDRs, ranges, names")
     p.add_argument("--name")
     p.add_argument("--description")
-    p.add_argument("--pool", help="pool (default: the first configured)")
+    p.add_argument(
+        "--pool",
+        help="pool (default: the pool whose allowed-targets cover the targets most narrowly, "
+        "among pools with an enabled scanner)",
+    )
     p.add_argument("--scanner", help="pin to one scanner of the pool")
     p.add_argument("--scan-type", choices=SCAN_TYPES)
     p.add_argument("--credential", help="a configured credential set (authenticated scans)")

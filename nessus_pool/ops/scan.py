@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nessus_pool.models import TERMINAL_STATUSES, ScanType, status_values
 from nessus_pool.ops.client import ApiClient, CliError, Unreachable, pages, seg
 from nessus_pool.ops.output import Progress, emit_json, fmt_duration, fmt_time, note, out, show_task
 from nessus_pool.render import diff_text, findings_text, render_table
 
-TERMINAL = frozenset({"completed", "failed", "canceled", "timed_out"})
-SCAN_TYPES = ("untrusted", "authenticated", "authenticated_privileged")
+TERMINAL = frozenset(status_values(TERMINAL_STATUSES))
+SCAN_TYPES = tuple(t.value for t in ScanType)
 
 
 def wait_for_task(

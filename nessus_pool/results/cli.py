@@ -13,18 +13,26 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
 from nessus_pool.errors import NotNessusExportError, ResultsError, ValidationError
 from nessus_pool.models import ScanType
-from nessus_pool.render import dumps_json, findings_table, findings_text, plural, safe
+from nessus_pool.render import (
+    dumps_json,
+    findings_table,
+    findings_text,
+    hosts_differ_lines,
+    plural,
+    safe,
+)
 from nessus_pool.results.parser import ScanResults, iter_findings, parse_export
 from nessus_pool.results.query import (
     PROFILES,
     DiffKey,
     FindingsPage,
+    Sort,
     diff_findings,
     diff_key,
     parse_query,
@@ -75,11 +83,15 @@ def add_results_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     f.add_argument("--cwe", help="CWE id, e.g. 79 or CWE-79")
     f.add_argument("--exploit-available", action="store_true", default=None)
     f.add_argument("--text", help="case-insensitive substring of the plugin name")
-    f.add_argument("--sort", default="severity")
+    f.add_argument("--sort", default="severity", choices=get_args(Sort))
     f.add_argument("--page", type=int, default=1)
     f.add_argument("--page-size", type=int, default=50)
-    f.add_argument("--profile", default="summary", help=f"{', '.join(PROFILES)} or custom")
-    f.add_argument("--fields", help="comma-separated fields for --profile custom")
+    f.add_argument(
+        "--profile",
+        choices=[*PROFILES, "custom"],
+        help="fields per finding (default: summary; custom with --fields)",
+    )
+    f.add_argument("--fields", help="comma-separated fields (implies --profile custom)")
     f.add_argument("--json", action="store_true", help="print one indented JSON object")
 
     d = sub.add_parser(
@@ -222,8 +234,16 @@ def _findings(args: argparse.Namespace) -> int:
         "page": args.page,
         "page_size": args.page_size,
         "profile": args.profile,
-        "fields": [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None,
+        "fields": None,
     }
+    if args.fields is not None:
+        # as `scan results --fields`: the fields are the profile
+        if args.profile not in (None, "custom"):
+            raise ValidationError(
+                f"--fields sets the fields; leave out --profile {args.profile}", field="fields"
+            )
+        raw["fields"] = [f.strip() for f in args.fields.split(",") if f.strip()]
+        raw["profile"] = "custom"
     q = parse_query({k: v for k, v in raw.items() if v is not None})
     page = query_findings(list(iter_findings(args.file)), q)
     if args.json:
@@ -250,7 +270,15 @@ def _diff(args: argparse.Namespace) -> int:
             worst[k] = max(worst.get(k, 0), f.severity)
         old = [f for f in old if worst[diff_key(f)] >= floor]
         new = [f for f in new if worst[diff_key(f)] >= floor]
-    diff = diff_findings(old, new, limit=args.limit)
+    # the hosts each export scanned (its ReportHost list, findings or not): a host the new
+    # one did not scan is "not rescanned", never "fixed"
+    diff = diff_findings(
+        old,
+        new,
+        limit=args.limit,
+        old_hosts=scanned_hosts(args.old),
+        new_hosts=scanned_hosts(args.new),
+    )
     if args.json:
         print_json({"old": args.old, "new": args.new, "diff": diff})
         return 0
@@ -258,11 +286,15 @@ def _diff(args: argparse.Namespace) -> int:
     print(f"new  {args.new}  ({plural(len(new), 'finding')})")
     print(
         f"{diff.new_total} new, {diff.fixed_total} fixed, "
+        f"{diff.not_rescanned_total} not rescanned, "
         f"{diff.changed_severity_total} changed severity, {diff.unchanged_total} unchanged"
     )
+    for line in hosts_differ_lines(msgspec.to_builtins(diff), "old", "new"):
+        print(line)
     for title, items, total in (
         ("new", diff.new, diff.new_total),
         ("fixed", diff.fixed, diff.fixed_total),
+        ("not rescanned: host not in the new scan", diff.not_rescanned, diff.not_rescanned_total),
     ):
         if items:
             print(f"\n{title} ({_shown(len(items), total)}):")
@@ -274,6 +306,11 @@ def _diff(args: argparse.Namespace) -> int:
         rows = [msgspec.to_builtins(c) for c in diff.changed_severity]
         print(_indent(findings_table(rows, ["old_severity", "new_severity", *_DIFF_COLUMNS[1:]])))
     return 0
+
+
+def scanned_hosts(path: str) -> list[str]:
+    """The ``ReportHost`` names of an export: every host it scanned, findings or not."""
+    return [h.name for h in parse_export(path, scan_type=None).hosts]
 
 
 def _indent(table: str) -> str:

@@ -138,6 +138,13 @@ def open_checked(path: str | Path, max_bytes: int) -> tuple[Path, int]:
         )
     check_prolog(head)
     text = _decode_head(head)
+    first = text.removeprefix("\xef\xbb\xbf").lstrip(" \t\r\n")[:1]  # after a UTF-8 BOM
+    if first and first != "<":
+        # Markdown or JSON: its first "<" (if any) is no root element worth naming
+        raise NotNessusExportError(
+            f"{p.name} is not XML (it starts with {first!r}): give a .nessus export "
+            "(Nessus: Export > Nessus)"
+        )
     root = _root_start(text)
     if root < 0:
         if size > len(head):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Literal
 
 import msgspec
@@ -306,7 +306,9 @@ class SeverityChange(msgspec.Struct, kw_only=True):
 
 class ScanDiff(msgspec.Struct, kw_only=True):
     """What changed between two scans, keyed by (host, plugin_id, port, protocol). Lists are
-    bounded by ``limit`` (worst first); the counts are always complete."""
+    bounded by ``limit`` (worst first); the counts are always complete. A finding of the old
+    scan on a host that the new scan did not scan is ``not_rescanned``, never ``fixed``;
+    ``hosts_not_rescanned`` and ``hosts_new`` say how the two scans' host sets differ."""
 
     new_total: int
     fixed_total: int
@@ -316,6 +318,12 @@ class ScanDiff(msgspec.Struct, kw_only=True):
     fixed: list[dict[str, Any]]
     changed_severity: list[SeverityChange]
     truncated: bool
+    not_rescanned_total: int = 0
+    not_rescanned: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    #: hosts the old scan scanned and the new one did not (sorted, bounded by ``limit``)
+    hosts_not_rescanned: list[str] = msgspec.field(default_factory=list)
+    #: hosts the new scan scanned and the old one did not (sorted, bounded by ``limit``)
+    hosts_new: list[str] = msgspec.field(default_factory=list)
 
 
 def diff_key(f: Finding) -> DiffKey:
@@ -339,12 +347,22 @@ def diff_findings(
     *,
     limit: int = 100,
     fields: tuple[str, ...] = PROFILES["summary"],
+    old_hosts: Collection[str] | None = None,
+    new_hosts: Collection[str] | None = None,
 ) -> ScanDiff:
-    """New, fixed, unchanged and severity-changed findings between two scans."""
+    """New, fixed, not rescanned, unchanged and severity-changed findings between two
+    scans. ``old_hosts`` / ``new_hosts``: the hosts each scan scanned (its export's
+    ``ReportHost`` names, with or without findings); without them, the hosts of its
+    findings. Only a finding on a host the new scan scanned can be ``fixed``."""
     a, b = _index(old), _index(new)
+    scanned_old = {f.host for f in old} if old_hosts is None else set(old_hosts)
+    scanned_new = {f.host for f in new} if new_hosts is None else set(new_hosts)
     by_sev = _sort_key("severity")
     added = sorted((b[k] for k in b.keys() - a.keys()), key=by_sev)
-    fixed = sorted((a[k] for k in a.keys() - b.keys()), key=by_sev)
+    gone = [a[k] for k in a.keys() - b.keys()]
+    fixed = sorted((f for f in gone if f.host in scanned_new), key=by_sev)
+    unseen = sorted((f for f in gone if f.host not in scanned_new), key=by_sev)
+    hosts_gone, hosts_added = sorted(scanned_old - scanned_new), sorted(scanned_new - scanned_old)
     changed: list[SeverityChange] = []
     unchanged = 0
     for k in a.keys() & b.keys():
@@ -372,5 +390,9 @@ def diff_findings(
         new=[project(f, fields) for f in added[:limit]],
         fixed=[project(f, fields) for f in fixed[:limit]],
         changed_severity=changed[:limit],
-        truncated=max(len(added), len(fixed), len(changed)) > limit,
+        truncated=max(len(added), len(fixed), len(changed), len(unseen), len(hosts_gone)) > limit,
+        not_rescanned_total=len(unseen),
+        not_rescanned=[project(f, fields) for f in unseen[:limit]],
+        hosts_not_rescanned=hosts_gone[:limit],
+        hosts_new=hosts_added[:limit],
     )

@@ -10,7 +10,7 @@ import msgspec
 
 from nessus_pool.config import Config
 from nessus_pool.engine import Engine
-from nessus_pool.errors import ConflictError
+from nessus_pool.errors import ConflictError, ReloadRefusedError
 from nessus_pool.models import TaskStatus
 from nessus_pool.resolve import Resolver
 from nessus_pool.scope import Scope
@@ -27,6 +27,13 @@ from nessus_pool.service.views import (
 )
 
 TERMINAL_STATUSES = frozenset(s.value for s in TaskStatus if s.is_terminal)
+
+
+#: a drain lasts until the daemon stops (kept in memory, not in the store)
+DRAIN_NOTE = (
+    "the drain lasts until the daemon restarts (it is not stored); to keep the scanner out "
+    "across restarts set enabled = false for it in the config and reload"
+)
 
 
 class ReloadOutcome(msgspec.Struct, kw_only=True):
@@ -117,10 +124,20 @@ class Service(DeadLetters):
         return list_policies(self.engine, pool)
 
     def set_scanner_enabled(self, scanner_id: str, enabled: bool) -> ScannerView:
+        """Drain a scanner or take it back. A drain is held in memory only: the reply's
+        ``note`` says so (a restart brings the scanner back up)."""
         self.engine.set_scanner_enabled(scanner_id, enabled)
-        return next(v for v in self.scanner_views() if v.id == scanner_id)
+        view = next(v for v in self.scanner_views() if v.id == scanner_id)
+        if not enabled:
+            view.note = DRAIN_NOTE
+        return view
 
     async def reload(self) -> ReloadOutcome:
+        """Reload the config file (what SIGHUP does): the applied outcome, or
+        :class:`ReloadRefusedError` (the old configuration keeps running)."""
         if self._reload is None:
             raise ConflictError("reload is not available here")
-        return await self._reload()
+        outcome = await self._reload()
+        if not outcome.applied:
+            raise ReloadRefusedError(outcome.message)
+        return outcome

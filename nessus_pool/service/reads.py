@@ -202,17 +202,38 @@ class Reads:
                 )
             base_task_id = base.task_id
         new = await self.findings(task_id)
-        old = await self.findings(base_task_id)
-        diff = msgspec.to_builtins(diff_findings(old, new))
-        return {"task_id": task_id, "base_task_id": base_task_id, "diff": diff}
+        try:
+            old = await self.findings(base_task_id)
+        except NotFoundError:  # the base, not task_id, is what the caller got wrong
+            raise NotFoundError(
+                f"base task {base_task_id!r} not found", field="base_task_id"
+            ) from None
+        # a host the newer scan never scanned is not fixed: the hosts come from each
+        # export's ReportHost list (stored with the results), not from the findings
+        diff = diff_findings(
+            old,
+            new,
+            old_hosts=await self._scanned_hosts(base_task_id),
+            new_hosts=await self._scanned_hosts(task_id),
+        )
+        return {"task_id": task_id, "base_task_id": base_task_id, "diff": msgspec.to_builtins(diff)}
+
+    async def _scanned_hosts(self, task_id: str) -> list[str] | None:
+        """The hosts a finished scan's export listed (None when no results are stored:
+        then the diff takes the hosts of its findings)."""
+        blob = await self.engine.store.get_results(task_id)
+        if blob is None:
+            return None
+        hosts = _json_dec.decode(blob).get("hosts", [])
+        return [str(h["name"]) for h in hosts if isinstance(h, dict) and "name" in h]
 
     async def _previous_same_targets(self, t: Task) -> Task | None:
         before = t.seq
         for _ in range(20):
             batch = await self.engine.store.list_tasks(
-                TaskFilter(
-                    statuses=["completed", "failed", "timed_out"], pool=t.pool, before_seq=before
-                ),
+                # completed only: a failed or timed-out scan's findings are partial, and
+                # the error for none found says "no earlier completed scan"
+                TaskFilter(statuses=["completed"], pool=t.pool, before_seq=before),
                 limit=200,
             )
             for cand in batch:

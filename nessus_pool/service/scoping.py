@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 
 from nessus_pool.config import Config, PoolConfig
 from nessus_pool.engine import Engine
-from nessus_pool.errors import ScopeError, ValidationError
+from nessus_pool.engine.pool import never_launches
+from nessus_pool.errors import ConflictError, ScopeError, ValidationError
 from nessus_pool.models import Task
 from nessus_pool.resolve import Resolver, resolve_hosts
 from nessus_pool.scope import Scope
@@ -66,13 +67,68 @@ class Scoping:
             )
         if not pools:
             raise ValidationError("no pool is configured", field="pool")
-        names = [requested] if requested is not None else pools
+        if requested is not None:
+            # (an export-only pool is refused by the engine, naming each scanner's licence)
+            blocker = self.no_scanner(requested)
+            if blocker is not None:
+                raise ConflictError(
+                    f"{blocker}: a scan sent there would wait forever. Add a scanner to it "
+                    "(config, then SIGHUP) or use another pool",
+                    field="pool",
+                )
+            return await self._ranked(requested, [requested], targets, big)
+        # a pool that cannot launch is no choice: its scans would only wait
+        blocked = {name: why for name in pools if (why := self.cannot_launch(name)) is not None}
+        names = [name for name in pools if name not in blocked]
+        try:
+            if not names:
+                raise ScopeError("no pool can launch scans", field="pool")
+            return await self._ranked(None, names, targets, big)
+        except ScopeError:
+            if not blocked:
+                raise
+            # say so when only a pool that cannot launch may scan them
+            try:
+                would = await self._ranked(None, list(blocked), targets, big)
+            except ScopeError:
+                would = None
+            if would is None and names:
+                raise
+            why = blocked[would] if would is not None else "; ".join(blocked.values())
+            raise ConflictError(
+                f"no pool that can launch scans may scan these targets ({why}). Add a "
+                "scanner to that pool (config, then SIGHUP) or widen another pool's "
+                "allowed-targets",
+                field="pool",
+            ) from None
+
+    async def _ranked(
+        self, requested: str | None, names: list[str], targets: list[str], big: bool
+    ) -> str:
         scopes = {name: self.scope_for(name) for name in names}
         if all(sc.open for sc in scopes.values()):
             return names[0]  # no pool restricts anything: nothing to check or rank
         hosts = await _off_loop(big, _hosts_to_resolve, list(scopes.values()), targets)
         resolved = await self.resolver(hosts) if hosts else {}
         return await _off_loop(big, _rank_pools, requested, names, scopes, targets, resolved)
+
+    def cannot_launch(self, name: str) -> str | None:
+        """:meth:`no_scanner`, or every scanner of the pool is export-only."""
+        why = self.no_scanner(name)
+        if why is None and never_launches(self.engine.pools[name]):
+            why = f"every scanner of pool {name!r} is export-only"
+        return why
+
+    def no_scanner(self, name: str) -> str | None:
+        """Why pool ``name`` cannot launch any scan as configured now (no scanner, or none
+        enabled), else None. A draining, unreachable or not yet probed scanner may still
+        launch: it counts."""
+        live = [sc for sc in self.engine.pools[name].scanners.values() if not sc.slots.removed]
+        if not live:
+            return f"pool {name!r} has no scanners"
+        if not any(sc.slots.enabled for sc in live):
+            return f"pool {name!r} has no enabled scanner"
+        return None
 
 
 def _rank_pools(

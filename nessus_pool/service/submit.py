@@ -87,9 +87,12 @@ class Submitter:
             else parse_targets(req.targets, max_addresses=limit)
         )
         pool = await self._scoping.pick_pool(req.pool, targets, big=big)
-        if req.scanner is not None and req.scanner not in self.engine.pools[pool].scanners:
+        scanners = self.engine.pools[pool].scanners
+        if req.scanner is not None and req.scanner not in scanners:
             raise ValidationError(
-                f"scanner {req.scanner!r} is not in pool {pool!r}", field="scanner"
+                f"scanner {req.scanner!r} is not in pool {pool!r}; its scanners: "
+                f"{', '.join(sorted(scanners))}",
+                field="scanner",
             )
         if not -100 <= req.priority <= 100:
             raise ValidationError("priority must be between -100 and 100", field="priority")

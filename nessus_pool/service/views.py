@@ -71,6 +71,8 @@ class ScannerView(msgspec.Struct, kw_only=True):
     nessus_type: str | None
     message: str
     circuit_state: str
+    #: what an operator must know about the change just made (the drain reply), else None
+    note: str | None = None
 
 
 class PoolView(msgspec.Struct, kw_only=True):

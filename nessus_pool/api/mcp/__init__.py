@@ -28,8 +28,17 @@ def build_dispatcher(service: Service) -> Dispatcher:
     return Dispatcher(toolbox, resources, features)
 
 
-def mount_mcp(app: web.Application, service: Service, config: Config, auth: TokenAuth) -> None:
-    """Add ``POST/GET/DELETE /mcp`` to the daemon's app."""
+def mount_mcp(
+    app: web.Application,
+    service: Service,
+    config: Config,
+    auth: TokenAuth,
+    max_connections: int | None = None,
+) -> None:
+    """Add ``POST/GET/DELETE /mcp`` to the daemon's app; ``max_connections`` is the
+    listener's cap, which its streams and waits take a share of."""
     from nessus_pool.api.mcp.http import McpHttp
 
-    McpHttp(build_dispatcher(service), config, auth).add_routes(app)
+    McpHttp(build_dispatcher(service), config, auth, max_connections=max_connections).add_routes(
+        app
+    )

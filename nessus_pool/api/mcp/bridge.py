@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,10 +21,11 @@ from nessus_pool.api.mcp.http import (
     SESSION_HEADER,
     VERSION_HEADER,
 )
-from nessus_pool.api.mcp.stdio import Output, pump
+from nessus_pool.api.mcp.stdio import TOKEN_ENV, Output, pump
 from nessus_pool.config import Config, parse_listen, resolve_secret
 from nessus_pool.errors import ConfigError
 
+PROBE_TIMEOUT_S = 10.0
 _SAFE = re.compile(r"^[\x20-\x7e]*$")
 
 
@@ -90,6 +92,27 @@ class _Relay:
                     await self._sse(resp)
         except (aiohttp.ClientError, OSError):
             pass  # the daemon went away: requests report that themselves
+
+    async def probe(self) -> str | None:
+        """Why the daemon cannot serve this bridge at all, or None. A ``GET`` without a
+        session is answered 405 by a reachable ``/mcp`` (401 for a refused token)."""
+        h = {k: v for k, v in self.base.items() if k != "Content-Type"}
+        try:
+            async with self.http.get(
+                self.url, headers=h, timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+            ) as resp:
+                status = resp.status
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            return f"cannot reach the daemon at {self.url}: {exc or type(exc).__name__}"
+        if status == 401:
+            how = "is refused" if "Authorization" in self.base else "is missing"
+            return (
+                f"the daemon at {self.url} needs a bearer token and ours {how} "
+                f"(--token-file or ${TOKEN_ENV})"
+            )
+        if status == 404:
+            return f"no MCP endpoint at {self.url} (HTTP 404): is the path /mcp?"
+        return None
 
     def headers(self, msg: dict[str, Any]) -> dict[str, str]:
         h = dict(self.base)
@@ -182,10 +205,16 @@ class _Relay:
 async def bridge(
     url: str, token: str | None, readline: Callable[[], Awaitable[bytes]], out: Output
 ) -> int:
-    """Relay until stdin ends. Requests run concurrently; notifications in order."""
+    """Relay until stdin ends (0). Requests run concurrently; notifications in order.
+    1 at once when the daemon cannot be reached or refuses the token: a client then sees the
+    server fail to start, with the reason on stderr, instead of an error per request."""
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         relay = _Relay(http, url, token, out)
+        problem = await relay.probe()
+        if problem is not None:
+            print(f"nessus-pool mcp: error: {problem}", file=sys.stderr, flush=True)
+            return 1
 
         async def on_notification(msg: dict[str, Any]) -> None:
             await relay.send(msg)

@@ -35,6 +35,11 @@ FEED_MAX: Final = 4096
 #: resources one session or stream may subscribe to
 MAX_SUBSCRIPTIONS: Final = 256
 MAX_URI_CHARS: Final = 512
+#: resource subscriptions one bearer token may hold over all its sessions, and all tokens
+#: together (listen streams count against the global budget): at most 65,536 URIs of 512
+#: characters, ~40 MB, where 256 per session x 10,000 sessions was ~1.4 GB
+SUBSCRIPTIONS_PER_TOKEN: Final = 4096
+SUBSCRIPTIONS_TOTAL: Final = 65_536
 #: an SSE comment this often tells a stream whose client left (the write fails)
 KEEPALIVE_S: Final = 15.0
 LEVELS: Final = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
@@ -84,6 +89,73 @@ class ChangeFeed:
         self._ready.set()
 
 
+class SharedReads:
+    """The reads a task change's notifications are built from (its view, its DetailedTask),
+    done once per change and shared by every stream that reports it: 999 streams on one
+    task made each change cost 999 reads. Keyed by the change's sequence number (from the
+    same change hook as the feeds), so a later change is never answered from an earlier
+    read; the memo is bounded."""
+
+    MEMO_MAX: Final = 256
+
+    def __init__(self, svc: Service, tasks: TaskModel) -> None:
+        self.svc = svc
+        self.tasks = tasks
+        self._seq = 0
+        #: task id -> sequence number of its last change (bounded, oldest dropped)
+        self._changed: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._memo: collections.OrderedDict[tuple[str, int, str], asyncio.Future[Any]] = (
+            collections.OrderedDict()
+        )
+        self.reads = 0
+        # never removed: a memo keyed by change numbers that stopped moving would go stale
+        svc.on_task_change(self._on_change)
+
+    def _on_change(self, task_id: str) -> None:
+        self._seq += 1
+        self._changed[task_id] = self._seq
+        self._changed.move_to_end(task_id)
+        if len(self._changed) > FEED_MAX:
+            self._changed.popitem(last=False)
+
+    async def _once(self, task_id: str, what: str, make: Callable[[], Awaitable[Any]]) -> Any:
+        seq = self._changed.get(task_id)
+        if seq is None:  # no change seen (or forgotten): nothing to share it with
+            self.reads += 1
+            return await make()
+        key = (task_id, seq, what)
+        fut = self._memo.get(key)
+        if fut is None:
+            self.reads += 1
+            fut = asyncio.ensure_future(make())
+            fut.add_done_callback(_retrieve)
+            self._memo[key] = fut
+            if len(self._memo) > self.MEMO_MAX:
+                self._memo.popitem(last=False)
+        # shielded: one stream that leaves must not cancel the read the others wait for
+        return await asyncio.shield(fut)
+
+    async def view(self, task_id: str, with_results: bool) -> TaskView:
+        result: TaskView = await self._once(
+            task_id,
+            "view+results" if with_results else "view",
+            lambda: self.svc.get_task(task_id, with_results=with_results),
+        )
+        return result
+
+    async def detailed(self, v: TaskView) -> dict[str, Any]:
+        result: dict[str, Any] = await self._once(
+            v.task_id, "detailed", lambda: self.tasks.detailed(v)
+        )
+        return result
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a shared read's error as seen (its streams may all have left)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 class Interest:
     """What one stream wants to hear about. Mutable: ``resources/subscribe`` adds to it."""
 
@@ -110,6 +182,50 @@ class Interest:
         return not (self.resource_uris or self.list_changed or self.task_ids)
 
 
+class SubscriptionBudget:
+    """Resource subscriptions held, per token and in all: each session's limit
+    (``MAX_SUBSCRIPTIONS``) times the number of sessions would be too much memory."""
+
+    def __init__(self, per_token_max: int | None = None, total_max: int | None = None) -> None:
+        self.per_token_max = per_token_max or SUBSCRIPTIONS_PER_TOKEN
+        self.total_max = total_max or SUBSCRIPTIONS_TOTAL
+        self.total = 0
+        self._by_key: dict[bytes, int] = {}
+
+    def take(self, key: bytes | None, n: int = 1) -> str | None:
+        """Take ``n`` places for ``key`` (None: a listen stream, global budget only), or say
+        which budget is spent (nothing is taken then)."""
+        if self.total + n > self.total_max:
+            return (
+                f"the server holds {self.total} resource subscriptions, its limit is "
+                f"{self.total_max}; unsubscribe or end a session and retry"
+            )
+        if key is not None:
+            held = self._by_key.get(key, 0)
+            if held + n > self.per_token_max:
+                return (
+                    f"this token holds {held} resource subscriptions over its sessions, its "
+                    f"limit is {self.per_token_max}; unsubscribe or end a session and retry"
+                )
+            self._by_key[key] = held + n
+        self.total += n
+        return None
+
+    def give_back(self, key: bytes | None, n: int = 1) -> None:
+        if n <= 0:
+            return
+        if key is not None:
+            left = self._by_key.get(key, 0) - n
+            if left > 0:
+                self._by_key[key] = left
+            else:
+                self._by_key.pop(key, None)
+        self.total = max(0, self.total - n)
+
+    def held(self, key: bytes) -> int:
+        return self._by_key.get(key, 0)
+
+
 def check_uri(uri: Any) -> str:
     """A subscribable URI: a bounded string (any scheme: one we do not serve never fires)."""
     if not isinstance(uri, str) or not uri or len(uri) > MAX_URI_CHARS:
@@ -118,8 +234,7 @@ def check_uri(uri: Any) -> str:
 
 
 async def pump_changes(
-    svc: Service,
-    tasks: TaskModel,
+    reads: SharedReads,
     interest: Interest,
     send: Send,
     feed: ChangeFeed,
@@ -140,16 +255,16 @@ async def pump_changes(
                     await keepalive(b": keepalive\n\n")
                 continue
             for task_id in changed:
-                for method, params in await _events(svc, tasks, interest, task_id):
-                    if meta is not None:
-                        params["_meta"] = meta
+                for method, params in await _events(reads, interest, task_id):
+                    if meta is not None:  # a copy: the params may be shared by streams
+                        params = {**params, "_meta": meta}
                     await send(notification_bytes(method, params))
     finally:
         feed.close()
 
 
 async def _events(
-    svc: Service, tasks: TaskModel, interest: Interest, task_id: str
+    reads: SharedReads, interest: Interest, task_id: str
 ) -> list[tuple[str, dict[str, Any]]]:
     if interest.empty():
         return []
@@ -161,7 +276,7 @@ async def _events(
         ("notifications/resources/updated", {"uri": u}) for u in wanted
     ]
     try:
-        v = await svc.get_task(task_id, with_results=task_id in interest.task_ids)
+        v = await reads.view(task_id, task_id in interest.task_ids)
     except NessusPoolError:  # deleted by retention: gone from the list of finished scans
         interest.finished_seen.pop(task_id, None)
         if interest.list_changed:
@@ -176,9 +291,9 @@ async def _events(
             out.append(("notifications/resources/list_changed", {}))
     if task_id in interest.task_ids:
         if interest.tasks_modern:
-            out.append(("notifications/tasks", await tasks.detailed(v)))
+            out.append(("notifications/tasks", await reads.detailed(v)))
         else:
-            out.append(("notifications/tasks/status", tasks.task(v, False)))
+            out.append(("notifications/tasks/status", reads.tasks.task(v, False)))
     return out
 
 

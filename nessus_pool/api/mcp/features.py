@@ -13,6 +13,8 @@ from nessus_pool.api.mcp.events import (
     SUBSCRIPTION_ID_META,
     ChangeFeed,
     Interest,
+    SharedReads,
+    SubscriptionBudget,
     TaskLog,
     check_uri,
     pump_changes,
@@ -102,6 +104,8 @@ class Features:
         self.tasks = tasks
         self.prompts = prompts
         self._listens: set[ChangeFeed] = set()
+        self.subscriptions = SubscriptionBudget()
+        self.reads = SharedReads(svc, tasks)
 
     def shutdown(self) -> None:
         """Ends every open subscriptions/listen gracefully (daemon stop)."""
@@ -229,16 +233,29 @@ class Features:
             raise FeatureError(INVALID_REQUEST, "subscriptions need a session")
         uris = session.interest.resource_uris
         if method == "resources/unsubscribe":
-            uris.discard(uri)
+            if uri in uris:
+                uris.discard(uri)
+                self.subscriptions.give_back(session.auth_key)
             return {}
-        if uri not in uris and len(uris) >= MAX_SUBSCRIPTIONS:
+        if uri in uris:
+            return {}
+        if len(uris) >= MAX_SUBSCRIPTIONS:
             raise FeatureError(
                 INVALID_PARAMS,
                 f"at most {MAX_SUBSCRIPTIONS} resource subscriptions per session",
                 {"field": "uri"},
             )
+        refused = self.subscriptions.take(session.auth_key)
+        if refused is not None:
+            raise FeatureError(INVALID_PARAMS, refused, {"field": "uri"})
         uris.add(uri)
         return {}
+
+    def forget(self, session: Session) -> None:
+        """A session that ended: its subscriptions go back to the budget."""
+        uris = session.interest.resource_uris
+        self.subscriptions.give_back(session.auth_key, len(uris))
+        uris.clear()
 
     async def _listen(
         self, params: dict[str, Any], notify: Notify | None, rid: Any, keepalive: Notify | None
@@ -300,16 +317,26 @@ class Features:
         meta = {SUBSCRIPTION_ID_META: rid}
         from nessus_pool.api.mcp.events import notification_bytes
 
-        feed = self.feed()  # before the acknowledgement: a refusal is still an error reply
-        await notify(
-            notification_bytes(
-                "notifications/subscriptions/acknowledged",
-                {"_meta": meta, "notifications": honoured},
+        charged = len(interest.resource_uris)
+        refused = self.subscriptions.take(None, charged)
+        if refused is not None:
+            raise FeatureError(
+                INVALID_PARAMS, refused, {"field": "notifications.resourceSubscriptions"}
             )
-        )
         try:
+            feed = self.feed()  # before the acknowledgement: a refusal is still an error reply
+        except BaseException:
+            self.subscriptions.give_back(None, charged)
+            raise
+        try:  # the acknowledgement inside: a client gone before it must not leak the feed
+            await notify(
+                notification_bytes(
+                    "notifications/subscriptions/acknowledged",
+                    {"_meta": meta, "notifications": honoured},
+                )
+            )
             await pump_changes(
-                self.svc, self.tasks, interest, notify, feed, subscription_id=rid,
+                self.reads, interest, notify, feed, subscription_id=rid,
                 keepalive=keepalive,
             )  # fmt: skip
         except ConnectionError:
@@ -317,6 +344,7 @@ class Features:
         finally:
             feed.close()
             self._listens.discard(feed)
+            self.subscriptions.give_back(None, charged)
         return {"resultType": "complete", "_meta": meta}
 
     async def session_changes(
@@ -328,7 +356,7 @@ class Features:
         feed = self.feed()
         interest.close_stream = feed.close
         try:
-            await pump_changes(self.svc, self.tasks, interest, send, feed, keepalive=keepalive)
+            await pump_changes(self.reads, interest, send, feed, keepalive=keepalive)
         except ConnectionError:
             pass
         finally:

@@ -25,8 +25,18 @@ from nessus_pool.service import Service
 
 #: ``page=0`` returns every matching finding up to this many; the schema line says when it cut
 ALL_RESULTS_CAP = MAX_PAGE_SIZE
-MIN_PAGE_SIZE, MAX_MCP_PAGE_SIZE = 10, 100
+#: an explicit page_size is clamped as the seed clamped it; without one the page is smaller
+#: than the seed's 40, so that a default page of a many-host scan stays under 6 KB
+MIN_PAGE_SIZE, MAX_MCP_PAGE_SIZE, DEFAULT_PAGE_SIZE = 10, 100, 3
 INFO_HINT = "informational left out; filters.min_severity=info includes them"
+#: the named profiles clip these texts (real descriptions run to kilobytes); "full" and
+#: custom_fields return them whole
+CLIPPED_TEXTS = ("synopsis", "description", "solution", "plugin_output", "see_also")
+CLIP_CHARS = 120
+CLIP_HINT = (
+    f"texts over {CLIP_CHARS} chars cut ('…'): custom_fields or "
+    'schema_profile="full" give them whole'
+)
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -109,11 +119,18 @@ def _given(f: s.Filters | None) -> dict[str, Any]:
 
 
 def _check_fields(a: s.ResultsArgs) -> tuple[str, tuple[str, ...] | None]:
+    if a.custom_fields is None and a.schema_profile == "custom":
+        raise ValidationError(
+            'schema_profile="custom" needs custom_fields, the list of fields to return',
+            field="custom_fields",
+        )
     if a.custom_fields is not None:
-        if a.schema_profile != "brief":
+        # the seed allowed custom_fields with the default profile; the result's schema line
+        # says "custom", so a caller echoing it back gets the same page
+        if a.schema_profile not in ("brief", "custom"):
             raise ValidationError(
                 f"Cannot specify both schema_profile={a.schema_profile!r} and custom_fields: "
-                "use one (custom_fields with the default profile)",
+                'use one (custom_fields alone, or with schema_profile="custom")',
                 field="custom_fields",
             )
         known = {*Finding.__struct_fields__, "cve", "cvss_score", "severity_level"}
@@ -128,6 +145,26 @@ def _check_fields(a: s.ResultsArgs) -> tuple[str, tuple[str, ...] | None]:
     return a.schema_profile, compat.profile_fields(a.schema_profile)
 
 
+def _page_size(requested: int | None) -> tuple[int, bool]:
+    """(the page size used, whether an explicit request was clamped)."""
+    if requested is None:
+        return DEFAULT_PAGE_SIZE, False
+    used = max(MIN_PAGE_SIZE, min(MAX_MCP_PAGE_SIZE, requested))
+    return used, used != requested
+
+
+def _clip(rows: list[dict[str, Any]], limit: int) -> int:
+    """Clip long texts in place to ``limit`` characters plus '…'; returns how many."""
+    n = 0
+    for row in rows:
+        for name in CLIPPED_TEXTS:
+            text = row.get(name)
+            if isinstance(text, str) and len(text) > limit:
+                row[name] = text[:limit].rstrip() + "…"
+                n += 1
+    return n
+
+
 async def results_text(svc: Service, a: s.ResultsArgs) -> str:
     """The JSON-NL page (raises our typed errors for bad filters or an unfinished scan)."""
     profile, fields = _check_fields(a)
@@ -135,9 +172,9 @@ async def results_text(svc: Service, a: s.ResultsArgs) -> str:
     if not severity_given:
         ours["min_severity"] = 1
     everything = a.page == 0
-    page_size = (
-        ALL_RESULTS_CAP if everything else max(MIN_PAGE_SIZE, min(MAX_MCP_PAGE_SIZE, a.page_size))
-    )
+    page_size, clamped = _page_size(a.page_size)
+    if everything:
+        page_size = ALL_RESULTS_CAP
     query = parse_query({**ours, "page": max(1, a.page), "page_size": page_size, "profile": "full"})
     view = await svc.get_task(a.task_id, with_results=False)
     findings = await svc.findings(a.task_id)
@@ -167,6 +204,15 @@ async def results_text(svc: Service, a: s.ResultsArgs) -> str:
                 f"page=0 returns at most {ALL_RESULTS_CAP} findings; {page.total} matched: "
                 "narrow the filters or page with page>=1"
             )
+    if clamped and not everything:
+        schema["page_size_requested"] = a.page_size
+        notes.append(f"page_size {a.page_size} clamped to {page_size} (10-100)")
+    clip = CLIP_CHARS if profile in ("minimal", "summary", "brief") else None
+    rows = [compat.vulnerability(item, fields) for item in page.items]
+    clipped = _clip(rows, clip) if clip else 0
+    if clipped:
+        schema["texts_clipped"] = clipped
+        notes.append(CLIP_HINT)
     if notes:
         schema["note"] = "; ".join(notes)
     metadata = {
@@ -178,7 +224,7 @@ async def results_text(svc: Service, a: s.ResultsArgs) -> str:
     lines: list[Any] = [
         schema,
         metadata,
-        *(compat.vulnerability(item, fields) for item in page.items),
+        *rows,
     ]
     if not everything:
         has_next = page.page < total_pages

@@ -9,6 +9,7 @@ from typing import Any
 
 from nessus_pool.api.mcp import compat
 from nessus_pool.api.mcp import schemas as s
+from nessus_pool.api.mcp.compare import compare_result
 from nessus_pool.api.mcp.events import TaskLog
 from nessus_pool.api.mcp.findings import results_text
 from nessus_pool.api.mcp.tasks import status_message
@@ -102,24 +103,49 @@ async def run_authenticated_scan(svc: Service, a: s.AuthenticatedScanArgs, ctx: 
     return await _submit(svc, a, ScanType(a.scan_type))
 
 
+#: the page next_step suggests: a minimal finding costs about 400 bytes of tool result (the
+#: JSON-NL text is sent twice, as content and as structuredContent), so 10 stay under 6 KB
+LIST_PAGE_SIZE = 10
+
+
 def next_step(v: TaskView) -> str:
     """The cheapest useful next call."""
     tid = v.task_id
     if v.status not in TERMINAL:
         return f"wait_for_scan(task_id={tid!r}) returns when it ends (no need to poll)."
+    if v.export_available and v.authentication_status == "failed":
+        # its findings are only what an unauthenticated scan sees: the credential comes first
+        return (
+            "Authentication failed: fix the credential before reading findings. "
+            "troubleshooting above says the likely cause and what to check; "
+            f"the troubleshoot_authentication prompt (task_id={tid!r}) gives each host's "
+            "verdict. Then run_authenticated_scan again."
+        )
     if v.export_available:
         summary = (v.results or {}).get("summary") or {}
         vulns = summary.get("vulnerabilities_total")
+        if v.authentication_status == "partial":
+            return (
+                "Authentication partial (some hosts or protocols refused the credential): "
+                "troubleshooting_details names them; get_scan_results(task_id="
+                f'{tid!r}, schema_profile="minimal") lists the findings found.'
+            )
         if vulns == 0:
             return (
                 "No findings above informational. To list those: get_scan_results(task_id="
                 f'{tid!r}, schema_profile="minimal", filters={{"min_severity": "info"}}).'
             )
-        count = f"the {vulns} findings" if vulns is not None else "the findings"
+        if vulns is None:
+            count = f"the worst {LIST_PAGE_SIZE} findings"
+        elif vulns > LIST_PAGE_SIZE:
+            count = f"the worst {LIST_PAGE_SIZE} of the {vulns} findings"
+        else:
+            count = f"the {vulns} findings"
         return (
-            f'get_scan_results(task_id={tid!r}, schema_profile="minimal") lists {count} above '
-            'informational, worst first; then schema_profile="brief" with filters '
-            '(e.g. {"plugin_id": ...}) for the ones that matter.'
+            f'get_scan_results(task_id={tid!r}, schema_profile="minimal", '
+            f"page_size={LIST_PAGE_SIZE}) lists {count} above informational (under 6 KB); "
+            'then schema_profile="brief" with filters (e.g. {"plugin_id": ...}) for the '
+            "ones that matter."
         )
     if v.status == "canceled":
         return "Canceled; submit a new scan if needed."
@@ -178,7 +204,7 @@ async def get_scan_results(svc: Service, a: s.ResultsArgs, ctx: ToolContext) -> 
 
 
 async def compare_scans(svc: Service, a: s.CompareArgs, ctx: ToolContext) -> Any:
-    return await svc.compare(a.task_id, a.base_task_id)
+    return await compare_result(svc, a)
 
 
 def check_cursor(cursor: str | None, field: str = "cursor") -> str | None:
@@ -261,11 +287,11 @@ _SUBMIT = " Returns task_id and queue position at once."
 
 TOOLS: list[ToolSpec] = [
     ToolSpec("run_untrusted_scan", "Run network scan",
-             "Start an unauthenticated Nessus scan of the targets." + _SUBMIT,
+             "Start an unauthenticated Nessus scan." + _SUBMIT,
              s.UntrustedScanArgs, _O(_K["submit"]), run_untrusted_scan,
              read_only=False, open_world=True, task_support="optional"),
     ToolSpec("run_authenticated_scan", "Run authenticated scan",
-             "Start an SSH-authenticated Nessus scan (packages, configuration). "
+             "Start an SSH-authenticated Nessus scan. "
              "Prefer credential (a server-side set) over inline ssh_*." + _SUBMIT,
              s.AuthenticatedScanArgs, _O(_K["submit"]), run_authenticated_scan,
              read_only=False, open_world=True, task_support="optional"),
@@ -274,15 +300,15 @@ TOOLS: list[ToolSpec] = [
              "troubleshooting, next_step.",
              s.TaskArgs, _O(_K["status"]), get_scan_status, read_only=True, idempotent=True),
     ToolSpec("wait_for_scan", "Wait for scan",
-             "Wait until the scan ends or timeout_s passes (with progress); "
+             "Wait until the scan ends or timeout_s passes; "
              "returns get_scan_status + wait_timed_out.",
              s.WaitArgs, _O(_K["wait"]), wait_for_scan, read_only=True, idempotent=True),
     ToolSpec("get_scan_results", "Scan findings",
-             "A page of findings as JSON-NL, worst first. Without a severity filter, "
-             "informational items are left out (and counted).",
+             "Findings as JSON-NL, worst first. Without a severity filter, "
+             "informational ones are left out (counted).",
              s.ResultsArgs, s.JSONL_OUTPUT, get_scan_results, read_only=True, idempotent=True),
     ToolSpec("compare_scans", "Compare scans",
-             "New, fixed and changed findings between two scans of the same targets.",
+             "New, fixed and changed findings between two scans.",
              s.CompareArgs, _O(_K["compare"]), compare_scans, read_only=True, idempotent=True),
     ToolSpec("cancel_scan", "Cancel scan", "Cancel a queued or running scan.",
              s.TaskArgs, _O(_K["status"]), cancel_scan, read_only=False, destructive=True,

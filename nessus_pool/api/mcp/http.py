@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import hashlib
 import re
 import secrets
@@ -21,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from nessus_pool.api.guard import TokenAuth
+from nessus_pool.api.guard import LongLivedQuota, TokenAuth, connection_cap
 from nessus_pool.api.mcp import protocol as p
 from nessus_pool.config import Config
 
@@ -39,6 +40,9 @@ NAMED_PARAM = {
     "tasks/update": "taskId",
     "tasks/cancel": "taskId",
 }
+#: requests that hold their connection until something happens (counted by LongLivedQuota)
+LONG_LIVED_METHODS = frozenset({"subscriptions/listen", "tasks/result"})
+LONG_LIVED_TOOLS = frozenset({"wait_for_scan"})
 _B64 = re.compile(r"^=\?base64\?(.*)\?=$")
 _JSON = "application/json"
 
@@ -62,6 +66,28 @@ def _json(body: bytes, status: int = 200, headers: dict[str, str] | None = None)
 
 def _error(status: int, code: int, message: str, rid: Any = None, data: Any = None) -> web.Response:
     return _json(p.error_bytes(rid, code, message, data), status)
+
+
+def _too_many(message: str, rid: Any = None) -> web.Response:
+    """429 for a stream or wait over its quota; the connection is closed with it, so the
+    refused clients do not go on holding idle keep-alive connections under the cap."""
+    resp = _error(429, p.INVALID_REQUEST, message, rid, {"retryAfterS": 1})
+    resp.headers["Retry-After"] = "1"
+    resp.force_close()
+    return resp
+
+
+def long_lived(msg: dict[str, Any]) -> bool:
+    """Whether this request holds its connection until a scan changes or ends."""
+    method = msg.get("method")
+    if method in LONG_LIVED_METHODS:
+        return True
+    params = msg.get("params")
+    return (
+        method == "tools/call"
+        and isinstance(params, dict)
+        and params.get("name") in LONG_LIVED_TOOLS
+    )
 
 
 class _Exchange:
@@ -117,7 +143,8 @@ class _Exchange:
 
 
 class McpHttp:
-    """The ``/mcp`` handlers and the session table (expired lazily, no background task)."""
+    """The ``/mcp`` handlers, the session table (expired lazily, no background task) and the
+    quota of long-lived requests (streams and waits) per token."""
 
     def __init__(
         self,
@@ -126,14 +153,18 @@ class McpHttp:
         auth: TokenAuth,
         *,
         session_idle_s: float = 3600.0,
-        max_sessions: int = 10_000,
+        max_connections: int | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.auth = auth
         self.max_body = config.body_limit_bytes
         self.session_idle_s = session_idle_s
-        self.max_sessions = max_sessions
-        self.sessions: dict[str, p.Session] = {}
+        self.max_sessions = config.server.mcp_max_sessions
+        self.sessions_per_token = config.server.mcp_sessions_per_token
+        #: least recently used first, over all tokens and per token
+        self.sessions: collections.OrderedDict[str, p.Session] = collections.OrderedDict()
+        self._by_key: dict[bytes, collections.OrderedDict[str, p.Session]] = {}
+        self.quota = LongLivedQuota(max_connections or connection_cap())
 
     def add_routes(self, app: web.Application, path: str = "/mcp") -> None:
         app.router.add_post(path, self.post)
@@ -161,34 +192,69 @@ class McpHttp:
         key = hashlib.sha256(header.encode("utf-8", "surrogateescape")).digest() if header else b""
         return role, key
 
-    def _session(self, request: web.Request, key: bytes) -> p.Session | web.Response:
+    def _session(
+        self, request: web.Request, key: bytes, rid: Any = None
+    ) -> p.Session | web.Response:
+        """The request's session, or the refusal (carrying ``rid``, the request's id)."""
         sid = request.headers.get(SESSION_HEADER)
         if sid is None:
             return _error(
                 400,
                 p.INVALID_REQUEST,
                 f"{SESSION_HEADER} header is required; send initialize first",
+                rid,
             )
         session = self.sessions.get(sid)
         now = time.monotonic()
         if session is not None and now - session.last_used_s > self.session_idle_s:
-            del self.sessions[sid]
+            self.drop_session(session)
             session = None
         if session is None or not secrets.compare_digest(session.auth_key, key):
-            return _error(404, p.INVALID_REQUEST, "session not found or expired; initialize again")
+            return _error(
+                404, p.INVALID_REQUEST, "session not found or expired; initialize again", rid
+            )
         session.last_used_s = now
+        self.sessions.move_to_end(sid)
+        self._by_key[key].move_to_end(sid)
         return session
 
-    def _new_session(self, key: bytes) -> p.Session:
+    def drop_session(self, session: p.Session) -> None:
+        """Forget a session (deleted, expired, evicted or never initialized) and end its GET
+        stream, if one is open."""
+        sid = session.session_id
+        self.sessions.pop(sid, None)
+        mine = self._by_key.get(session.auth_key)
+        if mine is not None:
+            mine.pop(sid, None)
+            if not mine:
+                del self._by_key[session.auth_key]
+        if session.interest.close_stream is not None:
+            session.interest.close_stream()
+        self.dispatcher.forget(session)
+
+    def _new_session(self, key: bytes) -> p.Session | None:
+        """A new session for this token, or None when the table is full of other tokens'
+        live sessions. A token at its quota loses its own least recently used session; no
+        token can push out another's."""
+        mine = self._by_key.get(key)
+        if mine is not None and len(mine) >= self.sessions_per_token:
+            self.drop_session(next(iter(mine.values())))
         if len(self.sessions) >= self.max_sessions:
             now = time.monotonic()
-            for sid in [s for s, v in self.sessions.items() if now - v.last_used_s > 60.0]:
-                del self.sessions[sid]
-            while len(self.sessions) >= self.max_sessions:
-                del self.sessions[next(iter(self.sessions))]
+            while self.sessions:  # expired ones first, oldest use first
+                oldest = next(iter(self.sessions.values()))
+                if now - oldest.last_used_s <= self.session_idle_s:
+                    break
+                self.drop_session(oldest)
+        if len(self.sessions) >= self.max_sessions:
+            mine = self._by_key.get(key)
+            if not mine:
+                return None
+            self.drop_session(next(iter(mine.values())))
         session = p.Session(secrets.token_urlsafe(24), key)
         session.last_used_s = time.monotonic()
         self.sessions[session.session_id] = session
+        self._by_key.setdefault(key, collections.OrderedDict())[session.session_id] = session
         return session
 
     # --- handlers ----------------------------------------------------------------------------
@@ -210,21 +276,27 @@ class McpHttp:
             return session
         if session.streaming:
             return _error(409, p.INVALID_REQUEST, "this session already has a GET stream open")
-        ex = _Exchange(request)
-        changes = self.dispatcher.session_changes(session, ex.notify, ex.keepalive)
-        if changes is None:
-            return _error(503, p.INVALID_REQUEST, "too many notification streams are open")
+        refused = self.quota.acquire(guard[1])
+        if refused is not None:
+            return _too_many(refused)
         try:
-            await ex.open()
-        except BaseException:
-            changes.close()  # never started
-            raise
-        session.streaming = True
-        try:
-            await changes
+            ex = _Exchange(request)
+            changes = self.dispatcher.session_changes(session, ex.notify, ex.keepalive)
+            if changes is None:
+                return _error(503, p.INVALID_REQUEST, "too many notification streams are open")
+            try:
+                await ex.open()
+            except BaseException:
+                changes.close()  # never started
+                raise
+            session.streaming = True
+            try:
+                await changes
+            finally:
+                session.streaming = False
+            return ex.stream_or_empty()
         finally:
-            session.streaming = False
-        return ex.stream_or_empty()
+            self.quota.release(guard[1])
 
     async def delete(self, request: web.Request) -> web.StreamResponse:
         guard = self._guard(request)
@@ -233,9 +305,7 @@ class McpHttp:
         session = self._session(request, guard[1])
         if isinstance(session, web.Response):
             return session
-        self.sessions.pop(session.session_id, None)
-        if session.interest.close_stream is not None:
-            session.interest.close_stream()  # its GET stream ends with it
+        self.drop_session(session)  # its GET stream ends with it
         return web.Response(status=204)
 
     async def post(self, request: web.Request) -> web.StreamResponse:
@@ -255,12 +325,7 @@ class McpHttp:
             return _error(400, exc.code, exc.message)
         kind = p.classify(msg)
         if kind == "invalid":
-            return _error(
-                400,
-                p.INVALID_REQUEST,
-                "expected one JSON-RPC 2.0 request, notification or response object",
-                p.request_id(msg),
-            )
+            return _error(400, p.INVALID_REQUEST, p.invalid_reason(msg), p.request_id(msg))
         header_version = request.headers.get(VERSION_HEADER)
         if kind != "request":
             return self._accept(request, msg, header_version, key)
@@ -280,6 +345,19 @@ class McpHttp:
         except p.RpcError as exc:
             status = p.MODERN_HTTP_STATUS.get(exc.code, 400)
             return _error(status, exc.code, exc.message, msg["id"], exc.data)
+        if not long_lived(msg):
+            return await self._answer(request, msg, version, role, key)
+        refused = self.quota.acquire(key)
+        if refused is not None:
+            return _too_many(refused, msg["id"])
+        try:
+            return await self._answer(request, msg, version, role, key)
+        finally:
+            self.quota.release(key)
+
+    async def _answer(
+        self, request: web.Request, msg: dict[str, Any], version: str | None, role: str, key: bytes
+    ) -> web.StreamResponse:
         if version is not None:
             return await self._modern(request, msg, version, role)
         return await self._legacy(request, msg, role, key)
@@ -334,12 +412,17 @@ class McpHttp:
         headers = None
         if method == "initialize":
             session: p.Session | None = self._new_session(key)
-            assert session is not None
+            if session is None:
+                return _too_many(
+                    f"too many MCP sessions are open (server.mcp-max-sessions = "
+                    f"{self.max_sessions}); end one (DELETE /mcp) and retry",
+                    msg["id"],
+                )
             headers = {SESSION_HEADER: session.session_id}
         elif method == "server/discover":
             session = None
         else:
-            found = self._session(request, key)
+            found = self._session(request, key, msg["id"])
             if isinstance(found, web.Response):
                 return found
             session = found
@@ -348,6 +431,6 @@ class McpHttp:
             msg, session, role=role, notify=ex.notify, checked=True
         )
         if method == "initialize" and session is not None and session.protocol_version is None:
-            self.sessions.pop(session.session_id, None)  # initialize failed: no session
+            self.drop_session(session)  # initialize failed: no session
             headers = None
         return await ex.finish(data, 200, headers)

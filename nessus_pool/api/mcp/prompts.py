@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
+from nessus_pool.api.mcp.compare import compare_result
 from nessus_pool.api.mcp.resources import ScanResources
+from nessus_pool.api.mcp.schemas import CompareArgs
 from nessus_pool.api.mcp.tools import ResourceNotFoundError, ResourceParamsError
 from nessus_pool.errors import NessusPoolError, ValidationError
 from nessus_pool.models import ScanType
@@ -188,7 +190,7 @@ class Prompts:
         tid = a["task_id"]
         base = a.get("base_task_id") or None
         try:
-            diff = await self.svc.compare(tid, base)
+            diff = await compare_result(self.svc, CompareArgs(task_id=tid, base_task_id=base))
         except NessusPoolError as exc:
             field = getattr(exc, "field", None) or "task_id"
             raise PromptError(f"{field}: {exc}", field) from None
@@ -204,7 +206,9 @@ class Prompts:
                 + (f"scan {base}" if base else "the previous scan of the same targets")
                 + ". From the embedded comparison, summarise what is new (worst first), what was "
                 "fixed, and what changed severity; call out new high or critical findings and "
-                "hosts that appeared or disappeared."
+                "hosts that appeared or disappeared. It lists the worst few of each section "
+                "(its note says how many were left out); compare_scans with page or "
+                "min_severity gives the rest."
             ),
             _embedded(comparison),
         ]

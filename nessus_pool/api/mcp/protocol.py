@@ -138,17 +138,44 @@ def classify(msg: Any) -> str:
         return "invalid"
     if "id" not in msg:
         return "notification"
-    rid = msg["id"]
-    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
-        return "invalid"
-    return "request"
+    return "request" if _usable_id(msg["id"]) else "invalid"
+
+
+#: JSON-RPC ids are echoed back; an integer beyond this is not exact in JavaScript clients
+MAX_SAFE_INTEGER: Final = 2**53 - 1
+
+
+def _usable_id(rid: Any) -> bool:
+    """A string, or an integer within the safe-integer range (+-(2**53 - 1))."""
+    if isinstance(rid, str):
+        return True
+    return (
+        isinstance(rid, int)
+        and not isinstance(rid, bool)
+        and -MAX_SAFE_INTEGER <= rid <= MAX_SAFE_INTEGER
+    )
+
+
+def invalid_reason(msg: Any) -> str:
+    """Why :func:`classify` called ``msg`` invalid, naming the field when it is the id."""
+    if (
+        isinstance(msg, dict)
+        and msg.get("jsonrpc") == "2.0"
+        and "id" in msg
+        and not _usable_id(msg["id"])
+    ):
+        return (
+            "id must be a string or an integer between -(2**53 - 1) and 2**53 - 1 "
+            "(the JSON safe-integer range)"
+        )
+    return "expected one JSON-RPC 2.0 request, notification or response object"
 
 
 def request_id(msg: Any) -> Any:
     """The id to answer with, or None when the message has no usable id."""
     if isinstance(msg, dict):
         rid = msg.get("id")
-        if isinstance(rid, (str, int)) and not isinstance(rid, bool):
+        if _usable_id(rid):
             return rid
     return None
 
@@ -398,6 +425,11 @@ class Dispatcher:
         if self.features is None or self.features.streams_left() <= 0:
             return None
         return self.features.session_changes(session.interest, send, keepalive)
+
+    def forget(self, session: Session) -> None:
+        """A session that ended (deleted, expired, evicted): release what it held."""
+        if self.features is not None:
+            self.features.forget(session)
 
     def shutdown(self) -> None:
         """Ends open notification streams (daemon stop)."""

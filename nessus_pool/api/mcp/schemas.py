@@ -21,12 +21,14 @@ Targets = Annotated[
     D(description="IPs, CIDRs, a-b ranges or hostnames: comma-separated or a list"),
 ]
 Pool = Annotated[str | None, D(description="Default: the pool whose scope fits")]
-Instance = Annotated[str | None, D(description="Pin to this scanner of the pool")]
+Instance = Annotated[str | None, D(description="Pin to this scanner")]
 ProfileName = Literal["minimal", "summary", "brief", "full"]
+#: what get_scan_results accepts: the schema line says ``custom`` for custom_fields, so that
+ResultsProfile = Literal["minimal", "summary", "brief", "full", "custom"]
 Name = Annotated[str, D(max_length=200)] | None
 Description = Annotated[str, D(max_length=2000)]
 IdempotencyKey = Annotated[str, D(min_length=1, max_length=200)] | None
-Priority = Annotated[int, D(ge=-100, le=100, description="Higher runs first within the pool")]
+Priority = Annotated[int, D(ge=-100, le=100, description="Higher runs first")]
 SevValue = int | str
 
 
@@ -40,7 +42,7 @@ class UntrustedScanArgs(_Args):
     description: Description = ""
     scanner_pool: Pool = None
     scanner_instance: Instance = None
-    schema_profile: Annotated[ProfileName, D(description="Kept for seed compatibility")] = "brief"
+    schema_profile: Annotated[ProfileName, D(description="Unused (seed)")] = "brief"
     idempotency_key: IdempotencyKey = None
     priority: Priority = 0
     policy: Annotated[str, D(max_length=200)] | None = None
@@ -53,7 +55,7 @@ class AuthenticatedScanArgs(UntrustedScanArgs):
     ] = "authenticated"
     credential: Annotated[
         str | None,
-        D(description="Credential set configured on the server (preferred); or ssh_* fields"),
+        D(description="A credential set named on the server"),
     ] = None
     ssh_username: str | None = None
     ssh_password: Annotated[str | None, D(description="Never echoed or stored")] = None
@@ -94,9 +96,9 @@ class Filters(_Args):
 class ResultsArgs(_Args):
     task_id: TaskId
     page: Annotated[int, D(ge=0, description="1-based; 0: all (capped at 500)")] = 1
-    page_size: Annotated[int, D(description="Clamped to 10-100")] = 40
+    page_size: Annotated[int | None, D(description="Default 3; else clamped to 10-100")] = None
     schema_profile: Annotated[
-        ProfileName, D(description="Fields: minimal < summary < brief < full")
+        ResultsProfile, D(description="Fields: minimal < summary < brief < full")
     ] = "brief"
     custom_fields: Annotated[list[str] | None, D(description="Fields instead of a profile")] = None
     filters: Filters | None = None
@@ -124,6 +126,9 @@ class NoArgs(_Args):
 class CompareArgs(_Args):
     task_id: Annotated[str, D(pattern=TASK_ID_PATTERN, description="The newer scan")]
     base_task_id: Annotated[str, D(pattern=TASK_ID_PATTERN)] | None = None
+    min_severity: SevValue = "low"
+    limit: Annotated[int, D(ge=1, le=100, description="Per section")] = 5
+    page: Annotated[int, D(ge=1)] = 1
 
 
 class WaitArgs(_Args):
@@ -178,7 +183,7 @@ JSONL_OUTPUT: dict[str, Any] = {
 
 #: descriptions of properties whose type annotation cannot carry one (constrained optionals)
 DESCRIPTIONS: dict[str, str] = {
-    "idempotency_key": "Same key + same request returns the same task",
-    "base_task_id": "Default: the previous completed scan of the same targets and pool",
+    "idempotency_key": "Same key and request: same task",
+    "base_task_id": "Default: the previous scan of the same targets",
     "timeout_s": "Stop waiting after this many seconds",
 }
