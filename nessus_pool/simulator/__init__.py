@@ -1,10 +1,12 @@
 """The built-in Nessus simulator: real aiohttp apps answering the Nessus REST API, with
 lazily clocked scan lifecycles, injected faults and generated ``.nessus`` exports.
 
-Imports flow one way: ``state`` (constants, errors, scans and runs) <- ``scanner`` (one
-scanner's state and Nessus operations, no HTTP) <- ``views`` (JSON bodies) <- ``app`` (routes,
-auth and fault middlewares) <- ``server`` (sockets, outages, clusters) <- ``cli``. ``export``
-(with ``plugins``), ``targets``, ``options`` and ``ports`` sit below all of these."""
+Imports flow one way: ``state`` (constants, errors, scans and runs) <- ``policies`` (saved
+policies) <- ``scanner`` (one scanner's state and Nessus operations, no HTTP) <- ``views`` and
+``catalog`` (JSON bodies) <- ``httputil`` (shared request/answer helpers) <- ``catalog_routes``
+<- ``app`` (the scan routes, auth and fault middlewares) <- ``server`` (sockets, TLS, outages,
+clusters) <- ``cli``. ``export`` (with ``plugins``), ``reports`` (CSV, HTML), ``tls``,
+``targets``, ``options`` and ``ports`` sit below all of these."""
 
 from nessus_pool.simulator.cli import add_simulate_parser, run_simulate
 from nessus_pool.simulator.export import generate_export, write_export

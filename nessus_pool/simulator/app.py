@@ -4,20 +4,25 @@ and the ``/_sim`` control routes."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from nessus_pool.simulator import catalog, views
+from nessus_pool.simulator import views
+from nessus_pool.simulator.catalog_routes import add_routes
+from nessus_pool.simulator.httputil import SCANNER
+from nessus_pool.simulator.httputil import error_response as _error
+from nessus_pool.simulator.httputil import json_response as _json
+from nessus_pool.simulator.httputil import path_int as _int
+from nessus_pool.simulator.httputil import query_int as _query_int
+from nessus_pool.simulator.httputil import read_body as _body
 from nessus_pool.simulator.options import Faults
 from nessus_pool.simulator.scanner import ScannerState
 from nessus_pool.simulator.state import NOT_FOUND, SimHTTPError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-SCANNER: web.AppKey[ScannerState] = web.AppKey("scanner")
 _PUBLIC = {("POST", "/session"), ("GET", "/server/status")}
 _faults_decoder = msgspec.json.Decoder(Faults)
 _CHUNK = 64 * 1024
@@ -31,23 +36,10 @@ def build_app(scanner: ScannerState) -> web.Application:
     app[SCANNER] = scanner
     r = app.router
     r.add_post("/session", _login)
-    r.add_get("/session", _session)
     r.add_delete("/session", _logout)
     r.add_get("/server/status", _server_status)
     r.add_get("/server/properties", _server_properties)
     r.add_get("/editor/{kind:scan|policy}/templates", _templates)
-    r.add_get("/editor/{kind:scan|policy}/templates/{uuid}", _template_details)
-    r.add_get("/policies", _list_policies)
-    r.add_post("/policies", _create_policy)
-    r.add_get("/policies/{id}", _policy_details)
-    r.add_delete("/policies/{id}", _delete_policy)
-    r.add_post("/policies/{id}/copy", _copy_policy)
-    r.add_get("/agents", _agents)
-    r.add_get("/agents/{id}", _agent)
-    r.add_get("/scanners", _scanners)
-    r.add_get("/folders", _folders)
-    r.add_post("/folders", _create_folder)
-    r.add_delete("/folders/{id}", _delete_folder)
     r.add_get("/scans", _list_scans)
     r.add_post("/scans", _create_scan)
     r.add_get("/scans/{id}", _get_scan)
@@ -56,27 +48,15 @@ def build_app(scanner: ScannerState) -> web.Application:
     r.add_post("/scans/{id}/launch", _launch)
     for action in ("stop", "pause", "resume", "kill"):
         r.add_post(f"/scans/{{id}}/{action}", _control)
-    r.add_get("/scans/{id}/hosts/{host_id}", _host_details)
-    r.add_get("/scans/{id}/hosts/{host_id}/plugins/{plugin_id}", _plugin_output)
-    r.add_get("/scans/{id}/export/formats", _export_formats)
     r.add_post("/scans/{id}/export", _start_export)
     r.add_get("/scans/{id}/export/{file}/status", _export_status)
     r.add_get("/scans/{id}/export/{file}/download", _export_download)
     r.add_get("/tokens/{token}/status", _token_status)
     r.add_get("/tokens/{token}/download", _token_download)
+    add_routes(r)
     r.add_post("/_sim/faults", _set_faults)
     r.add_get("/_sim/stats", _get_stats)
     return app
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        body=msgspec.json.encode(body), status=status, content_type="application/json"
-    )
-
-
-def _error(status: int, message: str) -> web.Response:
-    return _json({"error": message}, status)
 
 
 @web.middleware
@@ -167,32 +147,6 @@ def _authenticated(request: web.Request, scanner: ScannerState) -> bool:
     return False
 
 
-async def _body(request: web.Request) -> Any:
-    if not request.can_read_body:
-        return {}
-    try:
-        return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SimHTTPError(400, "Invalid JSON body") from exc
-
-
-def _int(request: web.Request, key: str) -> int:
-    try:
-        return int(request.match_info[key])
-    except ValueError as exc:
-        raise SimHTTPError(404, NOT_FOUND) from exc
-
-
-def _query_int(request: web.Request, key: str) -> int | None:
-    value = request.query.get(key)
-    if value in (None, ""):
-        return None
-    try:
-        return int(value)
-    except ValueError as exc:
-        raise SimHTTPError(400, f"Invalid '{key}' field: expecting int") from exc
-
-
 # --- session and server -------------------------------------------------------------------
 
 
@@ -221,73 +175,6 @@ async def _server_properties(request: web.Request) -> web.Response:
 
 async def _templates(request: web.Request) -> web.Response:
     return _json(views.templates())
-
-
-async def _session(request: web.Request) -> web.Response:
-    return _json(catalog.session(request.app[SCANNER]))
-
-
-async def _template_details(request: web.Request) -> web.Response:
-    scanner = request.app[SCANNER]
-    return _json(catalog.template_details(request.match_info["uuid"], scanner.options.username))
-
-
-# --- folders, policies, agents, scanners -----------------------------------------------------
-
-
-async def _folders(request: web.Request) -> web.Response:
-    return _json({"folders": views.folders(request.app[SCANNER])})
-
-
-async def _create_folder(request: web.Request) -> web.Response:
-    return _json({"id": request.app[SCANNER].create_folder(await _body(request))})
-
-
-async def _delete_folder(request: web.Request) -> web.Response:
-    request.app[SCANNER].delete_folder(_int(request, "id"))
-    return web.Response(status=200)
-
-
-async def _list_policies(request: web.Request) -> web.Response:
-    policies = request.app[SCANNER].policies.policies.values()
-    return _json({"policies": [p.summary() for p in policies] or None})
-
-
-async def _create_policy(request: web.Request) -> web.Response:
-    scanner = request.app[SCANNER]
-    policy = scanner.policies.create(await _body(request), scanner.clock.now_ms())
-    return _json({"policy_id": policy.id, "policy_name": policy.name})
-
-
-async def _policy_details(request: web.Request) -> web.Response:
-    return _json(request.app[SCANNER].policies.get(_int(request, "id")).details())
-
-
-async def _delete_policy(request: web.Request) -> web.Response:
-    request.app[SCANNER].policies.delete(_int(request, "id"))
-    return web.Response(status=200)
-
-
-async def _copy_policy(request: web.Request) -> web.Response:
-    scanner = request.app[SCANNER]
-    policy = scanner.policies.copy(_int(request, "id"), scanner.clock.now_ms())
-    return _json({"id": policy.id, "name": policy.name})
-
-
-async def _agents(request: web.Request) -> web.Response:
-    limit = _query_int(request, "limit")
-    offset = _query_int(request, "offset")
-    if (limit is not None and limit < 1) or (offset is not None and offset < 0):
-        raise SimHTTPError(400, "Invalid 'limit' or 'offset' field: out of range")
-    return _json(catalog.agents(request.app[SCANNER], offset or 0, limit or 5000))
-
-
-async def _agent(request: web.Request) -> web.Response:
-    return _json(catalog.agent(request.app[SCANNER], _int(request, "id")))
-
-
-async def _scanners(request: web.Request) -> web.Response:
-    return _json(catalog.scanners(request.app[SCANNER]))
 
 
 # --- scans --------------------------------------------------------------------------------
@@ -343,36 +230,7 @@ async def _control(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
-async def _host_details(request: web.Request) -> web.Response:
-    scanner = request.app[SCANNER]
-    scan = scanner.scan(_int(request, "id"))
-    return _json(
-        catalog.host_details(
-            scanner, scan, _int(request, "host_id"), _query_int(request, "history_id")
-        )
-    )
-
-
-async def _plugin_output(request: web.Request) -> web.Response:
-    scanner = request.app[SCANNER]
-    scan = scanner.scan(_int(request, "id"))
-    return _json(
-        catalog.plugin_output(
-            scanner,
-            scan,
-            _int(request, "host_id"),
-            _int(request, "plugin_id"),
-            _query_int(request, "history_id"),
-        )
-    )
-
-
 # --- exports ------------------------------------------------------------------------------
-
-
-async def _export_formats(request: web.Request) -> web.Response:
-    request.app[SCANNER].scan(_int(request, "id"))
-    return _json(catalog.export_formats())
 
 
 async def _start_export(request: web.Request) -> web.Response:
