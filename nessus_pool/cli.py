@@ -213,7 +213,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 return code
         return asyncio.run(run_daemon(config_path_from(args.config)))
     if args.command == "mcp":
-        from nessus_pool.api.mcp.stdio import run_stdio
+        from nessus_pool.mcp_cli import run_stdio
 
         return asyncio.run(run_stdio(args))
     if args.command == "config":
