@@ -142,3 +142,23 @@ async def test_every_read_and_write_agrees_on_both_backends(
         assert await store.events(a.task_id) == []
     finally:
         await store.close()
+
+
+async def test_a_newer_sqlite_schema_is_refused_and_leaves_no_connection_open(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+    import threading
+
+    conn = sqlite3.connect(tmp_path / "np.db")
+    conn.execute("CREATE TABLE schema_version (version INTEGER)")
+    conn.execute("INSERT INTO schema_version VALUES (99)")
+    conn.commit()
+    conn.close()
+    before = set(threading.enumerate())
+    with pytest.raises(StorageError, match="newer than this nessus-pool"):
+        await Store(tmp_path / "np.db").open()
+    # aiosqlite runs each connection on its own thread: a leaked connection stays alive
+    for thread in set(threading.enumerate()) - before:
+        await asyncio.to_thread(thread.join, 5.0)
+        assert not thread.is_alive(), thread.name
