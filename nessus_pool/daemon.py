@@ -62,7 +62,7 @@ from nessus_pool.metrics import Metrics
 from nessus_pool.models import SshCredential
 from nessus_pool.nessus import NessusClient
 from nessus_pool.service import ReloadOutcome, Service
-from nessus_pool.store import Store
+from nessus_pool.store import BaseStore, make_store, redact_url
 
 log = logging.getLogger("nessus_pool.daemon")
 
@@ -277,7 +277,7 @@ class Daemon:
         self.setup_logs = setup_logs
         self.metrics = Metrics()
         self.lock: StorageLock | None = None
-        self.store: Store | None = None
+        self.store: BaseStore | None = None
         self.engine: Engine | None = None
         self.service: Service | None = None
         self.runner: web.AppRunner | None = None
@@ -368,8 +368,18 @@ class Daemon:
 
     async def _load_parts(self, storage: Path) -> None:
         cfg = self.config
-        self.store = Store(storage / "nessus-pool.db")
+        self.store = make_store(
+            url=cfg.storage.url,
+            sqlite_path=storage / "nessus-pool.db",
+            password=resolve_secret(cfg.storage.password, "$.storage.password"),
+            exclusive=True,
+        )
         await self.store.open()
+        if cfg.storage.url is not None:
+            log.info(
+                f"database {redact_url(cfg.storage.url)}",
+                extra={"event": "database_opened", "url": redact_url(cfg.storage.url)},
+            )
         sim_urls: list[str] = []
         if cfg.simulator is not None:
             from nessus_pool.simulator import SimulatorOptions, start_simulators

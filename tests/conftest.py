@@ -65,7 +65,9 @@ def pg_server_url() -> Iterator[str]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def store_url(request: pytest.FixtureRequest) -> AsyncIterator[str | None]:
     """Every store and engine test runs on both backends: ``None`` is SQLite (a file under
-    the test's tmp_path), else a PostgreSQL URL whose fresh schema is dropped afterwards."""
+    the test's tmp_path), else a PostgreSQL URL whose fresh schema is dropped afterwards.
+    Name it before ``start_daemon`` in a test's arguments, so that the daemons stop before
+    their schema is dropped (fixtures are torn down in reverse order)."""
     if request.param == "sqlite":
         yield None
         return

@@ -10,7 +10,8 @@ import asyncpg
 import pytest
 
 from nessus_pool.errors import StorageError
-from nessus_pool.store.pg import PgStore, redact_url, to_pg
+from nessus_pool.store import redact_url
+from nessus_pool.store.pg import PgStore, to_pg
 from nessus_pool.store.queries import Q_GET_TASK, Q_UPSERT_RESULTS
 from nessus_pool.store.schema import SCHEMA_VERSION
 from tests.pgcluster import create_schema, drop_schema, with_search_path

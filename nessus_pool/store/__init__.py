@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nessus_pool.errors import StorageError
 from nessus_pool.store.base import (
     BaseStore,
     FindingRow,
@@ -18,6 +19,7 @@ from nessus_pool.store.base import (
     decode_task,
     op_event,
     op_save_task,
+    redact_url,
 )
 from nessus_pool.store.queries import Q_INSERT_EVENT, Q_UPSERT_TASK
 from nessus_pool.store.schema import MIGRATIONS, SCHEMA_VERSION
@@ -41,6 +43,7 @@ __all__ = [
     "make_store",
     "op_event",
     "op_save_task",
+    "redact_url",
 ]
 
 
@@ -48,10 +51,18 @@ def is_postgresql_url(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
 
 
-def make_store(*, url: str | None, sqlite_path: Path, password: str | None = None) -> BaseStore:
-    """The store for a config: PostgreSQL when ``url`` is given, else the SQLite file."""
+def make_store(
+    *, url: str | None, sqlite_path: Path, password: str | None = None, exclusive: bool = False
+) -> BaseStore:
+    """The store for a config: PostgreSQL when ``url`` is given, else the SQLite file.
+    ``exclusive``: this process must be the only daemon on that database (see PgStore)."""
     if url is None:
         return Store(sqlite_path)
-    from nessus_pool.store.pg import PgStore  # asyncpg is an optional dependency
-
-    return PgStore(url, password=password)
+    try:
+        from nessus_pool.store.pg import PgStore  # asyncpg is an optional dependency
+    except ImportError as exc:
+        raise StorageError(
+            "storage.url names PostgreSQL but its driver is not installed: "
+            "pip install 'nessus-pool[postgresql]'"
+        ) from exc
+    return PgStore(url, password=password, exclusive=exclusive)

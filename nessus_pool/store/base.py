@@ -10,6 +10,7 @@ backend with another dialect translates each name once (see ``store.pg``).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
@@ -40,6 +41,11 @@ _task_enc = msgspec.msgpack.Encoder()
 _task_dec = msgspec.msgpack.Decoder(Task)
 
 FindingRow = tuple[int, int, int, str, bytes]
+
+
+def redact_url(url: str) -> str:
+    """``url`` without a password, for logs and errors."""
+    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
 
 
 def task_row(t: Task) -> tuple[Any, ...]:

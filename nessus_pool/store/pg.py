@@ -21,9 +21,9 @@ from typing import Any
 
 import asyncpg
 
-from nessus_pool.errors import StorageError
+from nessus_pool.errors import LockedError, StorageError
 from nessus_pool.models import Task
-from nessus_pool.store.base import BaseStore, decode_task
+from nessus_pool.store.base import BaseStore, decode_task, redact_url
 from nessus_pool.store.queries import (
     Q_ACTIVE,
     Q_INSERT_FINDING,
@@ -37,6 +37,8 @@ log = logging.getLogger("nessus_pool.store")
 
 #: ``pg_advisory_xact_lock`` key of schema migrations ("np-migr" as an integer)
 MIGRATION_LOCK_KEY = 0x6E702D6D696772
+#: session advisory lock held by the one daemon that owns a database ("np-own")
+OWNER_LOCK_KEY = 0x6E702D6F776E
 
 _DIALECT: dict[str, str] = {
     Q_UPSERT_RESULTS: (
@@ -79,23 +81,33 @@ def to_pg(sql: str) -> str:
     return _MARK.sub(mark, sql)
 
 
-def redact_url(url: str) -> str:
-    """``url`` without a password, for logs and errors."""
-    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
-
-
 class PgStore(BaseStore):
     """The PostgreSQL backend. ``url`` is ``postgresql://user@host:port/db``; the password
-    comes separately (a secret), never in the URL that is logged."""
+    comes separately (a secret), never in the URL that is logged.
+
+    ``exclusive`` (the daemon's mode): one daemon per database, as one daemon per SQLite
+    directory, held by a session advisory lock on a connection of its own. Until several
+    daemons coordinate through leases, a second daemon on the same database would launch
+    the same queued tasks; it is refused with :class:`LockedError` instead. When that
+    connection is lost (a PostgreSQL restart) the next commit takes the lock again before
+    it writes, or fails."""
 
     def __init__(
-        self, url: str, *, password: str | None = None, max_batch: int = 512, pool_size: int = 8
+        self,
+        url: str,
+        *,
+        password: str | None = None,
+        max_batch: int = 512,
+        pool_size: int = 8,
+        exclusive: bool = False,
     ) -> None:
         super().__init__(max_batch=max_batch)
         self.url = url
         self._password = password
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        self.exclusive = exclusive
+        self._owner: asyncpg.Connection | None = None
 
     async def open(self) -> None:
         try:
@@ -108,6 +120,8 @@ class PgStore(BaseStore):
                 command_timeout=60.0,
             )
             await self._migrate()
+            if self.exclusive:
+                await self._take_ownership()
         except DB_ERRORS as exc:
             await self.close()
             raise StorageError(
@@ -120,6 +134,11 @@ class PgStore(BaseStore):
 
     async def close(self) -> None:
         await self._writer.close()
+        if self._owner is not None:
+            owner, self._owner = self._owner, None
+            if not owner.is_closed():
+                # closing the session releases its advisory lock
+                await owner.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -144,7 +163,29 @@ class PgStore(BaseStore):
                 await conn.execute("INSERT INTO schema_version VALUES ($1)", version)
                 log.info("schema migrated", extra={"event": "store_migrated", "version": version})
 
+    async def _take_ownership(self) -> None:
+        if self._owner is not None and not self._owner.is_closed():
+            return
+        self._owner = None
+        conn = await asyncpg.connect(self.url, password=self._password, timeout=10.0)
+        try:
+            got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", OWNER_LOCK_KEY)
+        except BaseException:
+            await conn.close()
+            raise
+        if not got:
+            await conn.close()
+            raise LockedError(
+                f"database {redact_url(self.url)} is in use by another nessus-pool daemon; "
+                "stop it first, or point this one at another database"
+            )
+        self._owner = conn
+
     async def _commit(self, ops: list[Op]) -> None:
+        if self.exclusive:
+            # never write without holding the database: after a lost session another
+            # daemon may have taken it
+            await self._take_ownership()
         groups = group_ops(ops)
         async with self._need_pool().acquire() as conn, conn.transaction():
             for sql, rows in groups:
