@@ -358,7 +358,7 @@ def validate(config: Config) -> list[str]:
             f"listen address {config.server.listen} is not loopback: set at least one admin "
             'token (admin-tokens = [{ env = "NESSUS_POOL_ADMIN_TOKEN" }])',
         )
-    warnings += _check_storage(config.storage)
+    warnings += check_storage(config.storage)
     seen_pools: set[str] = set()
     seen_scanners: dict[str, str] = {}
     for i, pool in enumerate(config.pools):
@@ -432,7 +432,7 @@ def validate(config: Config) -> list[str]:
 _PG_URL = re.compile(r"^postgres(?:ql)?://(?P<auth>[^@/?#]*@)?(?P<host>[^/?#@]*)(?P<rest>[/?].*)?$")
 
 
-def _check_storage(storage: StorageConfig) -> list[str]:
+def check_storage(storage: StorageConfig) -> list[str]:
     """``url`` is a PostgreSQL URL with a host and without a password."""
     if storage.url is None:
         if storage.password is not None:

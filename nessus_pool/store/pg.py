@@ -143,6 +143,11 @@ class PgStore(BaseStore):
             pool, self._pool = self._pool, None
             await pool.close()
 
+    def connection(self) -> Any:
+        """``async with store.connection() as conn``: one pooled asyncpg connection, for
+        whole-database work (``storage migrate``)."""
+        return self._need_pool().acquire()
+
     def _need_pool(self) -> asyncpg.Pool:
         if self._pool is None:
             raise StorageError("store is closed")
