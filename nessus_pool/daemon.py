@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import gc
 import logging
 import os
@@ -63,6 +62,7 @@ from nessus_pool.models import SshCredential
 from nessus_pool.nessus import NessusClient
 from nessus_pool.service import ReloadOutcome, Service
 from nessus_pool.store import BaseStore, make_store, redact_url
+from nessus_pool.store.lock import StorageLock
 
 log = logging.getLogger("nessus_pool.daemon")
 
@@ -87,37 +87,6 @@ async def _watchdog(interval_s: float) -> None:
     while True:
         sd_notify("WATCHDOG=1")
         await asyncio.sleep(interval_s)
-
-
-class StorageLock:
-    """One engine per storage directory: an exclusive ``flock`` on ``<storage>/.lock``."""
-
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / ".lock"
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 100).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise LockedError(
-                f"storage directory {self.path.parent} is in use by nessus-pool ({holder}); "
-                "stop it first, or point this one at another storage path"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}".encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
 
 
 def prepare_storage(directory: Path) -> None:

@@ -40,7 +40,7 @@ def add_storage_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def cmd_storage_migrate(args: argparse.Namespace) -> int:
     from nessus_pool.config import StorageConfig
-    from nessus_pool.daemon import StorageLock
+    from nessus_pool.store.lock import StorageLock
 
     try:
         path = config_path_from(args.config)
