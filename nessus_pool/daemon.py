@@ -337,10 +337,12 @@ class Daemon:
 
     async def _load_parts(self, storage: Path) -> None:
         cfg = self.config
+        db_password = resolve_secret(cfg.storage.password, "$.storage.password")
+        register_secret(db_password, source="$.storage.password")
         self.store = make_store(
             url=cfg.storage.url,
             sqlite_path=storage / "nessus-pool.db",
-            password=resolve_secret(cfg.storage.password, "$.storage.password"),
+            password=db_password,
             exclusive=True,
         )
         await self.store.open()

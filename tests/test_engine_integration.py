@@ -415,3 +415,17 @@ async def test_scanner_removed_then_listed_again_before_it_drained_stays(
         assert "a2" in d.engine.scanners and not d.engine.scanners["a2"].slots.removed
     finally:
         await cluster.close()
+
+
+async def test_the_database_password_is_redacted_from_logs(
+    tmp_path: Path, pg_url: str, start_daemon: DaemonFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nessus_pool.logs import redact
+
+    secret = "pg-pass-Zq81xTT7-unique"
+    monkeypatch.setenv("NP_TEST_PG_PW", secret)
+    assert secret in redact(f"driver said {secret}")  # not registered before the start
+    storage = {"path": str(tmp_path / "data"), "url": pg_url, "password": {"env": "NP_TEST_PG_PW"}}
+    d = await start_daemon(sim_config(tmp_path, storage=storage))
+    assert (await d.readiness())["ready"] is True
+    assert secret not in redact(f"driver said {secret}")
