@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_results_parser(sub)
     except ImportError:  # pragma: no cover
         pass
+    from nessus_pool.storage_cli import add_storage_parser
+
+    add_storage_parser(sub)
     try:
         from nessus_pool.ops.parser import add_ops_parsers
 
