@@ -340,7 +340,7 @@ async def _ready(port: int) -> bool:
     except OSError:
         return False
     try:
-        writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        writer.write(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         data = await asyncio.wait_for(reader.read(), 5)
         return data.startswith(b"HTTP/1.1 200")
     except (OSError, TimeoutError):

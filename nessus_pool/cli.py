@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_results_parser(sub)
     except ImportError:  # pragma: no cover
         pass
+    from nessus_pool.storage_cli import add_storage_parser
+
+    add_storage_parser(sub)
     try:
         from nessus_pool.ops.parser import add_ops_parsers
 
@@ -213,7 +216,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 return code
         return asyncio.run(run_daemon(config_path_from(args.config)))
     if args.command == "mcp":
-        from nessus_pool.api.mcp.stdio import run_stdio
+        from nessus_pool.mcp_cli import run_stdio
 
         return asyncio.run(run_stdio(args))
     if args.command == "config":

@@ -68,8 +68,13 @@ class ServerConfig(_Base):
 
 
 class StorageConfig(_Base):
+    #: the SQLite file, exports and the directory lock live here (exports too with ``url``)
     path: str = "./nessus-pool-data"
     max_export_bytes: PositiveInt = 2 * 1024**3
+    #: ``postgresql://user@host:port/db``: tasks, events and results in PostgreSQL instead
+    #: of SQLite; the password goes in ``password``, never in the URL
+    url: str | None = None
+    password: SecretRef | None = None
 
 
 class SimulatorConfig(_Base):
@@ -290,7 +295,11 @@ def absolute_paths(config: Config, base_dir: Path) -> Config:
     server = config.server
     return msgspec.structs.replace(
         config,
-        storage=msgspec.structs.replace(config.storage, path=path(config.storage.path)),
+        storage=msgspec.structs.replace(
+            config.storage,
+            path=path(config.storage.path),
+            password=secret(config.storage.password),
+        ),
         pools=[
             msgspec.structs.replace(p, scanners=[scanner(sc) for sc in p.scanners])
             for p in config.pools
@@ -359,6 +368,7 @@ def validate(config: Config) -> list[str]:
             f"listen address {config.server.listen} is not loopback: set at least one admin "
             'token (admin-tokens = [{ env = "NESSUS_POOL_ADMIN_TOKEN" }])',
         )
+    warnings += check_storage(config.storage)
     seen_pools: set[str] = set()
     seen_scanners: dict[str, str] = {}
     for i, pool in enumerate(config.pools):
@@ -427,6 +437,33 @@ def validate(config: Config) -> list[str]:
     if not config.pools and sim is None:
         warnings.append("no pools and no simulator: nothing can be scanned")
     return warnings
+
+
+_PG_URL = re.compile(r"^postgres(?:ql)?://(?P<auth>[^@/?#]*@)?(?P<host>[^/?#@]*)(?P<rest>[/?].*)?$")
+
+
+def check_storage(storage: StorageConfig) -> list[str]:
+    """``url`` is a PostgreSQL URL with a host and without a password."""
+    if storage.url is None:
+        if storage.password is not None:
+            raise _err("$.storage.password", "a password needs storage.url (PostgreSQL)")
+        return []
+    m = _PG_URL.match(storage.url)
+    if m is None:
+        raise _err(
+            "$.storage.url",
+            "not a PostgreSQL URL: use postgresql://user@host:port/database "
+            "(leave it out for the embedded SQLite store)",
+        )
+    if m.group("auth") and ":" in m.group("auth"):
+        raise _err(
+            "$.storage.url",
+            "the URL holds a password: remove it and set storage.password = "
+            '{ env = "NESSUS_POOL_PG_PASSWORD" } (or { file = ... })',
+        )
+    if not m.group("host"):
+        raise _err("$.storage.url", "the URL names no host (a host or 127.0.0.1 and a port)")
+    return _check_secret(storage.password, "$.storage.password")
 
 
 _SCOPE_ENTRY = re.compile(r"^[A-Za-z0-9*?.:/_-]+$")
@@ -575,6 +612,7 @@ def preflight(config: Config, *, offline: bool = False) -> list[Unavailable]:
             if sc.ca_file is not None:
                 errors.append(_ca_file_problem(sc.ca_file, f"{at}.ca-file"))
     errors.append(_storage_problem(config.storage.path))
+    errors.append(secret_unavailable(config.storage.password, "$.storage.password"))
     found = [e for e in errors if e is not None]
     if found:
         lines = "\n  ".join(f"{e.message} - at `{e.path}`" for e in found)

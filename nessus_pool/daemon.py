@@ -57,8 +57,8 @@ from nessus_pool.logs import register_secret, route_library_logs, setup_logging
 from nessus_pool.metrics import Metrics
 from nessus_pool.nessus import NessusClient
 from nessus_pool.service import ReloadOutcome, Service
-from nessus_pool.storage_lock import StorageLock, prepare_storage
-from nessus_pool.store import Store
+from nessus_pool.store import BaseStore, make_store, redact_url
+from nessus_pool.store.lock import StorageLock, prepare_storage
 from nessus_pool.systemd import sd_notify
 from nessus_pool.systemd import watchdog as _watchdog  # the name _load_parts calls
 from nessus_pool.wiring import credential_resolver, effective_pools, scanner_specs
@@ -106,7 +106,7 @@ class Daemon:
         self.setup_logs = setup_logs
         self.metrics = Metrics()
         self.lock: StorageLock | None = None
-        self.store: Store | None = None
+        self.store: BaseStore | None = None
         self.engine: Engine | None = None
         self.service: Service | None = None
         self.runner: web.AppRunner | None = None
@@ -197,8 +197,20 @@ class Daemon:
 
     async def _load_parts(self, storage: Path) -> None:
         cfg = self.config
-        self.store = Store(storage / "nessus-pool.db")
+        db_password = resolve_secret(cfg.storage.password, "$.storage.password")
+        register_secret(db_password, source="$.storage.password")
+        self.store = make_store(
+            url=cfg.storage.url,
+            sqlite_path=storage / "nessus-pool.db",
+            password=db_password,
+            exclusive=True,
+        )
         await self.store.open()
+        if cfg.storage.url is not None:
+            log.info(
+                f"database {redact_url(cfg.storage.url)}",
+                extra={"event": "database_opened", "url": redact_url(cfg.storage.url)},
+            )
         sim_urls: list[str] = []
         if cfg.simulator is not None:
             from nessus_pool.simulator import SimulatorOptions, start_simulators

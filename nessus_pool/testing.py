@@ -36,7 +36,7 @@ from nessus_pool.nessus import (
     is_terminal,
 )
 from nessus_pool.simulator.export import generate_export
-from nessus_pool.store import Q_INSERT_EVENT, Op, Store
+from nessus_pool.store import Q_INSERT_EVENT, BaseStore, Op, Store
 
 
 class Call(msgspec.Struct, frozen=True):
@@ -282,13 +282,14 @@ def _write_file(dest: Path, body: bytes) -> None:
     dest.write_bytes(body)
 
 
-class HeldStore(Store):
-    """A real SQLite :class:`Store` whose commits can be held: between :meth:`hold` and
-    :meth:`release` the writer waits before each commit, so rows pile up in their queue in
-    the order the engine queued them, exactly as behind a slow disk."""
+class Held(BaseStore):
+    """A real store (SQLite or PostgreSQL, by the backend class it is mixed into) whose
+    commits can be held: between :meth:`hold` and :meth:`release` the writer waits before
+    each commit, so rows pile up in their queue in the order the engine queued them,
+    exactly as behind a slow disk."""
 
-    def __init__(self, path: Path, **kwargs: Any) -> None:
-        super().__init__(path, **kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._gate: asyncio.Event | None = None
         self._hold_at: set[str] = set()
         #: ``(task_id, event)`` of every event row queued, in queue order
@@ -324,6 +325,22 @@ class HeldStore(Store):
         await super()._commit(ops)
 
 
+class HeldStore(Held, Store):
+    """A held SQLite store (see :class:`Held`)."""
+
+
+def held_store(path: Path, store_url: str | None = None) -> Held:
+    """A held store: PostgreSQL at ``store_url`` when given, else SQLite under ``path``."""
+    if store_url is None:
+        return HeldStore(path / "state.db")
+    from nessus_pool.store.pg import PgStore  # asyncpg is an optional dependency
+
+    class HeldPgStore(Held, PgStore):
+        pass
+
+    return HeldPgStore(store_url)
+
+
 FAST_POOL = PoolConfig(name="lan", poll_interval_s=1.0, max_attempts=3)
 
 
@@ -333,7 +350,7 @@ class Rig:
     per scanner (``fakes[scanner_id]``)."""
 
     engine: Engine
-    store: HeldStore
+    store: Held
     clock: FakeClock
     fakes: dict[str, FakeNessus]
     path: Path
@@ -402,12 +419,14 @@ async def engine_rig(
     delete_remote_scans: bool = False,
     scanner_ids: list[str] | None = None,
     simulated: bool = False,
+    store_url: str | None = None,
 ) -> AsyncIterator[Rig]:
-    """A started :class:`Engine` on a real SQLite file under ``path`` with ``scanners``
-    fake scanners (``fake-1``... or ``scanner_ids``) of ``cap`` slots in pool ``lan``.
-    Pass the ``clock`` and ``fakes`` of an earlier rig on the same ``path`` to simulate a
-    restart (with new ``fakes`` and ``simulated=True``: the embedded simulator, which
-    loses its scans with the process)."""
+    """A started :class:`Engine` on a real SQLite file under ``path`` (or a PostgreSQL
+    database at ``store_url``) with ``scanners`` fake scanners (``fake-1``... or
+    ``scanner_ids``) of ``cap`` slots in pool ``lan``.
+    Pass the ``clock`` and ``fakes`` of an earlier rig on the same ``path`` (and
+    ``store_url``) to simulate a restart (with new ``fakes`` and ``simulated=True``: the
+    embedded simulator, which loses its scans with the process)."""
     clock = clock or FakeClock()
     fakes = fakes if fakes is not None else {}
     specs = []
@@ -422,7 +441,7 @@ async def engine_rig(
                 simulated=simulated,
             )
         )
-    store = HeldStore(path / "state.db")
+    store = held_store(path, store_url)
     await store.open()
     engine = Engine(
         store=store,

@@ -53,6 +53,34 @@ def sim_config(
 DaemonFactory = Callable[..., Any]
 
 
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """A PostgreSQL server for the whole session (see tests/pgcluster.py)."""
+    from tests.pgcluster import pg_server
+
+    with pg_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store_url(request: pytest.FixtureRequest) -> AsyncIterator[str | None]:
+    """Every store and engine test runs on both backends: ``None`` is SQLite (a file under
+    the test's tmp_path), else a PostgreSQL URL whose fresh schema is dropped afterwards.
+    Name it before ``start_daemon`` in a test's arguments, so that the daemons stop before
+    their schema is dropped (fixtures are torn down in reverse order)."""
+    if request.param == "sqlite":
+        yield None
+        return
+    from tests.pgcluster import create_schema, drop_schema, with_search_path
+
+    server: str = request.getfixturevalue("pg_server_url")
+    schema = await create_schema(server)
+    try:
+        yield with_search_path(server, schema)
+    finally:
+        await drop_schema(server, schema)
+
+
 @pytest.fixture
 async def start_daemon(tmp_path: Path) -> AsyncIterator[DaemonFactory]:
     """Start real daemons from config dicts (written to a real file so reload works)."""

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from nessus_pool import __version__
-from nessus_pool.api.admin import (
+from nessus_pool.api.query import (
     COMPARE,
     LIST_DLQ,
     LIST_SCANNERS,

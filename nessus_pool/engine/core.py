@@ -39,7 +39,7 @@ from nessus_pool.errors import CapacityError, ConflictError, NotFoundError
 from nessus_pool.metrics import Metrics
 from nessus_pool.models import INLINE_CREDENTIAL, SshCredential, Task, TaskStatus
 from nessus_pool.retry import CircuitBreaker
-from nessus_pool.store import Store
+from nessus_pool.store import TaskStore
 
 log = logging.getLogger("nessus_pool.engine")
 
@@ -59,7 +59,7 @@ class Engine:
     def __init__(
         self,
         *,
-        store: Store,
+        store: TaskStore,
         clock: Clock,
         exports_dir: Path,
         client_factory: ClientFactory,

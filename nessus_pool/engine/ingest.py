@@ -11,7 +11,7 @@ import msgspec
 
 from nessus_pool.models import Task
 from nessus_pool.results.parser import Finding, ScanResults, parse_export
-from nessus_pool.store import Store
+from nessus_pool.store import TaskStore
 
 _enc = msgspec.msgpack.Encoder()
 _json = msgspec.json.Encoder()
@@ -39,7 +39,7 @@ class _BatchWriter:
     loop, keeping exactly one batch in flight, so parsing the next batch overlaps the commit
     of this one and memory stays flat. A failed write surfaces at the next batch."""
 
-    def __init__(self, store: Store, task_id: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, store: TaskStore, task_id: str, loop: asyncio.AbstractEventLoop) -> None:
         self.store = store
         self.task_id = task_id
         self.loop = loop
@@ -80,7 +80,7 @@ class _BatchWriter:
                 done.exception()  # retrieved: the parse's own error is the one raised
 
 
-async def ingest_export(store: Store, t: Task) -> ScanResults:
+async def ingest_export(store: TaskStore, t: Task) -> ScanResults:
     """Parse ``t.export_path`` in a worker thread; findings are written to the store in
     batches as the parser streams them (one batch committing while the next is parsed, so
     memory stays flat); results are stored as JSON."""

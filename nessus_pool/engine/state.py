@@ -15,7 +15,7 @@ from typing import Any
 
 from nessus_pool.errors import NessusPoolError
 from nessus_pool.models import Task, TaskEvent, TaskStatus
-from nessus_pool.store import Op, Store
+from nessus_pool.store import Op, op_event, op_save_task
 
 _Q = TaskStatus.QUEUED
 _D = TaskStatus.DISPATCHING
@@ -90,8 +90,8 @@ def transition(
     t.status = to
     t.updated_at_ms = now_ms
     return [
-        Store.op_save_task(t),
-        Store.op_event(
+        op_save_task(t),
+        op_event(
             TaskEvent(
                 task_id=t.task_id, at_ms=now_ms, status=event, reason=ev_reason, detail=ev_detail
             )

@@ -54,3 +54,50 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX findings_sev ON findings(task_id, severity);
     """,
 }
+
+#: the PostgreSQL schema: the same tables and columns (BIGINT for ms and seq, BYTEA for
+#: blobs), applied under an advisory lock so that daemons starting at once migrate once
+PG_MIGRATIONS: dict[int, str] = {
+    1: f"""
+    CREATE TABLE tasks (
+        seq BIGINT PRIMARY KEY,
+        task_id TEXT NOT NULL UNIQUE,
+        pool TEXT NOT NULL,
+        status TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        idempotency_key TEXT UNIQUE,
+        created_at_ms BIGINT NOT NULL,
+        finished_at_ms BIGINT,
+        dead_letter INTEGER NOT NULL DEFAULT 0,
+        data BYTEA NOT NULL
+    );
+    CREATE INDEX tasks_active ON tasks(status) WHERE status IN ({UNFINISHED_SQL});
+    CREATE INDEX tasks_pool_seq ON tasks(pool, seq);
+    CREATE INDEX tasks_dlq ON tasks(pool, dead_letter) WHERE dead_letter = 1;
+    CREATE TABLE task_events (
+        id BIGSERIAL PRIMARY KEY,
+        task_id TEXT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT,
+        detail TEXT
+    );
+    CREATE INDEX task_events_task ON task_events(task_id, id);
+    CREATE TABLE task_results (
+        task_id TEXT PRIMARY KEY,
+        data BYTEA NOT NULL
+    );
+    CREATE TABLE findings (
+        task_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        severity INTEGER NOT NULL,
+        plugin_id INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        data BYTEA NOT NULL,
+        PRIMARY KEY (task_id, seq)
+    );
+    CREATE INDEX findings_sev ON findings(task_id, severity);
+    CREATE TABLE probe (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);
+    """,
+}
+assert set(PG_MIGRATIONS) == set(MIGRATIONS), "every SQLite migration has its PostgreSQL twin"

@@ -35,9 +35,9 @@ def _multi_row_sql(sql: str, rows: int) -> str:
     return sql[: m.start()] + "VALUES " + ", ".join([group] * rows) + sql[m.end() :]
 
 
-def commit_batch(conn: sqlite3.Connection, ops: list[Op]) -> None:
-    """Runs on the database thread: one ``BEGIN IMMEDIATE`` ... ``COMMIT``; consecutive
-    statements with the same SQL go through one ``executemany``."""
+def group_ops(ops: list[Op]) -> list[tuple[str, list[Sequence[Any]]]]:
+    """The statements of a batch, in commit order, with consecutive statements of the same
+    SQL merged (one ``executemany`` each)."""
     groups: list[tuple[str, list[Sequence[Any]]]] = []
     if all(sql in _COMMUTING for sql, _ in ops):
         # task rows and event rows never depend on each other: one executemany each, order
@@ -52,6 +52,13 @@ def commit_batch(conn: sqlite3.Connection, ops: list[Op]) -> None:
                 groups[-1][1].append(params)
             else:
                 groups.append((sql, [params]))
+    return groups
+
+
+def commit_batch(conn: sqlite3.Connection, ops: list[Op]) -> None:
+    """Runs on the database thread: one ``BEGIN IMMEDIATE`` ... ``COMMIT``; consecutive
+    statements with the same SQL go through one ``executemany``."""
+    groups = group_ops(ops)
     conn.execute("BEGIN IMMEDIATE")
     try:
         for sql, rows in groups:

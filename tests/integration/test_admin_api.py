@@ -334,7 +334,7 @@ def test_scanner_state_words() -> None:
 def test_every_findings_filter_is_a_results_query_parameter() -> None:
     """The REST table of result filters cannot drift from the query struct it feeds: every
     filter of ``FindingsQuery`` is accepted as ``filters.NAME`` (the cwe filter was not)."""
-    from nessus_pool.api.admin import RESULT_FILTERS
+    from nessus_pool.api.query import RESULT_FILTERS
     from nessus_pool.results.query import FindingsQuery
 
     paging = {"page", "page_size", "profile", "fields"}

@@ -17,7 +17,7 @@ import aiohttp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nessus_pool.api.admin import COMPARE, LIST_DLQ, LIST_SCANNERS, LIST_SCANS, RESULTS
+from nessus_pool.api.query import COMPARE, LIST_DLQ, LIST_SCANNERS, LIST_SCANS, RESULTS
 from nessus_pool.daemon import Daemon
 from nessus_pool.service import SubmitRequest
 from tests.conftest import DaemonFactory, sim_config

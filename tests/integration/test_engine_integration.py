@@ -19,10 +19,29 @@ KEYS = {"access-key": "sim-access-key", "secret-key": "sim-secret-key"}
 
 
 @pytest.fixture
+async def pg_url(pg_server_url: str) -> AsyncIterator[str]:
+    from tests.pgcluster import create_schema, drop_schema, with_search_path
+
+    schema = await create_schema(pg_server_url)
+    try:
+        yield with_search_path(pg_server_url, schema)
+    finally:
+        await drop_schema(pg_server_url, schema)
+
+
+@pytest.fixture
 async def sims() -> AsyncIterator[SimulatorCluster]:
     cluster = await start_simulators(3, options=SimulatorOptions(scan_seconds=0.3, seed=3))
     yield cluster
     await cluster.close()
+
+
+def storage(tmp_path: Path, store_url: str | None) -> dict[str, Any]:
+    """The storage section for a backend: SQLite under tmp_path, or PostgreSQL too."""
+    section: dict[str, Any] = {"path": str(tmp_path / "data")}
+    if store_url is not None:
+        section["url"] = store_url
+    return section
 
 
 def two_pools(
@@ -30,11 +49,12 @@ def two_pools(
     cluster: SimulatorCluster,
     caps: tuple[int, int, int] = (2, 1, 3),
     poll_s: float = 0.05,
+    store_url: str | None = None,
 ) -> dict[str, Any]:
     s = cluster.scanners
     return {
         "server": {"listen": "127.0.0.1:0"},
-        "storage": {"path": str(tmp_path / "data")},
+        "storage": storage(tmp_path, store_url),
         "pools": [
             {
                 "name": "a",
@@ -69,9 +89,9 @@ async def wait_all(d: Daemon, task_ids: list[str], timeout_s: float = 60.0) -> l
 
 
 async def test_fifty_scans_two_pools_caps_held_no_duplicates(
-    tmp_path: Path, sims: SimulatorCluster, start_daemon: DaemonFactory
+    tmp_path: Path, store_url: str | None, sims: SimulatorCluster, start_daemon: DaemonFactory
 ) -> None:
-    d: Daemon = await start_daemon(two_pools(tmp_path, sims))
+    d: Daemon = await start_daemon(two_pools(tmp_path, sims, store_url=store_url))
     async with aiohttp.ClientSession() as http:
         results = await asyncio.gather(
             *(
@@ -101,9 +121,9 @@ async def test_fifty_scans_two_pools_caps_held_no_duplicates(
 
 
 async def test_idempotency_key_returns_first_task_and_conflicts_on_change(
-    tmp_path: Path, start_daemon: DaemonFactory
+    tmp_path: Path, store_url: str | None, start_daemon: DaemonFactory
 ) -> None:
-    d: Daemon = await start_daemon(sim_config(tmp_path))
+    d: Daemon = await start_daemon(sim_config(tmp_path, storage=storage(tmp_path, store_url)))
     body = {"targets": ["10.0.0.1"], "name": "idem", "idempotency_key": "k-1"}
     async with aiohttp.ClientSession() as http:
         s1, first = await submit(http, d, body)
@@ -115,9 +135,9 @@ async def test_idempotency_key_returns_first_task_and_conflicts_on_change(
 
 
 async def test_concurrent_same_key_makes_one_task(
-    tmp_path: Path, start_daemon: DaemonFactory
+    tmp_path: Path, store_url: str | None, start_daemon: DaemonFactory
 ) -> None:
-    d: Daemon = await start_daemon(sim_config(tmp_path))
+    d: Daemon = await start_daemon(sim_config(tmp_path, storage=storage(tmp_path, store_url)))
     body = {"targets": "10.0.0.1", "idempotency_key": "same"}
     async with aiohttp.ClientSession() as http:
         results = await asyncio.gather(*(submit(http, d, body) for _ in range(20)))
@@ -159,8 +179,14 @@ async def test_bad_requests_get_specific_errors(
     assert d.engine is not None and d.engine.tasks == {}
 
 
-async def test_cancel_queued_and_running(tmp_path: Path, start_daemon: DaemonFactory) -> None:
-    d: Daemon = await start_daemon(sim_config(tmp_path, scanners=1, cap=1, scan_seconds=30))
+async def test_cancel_queued_and_running(
+    tmp_path: Path, store_url: str | None, start_daemon: DaemonFactory
+) -> None:
+    d: Daemon = await start_daemon(
+        sim_config(
+            tmp_path, scanners=1, cap=1, scan_seconds=30, storage=storage(tmp_path, store_url)
+        )
+    )
     assert d.service is not None and d.engine is not None
     async with aiohttp.ClientSession() as http:
         _, running = await submit(http, d, {"targets": "10.0.0.1"})
@@ -185,11 +211,12 @@ async def test_cancel_queued_and_running(tmp_path: Path, start_daemon: DaemonFac
     assert d.sim_cluster.scanners[0].stats().created == 1
 
 
-async def test_restart_reattaches_running_scans_exactly_once(tmp_path: Path) -> None:
-
+async def test_restart_reattaches_running_scans_exactly_once(
+    tmp_path: Path, store_url: str | None
+) -> None:
     sims = await start_simulators(3, options=SimulatorOptions(scan_seconds=1.5, seed=4))
     try:
-        await _restart_scenario(tmp_path, sims)
+        await _restart_scenario(tmp_path, sims, store_url=store_url)
     finally:
         await sims.close()
 
@@ -201,13 +228,16 @@ async def _restart_scenario(
     caps: tuple[int, int, int] = (2, 2, 2),
     subnet: str = "10.2.0",
     with_scan_ids: int = 1,
+    store_url: str | None = None,
 ) -> int:
     """Submit 10 scans, stop once ``with_scan_ids`` have a remote scan id (state is whatever
     was persisted), start again on the same storage: all 10 complete, each created exactly
     once. Returns how many unfinished runs the second start re-attached."""
     from nessus_pool.config import load_config
 
-    path = write_config(tmp_path / "np.toml", two_pools(tmp_path, sims, caps=caps))
+    path = write_config(
+        tmp_path / "np.toml", two_pools(tmp_path, sims, caps=caps, store_url=store_url)
+    )
     d1 = Daemon(load_config(path), config_path=str(path))
     await d1.start()
     assert d1.service is not None and d1.engine is not None
@@ -337,6 +367,23 @@ async def test_second_engine_on_same_storage_is_refused(
         await other.start()
 
 
+async def test_second_daemon_on_same_postgresql_database_is_refused(
+    tmp_path: Path, pg_url: str, start_daemon: DaemonFactory
+) -> None:
+    """Until daemons coordinate through leases, one daemon per database (as one per SQLite
+    directory): a second one, with its own storage directory, is refused at start."""
+    from nessus_pool.config import parse_config
+    from nessus_pool.errors import LockedError
+
+    store_url = pg_url
+    first = await start_daemon(sim_config(tmp_path, storage=storage(tmp_path, store_url)))
+    data = sim_config(tmp_path, storage={"path": str(tmp_path / "other"), "url": store_url})
+    other = Daemon(parse_config(__import__("tomli_w").dumps(data)))
+    with pytest.raises(LockedError, match="in use by another nessus-pool daemon"):
+        await other.start()
+    assert (await first.readiness())["ready"] is True
+
+
 async def test_scanner_removed_then_listed_again_before_it_drained_stays(
     tmp_path: Path, start_daemon: DaemonFactory
 ) -> None:
@@ -368,3 +415,17 @@ async def test_scanner_removed_then_listed_again_before_it_drained_stays(
         assert "a2" in d.engine.scanners and not d.engine.scanners["a2"].slots.removed
     finally:
         await cluster.close()
+
+
+async def test_the_database_password_is_redacted_from_logs(
+    tmp_path: Path, pg_url: str, start_daemon: DaemonFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nessus_pool.logs import redact
+
+    secret = "pg-pass-Zq81xTT7-unique"
+    monkeypatch.setenv("NP_TEST_PG_PW", secret)
+    assert secret in redact(f"driver said {secret}")  # not registered before the start
+    storage = {"path": str(tmp_path / "data"), "url": pg_url, "password": {"env": "NP_TEST_PG_PW"}}
+    d = await start_daemon(sim_config(tmp_path, storage=storage))
+    assert (await d.readiness())["ready"] is True
+    assert secret not in redact(f"driver said {secret}")

@@ -17,8 +17,10 @@ from nessus_pool.testing import FAST_POOL, engine_rig, settle
 from tests.conftest import DaemonFactory, sim_config
 
 
-async def test_stop_lets_an_ingest_in_flight_finish_within_the_grace(tmp_path: Path) -> None:
-    async with engine_rig(tmp_path, scan_s=5.0) as rig:
+async def test_stop_lets_an_ingest_in_flight_finish_within_the_grace(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    async with engine_rig(tmp_path, store_url=store_url, scan_s=5.0) as rig:
         fake = rig.fakes["fake-1"]
         export = fake.hold("export_scan")
         t = await rig.submit()
@@ -38,8 +40,9 @@ async def test_stop_lets_an_ingest_in_flight_finish_within_the_grace(tmp_path: P
 
 async def test_stop_cancels_after_the_grace_and_a_restart_redoes_the_export(
     tmp_path: Path,
+    store_url: str | None,
 ) -> None:
-    async with engine_rig(tmp_path, scan_s=5.0) as rig:
+    async with engine_rig(tmp_path, store_url=store_url, scan_s=5.0) as rig:
         fake = rig.fakes["fake-1"]
         export = fake.hold("export_scan")  # never released: a hung download
         t = await rig.submit()
@@ -54,7 +57,7 @@ async def test_stop_cancels_after_the_grace_and_a_restart_redoes_the_export(
         assert stored.status is TaskStatus.EXPORTING and stored.export_sha256 is None
         exports = fake.count("export_scan")
         clock, fakes = rig.clock, rig.fakes
-    async with engine_rig(tmp_path, clock=clock, fakes=fakes) as rig:
+    async with engine_rig(tmp_path, store_url=store_url, clock=clock, fakes=fakes) as rig:
         await rig.until(lambda: t.task_id not in rig.engine.tasks)
         stored = await rig.stored(t.task_id)
         assert stored.status is TaskStatus.COMPLETED
@@ -62,10 +65,13 @@ async def test_stop_cancels_after_the_grace_and_a_restart_redoes_the_export(
 
 
 async def test_an_essential_loop_that_dies_marks_the_engine_dead(
-    tmp_path: Path, allow_dead_background_tasks: bool, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    store_url: str | None,
+    allow_dead_background_tasks: bool,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.ERROR, "nessus_pool.engine")
-    async with engine_rig(tmp_path) as rig:
+    async with engine_rig(tmp_path, store_url=store_url) as rig:
         seen: list[str] = []
         rig.engine.on_death.append(seen.append)
 
@@ -105,8 +111,10 @@ async def test_daemon_not_ready_and_stops_with_exit_code_1_when_a_loop_dies(
     assert d.exit_code == 1
 
 
-async def test_a_probe_that_gets_a_hostile_reply_keeps_probing(tmp_path: Path) -> None:
-    async with engine_rig(tmp_path, pool=_fast_probe()) as rig:
+async def test_a_probe_that_gets_a_hostile_reply_keeps_probing(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    async with engine_rig(tmp_path, store_url=store_url, pool=_fast_probe()) as rig:
         fake = rig.fakes["fake-1"]
         fake.fail_next("probe", RecursionError("maximum recursion depth exceeded"))
         slots = rig.engine.scanners["fake-1"].slots
@@ -120,8 +128,10 @@ def _fast_probe() -> PoolConfig:
     return msgspec.structs.replace(FAST_POOL, probe_interval_s=5.0)
 
 
-async def test_housekeeping_survives_an_export_it_cannot_delete(tmp_path: Path) -> None:
-    async with engine_rig(tmp_path, scan_s=5.0) as rig:
+async def test_housekeeping_survives_an_export_it_cannot_delete(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    async with engine_rig(tmp_path, store_url=store_url, scan_s=5.0) as rig:
         done = [await rig.submit() for _ in range(2)]
         await rig.until(lambda: not rig.engine.tasks)
         stuck = Path(str((await rig.stored(done[0].task_id)).export_path))

@@ -52,9 +52,9 @@ async def _consistent(rig: Rig, t: Task, status: TaskStatus) -> None:
 
 @pytest.mark.parametrize("cause", ["scan_aborted", "scanner_export_only"])
 async def test_cancel_during_requeue(
-    tmp_path: Path, cause: str, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, store_url: str | None, cause: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with engine_rig(tmp_path) as rig:
+    async with engine_rig(tmp_path, store_url=store_url) as rig:
         fake = rig.fakes["fake-1"]
         t = await rig.submit()
         if cause == "scan_aborted":
@@ -79,8 +79,8 @@ async def test_cancel_during_requeue(
     assert not [r for r in caplog.records if getattr(r, "event", "") == "background_task_died"]
 
 
-async def test_cancel_during_revive(tmp_path: Path) -> None:
-    async with engine_rig(tmp_path) as rig:
+async def test_cancel_during_revive(tmp_path: Path, store_url: str | None) -> None:
+    async with engine_rig(tmp_path, store_url=store_url) as rig:
         fake = rig.fakes["fake-1"]
         fake.fail_next("create_scan", PermanentScannerError("no such template"))
         t = await rig.submit()
@@ -104,8 +104,10 @@ async def test_cancel_during_revive(tmp_path: Path) -> None:
         ("canceled", TaskStatus.CANCELED),
     ],
 )
-async def test_cancel_during_finish(tmp_path: Path, final: str, status: TaskStatus) -> None:
-    async with engine_rig(tmp_path, scan_s=5.0) as rig:
+async def test_cancel_during_finish(
+    tmp_path: Path, store_url: str | None, final: str, status: TaskStatus
+) -> None:
+    async with engine_rig(tmp_path, store_url=store_url, scan_s=5.0) as rig:
         fake = rig.fakes["fake-1"]
         if final == "failed":
             fake.fail_next("create_scan", PermanentScannerError("no such template"))
@@ -126,8 +128,12 @@ async def test_cancel_during_finish(tmp_path: Path, final: str, status: TaskStat
         await _dispatcher_still_works(rig)
 
 
-async def test_crash_after_remote_delete_keeps_the_finished_scan(tmp_path: Path) -> None:
-    async with engine_rig(tmp_path, scan_s=5.0, delete_remote_scans=True) as rig:
+async def test_crash_after_remote_delete_keeps_the_finished_scan(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    async with engine_rig(
+        tmp_path, store_url=store_url, scan_s=5.0, delete_remote_scans=True
+    ) as rig:
         fake = rig.fakes["fake-1"]
         deleted = fake.hold("delete_scan")  # the scan is gone; we die before our final row
         t = await rig.submit()
@@ -135,7 +141,9 @@ async def test_crash_after_remote_delete_keeps_the_finished_scan(tmp_path: Path)
         assert not fake.scans
         exports = fake.count("export_scan")
         clock, fakes = rig.clock, rig.fakes
-    async with engine_rig(tmp_path, clock=clock, fakes=fakes, delete_remote_scans=True) as rig:
+    async with engine_rig(
+        tmp_path, store_url=store_url, clock=clock, fakes=fakes, delete_remote_scans=True
+    ) as rig:
         await rig.until(lambda: t.task_id not in rig.engine.tasks)
         stored = await rig.stored(t.task_id)
         assert (stored.status, stored.dead_letter) == (TaskStatus.COMPLETED, False)
@@ -145,10 +153,10 @@ async def test_crash_after_remote_delete_keeps_the_finished_scan(tmp_path: Path)
 
 
 async def test_unexpected_runner_error_frees_the_slot_and_requeues(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, store_url: str | None, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, "nessus_pool.engine")
-    async with engine_rig(tmp_path, scan_s=5.0) as rig:
+    async with engine_rig(tmp_path, store_url=store_url, scan_s=5.0) as rig:
         fake = rig.fakes["fake-1"]
         fake.fail_next("scan_details", RecursionError("maximum recursion depth exceeded"))
         t = await rig.submit()
@@ -164,16 +172,21 @@ async def test_unexpected_runner_error_frees_the_slot_and_requeues(
 
 async def test_crash_after_checkpoint_then_scanner_removed_still_completes(
     tmp_path: Path,
+    store_url: str | None,
 ) -> None:
     """The results were stored before the crash; the scanner is gone after the restart:
     the task ends as it would have (was: dead-lettered as scanner_removed)."""
-    async with engine_rig(tmp_path, scan_s=5.0, delete_remote_scans=True) as rig:
+    async with engine_rig(
+        tmp_path, store_url=store_url, scan_s=5.0, delete_remote_scans=True
+    ) as rig:
         deleted = rig.fakes["fake-1"].hold("delete_scan")
         t = await rig.submit()
         await rig.until(deleted.entered.is_set)
         clock = rig.clock
     fakes = {"fake-2": FakeNessus("fake-2", clock)}
-    async with engine_rig(tmp_path, clock=clock, fakes=fakes, scanner_ids=["fake-2"]) as rig:
+    async with engine_rig(
+        tmp_path, store_url=store_url, clock=clock, fakes=fakes, scanner_ids=["fake-2"]
+    ) as rig:
         assert "fake-1" not in rig.engine.scanners
         stored = await rig.stored(t.task_id)
         assert (stored.status, stored.reason, stored.dead_letter) == (

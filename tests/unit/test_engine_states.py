@@ -25,8 +25,10 @@ from nessus_pool.store import Q_INSERT_EVENT, Q_UPSERT_TASK
 from nessus_pool.testing import FakeScan, engine_rig
 
 
-async def test_a_scan_runs_to_completed_with_the_calls_in_order(tmp_path: Path) -> None:
-    async with engine_rig(tmp_path, scan_s=30.0) as rig:
+async def test_a_scan_runs_to_completed_with_the_calls_in_order(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    async with engine_rig(tmp_path, store_url=store_url, scan_s=30.0) as rig:
         t = await rig.submit()
         await rig.until(lambda: t.task_id not in rig.engine.tasks)
         stored = await rig.stored(t.task_id)
@@ -58,8 +60,11 @@ def _pool(**kw: object) -> PoolConfig:
 
 async def test_max_scan_duration_is_ours_even_if_the_wall_clock_steps_back(
     tmp_path: Path,
+    store_url: str | None,
 ) -> None:
-    async with engine_rig(tmp_path, pool=_pool(max_scan_duration_s=10.0), scan_s=100.0) as rig:
+    async with engine_rig(
+        tmp_path, store_url=store_url, pool=_pool(max_scan_duration_s=10.0), scan_s=100.0
+    ) as rig:
         t = await rig.submit()
         await rig.until(lambda: t.status is TaskStatus.RUNNING)
         rig.clock.step_wall(-3600.0)  # NTP correction: wall time jumps an hour back
@@ -70,8 +75,12 @@ async def test_max_scan_duration_is_ours_even_if_the_wall_clock_steps_back(
         assert stored.export_sha256 is not None  # partial results kept
 
 
-async def test_scanner_lost_dead_letters_after_the_pool_limit(tmp_path: Path) -> None:
-    async with engine_rig(tmp_path, pool=_pool(scanner_lost_after_s=30.0)) as rig:
+async def test_scanner_lost_dead_letters_after_the_pool_limit(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    async with engine_rig(
+        tmp_path, store_url=store_url, pool=_pool(scanner_lost_after_s=30.0)
+    ) as rig:
         fake = rig.fakes["fake-1"]
         t = await rig.submit()
         await rig.until(lambda: t.status is TaskStatus.RUNNING)
@@ -87,8 +96,10 @@ async def test_scanner_lost_dead_letters_after_the_pool_limit(tmp_path: Path) ->
         assert 30.0 <= rig.clock.monotonic_s() - started_s < 120.0
 
 
-async def test_stopped_on_the_scanner_by_someone_else(tmp_path: Path) -> None:
-    async with engine_rig(tmp_path) as rig:
+async def test_stopped_on_the_scanner_by_someone_else(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    async with engine_rig(tmp_path, store_url=store_url) as rig:
         t = await rig.submit()
         await rig.until(lambda: t.status is TaskStatus.RUNNING)
         assert t.remote_scan_id is not None
@@ -99,8 +110,10 @@ async def test_stopped_on_the_scanner_by_someone_else(tmp_path: Path) -> None:
         assert rig.fakes["fake-1"].count("stop_scan") == 0
 
 
-async def test_scan_aborted_is_retried_with_a_new_scan_name(tmp_path: Path) -> None:
-    async with engine_rig(tmp_path, scan_s=5.0) as rig:
+async def test_scan_aborted_is_retried_with_a_new_scan_name(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    async with engine_rig(tmp_path, store_url=store_url, scan_s=5.0) as rig:
         fake = rig.fakes["fake-1"]
         t = await rig.submit()
         await rig.until(lambda: t.status is TaskStatus.RUNNING)
@@ -115,8 +128,10 @@ async def test_scan_aborted_is_retried_with_a_new_scan_name(tmp_path: Path) -> N
         assert [e.reason for e in events if e.status == "requeued"] == ["scan_aborted"]
 
 
-async def test_scanner_export_only_requeues_without_using_an_attempt(tmp_path: Path) -> None:
-    async with engine_rig(tmp_path) as rig:
+async def test_scanner_export_only_requeues_without_using_an_attempt(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    async with engine_rig(tmp_path, store_url=store_url) as rig:
         fake = rig.fakes["fake-1"]
         fake.fail_next("create_scan", ScanApiUnavailableError("licence: export only"))
         fake.scan_api = False  # what the next probes will say too
@@ -131,9 +146,9 @@ async def test_scanner_export_only_requeues_without_using_an_attempt(tmp_path: P
 
 
 async def test_duplicate_remote_scans_after_a_crash_launch_only_the_oldest(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, store_url: str | None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with engine_rig(tmp_path) as rig:
+    async with engine_rig(tmp_path, store_url=store_url) as rig:
         fake = rig.fakes["fake-1"]
         created = fake.hold("create_scan")  # created on the scanner; we die before "created"
         t = await rig.submit()
@@ -143,7 +158,7 @@ async def test_duplicate_remote_scans_after_a_crash_launch_only_the_oldest(
     # a second create of the same name that also reached the scanner (a retried request)
     fake.scans[99] = FakeScan(id=99, name=first.name, targets=first.targets, credentialed=False)
     caplog.set_level(logging.WARNING, "nessus_pool.engine")
-    async with engine_rig(tmp_path, clock=clock, fakes=fakes) as rig:
+    async with engine_rig(tmp_path, store_url=store_url, clock=clock, fakes=fakes) as rig:
         await rig.until(lambda: t.task_id not in rig.engine.tasks)
         stored = await rig.stored(t.task_id)
         assert (stored.status, stored.remote_scan_id) == (TaskStatus.COMPLETED, first.id)
@@ -172,9 +187,11 @@ def test_transition_table_refuses_leaving_a_final_state() -> None:
         )
 
 
-async def test_a_cancel_does_not_wait_out_a_retry_backoff(tmp_path: Path) -> None:
+async def test_a_cancel_does_not_wait_out_a_retry_backoff(
+    tmp_path: Path, store_url: str | None
+) -> None:
     slow = _pool(retry_base_delay_s=60.0, retry_max_delay_s=60.0)
-    async with engine_rig(tmp_path, pool=slow) as rig:
+    async with engine_rig(tmp_path, store_url=store_url, pool=slow) as rig:
         fake = rig.fakes["fake-1"]
         t = await rig.submit()
         await rig.until(lambda: t.status is TaskStatus.RUNNING)
@@ -239,8 +256,10 @@ def test_transition_applies_the_step_and_returns_its_rows_or_refuses_untouched()
     assert (t.status, t.updated_at_ms, t.progress_pct) == (TaskStatus.COMPLETED, 6, None)
 
 
-async def test_repeated_cancels_of_a_running_scan_write_one_row(tmp_path: Path) -> None:
-    async with engine_rig(tmp_path) as rig:
+async def test_repeated_cancels_of_a_running_scan_write_one_row(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    async with engine_rig(tmp_path, store_url=store_url) as rig:
         fake = rig.fakes["fake-1"]
         stop = fake.hold("stop_scan")  # keep it running while the cancels arrive
         t = await rig.submit()

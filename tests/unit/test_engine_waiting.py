@@ -21,8 +21,12 @@ def _blocked_metric(rig_engine: object) -> dict[tuple[str, ...], float]:
     return {tuple(s.labels.values()): s.value for s in fams["nessus_pool_queue_blocked"].samples}
 
 
-async def test_full_pool_then_drained_then_down_each_say_why(tmp_path: Path) -> None:
-    async with engine_rig(tmp_path, scanners=2, cap=1, pool=PROBE_5S, scan_s=600.0) as rig:
+async def test_full_pool_then_drained_then_down_each_say_why(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    async with engine_rig(
+        tmp_path, store_url=store_url, scanners=2, cap=1, pool=PROBE_5S, scan_s=600.0
+    ) as rig:
         running = [await rig.submit() for _ in range(2)]
         await rig.until(lambda: all(t.status is TaskStatus.RUNNING for t in running))
         waiting = await rig.submit()
@@ -43,8 +47,10 @@ async def test_full_pool_then_drained_then_down_each_say_why(tmp_path: Path) -> 
         assert _blocked_metric(rig.engine) == {("lan", "scanners_unreachable"): 1}
 
 
-async def test_export_only_pool_refuses_submits_and_names_the_scanners(tmp_path: Path) -> None:
-    async with engine_rig(tmp_path, scanners=2, cap=1, pool=PROBE_5S) as rig:
+async def test_export_only_pool_refuses_submits_and_names_the_scanners(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    async with engine_rig(tmp_path, store_url=store_url, scanners=2, cap=1, pool=PROBE_5S) as rig:
         rig.engine.set_scanner_enabled("fake-1", False)
         rig.engine.set_scanner_enabled("fake-2", False)
         queued = await rig.submit()  # accepted: nothing known against the scanners yet
@@ -71,8 +77,10 @@ async def test_export_only_pool_refuses_submits_and_names_the_scanners(tmp_path:
         assert (await rig.stored(later.task_id)).status is TaskStatus.COMPLETED
 
 
-async def test_a_scan_pinned_to_an_export_only_scanner_is_refused(tmp_path: Path) -> None:
-    async with engine_rig(tmp_path, scanners=2, cap=1, pool=PROBE_5S) as rig:
+async def test_a_scan_pinned_to_an_export_only_scanner_is_refused(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    async with engine_rig(tmp_path, store_url=store_url, scanners=2, cap=1, pool=PROBE_5S) as rig:
         rig.fakes["fake-1"].scan_api = False
         sc = rig.engine.scanners["fake-1"]
         await rig.until(lambda: not sc.slots.scan_api, step_s=5.0)

@@ -1,5 +1,5 @@
 """The group-commit writer on its own: ordering, cancellation, and the failure of one batch
-(with a scripted commit function, then with a real SQLite file)."""
+(with a scripted commit function, then with a real SQLite file and a real PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from nessus_pool.errors import StorageError
 from nessus_pool.models import Task, TaskStatus
-from nessus_pool.store import Store
+from nessus_pool.store import Store, make_store
 from nessus_pool.store.writer import GroupCommitWriter, Op
 
 
@@ -122,8 +122,10 @@ def _task(task_id: str, seq: int, key: str | None) -> Task:
     )
 
 
-async def test_real_sqlite_a_constraint_failure_rolls_back_its_batch_only(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
+async def test_real_store_a_constraint_failure_rolls_back_its_batch_only(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    store = make_store(url=store_url, sqlite_path=tmp_path / "s.db")
     await store.open()
     try:
         await store.save_task(_task("t1", 1, "k"))

@@ -1,5 +1,6 @@
 """The storage directory: created private (0700, earlier files tightened) and held by one
-engine at a time through an exclusive ``flock`` on ``<storage>/.lock``."""
+daemon at a time through an exclusive ``flock`` on ``<storage>/.lock``, taken by the daemon
+for its life and by ``storage migrate`` while it copies."""
 
 from __future__ import annotations
 

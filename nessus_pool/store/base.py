@@ -1,0 +1,279 @@
+"""What every storage backend shares: the interface the engine and the service use
+(:class:`TaskStore`), the row encoding, the named writes and reads, and the group commit.
+
+A backend supplies three things: ``open``/``close``, ``_commit`` (one batch of ops -> one
+transaction) and ``_fetch`` (one named read). Ops are ``(sql, params)`` where ``sql`` is one
+of the named statements of :mod:`nessus_pool.store.queries` (SQLite text, ``?`` markers); a
+backend with another dialect translates each name once (see ``store.pg``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+import msgspec
+
+from nessus_pool.errors import StorageError
+from nessus_pool.models import Task, TaskEvent
+from nessus_pool.store.queries import (
+    Q_BY_IDEMPOTENCY,
+    Q_COUNT_FINDINGS,
+    Q_DELETE_FINDINGS,
+    Q_DELETE_TASK,
+    Q_DLQ_COUNTS,
+    Q_EVENTS,
+    Q_GET_FINDINGS,
+    Q_GET_RESULTS,
+    Q_GET_TASK,
+    Q_INSERT_EVENT,
+    Q_INSERT_FINDING,
+    Q_MAX_SEQ,
+    Q_PROBE_WRITE,
+    Q_UPSERT_RESULTS,
+    Q_UPSERT_TASK,
+)
+from nessus_pool.store.writer import GroupCommitWriter, Op
+
+_task_enc = msgspec.msgpack.Encoder()
+_task_dec = msgspec.msgpack.Decoder(Task)
+
+FindingRow = tuple[int, int, int, str, bytes]
+
+
+def redact_url(url: str) -> str:
+    """``url`` without a password, for logs and errors."""
+    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
+
+
+def task_row(t: Task) -> tuple[Any, ...]:
+    return (
+        t.task_id,
+        t.seq,
+        t.pool,
+        t.status.value,
+        t.priority,
+        t.idempotency_key,
+        t.created_at_ms,
+        t.finished_at_ms,
+        int(t.dead_letter),
+        _task_enc.encode(t),
+    )
+
+
+def decode_task(blob: bytes) -> Task:
+    return _task_dec.decode(blob)
+
+
+def op_save_task(task: Task) -> Op:
+    return (Q_UPSERT_TASK, task_row(task))
+
+
+def op_event(ev: TaskEvent) -> Op:
+    return (Q_INSERT_EVENT, (ev.task_id, ev.at_ms, ev.status, ev.reason, ev.detail))
+
+
+class TaskFilter(msgspec.Struct, kw_only=True, frozen=True):
+    statuses: list[str] | None = None
+    pool: str | None = None
+    dead_letter: bool | None = None
+    created_from_ms: int | None = None
+    created_to_ms: int | None = None
+    #: list tasks with seq below this (newest first pagination)
+    before_seq: int | None = None
+    finished_before_ms: int | None = None
+
+
+def list_tasks_sql(flt: TaskFilter, limit: int) -> tuple[str, list[Any]]:
+    """The list query for ``flt`` with ``?`` markers, newest first."""
+    where: list[str] = []
+    params: list[Any] = []
+    if flt.statuses:
+        where.append(f"status IN ({','.join('?' * len(flt.statuses))})")
+        params += flt.statuses
+    if flt.pool is not None:
+        where.append("pool = ?")
+        params.append(flt.pool)
+    if flt.dead_letter is not None:
+        where.append("dead_letter = ?")
+        params.append(int(flt.dead_letter))
+    if flt.created_from_ms is not None:
+        where.append("created_at_ms >= ?")
+        params.append(flt.created_from_ms)
+    if flt.created_to_ms is not None:
+        where.append("created_at_ms < ?")
+        params.append(flt.created_to_ms)
+    if flt.before_seq is not None:
+        where.append("seq < ?")
+        params.append(flt.before_seq)
+    if flt.finished_before_ms is not None:
+        where.append("finished_at_ms IS NOT NULL AND finished_at_ms < ?")
+        params.append(flt.finished_before_ms)
+    sql = "SELECT data FROM tasks"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY seq DESC LIMIT ?"
+    params.append(limit)
+    return sql, params
+
+
+class TaskStore(Protocol):
+    """The storage interface of the engine and the service; SQLite (``Store``) and
+    PostgreSQL (``PgStore``) implement it."""
+
+    @property
+    def commits(self) -> int: ...
+    @property
+    def rows_written(self) -> int: ...
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    def enqueue(self, ops: list[Op], *, bulk: bool = False) -> asyncio.Future[None]: ...
+    async def write(self, ops: list[Op], *, bulk: bool = False) -> None: ...
+    async def save_task(self, task: Task, event: TaskEvent | None = None) -> None: ...
+    async def save_results(self, task_id: str, data: bytes) -> None: ...
+    async def replace_findings(self, task_id: str, rows: Iterable[FindingRow]) -> None: ...
+    async def add_findings(self, task_id: str, rows: Iterable[FindingRow]) -> None: ...
+    async def delete_tasks(self, task_ids: Iterable[str]) -> None: ...
+    async def get_task(self, task_id: str) -> Task | None: ...
+    async def get_by_idempotency_key(self, key: str) -> Task | None: ...
+    async def load_active(self, *, chunk_rows: int = 5000) -> list[Task]: ...
+    async def max_seq(self) -> int: ...
+    async def events(self, task_id: str) -> list[TaskEvent]: ...
+    async def get_results(self, task_id: str) -> bytes | None: ...
+    async def get_findings_blobs(self, task_id: str) -> list[bytes]: ...
+    async def count_findings(self, task_id: str) -> int: ...
+    async def list_tasks(self, flt: TaskFilter, limit: int) -> list[Task]: ...
+    async def dlq_counts(self) -> dict[str, int]: ...
+    async def writable(self) -> bool: ...
+
+
+class BaseStore:
+    """Group commit, named writes and named reads over a backend's ``_commit`` and
+    ``_fetch``. Open with :meth:`open`, close with :meth:`close`."""
+
+    def __init__(self, *, max_batch: int = 512) -> None:
+        # through a lambda so that a subclass's _commit (tests hold commits) is used
+        self._writer = GroupCommitWriter(lambda ops: self._commit(ops), max_batch=max_batch)
+
+    op_save_task = staticmethod(op_save_task)
+    op_event = staticmethod(op_event)
+
+    @property
+    def commits(self) -> int:
+        return self._writer.commits
+
+    @property
+    def rows_written(self) -> int:
+        return self._writer.rows_written
+
+    @property
+    def last_commit_ok(self) -> bool:
+        return self._writer.last_commit_ok
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def _commit(self, ops: list[Op]) -> None:
+        raise NotImplementedError
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        raise NotImplementedError
+
+    async def load_active(self, *, chunk_rows: int = 5000) -> list[Task]:
+        """Every queued or in-flight task, in ``seq`` order."""
+        raise NotImplementedError
+
+    # --- writing -----------------------------------------------------------------------
+
+    def enqueue(self, ops: list[Op], *, bulk: bool = False) -> asyncio.Future[None]:
+        """Queue ``ops`` now (commits keep the order of the calls) and return the future of
+        the commit that holds them; see :class:`GroupCommitWriter`."""
+        return self._writer.enqueue(ops, bulk=bulk)
+
+    async def write(self, ops: list[Op], *, bulk: bool = False) -> None:
+        """Queue ``ops`` and return once they are committed (group commit). ``bulk`` writes
+        go one per commit, after the small ones waiting at that moment."""
+        # No shield: a cancelled caller cancels only its own future; its ops stay queued and
+        # are committed with the batch (the writer skips futures already done). A shield
+        # cost three extra callbacks per write.
+        await self.enqueue(ops, bulk=bulk)
+
+    async def save_task(self, task: Task, event: TaskEvent | None = None) -> None:
+        ops = [op_save_task(task)]
+        if event is not None:
+            ops.append(op_event(event))
+        await self.write(ops)
+
+    async def save_results(self, task_id: str, data: bytes) -> None:
+        await self.write([(Q_UPSERT_RESULTS, (task_id, data))])
+
+    async def replace_findings(self, task_id: str, rows: Iterable[FindingRow]) -> None:
+        """Store findings ``(seq, severity, plugin_id, host, data)`` for a task, replacing any."""
+        ops: list[Op] = [(Q_DELETE_FINDINGS, (task_id,))]
+        ops += [(Q_INSERT_FINDING, (task_id, *row)) for row in rows]
+        await self.write(ops, bulk=True)
+
+    async def add_findings(self, task_id: str, rows: Iterable[FindingRow]) -> None:
+        await self.write([(Q_INSERT_FINDING, (task_id, *row)) for row in rows], bulk=True)
+
+    async def delete_tasks(self, task_ids: Iterable[str]) -> None:
+        ops: list[Op] = [(q, (tid,)) for tid in task_ids for q in Q_DELETE_TASK]
+        if ops:
+            await self.write(ops)
+
+    # --- reads -------------------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> Task | None:
+        rows = await self._fetch(Q_GET_TASK, (task_id,))
+        return decode_task(rows[0][0]) if rows else None
+
+    async def get_by_idempotency_key(self, key: str) -> Task | None:
+        rows = await self._fetch(Q_BY_IDEMPOTENCY, (key,))
+        return decode_task(rows[0][0]) if rows else None
+
+    async def max_seq(self) -> int:
+        rows = await self._fetch(Q_MAX_SEQ)
+        return int(rows[0][0])
+
+    async def events(self, task_id: str) -> list[TaskEvent]:
+        return [
+            TaskEvent(task_id=r[0], at_ms=r[1], status=r[2], reason=r[3], detail=r[4])
+            for r in await self._fetch(Q_EVENTS, (task_id,))
+        ]
+
+    async def get_results(self, task_id: str) -> bytes | None:
+        rows = await self._fetch(Q_GET_RESULTS, (task_id,))
+        return bytes(rows[0][0]) if rows else None
+
+    async def get_findings_blobs(self, task_id: str) -> list[bytes]:
+        return [bytes(r[0]) for r in await self._fetch(Q_GET_FINDINGS, (task_id,))]
+
+    async def count_findings(self, task_id: str) -> int:
+        rows = await self._fetch(Q_COUNT_FINDINGS, (task_id,))
+        return int(rows[0][0])
+
+    async def list_tasks(self, flt: TaskFilter, limit: int) -> list[Task]:
+        """Newest first. Filters that SQL can index are applied here; callers post-filter."""
+        sql, params = list_tasks_sql(flt, limit)
+        return [decode_task(r[0]) for r in await self._fetch(sql, params)]
+
+    async def dlq_counts(self) -> dict[str, int]:
+        rows = await self._fetch(Q_DLQ_COUNTS)
+        return {r[0]: int(r[1]) for r in rows}
+
+    async def writable(self) -> bool:
+        """Readiness. While writes flow, the last commit's outcome answers at once (a probe
+        write would queue behind a burst and make a busy daemon look unready); with nothing
+        committed yet, or after a failure, a real write transaction round-trips."""
+        if self.last_commit_ok and self._writer.busy:
+            return True
+        try:
+            await self.write([(Q_PROBE_WRITE, ())])
+        except StorageError:
+            return False
+        return True
