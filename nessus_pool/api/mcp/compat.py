@@ -137,19 +137,7 @@ def status_result(
     validation = (v.results or {}).get("validation") or {}
     details = list(validation.get("troubleshooting", []))
     out: dict[str, Any] = {
-        "task_id": v.task_id,
-        "trace_id": trace_id(v.task_id),
-        "status": seed_status(v),
-        "scan_type": v.scan_type,
-        "scanner_pool": v.pool,
-        "scanner_type": SCANNER_TYPE,
-        "scanner_instance": v.scanner,
-        "targets": targets_text(v.targets),
-        "name": v.name,
-        "nessus_scan_id": v.remote_scan_id,
-        "created_at": iso(v.created_at_ms),
-        "started_at": iso(v.started_at_ms),
-        "completed_at": iso(v.finished_at_ms),
+        **_task_keys(v),
         "progress": progress(v),
         "error_message": v.error,
         "authentication_status": v.authentication_status,
@@ -182,7 +170,8 @@ def status_result(
     return out
 
 
-def task_entry(v: TaskView) -> dict[str, Any]:
+def _task_keys(v: TaskView) -> dict[str, Any]:
+    """The seed's keys that name a task, shared by get_scan_status and list_tasks entries."""
     return {
         "task_id": v.task_id,
         "trace_id": trace_id(v.task_id),
@@ -193,10 +182,16 @@ def task_entry(v: TaskView) -> dict[str, Any]:
         "scanner_instance": v.scanner,
         "targets": targets_text(v.targets),
         "name": v.name,
+        "nessus_scan_id": v.remote_scan_id,
         "created_at": iso(v.created_at_ms),
         "started_at": iso(v.started_at_ms),
         "completed_at": iso(v.finished_at_ms),
-        "nessus_scan_id": v.remote_scan_id,
+    }
+
+
+def task_entry(v: TaskView) -> dict[str, Any]:
+    return {
+        **_task_keys(v),
         # ours
         "detailed_status": v.status,
         "progress": progress(v),
