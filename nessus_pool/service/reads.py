@@ -16,7 +16,7 @@ from nessus_pool.errors import ConflictError, NotFoundError, ValidationError
 from nessus_pool.logs import release_task_secrets
 from nessus_pool.models import Task, TaskStatus
 from nessus_pool.results.parser import Finding
-from nessus_pool.results.query import FindingsQuery, diff_findings, query_findings
+from nessus_pool.results.query import PROFILES, FindingsQuery, diff_findings, query_findings
 from nessus_pool.service.ids import check_task_id
 from nessus_pool.service.views import TaskPage, TaskView, task_view
 from nessus_pool.store import TaskFilter
@@ -190,7 +190,16 @@ class Reads:
             )
         return t.export_path
 
-    async def compare(self, task_id: str, base_task_id: str | None = None) -> dict[str, Any]:
+    async def compare(
+        self,
+        task_id: str,
+        base_task_id: str | None = None,
+        *,
+        limit: int = 100,
+        fields: tuple[str, ...] | None = None,
+    ) -> dict[str, Any]:
+        """What changed since ``base_task_id`` (default: the last completed scan of the same
+        targets): see :func:`diff_findings`; ``limit`` items per list, ``fields`` of each."""
         t = await self.task(task_id)
         if base_task_id is None:
             base = await self._previous_same_targets(t)
@@ -213,6 +222,8 @@ class Reads:
         diff = diff_findings(
             old,
             new,
+            limit=limit,
+            fields=fields or PROFILES["summary"],
             old_hosts=await self._scanned_hosts(base_task_id),
             new_hosts=await self._scanned_hosts(task_id),
         )

@@ -11,16 +11,14 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import msgspec
-
 from nessus_pool.api.mcp import schemas as s
-from nessus_pool.results.query import PROFILES, diff_findings, severity_value
+from nessus_pool.results.query import PROFILES, severity_value
 from nessus_pool.results.types import SEVERITY_NAMES
 from nessus_pool.service import Service
 
 #: each item's fields: enough to name the finding; get_scan_results gives the rest
 ITEM_FIELDS = PROFILES["minimal"]
-SECTIONS = ("new", "fixed", "changed_severity")
+SECTIONS = ("new", "fixed", "not_rescanned", "changed_severity")
 
 
 def _severity(item: dict[str, Any]) -> int:
@@ -32,11 +30,10 @@ def _severity(item: dict[str, Any]) -> int:
 async def compare_result(svc: Service, a: s.CompareArgs) -> dict[str, Any]:
     """The comparison (our typed errors for an unknown or unfinished scan, a bad floor)."""
     floor = severity_value(a.min_severity, "min_severity")
-    base_id = a.base_task_id
-    if base_id is None:  # the service finds the previous scan of the same targets
-        base_id = (await svc.compare(a.task_id))["base_task_id"]
-    new, old = await svc.findings(a.task_id), await svc.findings(base_id)
-    full = msgspec.to_builtins(diff_findings(old, new, limit=sys.maxsize, fields=ITEM_FIELDS))
+    # the service's comparison (it finds the default base and knows which hosts each scan
+    # scanned), every item, then floored and paged here
+    res = await svc.compare(a.task_id, a.base_task_id, limit=sys.maxsize, fields=ITEM_FIELDS)
+    base_id, full = res["base_task_id"], res["diff"]
     start = (a.page - 1) * a.limit
     diff: dict[str, Any] = {}
     excluded: dict[str, int] = {}
@@ -48,6 +45,8 @@ async def compare_result(svc: Service, a: s.CompareArgs) -> dict[str, Any]:
         diff[name] = kept[start : start + a.limit]
         has_next = has_next or len(kept) > start + a.limit
     diff["unchanged_total"] = full["unchanged_total"]
+    for name in ("hosts_not_rescanned", "hosts_new"):  # how the two host sets differ
+        diff[name] = full[name][: a.limit]
     diff["truncated"] = has_next
     diff.update(min_severity=SEVERITY_NAMES.get(floor, "info"), page=a.page, limit=a.limit)
     diff["next_page"] = a.page + 1 if has_next else None
