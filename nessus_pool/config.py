@@ -21,6 +21,7 @@ import msgspec
 from nessus_pool.errors import ConfigError
 from nessus_pool.models import Escalation
 from nessus_pool.msgspec_errors import accepted_values
+from nessus_pool.windows import Calendar, Window, WindowError, build_window
 
 DEFAULT_CONFIG_PATH = "nessus-pool.toml"
 CONFIG_ENV = "NESSUS_POOL_CONFIG"
@@ -88,6 +89,40 @@ class SimulatorConfig(_Base):
     seed: int | None = None
 
 
+class MaintenanceWindowConfig(_Base):
+    """``[[pools.maintenance-windows]]`` (or under a scanner): no launch inside it.
+    Recurring (``days``, ``from``, ``to``, ``timezone``) or one-off (``start``, ``end``)."""
+
+    days: list[str] | None = None
+    from_: str | None = msgspec.field(default=None, name="from")
+    to: str | None = None
+    timezone: str = "UTC"
+    start: str | None = None
+    end: str | None = None
+    #: what a scan already running when the window starts does: run on, pause until the
+    #: window ends, or stop and run again after it
+    on_window: Literal["finish", "pause", "stop"] = "finish"
+    name: str | None = None
+
+    def window(self) -> Window:
+        """The calendar form; :class:`WindowError` naming the field if it cannot work."""
+        return build_window(
+            days=self.days,
+            from_=self.from_,
+            to=self.to,
+            timezone=self.timezone,
+            start=self.start,
+            end=self.end,
+            on_window=self.on_window,
+            name=self.name,
+        )
+
+
+def calendar_of(*windows: list[MaintenanceWindowConfig]) -> Calendar:
+    """One calendar of every window listed (a scanner's: its pool's and its own)."""
+    return Calendar(tuple(w.window() for ws in windows for w in ws))
+
+
 class ScannerConfig(_Base):
     id: Name
     url: str
@@ -103,6 +138,7 @@ class ScannerConfig(_Base):
     #: Nessus Manager: the id of the linked scanner or agent group to use, if any
     remote_scanner_id: int | None = None
     folder_id: int | None = None
+    maintenance_windows: list[MaintenanceWindowConfig] = []
 
 
 class PoolConfig(_Base):
@@ -133,6 +169,8 @@ class PoolConfig(_Base):
     allowed_targets: list[str] = []
     #: never scanned, even when allowed
     denied_targets: list[str] = []
+    #: no scan launches inside these (see README "Maintenance windows and pause/resume")
+    maintenance_windows: list[MaintenanceWindowConfig] = []
 
 
 _CREDENTIAL_SECRETS = ("password", "private_key", "private_key_passphrase", "escalation_password")
@@ -398,6 +436,8 @@ def validate(config: Config) -> list[str]:
                 warnings += _check_secret(getattr(sc, key), f"{at}.{key.replace('_', '-')}")
             if not sc.verify_tls:
                 warnings.append(f"{at}.verify-tls = false: TLS certificates are not verified")
+            _check_windows(sc.maintenance_windows, f"{at}.maintenance-windows")
+        _check_windows(pool.maintenance_windows, f"$.pools[{i}].maintenance-windows")
         for kind in ("allowed_targets", "denied_targets"):
             for k, entry in enumerate(getattr(pool, kind)):
                 if not _SCOPE_ENTRY.match(entry.strip()):
@@ -437,6 +477,14 @@ def validate(config: Config) -> list[str]:
     if not config.pools and sim is None:
         warnings.append("no pools and no simulator: nothing can be scanned")
     return warnings
+
+
+def _check_windows(windows: list[MaintenanceWindowConfig], at: str) -> None:
+    for k, w in enumerate(windows):
+        try:
+            w.window()
+        except WindowError as exc:
+            raise _err(f"{at}[{k}].{exc.field}", str(exc)) from None
 
 
 _PG_URL = re.compile(r"^postgres(?:ql)?://(?P<auth>[^@/?#]*@)?(?P<host>[^/?#@]*)(?P<rest>[/?].*)?$")
