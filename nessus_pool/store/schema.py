@@ -9,7 +9,7 @@ from nessus_pool.models import UNFINISHED_STATUSES, status_values
 #: (SQLite uses a partial index only for a WHERE that matches it)
 UNFINISHED_SQL = ", ".join(f"'{v}'" for v in status_values(UNFINISHED_STATUSES))
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, str] = {
     1: f"""
@@ -52,6 +52,12 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (task_id, seq)
     ) WITHOUT ROWID;
     CREATE INDEX findings_sev ON findings(task_id, severity);
+    """,
+    # #17: "paused" is an unfinished status; the partial index must list it, or the query
+    # that loads unfinished tasks (whose text lists it now) cannot use the index
+    2: f"""
+    DROP INDEX IF EXISTS tasks_active;
+    CREATE INDEX tasks_active ON tasks(status) WHERE status IN ({UNFINISHED_SQL});
     """,
 }
 
@@ -98,6 +104,10 @@ PG_MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX findings_sev ON findings(task_id, severity);
     CREATE TABLE probe (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);
+    """,
+    2: f"""
+    DROP INDEX IF EXISTS tasks_active;
+    CREATE INDEX tasks_active ON tasks(status) WHERE status IN ({UNFINISHED_SQL});
     """,
 }
 assert set(PG_MIGRATIONS) == set(MIGRATIONS), "every SQLite migration has its PostgreSQL twin"

@@ -1,0 +1,323 @@
+"""Maintenance windows and pause/resume, the engine side.
+
+- Each scanner's :class:`~nessus_pool.windows.Calendar` (its pool's windows and its own) is
+  built from the config here, at start and on reload; dispatch asks ``sc.in_window(now)``.
+- One supervised loop (``windows``) sleeps on the engine clock until the next window starts
+  or ends (never polling): when one ends it wakes the pool's dispatcher and resumes the scans
+  the window paused; when one starts, running scans follow its ``on-window``: ``finish``
+  (nothing), ``pause`` (paused on the scanner) or ``stop`` (stopped and requeued).
+- A pause or resume (a person's or a window's) is a :class:`Switch` handed to the task's
+  runner, which makes the scanner call and the status change in its watch loop
+  (:func:`switch_step`): the runner stays the one that talks to the scanner about its scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
+
+from nessus_pool.clock import sleep_or_event
+from nessus_pool.config import calendar_of
+from nessus_pool.errors import ConflictError, NotFoundError, ScannerError
+from nessus_pool.models import Task, TaskStatus
+
+if TYPE_CHECKING:
+    from nessus_pool.engine.core import Engine
+    from nessus_pool.engine.runner import RunControl, TaskRunner
+    from nessus_pool.engine.scanner import ScannerHandle
+
+log = logging.getLogger("nessus_pool.engine")
+
+#: the loop re-reads the calendars at least this often (a wall clock stepped by NTP moves
+#: window boundaries against the monotonic sleep)
+MAX_NAP_S = 300.0
+#: how long a person's pause or resume waits for the scanner's answer
+SWITCH_TIMEOUT_S = 60.0
+
+USER = "user"
+WINDOW = "window"
+
+
+@dataclass
+class Switch:
+    """A pause or resume asked of a runner; ``done`` gets None or why it did not happen."""
+
+    action: str  # "pause" | "resume"
+    by: str  # USER | WINDOW
+    done: asyncio.Future[str | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class WindowKeeper:
+    """The engine's windows: calendars, the boundary loop, pause and resume."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.e = engine
+        self.changed = asyncio.Event()
+        #: scanner id -> inside a window at the last pass (absent: not looked at yet)
+        self.inside: dict[str, bool] = {}
+        #: scans held by a window: queued tasks a window keeps from launching, and scans
+        #: paused by one (the metric nessus_pool_window_held_tasks)
+        self.held: dict[str, int] = {}
+
+    def refresh(self) -> None:
+        """(Re)build every scanner's calendar from its pool's config (start, reload)."""
+        for pool in self.e.pools.values():
+            own = {s.id: s.maintenance_windows for s in pool.config.scanners}
+            for sc in pool.scanners.values():
+                sc.calendar = calendar_of(
+                    pool.config.maintenance_windows, own.get(sc.scanner_id, [])
+                )
+        self.changed.set()
+
+    async def run(self) -> None:
+        """The boundary loop (supervised, essential): act at every window start and end."""
+        while True:
+            self.changed.clear()
+            now_ms = self.e.clock.now_ms()
+            self.apply(now_ms)
+            changes = [
+                c
+                for sc in list(self.e.scanners.values())
+                if (c := sc.calendar.next_change_ms(now_ms)) is not None
+            ]
+            delay_s = MAX_NAP_S
+            if changes:
+                # one millisecond past the boundary: the window has ended (or begun) then
+                delay_s = min(MAX_NAP_S, (min(changes) - now_ms) / 1000 + 0.001)
+            await sleep_or_event(self.e.clock, self.changed, max(0.001, delay_s))
+
+    def apply(self, now_ms: int) -> None:
+        """Compare each scanner with the last pass: a window that began applies its
+        ``on-window`` to the scans running there; one that ended releases the pool."""
+        for sid in [s for s in self.inside if s not in self.e.scanners]:
+            del self.inside[sid]
+        for sc in list(self.e.scanners.values()):
+            inside = sc.in_window(now_ms)
+            was = self.inside.get(sc.scanner_id)
+            self.inside[sc.scanner_id] = inside
+            if inside and was is not True:
+                span = sc.calendar.current(now_ms)
+                action = span.on_window if span is not None else "finish"
+                if was is not None:
+                    log.info(
+                        "maintenance window started",
+                        extra={
+                            "event": "window_started",
+                            "scanner": sc.scanner_id,
+                            "on_window": action,
+                            "until_ms": span.end_ms if span else None,
+                        },
+                    )
+                for t in self._tasks_on(sc):
+                    if action == "pause" and t.status is TaskStatus.RUNNING:
+                        self._ask(t, "pause", WINDOW)
+                    elif action == "stop" and t.status in (TaskStatus.RUNNING, TaskStatus.PAUSED):
+                        self._stop_for_window(t)
+            elif not inside and was is not False:
+                if was is not None:
+                    log.info(
+                        "maintenance window ended",
+                        extra={"event": "window_ended", "scanner": sc.scanner_id},
+                    )
+                for t in self._tasks_on(sc):
+                    if t.status is TaskStatus.PAUSED and t.paused_by == WINDOW:
+                        self._ask(t, "resume", WINDOW)
+                pool = self.e.pools.get(sc.spec.pool)
+                if pool is not None:
+                    pool.wake.set()
+
+    def _tasks_on(self, sc: ScannerHandle) -> list[Task]:
+        tasks = (self.e.tasks.get(tid) for tid in list(sc.slots.active))
+        return [t for t in tasks if t is not None and self.e.owns(t)]
+
+    def _stop_for_window(self, t: Task) -> None:
+        control = self.e.controls.get(t.task_id)
+        if control is None or control.window_stop or control.cancel_requested:
+            return
+        control.window_stop = True
+        control.wake.set()
+
+    def _ask(self, t: Task, action: str, by: str) -> Switch:
+        control = self.e.controls.get(t.task_id)
+        if control is None:
+            raise ConflictError(f"task {t.task_id} has no runner to {action} it; try again")
+        old = control.switch
+        sw = Switch(action, by)
+        if old is not None and not old.done.done():
+            old.done.set_result(f"replaced by a later {action}")
+        control.switch = sw
+        control.wake.set()
+        sw.done.add_done_callback(functools.partial(self._switched, task_id=t.task_id))
+        return sw
+
+    def _switched(self, fut: asyncio.Future[str | None], task_id: str) -> None:
+        self.e.committed(cast("asyncio.Future[None]", fut), task_id)
+
+    def in_window_until_ms(self, sc: ScannerHandle, now_ms: int) -> int | None:
+        span = sc.calendar.current(now_ms)
+        return None if span is None else span.end_ms
+
+    # --- a person's pause and resume ---------------------------------------------------
+
+    async def pause(self, task_id: str) -> Task:
+        """Pause a running scan on its scanner (it keeps its slot). Refused (409, naming
+        the status) where Nessus cannot pause: not launched yet, exporting, ended."""
+        t = await self._live(task_id, "pause")
+        if t.status is TaskStatus.PAUSED:
+            if t.paused_by != USER:  # a person's pause outlasts the window's
+                fut = self.e.change(t, TaskStatus.PAUSED, "paused", ev_reason=USER, paused_by=USER)
+                await fut
+                self.e.committed(fut, t.task_id)
+            return t
+        if t.status is not TaskStatus.RUNNING:
+            raise ConflictError(_cannot("pause", t), status=t.status.value, task_id=task_id)
+        return await self._switch(t, "pause")
+
+    async def resume(self, task_id: str) -> Task:
+        """Resume a paused scan. Refused while its scanner is in a maintenance window."""
+        t = await self._live(task_id, "resume")
+        if t.status is TaskStatus.RUNNING:
+            return t
+        if t.status is not TaskStatus.PAUSED:
+            raise ConflictError(_cannot("resume", t), status=t.status.value, task_id=task_id)
+        sc = self.e.scanners.get(t.scanner_id or "")
+        now_ms = self.e.clock.now_ms()
+        until = None if sc is None else self.in_window_until_ms(sc, now_ms)
+        if until is not None:
+            raise ConflictError(
+                f"task {task_id} cannot resume now: scanner {t.scanner_id} is in a "
+                f"maintenance window for {max(0, until - now_ms) // 1000} s more",
+                status=t.status.value,
+                task_id=task_id,
+            )
+        return await self._switch(t, "resume")
+
+    async def _live(self, task_id: str, action: str) -> Task:
+        t = self.e.tasks.get(task_id)
+        if t is None:
+            stored = await self.e.store.get_task(task_id)
+            if stored is None:
+                raise NotFoundError(f"task {task_id!r} not found", field="task_id")
+            raise ConflictError(
+                f"task {task_id} cannot {action}: it has ended ({stored.status.value})",
+                status=stored.status.value,
+                task_id=task_id,
+            )
+        ending = self.e.ending.get(task_id)
+        if ending is not None:
+            raise ConflictError(
+                f"task {task_id} cannot {action}: it has ended ({ending.status.value})",
+                status=ending.status.value,
+                task_id=task_id,
+            )
+        control = self.e.controls.get(task_id)
+        if control is not None and control.cancel_requested:
+            raise ConflictError(
+                f"task {task_id} cannot {action}: it is being canceled",
+                status=t.status.value,
+                task_id=task_id,
+            )
+        return t
+
+    async def _switch(self, t: Task, action: str) -> Task:
+        sw = self._ask(t, action, USER)
+        try:
+            async with asyncio.timeout(SWITCH_TIMEOUT_S):
+                refused = await asyncio.shield(sw.done)
+        except TimeoutError:
+            raise ConflictError(
+                f"task {t.task_id}: the scanner did not answer the {action} within "
+                f"{SWITCH_TIMEOUT_S:g} s; it may still happen",
+                status=t.status.value,
+                task_id=t.task_id,
+            ) from None
+        if refused is not None:
+            raise ConflictError(
+                f"task {t.task_id} cannot {action}: {refused}",
+                status=t.status.value,
+                task_id=t.task_id,
+            )
+        return t
+
+
+def _cannot(action: str, t: Task) -> str:
+    why = {
+        TaskStatus.QUEUED: "it is queued and has not been launched",
+        TaskStatus.DISPATCHING: "it is being launched; try again in a moment",
+        TaskStatus.EXPORTING: "the scan has ended on the scanner and its results are exported",
+        TaskStatus.RUNNING: "it is running, not paused",
+        TaskStatus.PAUSED: "it is already paused",
+    }.get(t.status, f"it has ended ({t.status.value})")
+    return f"task {t.task_id} cannot {action}: {why} (status {t.status.value})"
+
+
+async def switch_step(r: TaskRunner, scan_id: int) -> None:
+    """In the runner's watch loop: carry out the pending pause or resume of its scan on
+    the scanner, then record the status. A refusal of the scanner (a scan that ended in the
+    meantime, say) leaves the status as it is and is handed back to whoever asked."""
+    control = r.control
+    sw, control.switch = control.switch, None
+    if sw is None or sw.done.done():
+        return
+    t = r.task
+    pausing = sw.action == "pause"
+    want = TaskStatus.PAUSED if pausing else TaskStatus.RUNNING
+    if t.status is want or t.status not in (TaskStatus.RUNNING, TaskStatus.PAUSED):
+        sw.done.set_result(None if t.status is want else f"it is {t.status.value}")
+        return
+    client = r.sc.client
+    op = client.pause_scan if pausing else client.resume_scan
+    try:
+        await r._call(lambda: op(scan_id), r.policy, what=f"{sw.action}_scan")
+    except ScannerError as exc:
+        log.warning(
+            "pause or resume refused",
+            extra={
+                "event": f"task_{sw.action}_refused",
+                "task_id": t.task_id,
+                "scanner": r.sc.scanner_id,
+                "by": sw.by,
+                "error": str(exc),
+            },
+        )
+        sw.done.set_result(f"the scanner refused: {exc.message}")
+        return
+    now_ms = r.e.clock.now_ms()
+    if pausing:
+        await r.e.change(
+            t, TaskStatus.PAUSED, "paused", ev_reason=sw.by, paused_at_ms=now_ms, paused_by=sw.by
+        )
+    else:
+        extra_ms = now_ms - (t.paused_at_ms or now_ms) if t.paused_by == WINDOW else 0
+        await r.e.change(
+            t,
+            TaskStatus.RUNNING,
+            "resumed",
+            ev_reason=sw.by,
+            paused_at_ms=None,
+            paused_by=None,
+            window_paused_ms=t.window_paused_ms + max(0, extra_ms),
+        )
+    sw.done.set_result(None)
+
+
+def drop_switch(control: RunControl) -> None:
+    """The runner is done: a pause or resume still pending will not happen."""
+    sw, control.switch = control.switch, None
+    if sw is not None and not sw.done.done():
+        sw.done.set_result("the scan is no longer running on the scanner")
+
+
+def window_paused_s(t: Task, now_ms: int) -> float:
+    """Seconds the task has spent paused by windows (max-scan-duration leaves them out: a
+    window is no fault of the scan; a person's pause counts, so a forgotten one cannot hold
+    a slot for ever)."""
+    ms = t.window_paused_ms
+    if t.status is TaskStatus.PAUSED and t.paused_by == WINDOW and t.paused_at_ms is not None:
+        ms += max(0, now_ms - t.paused_at_ms)
+    return ms / 1000
