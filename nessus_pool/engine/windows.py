@@ -19,8 +19,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
+from prometheus_client.core import GaugeMetricFamily
+
 from nessus_pool.clock import sleep_or_event
 from nessus_pool.config import calendar_of
+from nessus_pool.engine.pool import waiting_reason
 from nessus_pool.errors import ConflictError, NotFoundError, ScannerError
 from nessus_pool.models import Task, TaskStatus
 
@@ -60,9 +63,6 @@ class WindowKeeper:
         self.changed = asyncio.Event()
         #: scanner id -> inside a window at the last pass (absent: not looked at yet)
         self.inside: dict[str, bool] = {}
-        #: scans held by a window: queued tasks a window keeps from launching, and scans
-        #: paused by one (the metric nessus_pool_window_held_tasks)
-        self.held: dict[str, int] = {}
 
     def refresh(self) -> None:
         """(Re)build every scanner's calendar from its pool's config (start, reload)."""
@@ -304,6 +304,25 @@ async def switch_step(r: TaskRunner, scan_id: int) -> None:
             window_paused_ms=t.window_paused_ms + max(0, extra_ms),
         )
     sw.done.set_result(None)
+
+
+def held_gauge(engine: Engine) -> GaugeMetricFamily:
+    """``nessus_pool_window_held_tasks{pool, state}``: scans a maintenance window holds now,
+    queued ones it keeps from launching (``queued``) and running ones it paused (``paused``)."""
+    gauge = GaugeMetricFamily(
+        "nessus_pool_window_held_tasks",
+        "Scans held by a maintenance window: queued (not launched) or paused",
+        labels=["pool", "state"],
+    )
+    paused: dict[str, int] = {}
+    for t in engine.tasks.values():
+        if t.status is TaskStatus.PAUSED and t.paused_by == WINDOW:
+            paused[t.pool] = paused.get(t.pool, 0) + 1
+    for name, pool in engine.pools.items():
+        queued = len(pool.queue) if waiting_reason(pool) == "maintenance_window" else 0
+        gauge.add_metric([name, "queued"], queued)
+        gauge.add_metric([name, "paused"], paused.get(name, 0))
+    return gauge
 
 
 def drop_switch(control: RunControl) -> None:
