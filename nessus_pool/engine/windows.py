@@ -26,6 +26,7 @@ from nessus_pool.config import calendar_of
 from nessus_pool.engine.pool import waiting_reason
 from nessus_pool.errors import ConflictError, NotFoundError, ScannerError
 from nessus_pool.models import Task, TaskStatus
+from nessus_pool.nessus import RemotePhase
 
 if TYPE_CHECKING:
     from nessus_pool.engine.core import Engine
@@ -39,6 +40,8 @@ log = logging.getLogger("nessus_pool.engine")
 MAX_NAP_S = 300.0
 #: how long a person's pause or resume waits for the scanner's answer
 SWITCH_TIMEOUT_S = 60.0
+#: how long a pause or resume waits for a scan between two phases (pausing, resuming)
+SETTLE_LIMIT_S = 30.0
 
 USER = "user"
 WINDOW = "window"
@@ -273,6 +276,7 @@ async def switch_step(r: TaskRunner, scan_id: int) -> None:
     client = r.sc.client
     op = client.pause_scan if pausing else client.resume_scan
     try:
+        await _settled(r, scan_id)
         await r._call(lambda: op(scan_id), r.policy, what=f"{sw.action}_scan")
     except ScannerError as exc:
         log.warning(
@@ -304,6 +308,17 @@ async def switch_step(r: TaskRunner, scan_id: int) -> None:
             window_paused_ms=t.window_paused_ms + max(0, extra_ms),
         )
     sw.done.set_result(None)
+
+
+async def _settled(r: TaskRunner, scan_id: int) -> None:
+    """Wait (bounded) while the scan is between two phases: Nessus refuses to resume a scan
+    that is still ``pausing`` (or to pause one still ``resuming``)."""
+    deadline_s = r.e.clock.monotonic_s() + SETTLE_LIMIT_S
+    while True:
+        d = await r._call(lambda: r.sc.client.scan_details(scan_id), r.policy, what="scan_details")
+        if d.phase is not RemotePhase.TRANSITIONING or r.e.clock.monotonic_s() >= deadline_s:
+            return
+        await r.e.clock.sleep(min(1.0, r.pool.config.poll_interval_s))
 
 
 def held_gauge(engine: Engine) -> GaugeMetricFamily:
