@@ -91,7 +91,8 @@ class SimulatorConfig(_Base):
 
 class MaintenanceWindowConfig(_Base):
     """``[[pools.maintenance-windows]]`` (or under a scanner): no launch inside it.
-    Recurring (``days``, ``from``, ``to``, ``timezone``) or one-off (``start``, ``end``)."""
+    Recurring (``days``, ``from``, ``to``, ``timezone``), cron-based (``cron``,
+    ``duration-s``, ``timezone``) or one-off (``start``, ``end``)."""
 
     days: list[str] | None = None
     from_: str | None = msgspec.field(default=None, name="from")
@@ -99,6 +100,9 @@ class MaintenanceWindowConfig(_Base):
     timezone: str = "UTC"
     start: str | None = None
     end: str | None = None
+    #: cron-based: a 5-field expression for when each window starts, and how long it lasts
+    cron: str | None = None
+    duration_s: float | None = None
     #: what a scan already running when the window starts does: run on, pause until the
     #: window ends, or stop and run again after it
     on_window: Literal["finish", "pause", "stop"] = "finish"
@@ -113,6 +117,8 @@ class MaintenanceWindowConfig(_Base):
             timezone=self.timezone,
             start=self.start,
             end=self.end,
+            cron=self.cron,
+            duration_s=self.duration_s,
             on_window=self.on_window,
             name=self.name,
         )

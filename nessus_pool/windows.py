@@ -4,12 +4,16 @@ instant), so tests pass any instant, DST days included.
 
 A recurring window is given in local time of an IANA zone: days of the week (the day the
 window *starts*), a ``from`` and a ``to`` time; ``to`` earlier than ``from`` crosses midnight,
-``to = "24:00"`` ends at the next midnight. Local times are turned into instants with
-:mod:`zoneinfo`, as :class:`datetime.datetime` does with ``fold=0``: a time that does not
-exist on a spring-forward day (02:30 in Europe/Berlin on 2026-03-29) is moved forward by the
-gap (03:30 summer time), and a time that happens twice on a fall-back day means its first
-occurrence. A one-off window is two instants. Overlapping or touching windows count as one:
-dispatch resumes when the last of them ends.
+``to = "24:00"`` ends at the next midnight. Or by a 5-field ``cron`` expression (when each
+occurrence starts, evaluated by cronsim in the zone, with Debian cron's DST rules: a start in
+a spring-forward gap runs at the end of the gap) and a ``duration-s``.
+
+Local times are turned into instants with :mod:`zoneinfo`, as :class:`datetime.datetime`
+does with ``fold=0``: a from/to that does not exist on a spring-forward day (02:30 in
+Europe/Berlin on 2026-03-29) is moved forward by the gap (03:30 summer time), and one that
+happens twice on a fall-back day means its first occurrence. A one-off window is two
+instants. Overlapping or touching windows count as one: dispatch resumes when the last of
+them ends.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
 
 OnWindow = Literal["finish", "pause", "stop"]
 
@@ -30,6 +36,10 @@ _HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 _DAY_MS = 86_400_000
 #: how far ahead the next window is looked for (a recurring window starts within a week)
 _HORIZON_DAYS = 8
+#: occurrences of one cron window looked at per computation (every minute: about 16 hours)
+_CRON_MAX = 1000
+#: the longest cron window (a window that long is better written as one-off windows)
+MAX_CRON_DURATION_S = 7 * 86400
 
 
 class WindowError(ValueError):
@@ -64,9 +74,14 @@ class Window:
     zone: ZoneInfo | None = None
     start_ms: int | None = None
     end_ms: int | None = None
+    cron: str | None = None
+    duration_ms: int = 0
 
     def spans(self, lo_ms: int, hi_ms: int) -> list[Span]:
-        """Occurrences that overlap ``[lo_ms, hi_ms)``."""
+        """Occurrences that overlap ``[lo_ms, hi_ms)`` (a cron window's first
+        :data:`_CRON_MAX` only)."""
+        if self.cron is not None:
+            return self._cron_spans(lo_ms, hi_ms)
         if self.start_ms is not None and self.end_ms is not None:
             if self.start_ms < hi_ms and self.end_ms > lo_ms:
                 return [Span(self.start_ms, self.end_ms, self.on_window, self.name)]
@@ -84,6 +99,26 @@ class Window:
                     out.append(Span(start, end, self.on_window, self.name))
             day += dt.timedelta(days=1)
         return out
+
+    def _cron_spans(self, lo_ms: int, hi_ms: int) -> list[Span]:
+        assert self.cron is not None and self.zone is not None
+        # an occurrence that started up to one duration before lo still overlaps it
+        since = dt.datetime.fromtimestamp((lo_ms - self.duration_ms) / 1000 - 1, self.zone)
+        out: list[Span] = []
+        for start in _occurrences(self.cron, since):
+            start_ms = int(start.timestamp() * 1000)
+            if start_ms >= hi_ms or len(out) >= _CRON_MAX:
+                break
+            if start_ms + self.duration_ms > lo_ms:
+                out.append(Span(start_ms, start_ms + self.duration_ms, self.on_window, self.name))
+        return out
+
+
+def _occurrences(expr: str, since: dt.datetime) -> list[dt.datetime] | CronSim:
+    try:
+        return CronSim(expr, since)
+    except CronSimError:  # checked at load: only an expression that never fires
+        return []
 
 
 def _instant_ms(day: dt.date, minute: int, zone: ZoneInfo) -> int:
@@ -131,6 +166,8 @@ def build_window(
     timezone: str = "UTC",
     start: str | None = None,
     end: str | None = None,
+    cron: str | None = None,
+    duration_s: float | None = None,
     on_window: OnWindow = "finish",
     name: str | None = None,
 ) -> Window:
@@ -139,6 +176,12 @@ def build_window(
     unless ``days`` names some)."""
     one_off = start is not None or end is not None
     recurring = from_ is not None or to is not None or days is not None
+    if cron is not None or duration_s is not None:
+        if one_off or recurring:
+            raise WindowError(
+                "cron", "a window is one-off (start, end), recurring (from, to) or cron-based"
+            )
+        return _cron_window(cron, duration_s, timezone, on_window, name)
     if one_off and recurring:
         raise WindowError("start", "a window is one-off (start, end) or recurring (from, to)")
     if one_off:
@@ -176,6 +219,33 @@ def build_window(
     )
 
 
+def _cron_window(
+    cron: str | None,
+    duration_s: float | None,
+    timezone: str,
+    on_window: OnWindow,
+    name: str | None,
+) -> Window:
+    if cron is None:
+        raise WindowError("cron", "duration-s goes with cron (when each window starts)")
+    if duration_s is None:
+        raise WindowError("duration-s", "a cron window needs duration-s (how long it lasts)")
+    if not 0 < duration_s <= MAX_CRON_DURATION_S:
+        raise WindowError("duration-s", f"must be more than 0 and at most {MAX_CRON_DURATION_S}")
+    if len(cron.split()) != 5:
+        raise WindowError("cron", f"{cron!r} is not a 5-field cron expression (0 22 * * fri)")
+    tz = zone(timezone)
+    try:
+        first = next(iter(CronSim(cron, dt.datetime(2026, 1, 1, tzinfo=tz))), None)
+    except CronSimError as exc:
+        raise WindowError("cron", f"{cron!r} is not a valid cron expression: {exc}") from None
+    if first is None:
+        raise WindowError("cron", f"{cron!r} never fires")
+    return Window(
+        on_window=on_window, name=name, zone=tz, cron=cron, duration_ms=int(duration_s * 1000)
+    )
+
+
 def _strictest(a: OnWindow, b: OnWindow) -> OnWindow:
     return a if ON_WINDOW.index(a) >= ON_WINDOW.index(b) else b
 
@@ -192,10 +262,18 @@ class Calendar:
     def __bool__(self) -> bool:
         return bool(self.windows)
 
-    def _merged(self, now_ms: int) -> list[Span]:
-        lo = now_ms - _HORIZON_DAYS * _DAY_MS
+    def _merged(self, now_ms: int) -> tuple[list[Span], int]:
+        """The windows around ``now_ms``, overlapping ones merged, and the instant up to
+        which the list is complete (a busy cron window is looked at only so far ahead)."""
         hi = now_ms + _HORIZON_DAYS * _DAY_MS
-        spans = sorted((s for w in self.windows for s in w.spans(lo, hi)), key=lambda s: s.start_ms)
+        spans = []
+        for w in self.windows:
+            # a recurring occurrence lasts under two days; cron ones are cut at now
+            found = w.spans(now_ms if w.cron else now_ms - 2 * _DAY_MS, hi)
+            if w.cron and len(found) >= _CRON_MAX:
+                hi = min(hi, found[-1].start_ms)
+            spans += found
+        spans = sorted((s for s in spans if s.start_ms < hi), key=lambda s: s.start_ms)
         merged: list[Span] = []
         for s in spans:
             if merged and s.start_ms <= merged[-1].end_ms:
@@ -208,29 +286,28 @@ class Calendar:
                 )
             else:
                 merged.append(s)
-        return merged
+        return merged, hi
 
     def _state(self, now_ms: int) -> tuple[Span | None, Span | None]:
         c = self._cache
         if c is not None and c[0] <= now_ms < c[1]:
             return c[2], c[3]
         current = nxt = None
-        prev_end = now_ms - _HORIZON_DAYS * _DAY_MS
-        for s in self._merged(now_ms):
+        spans, complete_until = self._merged(now_ms)
+        for s in spans:
             if s.start_ms <= now_ms < s.end_ms:
                 current = s
             elif s.start_ms > now_ms:
                 nxt = s
                 break
-            else:
-                prev_end = max(prev_end, s.end_ms)
-        valid_from = current.start_ms if current is not None else prev_end
+        # valid from now on (a wall clock stepped back recomputes), until the next boundary
+        valid_from = current.start_ms if current is not None else now_ms
         if current is not None:
             valid_until = current.end_ms
         elif nxt is not None:
             valid_until = nxt.start_ms
         else:
-            valid_until = now_ms + _DAY_MS
+            valid_until = min(now_ms + _DAY_MS, complete_until)
         self._cache = (valid_from, valid_until, current, nxt)
         return current, nxt
 

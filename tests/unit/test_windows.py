@@ -109,6 +109,55 @@ def test_window_crossing_midnight_on_a_dst_night() -> None:
     assert iso(cur.end_ms) == "2026-03-29T04:00:00+00:00"
 
 
+def test_cron_window_with_a_duration() -> None:
+    # every Friday 22:00 Berlin time for 8 hours
+    cal = Calendar(
+        (build_window(cron="0 22 * * fri", duration_s=8 * 3600, timezone="Europe/Berlin"),)
+    )
+    cur = cal.current(ms("2026-07-04T01:00:00Z"))  # Saturday 03:00 CEST
+    assert cur is not None
+    assert (iso(cur.start_ms), iso(cur.end_ms)) == (
+        "2026-07-03T20:00:00+00:00",
+        "2026-07-04T04:00:00+00:00",
+    )
+    assert not cal.in_window(ms("2026-07-04T04:00:00Z"))
+    nxt = cal.next(ms("2026-07-04T04:00:00Z"))
+    assert nxt is not None and iso(nxt.start_ms) == "2026-07-10T20:00:00+00:00"
+
+
+def test_cron_window_on_the_spring_forward_day() -> None:
+    # 02:30 does not exist in Berlin on 2026-03-29: cron (Debian's rule, as cronsim) starts
+    # it at the end of the gap, 03:00 CEST = 01:00Z; it lasts its duration (1 h)
+    cal = Calendar((build_window(cron="30 2 * * *", duration_s=3600, timezone="Europe/Berlin"),))
+    nxt = cal.next(ms("2026-03-28T23:00:00Z"))
+    assert nxt is not None
+    assert (iso(nxt.start_ms), iso(nxt.end_ms)) == (
+        "2026-03-29T01:00:00+00:00",
+        "2026-03-29T02:00:00+00:00",
+    )
+    # on the fall-back day the repeated 02:30 starts it once
+    starts = []
+    at = ms("2026-10-24T22:00:00Z")
+    for _ in range(2):
+        n = cal.next(at)
+        assert n is not None
+        starts.append(iso(n.start_ms))
+        at = n.end_ms
+    assert starts[0] == "2026-10-25T00:30:00+00:00"
+    assert starts[1] == "2026-10-26T01:30:00+00:00"
+
+
+def test_a_busy_cron_window_is_looked_at_a_bounded_way_ahead() -> None:
+    # every minute for 30 s: 1,000 occurrences per computation, then computed again
+    cal = Calendar((build_window(cron="* * * * *", duration_s=30),))
+    t0 = ms("2026-07-01T00:00:10Z")
+    assert cal.in_window(t0)
+    assert cal.next_change_ms(t0) == ms("2026-07-01T00:00:30Z")
+    assert not cal.in_window(ms("2026-07-01T00:00:45Z"))
+    far = ms("2026-07-20T05:07:05Z")
+    assert cal.in_window(far) and cal.next_change_ms(far) == far + 25_000
+
+
 def test_one_off_and_overlaps_merge() -> None:
     cal = Calendar(
         (
@@ -160,6 +209,15 @@ def test_empty_calendar_is_never_in_a_window() -> None:
         ({"start": "2026-12-24T00:00:00Z"}, "end"),
         ({"start": "2026-12-24T00:00:00", "end": "2026-12-25T00:00:00Z"}, "start"),
         ({"start": "2026-12-24T00:00:00Z", "end": "2026-12-25T00:00:00Z", "to": "09:00"}, "start"),
+        ({"cron": "0 22 * * fri"}, "duration-s"),
+        ({"duration_s": 60.0}, "cron"),
+        ({"cron": "0 22 * * fri", "duration_s": 0.0}, "duration-s"),
+        ({"cron": "0 22 * * fri", "duration_s": 8 * 86400.0}, "duration-s"),
+        ({"cron": "61 22 * * fri", "duration_s": 60.0}, "cron"),
+        ({"cron": "0 22 * *", "duration_s": 60.0}, "cron"),
+        ({"cron": "0 0 30 2 *", "duration_s": 60.0}, "cron"),
+        ({"cron": "0 22 * * fri", "duration_s": 60.0, "from_": "08:00"}, "cron"),
+        ({"cron": "0 22 * * fri", "duration_s": 60.0, "timezone": "Nowhere/X"}, "timezone"),
     ],
 )
 def test_bad_windows_name_the_field(kwargs: dict[str, object], field: str) -> None:
