@@ -27,6 +27,7 @@ from nessus_pool.engine.pool import waiting_reason
 from nessus_pool.errors import ConflictError, NotFoundError, ScannerError
 from nessus_pool.models import Task, TaskStatus
 from nessus_pool.nessus import RemotePhase
+from nessus_pool.windows import Calendar
 
 if TYPE_CHECKING:
     from nessus_pool.engine.core import Engine
@@ -66,14 +67,20 @@ class WindowKeeper:
         self.changed = asyncio.Event()
         #: scanner id -> inside a window at the last pass (absent: not looked at yet)
         self.inside: dict[str, bool] = {}
+        #: each pool's own windows (shared by its scanners that have none of their own, so
+        #: a pool of 500 scanners computes its windows once per boundary, not 500 times)
+        self.pool_calendars: dict[str, Calendar] = {}
 
     def refresh(self) -> None:
         """(Re)build every scanner's calendar from its pool's config (start, reload)."""
+        self.pool_calendars = {}
         for pool in self.e.pools.values():
+            shared = self.pool_calendars[pool.name] = calendar_of(pool.config.maintenance_windows)
             own = {s.id: s.maintenance_windows for s in pool.config.scanners}
             for sc in pool.scanners.values():
-                sc.calendar = calendar_of(
-                    pool.config.maintenance_windows, own.get(sc.scanner_id, [])
+                extra = own.get(sc.scanner_id)
+                sc.calendar = (
+                    calendar_of(pool.config.maintenance_windows, extra) if extra else shared
                 )
         self.changed.set()
 

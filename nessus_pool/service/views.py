@@ -7,7 +7,6 @@ from typing import Any
 
 import msgspec
 
-from nessus_pool.config import calendar_of
 from nessus_pool.engine import Engine
 from nessus_pool.errors import NotFoundError
 from nessus_pool.models import Task, TaskStatus
@@ -237,7 +236,8 @@ def pool_view(engine: Engine, name: str) -> PoolView:
             oldest = max(0.0, (engine.clock.now_ms() - head.created_at_ms) / 1000)
     mean = pool.mean_duration_s()
     cap = pool.capacity
-    current, nxt = _windows(calendar_of(pool.config.maintenance_windows), engine.clock.now_ms())
+    calendar = engine.windows.pool_calendars.get(name, Calendar())
+    current, nxt = _windows(calendar, engine.clock.now_ms())
     return PoolView(
         name=name,
         capacity=cap,
