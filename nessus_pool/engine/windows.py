@@ -157,9 +157,13 @@ class WindowKeeper:
         if control is None:
             raise ConflictError(f"task {t.task_id} has no runner to {action} it; try again")
         old = control.switch
-        sw = Switch(action, by)
         if old is not None and not old.done.done():
+            if old.action == action:  # the same asked twice (concurrent clients): one call
+                if by == USER:
+                    old.by = USER
+                return old
             old.done.set_result(f"replaced by a later {action}")
+        sw = Switch(action, by)
         control.switch = sw
         control.wake.set()
         sw.done.add_done_callback(functools.partial(self._switched, task_id=t.task_id))
@@ -185,7 +189,7 @@ class WindowKeeper:
                 self.e.committed(fut, t.task_id)
             return t
         if t.status is not TaskStatus.RUNNING:
-            raise ConflictError(_cannot("pause", t), status=t.status.value, task_id=task_id)
+            raise ConflictError(_cannot("pause", t), status=t.status.value, field="task_id")
         return await self._switch(t, "pause")
 
     async def resume(self, task_id: str) -> Task:
@@ -194,7 +198,7 @@ class WindowKeeper:
         if t.status is TaskStatus.RUNNING:
             return t
         if t.status is not TaskStatus.PAUSED:
-            raise ConflictError(_cannot("resume", t), status=t.status.value, task_id=task_id)
+            raise ConflictError(_cannot("resume", t), status=t.status.value, field="task_id")
         sc = self.e.scanners.get(t.scanner_id or "")
         now_ms = self.e.clock.now_ms()
         until = None if sc is None else self.in_window_until_ms(sc, now_ms)
@@ -203,7 +207,7 @@ class WindowKeeper:
                 f"task {task_id} cannot resume now: scanner {t.scanner_id} is in a "
                 f"maintenance window for {max(0, until - now_ms) // 1000} s more",
                 status=t.status.value,
-                task_id=task_id,
+                field="task_id",
             )
         return await self._switch(t, "resume")
 
@@ -216,21 +220,21 @@ class WindowKeeper:
             raise ConflictError(
                 f"task {task_id} cannot {action}: it has ended ({stored.status.value})",
                 status=stored.status.value,
-                task_id=task_id,
+                field="task_id",
             )
         ending = self.e.ending.get(task_id)
         if ending is not None:
             raise ConflictError(
                 f"task {task_id} cannot {action}: it has ended ({ending.status.value})",
                 status=ending.status.value,
-                task_id=task_id,
+                field="task_id",
             )
         control = self.e.controls.get(task_id)
         if control is not None and control.cancel_requested:
             raise ConflictError(
                 f"task {task_id} cannot {action}: it is being canceled",
                 status=t.status.value,
-                task_id=task_id,
+                field="task_id",
             )
         return t
 
@@ -244,13 +248,13 @@ class WindowKeeper:
                 f"task {t.task_id}: the scanner did not answer the {action} within "
                 f"{SWITCH_TIMEOUT_S:g} s; it may still happen",
                 status=t.status.value,
-                task_id=t.task_id,
+                field="task_id",
             ) from None
         if refused is not None:
             raise ConflictError(
                 f"task {t.task_id} cannot {action}: {refused}",
                 status=t.status.value,
-                task_id=t.task_id,
+                field="task_id",
             )
         return t
 

@@ -136,7 +136,7 @@ async def test_a_person_pauses_and_resumes_over_the_api_and_mcp(
         async with http.post(f"{api}/{queued}/pause", headers=admin) as r:
             body = await r.json()
             assert r.status == 409, body
-            assert "queued" in body["error"]["message"]
+            assert "queued" in body["error"]["message"] and body["error"]["field"] == "task_id"
         async with http.post(f"{api}/nope!/pause", headers=admin) as r:
             assert r.status == 400 and (await r.json())["error"]["field"] == "task_id"
         async with http.post(f"{api}/{running}/pause", headers=admin) as r:

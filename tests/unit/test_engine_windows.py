@@ -5,6 +5,7 @@ max-scan-duration while paused, and a paused scan across a restart."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from pathlib import Path
 
@@ -198,3 +199,13 @@ async def test_a_window_pause_ended_during_downtime_resumes_at_start(tmp_path: P
         t = rig.engine.tasks[task_id]
         await rig.until(lambda: t.status is TaskStatus.RUNNING, step_s=0.5, limit=20)
         assert fakes["fake-1"].count("resume_scan") == 1
+
+
+async def test_concurrent_pauses_share_one_scanner_call(tmp_path: Path) -> None:
+    async with engine_rig(tmp_path, scan_s=100) as rig:
+        t = await rig.submit()
+        await rig.until(lambda: t.status is TaskStatus.RUNNING)
+        results = await asyncio.gather(*(rig.engine.windows.pause(t.task_id) for _ in range(10)))
+        assert all(r is t for r in results)
+        assert status(t) is TaskStatus.PAUSED
+        assert rig.fakes["fake-1"].count("pause_scan") == 1

@@ -5,6 +5,7 @@ current and next windows, ranges crossing midnight, and the two DST days of Euro
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
@@ -246,3 +247,16 @@ to = "06:00"
     ok = parse_config(text.replace('"sunday"', '"sun"')).config
     w = ok.pools[0].scanners[0].maintenance_windows[0]
     assert (w.from_, w.to, w.on_window) == ("22:00", "06:00", "finish")
+
+
+def test_the_example_config_loads_with_its_three_kinds_of_window() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "maintenance-windows.toml"
+    cfg = parse_config(example.read_text(encoding="utf-8"), str(example)).config
+    windows = [w.window() for w in cfg.pools[0].maintenance_windows]
+    assert [(w.cron is not None, w.start_ms is not None, w.on_window) for w in windows] == [
+        (False, False, "pause"),
+        (True, False, "stop"),
+        (False, True, "finish"),
+    ]
+    # Friday 2026-07-03 23:00 Berlin: inside the weekly change window
+    assert Calendar(tuple(windows)).current(ms("2026-07-03T21:00:00Z")) is not None
