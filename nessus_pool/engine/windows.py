@@ -46,6 +46,8 @@ SETTLE_LIMIT_S = 30.0
 
 USER = "user"
 WINDOW = "window"
+_LAUNCHED = (TaskStatus.DISPATCHING, TaskStatus.RUNNING)
+_PAUSED = TaskStatus.PAUSED
 
 
 @dataclass
@@ -123,10 +125,12 @@ class WindowKeeper:
                             "until_ms": span.end_ms if span else None,
                         },
                     )
+                # one being launched now is paused or stopped once it runs (the runner
+                # carries out either only in its watch loop)
                 for t in self._tasks_on(sc):
-                    if action == "pause" and t.status is TaskStatus.RUNNING:
+                    if action == "pause" and t.status in _LAUNCHED:
                         self._ask(t, "pause", WINDOW)
-                    elif action == "stop" and t.status in (TaskStatus.RUNNING, TaskStatus.PAUSED):
+                    elif action == "stop" and (t.status in _LAUNCHED or t.status is _PAUSED):
                         self._stop_for_window(t)
             elif not inside and was is not False:
                 if was is not None:

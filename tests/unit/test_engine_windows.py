@@ -16,7 +16,7 @@ from nessus_pool.clock import FakeClock
 from nessus_pool.config import MaintenanceWindowConfig, PoolConfig, calendar_of
 from nessus_pool.errors import ConflictError, NotFoundError
 from nessus_pool.models import Task, TaskStatus
-from nessus_pool.testing import FAST_POOL, FakeNessus, engine_rig
+from nessus_pool.testing import FAST_POOL, FakeNessus, engine_rig, settle
 from nessus_pool.windows import Calendar
 
 START_MS = FakeClock().now_ms()  # 2026-01-01T00:00:00Z
@@ -209,3 +209,33 @@ async def test_concurrent_pauses_share_one_scanner_call(tmp_path: Path) -> None:
         assert all(r is t for r in results)
         assert status(t) is TaskStatus.PAUSED
         assert rig.fakes["fake-1"].count("pause_scan") == 1
+
+
+async def test_a_paused_scan_can_be_canceled(tmp_path: Path, store_url: str | None) -> None:
+    async with engine_rig(tmp_path, store_url=store_url, scan_s=100) as rig:
+        t = await rig.submit()
+        await rig.until(lambda: t.status is TaskStatus.RUNNING)
+        await rig.engine.windows.pause(t.task_id)
+        await rig.engine.cancel(t.task_id)
+        with pytest.raises(ConflictError, match=r"being canceled|ended \(canceled\)"):
+            await rig.engine.windows.resume(t.task_id)
+        await rig.until(lambda: status(t) is TaskStatus.CANCELED)
+        assert rig.fakes["fake-1"].count("stop_scan") == 1
+        assert not rig.engine.scanners["fake-1"].slots.active
+
+
+async def test_a_scan_launched_as_a_pause_window_starts_is_paused_once_running(
+    tmp_path: Path,
+) -> None:
+    async with engine_rig(tmp_path, scan_s=100) as rig:
+        fake = rig.fakes["fake-1"]
+        hold = fake.hold("launch_scan")
+        t = await rig.submit()
+        await rig.until(lambda: hold.entered.is_set(), flush=False)
+        assert t.status is TaskStatus.DISPATCHING
+        rig.engine.scanners["fake-1"].calendar = pool_calendar(one_off(-1, 300, "pause"))
+        rig.engine.windows.changed.set()
+        await settle()
+        hold.release.set()
+        await rig.until(lambda: status(t) is TaskStatus.PAUSED, step_s=0.5, limit=40)
+        assert t.paused_by == "window" and fake.count("pause_scan") == 1
