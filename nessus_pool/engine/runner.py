@@ -20,7 +20,13 @@ import msgspec
 from nessus_pool.clock import Clock
 from nessus_pool.engine.outcome import Finished, Outcome, Requeued, Stop, outcome_of
 from nessus_pool.engine.state import TransitionError
-from nessus_pool.engine.windows import Switch, drop_switch, switch_step, window_paused_s
+from nessus_pool.engine.windows import (
+    Switch,
+    drop_switch,
+    stopped_for_window,
+    switch_step,
+    window_paused_s,
+)
 from nessus_pool.errors import (
     RemoteNotFoundError,
     ScanApiUnavailableError,
@@ -455,9 +461,7 @@ class TaskRunner:
                 self.duration_stop = True
             if self.control.switch is not None:
                 await switch_step(self, scan_id)
-            want_stop = (
-                self.control.cancel_requested or self.duration_stop or self.control.window_stop
-            )
+            want_stop = self.control.cancel_requested or self.duration_stop
             if want_stop and not stop_sent:
                 try:
                     await self._call(
@@ -499,8 +503,7 @@ class TaskRunner:
             return await self._export_and_finish(TaskStatus.COMPLETED, "completed")
         if self.duration_stop:  # our own stop, decided on the monotonic clock in _watch
             return await self._export_and_finish(TaskStatus.TIMED_OUT, "max_scan_duration")
-        if self.control.window_stop:  # a maintenance window's "stop": again after it
-            self.control.window_stop = False
+        if stopped_for_window(self, phase):  # a maintenance window's "stop": again after it
             self.task.attempt_base += 1  # a new scan name, but no attempt used
             return Requeued("maintenance_window", error="stopped by a maintenance window")
         if phase is RemotePhase.CANCELED:

@@ -54,7 +54,7 @@ _PAUSED = TaskStatus.PAUSED
 class Switch:
     """A pause or resume asked of a runner; ``done`` gets None or why it did not happen."""
 
-    action: str  # "pause" | "resume"
+    action: str  # "pause" | "resume" | "stop" (a window's)
     by: str  # USER | WINDOW
     done: asyncio.Future[str | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -153,8 +153,7 @@ class WindowKeeper:
         control = self.e.controls.get(t.task_id)
         if control is None or control.window_stop or control.cancel_requested:
             return
-        control.window_stop = True
-        control.wake.set()
+        self._ask(t, "stop", WINDOW)
 
     def _ask(self, t: Task, action: str, by: str) -> Switch:
         control = self.e.controls.get(t.task_id)
@@ -283,6 +282,9 @@ async def switch_step(r: TaskRunner, scan_id: int) -> None:
     if sw is None or sw.done.done():
         return
     t = r.task
+    if sw.action == "stop":
+        await _window_stop(r, sw, scan_id)
+        return
     pausing = sw.action == "pause"
     want = TaskStatus.PAUSED if pausing else TaskStatus.RUNNING
     if t.status is want or t.status not in (TaskStatus.RUNNING, TaskStatus.PAUSED):
@@ -323,6 +325,42 @@ async def switch_step(r: TaskRunner, scan_id: int) -> None:
             window_paused_ms=t.window_paused_ms + max(0, extra_ms),
         )
     sw.done.set_result(None)
+
+
+async def _window_stop(r: TaskRunner, sw: Switch, scan_id: int) -> None:
+    """A window's ``stop``: stop the scan on the scanner; the runner then requeues it when
+    the scanner reports it stopped. A scan that ended meanwhile (the scanner refuses to stop
+    it) just ends as it would have."""
+    try:
+        await _settled(r, scan_id)
+        await r._call(lambda: r.sc.client.stop_scan(scan_id), r.policy, what="stop_scan")
+    except ScannerError as exc:
+        log.warning(
+            "window stop refused",
+            extra={
+                "event": "task_window_stop_refused",
+                "task_id": r.task.task_id,
+                "scanner": r.sc.scanner_id,
+                "error": str(exc),
+            },
+        )
+        sw.done.set_result(f"the scanner refused: {exc.message}")
+        return
+    r.control.window_stop = True
+    sw.done.set_result(None)
+
+
+def stopped_for_window(r: TaskRunner, phase: RemotePhase) -> bool:
+    """The scan ended stopped because of a window: its stop was sent, or (after a restart
+    between the stop and the requeue) it was stopped while its scanner is inside a window
+    whose on-window is ``stop``."""
+    if r.control.window_stop:
+        r.control.window_stop = False
+        return True
+    if phase is not RemotePhase.CANCELED:
+        return False
+    span = r.sc.calendar.current(r.e.clock.now_ms())
+    return span is not None and span.on_window == "stop"
 
 
 async def _settled(r: TaskRunner, scan_id: int) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from nessus_pool.clock import FakeClock
 from nessus_pool.config import MaintenanceWindowConfig, PoolConfig, calendar_of
-from nessus_pool.errors import ConflictError, NotFoundError
+from nessus_pool.errors import ConflictError, NotFoundError, PermanentScannerError
 from nessus_pool.models import Task, TaskStatus
 from nessus_pool.testing import FAST_POOL, FakeNessus, engine_rig, settle
 from nessus_pool.windows import Calendar
@@ -239,3 +239,37 @@ async def test_a_scan_launched_as_a_pause_window_starts_is_paused_once_running(
         hold.release.set()
         await rig.until(lambda: status(t) is TaskStatus.PAUSED, step_s=0.5, limit=40)
         assert t.paused_by == "window" and fake.count("pause_scan") == 1
+
+
+async def test_a_window_stop_the_scanner_refuses_lets_the_scan_end_normally(
+    tmp_path: Path,
+) -> None:
+    # the window starts as the scan ends: Nessus refuses to stop a finished scan (409)
+    pool = pool_with(one_off(30, 130, "stop"))
+    async with engine_rig(tmp_path, pool=pool, scan_s=100) as rig:
+        fake = rig.fakes["fake-1"]
+        refusal = PermanentScannerError(
+            "Can not stop a scan that is completed", endpoint="POST /scans/{id}/stop", status=409
+        )
+        fake.fail_next("stop_scan", refusal)
+        t = await rig.submit()
+        await rig.until(lambda: status(t) is TaskStatus.COMPLETED, step_s=2)
+        assert fake.count("stop_scan") == 1
+        assert not t.dead_letter and t.reason == "completed"
+
+
+async def test_a_restart_between_a_window_stop_and_its_requeue_requeues(tmp_path: Path) -> None:
+    clock = FakeClock()
+    fakes: dict[str, FakeNessus] = {}
+    pool = pool_with(one_off(30, 600, "stop"))
+    async with engine_rig(tmp_path, clock=clock, fakes=fakes, pool=pool, scan_s=100) as rig:
+        held = fakes["fake-1"].hold("stop_scan")  # parked after the scan was stopped
+        t = await rig.submit()
+        await rig.until(lambda: held.entered.is_set(), step_s=1, limit=60)
+        task_id = t.task_id
+        assert t.status is TaskStatus.RUNNING
+    async with engine_rig(tmp_path, clock=clock, fakes=fakes, pool=pool, scan_s=100) as rig:
+        t = rig.engine.tasks[task_id]
+        await rig.until(lambda: status(t) is TaskStatus.QUEUED, step_s=0.5, limit=40)
+        assert t.reason == "maintenance_window"
+        assert rig.engine.waiting_reason(t) == "maintenance_window"
