@@ -293,8 +293,10 @@ async def switch_step(r: TaskRunner, scan_id: int) -> None:
     client = r.sc.client
     op = client.pause_scan if pausing else client.resume_scan
     try:
-        await _settled(r, scan_id)
-        await r._call(lambda: op(scan_id), r.policy, what=f"{sw.action}_scan")
+        phase = await _settled(r, scan_id)
+        # already there (a restart between the call and its row): record it, call nothing
+        if phase is not (RemotePhase.PAUSED if pausing else RemotePhase.RUNNING):
+            await r._call(lambda: op(scan_id), r.policy, what=f"{sw.action}_scan")
     except ScannerError as exc:
         log.warning(
             "pause or resume refused",
@@ -363,14 +365,14 @@ def stopped_for_window(r: TaskRunner, phase: RemotePhase) -> bool:
     return span is not None and span.on_window == "stop"
 
 
-async def _settled(r: TaskRunner, scan_id: int) -> None:
-    """Wait (bounded) while the scan is between two phases: Nessus refuses to resume a scan
-    that is still ``pausing`` (or to pause one still ``resuming``)."""
+async def _settled(r: TaskRunner, scan_id: int) -> RemotePhase:
+    """The scan's phase, once it is not between two phases (waiting a bounded time): Nessus
+    refuses to resume a scan that is still ``pausing`` (or to pause one still ``resuming``)."""
     deadline_s = r.e.clock.monotonic_s() + SETTLE_LIMIT_S
     while True:
         d = await r._call(lambda: r.sc.client.scan_details(scan_id), r.policy, what="scan_details")
         if d.phase is not RemotePhase.TRANSITIONING or r.e.clock.monotonic_s() >= deadline_s:
-            return
+            return d.phase
         await r.e.clock.sleep(min(1.0, r.pool.config.poll_interval_s))
 
 

@@ -149,8 +149,10 @@ async def test_a_scanner_refusing_the_pause_is_a_conflict(tmp_path: Path) -> Non
     async with engine_rig(tmp_path, scan_s=100) as rig:
         t = await rig.submit()
         await rig.until(lambda: t.status is TaskStatus.RUNNING)
-        assert t.remote_scan_id is not None
-        rig.fakes["fake-1"].scans[t.remote_scan_id].paused_at_s = 0.0  # paused by hand
+        refusal = PermanentScannerError(
+            "Can not pause a scan that is processing", endpoint="POST /scans/{id}/pause", status=409
+        )
+        rig.fakes["fake-1"].fail_next("pause_scan", refusal)
         with pytest.raises(ConflictError, match="scanner refused: Can not pause"):
             await rig.engine.windows.pause(t.task_id)
         assert t.status is TaskStatus.RUNNING
@@ -273,3 +275,19 @@ async def test_a_restart_between_a_window_stop_and_its_requeue_requeues(tmp_path
         await rig.until(lambda: status(t) is TaskStatus.QUEUED, step_s=0.5, limit=40)
         assert t.reason == "maintenance_window"
         assert rig.engine.waiting_reason(t) == "maintenance_window"
+
+
+async def test_a_pause_of_a_scan_already_paused_on_the_scanner_records_it(tmp_path: Path) -> None:
+    # a restart between the pause call and its "paused" row: the scan is paused on the
+    # scanner while the task says running; the window's pause records it without a call
+    pool = pool_with(one_off(30, 300, "pause"))
+    async with engine_rig(tmp_path, pool=pool, scan_s=100) as rig:
+        fake = rig.fakes["fake-1"]
+        t = await rig.submit()
+        await rig.until(lambda: t.status is TaskStatus.RUNNING)
+        assert t.remote_scan_id is not None
+        fake.scans[t.remote_scan_id].paused_at_s = rig.clock.monotonic_s()
+        await rig.until(lambda: status(t) is TaskStatus.PAUSED, step_s=1, limit=60)
+        assert fake.count("pause_scan") == 0 and t.paused_by == "window"
+        await rig.until(lambda: status(t) is TaskStatus.RUNNING, step_s=5, limit=80)
+        assert fake.count("resume_scan") == 1
