@@ -155,10 +155,12 @@ class WindowKeeper:
             return
         self._ask(t, "stop", WINDOW)
 
-    def _ask(self, t: Task, action: str, by: str) -> Switch:
+    def _ask(self, t: Task, action: str, by: str) -> Switch | None:
+        """Hand ``action`` to the task's runner (None if it has none: never raises, the
+        boundary loop calls it)."""
         control = self.e.controls.get(t.task_id)
         if control is None:
-            raise ConflictError(f"task {t.task_id} has no runner to {action} it; try again")
+            return None
         old = control.switch
         if old is not None and not old.done.done():
             if old.action == action:  # the same asked twice (concurrent clients): one call
@@ -243,16 +245,30 @@ class WindowKeeper:
 
     async def _switch(self, t: Task, action: str) -> Task:
         sw = self._ask(t, action, USER)
+        if sw is None:
+            raise ConflictError(
+                f"task {t.task_id} cannot {action} now: its runner is not attached yet; "
+                "try again in a moment",
+                status=t.status.value,
+                field="task_id",
+            )
+        # on the engine clock; a caller that leaves does not withdraw the switch
+        sleeper: asyncio.Future[object] = asyncio.ensure_future(
+            self.e.clock.sleep(SWITCH_TIMEOUT_S)
+        )
+        waits = {cast("asyncio.Future[object]", sw.done), sleeper}
         try:
-            async with asyncio.timeout(SWITCH_TIMEOUT_S):
-                refused = await asyncio.shield(sw.done)
-        except TimeoutError:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+        if not sw.done.done():
             raise ConflictError(
                 f"task {t.task_id}: the scanner did not answer the {action} within "
                 f"{SWITCH_TIMEOUT_S:g} s; it may still happen",
                 status=t.status.value,
                 field="task_id",
-            ) from None
+            )
+        refused = sw.done.result()
         if refused is not None:
             raise ConflictError(
                 f"task {t.task_id} cannot {action}: {refused}",

@@ -291,3 +291,20 @@ async def test_a_pause_of_a_scan_already_paused_on_the_scanner_records_it(tmp_pa
         assert fake.count("pause_scan") == 0 and t.paused_by == "window"
         await rig.until(lambda: status(t) is TaskStatus.RUNNING, step_s=5, limit=80)
         assert fake.count("resume_scan") == 1
+
+
+async def test_a_pause_the_scanner_does_not_answer_times_out_on_the_engine_clock(
+    tmp_path: Path,
+) -> None:
+    async with engine_rig(tmp_path, scan_s=1000) as rig:
+        fake = rig.fakes["fake-1"]
+        t = await rig.submit()
+        await rig.until(lambda: t.status is TaskStatus.RUNNING)
+        hold = fake.hold("pause_scan")
+        pausing = asyncio.ensure_future(rig.engine.windows.pause(t.task_id))
+        await rig.until(lambda: hold.entered.is_set(), flush=False, step_s=0.5)
+        await rig.clock.advance(61)
+        with pytest.raises(ConflictError, match="did not answer the pause within 60 s"):
+            await pausing
+        hold.release.set()  # the scanner answers late: the pause still happens
+        await rig.until(lambda: status(t) is TaskStatus.PAUSED, step_s=0.5, limit=10)
