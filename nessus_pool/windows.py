@@ -133,7 +133,8 @@ def _minutes(value: str, key: str, *, allow_24: bool = False) -> int:
         return 24 * 60
     m = _HHMM.match(value)
     if m is None:
-        raise WindowError(key, f"{value!r} is not a time of day as HH:MM (00:00 to 23:59)")
+        last = "24:00" if allow_24 else "23:59"
+        raise WindowError(key, f"{value!r} is not a time of day as HH:MM (00:00 to {last})")
     return int(m.group(1)) * 60 + int(m.group(2))
 
 
