@@ -151,6 +151,12 @@ async def test_a_person_pauses_and_resumes_over_the_api_and_mcp(
         assert (await d.service.get_task(queued)).waiting_reason == "capacity_full"
 
         mcp = Mcp(http, f"{d.url}/mcp")
+        call = {"name": "get_scan_status", "arguments": {"task_id": running}}
+        _, _, body = await mcp.modern("tools/call", call, **{"Mcp-Name": "get_scan_status"}, **read)
+        got = body["result"]["structuredContent"]
+        assert got["status"] == "paused" and got["paused_by"] == "user", got
+        assert got["paused_for_s"] >= 0 and got["paused_at"].endswith("Z")
+        assert "resume_scan" in got["next_step"]
         call = {"name": "resume_scan", "arguments": {"task_id": running}}
         _, _, body = await mcp.modern("tools/call", call, **{"Mcp-Name": "resume_scan"}, **read)
         assert body["result"]["isError"] is True
