@@ -308,3 +308,35 @@ async def test_a_pause_the_scanner_does_not_answer_times_out_on_the_engine_clock
             await pausing
         hold.release.set()  # the scanner answers late: the pause still happens
         await rig.until(lambda: status(t) is TaskStatus.PAUSED, step_s=0.5, limit=10)
+
+
+async def test_a_berlin_night_window_on_the_spring_forward_day_holds_one_hour(
+    tmp_path: Path,
+) -> None:
+    # 01:00-03:00 Berlin on 2026-03-29 is 00:00Z-01:00Z (the clocks skip 02:00-03:00)
+    start_ms = int(dt.datetime(2026, 3, 29, 0, 30, tzinfo=dt.UTC).timestamp() * 1000)
+    night = MaintenanceWindowConfig(from_="01:00", to="03:00", timezone="Europe/Berlin")
+    clock = FakeClock(start_ms=start_ms)
+    async with engine_rig(tmp_path, clock=clock, pool=pool_with(night)) as rig:
+        t = await rig.submit()
+        await rig.flush()
+        assert rig.engine.waiting_reason(t) == "maintenance_window"
+        await rig.until(lambda: status(t) is TaskStatus.RUNNING, step_s=60, limit=40)
+        assert t.dispatched_at_ms is not None
+        held_min = (t.dispatched_at_ms - start_ms) / 60_000
+        assert 30 <= held_min < 31, held_min  # not 90 minutes
+
+
+async def test_a_berlin_night_window_on_the_fall_back_day_holds_three_hours(
+    tmp_path: Path,
+) -> None:
+    # 01:00-03:00 Berlin on 2026-10-25 is 23:00Z (the day before) to 02:00Z
+    start_ms = int(dt.datetime(2026, 10, 24, 23, 30, tzinfo=dt.UTC).timestamp() * 1000)
+    night = MaintenanceWindowConfig(from_="01:00", to="03:00", timezone="Europe/Berlin")
+    clock = FakeClock(start_ms=start_ms)
+    async with engine_rig(tmp_path, clock=clock, pool=pool_with(night)) as rig:
+        t = await rig.submit()
+        await rig.until(lambda: status(t) is TaskStatus.RUNNING, step_s=60, limit=200)
+        assert t.dispatched_at_ms is not None
+        held_min = (t.dispatched_at_ms - start_ms) / 60_000
+        assert 150 <= held_min < 151, held_min  # 2.5 h of the 3 h window were left
