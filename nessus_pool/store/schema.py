@@ -9,7 +9,7 @@ from nessus_pool.models import UNFINISHED_STATUSES, status_values
 #: (SQLite uses a partial index only for a WHERE that matches it)
 UNFINISHED_SQL = ", ".join(f"'{v}'" for v in status_values(UNFINISHED_STATUSES))
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 6
 
 MIGRATIONS: dict[int, str] = {
     1: f"""
@@ -55,7 +55,7 @@ MIGRATIONS: dict[int, str] = {
     """,
     # #17: "paused" is an unfinished status; the partial index must list it, or the query
     # that loads unfinished tasks (whose text lists it now) cannot use the index
-    2: f"""
+    6: f"""
     DROP INDEX IF EXISTS tasks_active;
     CREATE INDEX tasks_active ON tasks(status) WHERE status IN ({UNFINISHED_SQL});
     """,
@@ -105,7 +105,7 @@ PG_MIGRATIONS: dict[int, str] = {
     CREATE INDEX findings_sev ON findings(task_id, severity);
     CREATE TABLE probe (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);
     """,
-    2: f"""
+    6: f"""
     DROP INDEX IF EXISTS tasks_active;
     CREATE INDEX tasks_active ON tasks(status) WHERE status IN ({UNFINISHED_SQL});
     """,

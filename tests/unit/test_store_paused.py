@@ -1,4 +1,4 @@
-"""Schema migration 2 (#17): a database made before the paused status gets its partial index
+"""Schema migration 6 (#17): a database made before the paused status gets its partial index
 of unfinished tasks rebuilt with ``paused``, so restart recovery reads paused tasks through
 the index (the query's text lists ``paused``; SQLite uses a partial index only for a WHERE
 that its own WHERE implies)."""
@@ -36,7 +36,7 @@ def _plan(path: Path) -> str:
     return " ".join(str(r[-1]) for r in rows) + " | " + str(index_sql)
 
 
-async def test_migration_2_indexes_paused_tasks_and_recovery_reads_them(tmp_path: Path) -> None:
+async def test_migration_6_indexes_paused_tasks_and_recovery_reads_them(tmp_path: Path) -> None:
     db = tmp_path / "np.db"
     _v1_database(db)
     assert "paused" not in _plan(db).split(" | ")[1]
