@@ -148,6 +148,8 @@ class Task(msgspec.Struct, kw_only=True):
     started_at_ms: int | None = None
     finished_at_ms: int | None = None
     authentication_status: str | None = None
+    #: the schedule whose run this is (its name), None for a scan submitted by hand
+    schedule_id: str | None = None
 
 
 class TaskEvent(msgspec.Struct, kw_only=True, frozen=True):
