@@ -46,6 +46,8 @@ class TaskView(msgspec.Struct, kw_only=True):
     finished_at_ms: int | None = None
     export_available: bool = False
     results: dict[str, Any] | None = None
+    #: the schedule whose run this is, else None
+    schedule_id: str | None = None
 
 
 class TaskPage(msgspec.Struct, kw_only=True):
@@ -122,6 +124,7 @@ def task_view(engine: Engine, t: Task, results: dict[str, Any] | None = None) ->
         finished_at_ms=t.finished_at_ms,
         export_available=t.export_path is not None,
         results=results,
+        schedule_id=t.schedule_id,
     )
 
 
