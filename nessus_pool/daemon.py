@@ -37,6 +37,7 @@ from nessus_pool.api.guard import (
     connection_cap,
 )
 from nessus_pool.api.mcp import mount_mcp
+from nessus_pool.api.schedules import add_schedule_routes
 from nessus_pool.clock import Clock, SystemClock
 from nessus_pool.config import (
     Config,
@@ -305,6 +306,7 @@ class Daemon:
         app[READY] = self.readiness
         app[METRICS] = self.metrics.render
         add_routes(app)
+        add_schedule_routes(app)
         max_connections = self.max_connections or connection_cap()
         mount_mcp(app, self.service, cfg, app[AUTH], max_connections)
         self.app = app
