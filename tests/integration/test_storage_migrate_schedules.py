@@ -12,7 +12,7 @@ import tomli_w
 from nessus_pool.cli import main
 from nessus_pool.store import BaseStore, Store
 from nessus_pool.store.pg import PgStore
-from nessus_pool.store.schedules import ScheduleRun, ScheduleStore
+from nessus_pool.store.schedules import ScheduleRun, ScheduleStore, StoredSchedule
 from tests.integration.test_storage_migrate import pg_url  # noqa: F401 (a fixture)
 
 
@@ -33,7 +33,9 @@ async def _fill(db: Path) -> None:
         await store.close()
 
 
-async def _answers(store: BaseStore, add: bool = False) -> tuple[object, ...]:
+async def _answers(
+    store: BaseStore, add: bool = False
+) -> tuple[list[StoredSchedule], list[ScheduleRun], list[ScheduleRun], dict[str, int]]:
     await store.open()
     try:
         ss = ScheduleStore(store)
