@@ -26,6 +26,7 @@ from nessus_pool.clock import sleep_or_event
 from nessus_pool.config import Config
 from nessus_pool.engine import Engine
 from nessus_pool.errors import (
+    CapacityError,
     ConflictError,
     NessusPoolError,
     NotFoundError,
@@ -46,6 +47,8 @@ _spec_dec = msgspec.json.Decoder(ScheduleSpec)
 #: a slot this close ahead is due now: timers may wake a little early (asyncio's by up to
 #: the clock resolution; float seconds truncated to whole milliseconds)
 EARLY_MS = 5
+#: schedules that may be created through the API (each round reads them all)
+MAX_API_SCHEDULES = 1000
 #: history entries shown by ``get``
 RECENT_RUNS = 20
 _READ_ONLY = (
@@ -83,6 +86,7 @@ class Schedules:
         self.store = ScheduleStore(engine.store)
         #: the longest sleep of the loop (a wall-clock step is noticed within it)
         self.max_sleep_s = 60.0
+        self.max_api_schedules = MAX_API_SCHEDULES
         self._wake: asyncio.Event | None = None
         #: per config schedule: (the spec last seen, since when it is handled in this process)
         self._seen: dict[str, tuple[ScheduleSpec, int]] = {}
@@ -332,10 +336,16 @@ class Schedules:
         spec = await self._checked(spec)
         if any(sc.name == spec.name for sc in self._config().schedules):
             raise ConflictError(_READ_ONLY.format(name=spec.name), field="name")
-        if await self.store.get(spec.name) is not None:
+        stored = await self.store.all()
+        if any(s.name == spec.name for s in stored):
             raise ConflictError(
                 f"schedule {spec.name!r} already exists; update it or pick another name",
                 field="name",
+            )
+        if len(stored) >= self.max_api_schedules:
+            raise CapacityError(
+                f"{len(stored)} schedules exist, the most this daemon takes through the API; "
+                "delete some, or define schedules in the config file"
             )
         await self.store.save(spec.name, _json_enc.encode(spec), self.engine.clock.now_ms())
         self.wake()

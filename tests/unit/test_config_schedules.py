@@ -93,3 +93,14 @@ def test_reload_diff_names_schedule_changes() -> None:
         ["weekly-dmz"],
     )
     assert diff(new, old).schedules_removed == ["hourly"]
+
+
+def test_the_example_file_validates() -> None:
+    from pathlib import Path
+
+    from nessus_pool.config import load_config
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "schedules.toml"
+    cfg = load_config(path).config
+    assert [s.name for s in cfg.schedules] == ["weekly-dmz", "hourly-core", "q1-audit"]
+    assert cfg.schedules[1].credential == "lab" and cfg.schedules[1].catch_up_s == 900

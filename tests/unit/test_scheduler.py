@@ -18,7 +18,13 @@ import pytest
 
 from nessus_pool.clock import FakeClock
 from nessus_pool.config import Config, ScheduleConfig
-from nessus_pool.errors import ConflictError, NotFoundError, StorageError, ValidationError
+from nessus_pool.errors import (
+    CapacityError,
+    ConflictError,
+    NotFoundError,
+    StorageError,
+    ValidationError,
+)
 from nessus_pool.models import Task
 from nessus_pool.schedules import ScheduleSpec, to_ms
 from nessus_pool.service import Service
@@ -285,3 +291,7 @@ async def test_api_operations_check_and_protect(tmp_path: Path, store_url: str |
         await ops.delete("weekly")
         with pytest.raises(NotFoundError):
             await ops.get("weekly")
+        ops.max_api_schedules = 1
+        await ops.create(ScheduleSpec(name="one", targets="10.0.0.3", every_s=60))
+        with pytest.raises(CapacityError):
+            await ops.create(ScheduleSpec(name="two", targets="10.0.0.3", every_s=60))
