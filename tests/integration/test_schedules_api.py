@@ -5,6 +5,7 @@ previous run of the same schedule; a reload that reuses an API schedule's name i
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,32 @@ async def test_schedule_api_end_to_end(tmp_path: Path, start_daemon: DaemonFacto
             assert r.status == 404
         async with http.post(f"{base}/..%2f/run-now", headers=h(ADMIN)) as r:
             assert r.status == 404
+
+
+async def test_a_reload_adds_a_schedule_that_fires(
+    tmp_path: Path, start_daemon: DaemonFactory
+) -> None:
+    """SIGHUP's path: a [[schedules]] entry added to the file is fired without a restart (the
+    reload wakes the scheduler), and a bad one is refused while the old set keeps running."""
+    data = cfg(tmp_path)
+    d: Daemon = await start_daemon(data)
+    assert d.config_path is not None and d.service is not None
+    bad = cfg(tmp_path)
+    bad["schedules"].append({"name": "bad", "targets": "10.9.0.5", "cron": "0 25 * * *"})
+    write_config(Path(d.config_path), bad)
+    refused = await d.reload()
+    assert not refused.applied and "$.schedules[1].cron" in refused.message
+    data["schedules"].append({"name": "often", "targets": "10.9.0.5", "every-s": 1})
+    write_config(Path(d.config_path), data)
+    outcome = await d.reload()
+    assert outcome.applied and outcome.changes["schedules_added"] == ["often"]
+    ops = d.service.schedules
+    for _ in range(200):
+        runs = await ops.store.runs("often")
+        if any(r.outcome == "fired" for r in runs):
+            break
+        await asyncio.sleep(0.05)  # the daemon runs on the wall clock: a bounded wait
+    fired = [r for r in runs if r.outcome == "fired"]
+    assert fired, runs
+    task = await d.service.get_task(fired[0].task_id or "", with_results=False)
+    assert task.schedule_id == "often" and task.targets == ["10.9.0.5"]
