@@ -79,7 +79,7 @@ async def until_runs(rig: Rig, svc: Service, name: str, n: int) -> list[Schedule
     raise AssertionError(f"{name}: {len(runs)} runs, expected {n}")
 
 
-async def advance(rig: Rig, seconds: float, step_s: float = 5.0) -> None:
+async def advance(rig: Rig, seconds: float, step_s: float = 1.0) -> None:
     for _ in range(int(seconds / step_s)):
         await rig.flush()
         await rig.clock.advance(step_s)
@@ -94,14 +94,16 @@ async def test_runs_are_tasks_and_overlap_skips_are_recorded(
     async with rig_with_schedules(tmp_path, store_url, [every()], scan_s=100.0) as (rig, svc):
         assert await runs_of(rig, "s") == []  # a new schedule never fires a past slot
         await advance(rig, 60 * 6)
+        runs = await until_runs(rig, svc, "s", 4)
         tasks = await runs_of(rig, "s")
-        runs = await history(svc, "s")
         outcomes = [r.outcome for r in runs]
         # slots on the minute (counted from the epoch); the fake clock moves on while a
         # woken round reads the store, so a late round may fire the latest slot only
         assert [r.slot_ms % 60_000 for r in runs] == [0] * len(runs) and len(runs) >= 4
         assert outcomes[0] == "fired" and "skipped" in outcomes
-        assert [r.task_id for r in runs if r.outcome == "fired"] == [t.task_id for t in tasks]
+        fired = [r.task_id for r in runs if r.outcome == "fired"]
+        # (a round may be between a task's commit and its record as we read)
+        assert fired == [t.task_id for t in tasks][: len(fired)]
         # a skip names the run in the way, and that run was the last one fired
         last_fired = None
         for r in runs:
@@ -116,7 +118,8 @@ async def test_runs_are_tasks_and_overlap_skips_are_recorded(
             assert a.finished_at_ms is not None and a.finished_at_ms <= b.created_at_ms
         view = (await svc.schedules.list())[0]
         assert view["source"] == "config" and view["read_only"] is True
-        assert view["next_run_at_ms"] == runs[-1].slot_ms + 60_000
+        now = rig.clock.now_ms()
+        assert view["next_run_at_ms"] % 60_000 == 0 and 0 < view["next_run_at_ms"] - now <= 60_000
 
 
 async def test_overlap_queue_fires_every_slot(tmp_path: Path, store_url: str | None) -> None:
