@@ -94,8 +94,18 @@ async def test_firing_lock_lets_one_round_at_a_time(tmp_path: Path, store_url: s
 
         tasks = [asyncio.create_task(first()), asyncio.create_task(second())]
         await inside.wait()
-        for _ in range(50):  # b has every chance to get in, if it could
-            await asyncio.sleep(0.002)
+        if store_url is not None:
+            # until PostgreSQL shows b waiting for the lock a holds (bounded)
+            waiting = 0
+            for _ in range(500):
+                rows = await stores[0]._fetch(
+                    "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                )
+                waiting = int(rows[0][0])
+                if waiting:
+                    break
+                await asyncio.sleep(0.01)
+            assert waiting == 1 and order == ["a in"]
         leave.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 10)
         if store_url is None:
