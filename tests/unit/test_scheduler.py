@@ -140,7 +140,10 @@ async def test_a_crash_between_the_task_and_its_record_fires_once(
 
     clock = FakeClock()
     fakes: dict[str, FakeNessus] = {}
-    spec = ScheduleSpec(name="api-one", targets="10.0.0.1", pool="lan", every_s=600)
+    # overlap = queue: only the key, not an overlap skip, can keep the slot to one task
+    spec = ScheduleSpec(
+        name="api-one", targets="10.0.0.1", pool="lan", every_s=600, overlap="queue"
+    )
     real_record = ScheduleStore.record
     crashed: list[str] = []
 
