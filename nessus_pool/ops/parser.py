@@ -33,6 +33,7 @@ from nessus_pool.ops.scan import (
     cmd_scan_submit,
     cmd_tasks_list,
 )
+from nessus_pool.ops.schedules import add_schedules_parsers
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -223,3 +224,4 @@ def add_ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--yes", action="store_true", help="really delete a --pool/--older-than set")
 
     leaf(sub, "reload", cmd_reload, "reload the config file (like SIGHUP)")
+    add_schedules_parsers(group, leaf)

@@ -239,16 +239,24 @@ class Reads:
         return [str(h["name"]) for h in hosts if isinstance(h, dict) and "name" in h]
 
     async def _previous_same_targets(self, t: Task) -> Task | None:
+        """The last completed scan of the same targets; for a schedule's run, the last
+        completed run of the same schedule (in any pool, whatever its targets were)."""
         before = t.seq
+        pool = None if t.schedule_id is not None else t.pool
         for _ in range(20):
             batch = await self.engine.store.list_tasks(
                 # completed only: a failed or timed-out scan's findings are partial, and
                 # the error for none found says "no earlier completed scan"
-                TaskFilter(statuses=["completed"], pool=t.pool, before_seq=before),
+                TaskFilter(statuses=["completed"], pool=pool, before_seq=before),
                 limit=200,
             )
             for cand in batch:
-                if sorted(cand.targets) == sorted(t.targets) and cand.export_path:
+                same = (
+                    cand.schedule_id == t.schedule_id
+                    if t.schedule_id is not None
+                    else sorted(cand.targets) == sorted(t.targets)
+                )
+                if same and cand.export_path:
                     return cand
             if len(batch) < 200:
                 return None

@@ -9,7 +9,6 @@ from nessus_pool.models import UNFINISHED_STATUSES, status_values
 #: (SQLite uses a partial index only for a WHERE that matches it)
 UNFINISHED_SQL = ", ".join(f"'{v}'" for v in status_values(UNFINISHED_STATUSES))
 
-SCHEMA_VERSION = 6
 
 MIGRATIONS: dict[int, str] = {
     1: f"""
@@ -52,6 +51,28 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (task_id, seq)
     ) WITHOUT ROWID;
     CREATE INDEX findings_sev ON findings(task_id, severity);
+    """,
+    # schedules created through the API (config ones live in the file) and each schedule's
+    # run history: a slot fired (with its task), skipped (and why) or run by hand
+    4: """
+    CREATE TABLE schedules (
+        name TEXT PRIMARY KEY,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        data BLOB NOT NULL
+    );
+    CREATE TABLE schedule_runs (
+        id INTEGER PRIMARY KEY,
+        schedule TEXT NOT NULL,
+        slot_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        reason TEXT,
+        task_id TEXT,
+        at_ms INTEGER NOT NULL,
+        UNIQUE (schedule, kind, slot_ms)
+    );
+    CREATE INDEX schedule_runs_recent ON schedule_runs(schedule, id);
     """,
     # #17: "paused" is an unfinished status; the partial index must list it, or the query
     # that loads unfinished tasks (whose text lists it now) cannot use the index
@@ -105,9 +126,31 @@ PG_MIGRATIONS: dict[int, str] = {
     CREATE INDEX findings_sev ON findings(task_id, severity);
     CREATE TABLE probe (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);
     """,
+    4: """
+    CREATE TABLE schedules (
+        name TEXT PRIMARY KEY,
+        created_at_ms BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL,
+        data BYTEA NOT NULL
+    );
+    CREATE TABLE schedule_runs (
+        id BIGSERIAL PRIMARY KEY,
+        schedule TEXT NOT NULL,
+        slot_ms BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        reason TEXT,
+        task_id TEXT,
+        at_ms BIGINT NOT NULL,
+        UNIQUE (schedule, kind, slot_ms)
+    );
+    CREATE INDEX schedule_runs_recent ON schedule_runs(schedule, id);
+    """,
     6: f"""
     DROP INDEX IF EXISTS tasks_active;
     CREATE INDEX tasks_active ON tasks(status) WHERE status IN ({UNFINISHED_SQL});
     """,
 }
 assert set(PG_MIGRATIONS) == set(MIGRATIONS), "every SQLite migration has its PostgreSQL twin"
+#: the newest migration; numbers may have gaps (branches get numbers that are merged later)
+SCHEMA_VERSION = max(MIGRATIONS)
