@@ -81,6 +81,11 @@ RESULTS = _spec(
         "fields": "custom_fields",
     },
 )
+#: a scan's per-host results: page or cursor, and filters
+HOSTS = _spec(
+    {"page": "int", **_PAGING, "auth_status": "str", "min_severity": "str"},
+    {"limit": "page_size"},
+)
 NO_QUERY: QuerySpec = {}
 
 

@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from nessus_pool.models import Task
 from nessus_pool.results.parser import Finding, ScanResults, parse_export
-from nessus_pool.store import TaskStore
+from nessus_pool.results.types import HostResult, StoredResults
+from nessus_pool.store import HostRow, TaskStore
 
 _enc = msgspec.msgpack.Encoder()
 _json = msgspec.json.Encoder()
 FindingRow = tuple[int, int, int, str, bytes]
+#: per-host results per stored batch (one commit each; a host's row is about 300 bytes)
+HOST_BATCH_SIZE = 2000
 #: findings per stored batch (one commit each), and the text (plugin outputs, descriptions)
 #: that ends a batch sooner; with one batch being written while the next is parsed, about
 #: two batches are in memory at once whatever the export's size
@@ -30,20 +35,43 @@ def finding_rows(findings: list[Finding], start_seq: int) -> list[FindingRow]:
     ]
 
 
+def host_rows(hosts: list[HostResult], start_seq: int) -> list[HostRow]:
+    enc = _json.encode
+    rows: list[HostRow] = []
+    for seq, h in enumerate(hosts, start_seq):
+        b = h.severity_breakdown
+        rows.append(
+            (
+                seq,
+                h.name,
+                h.authentication_status.value,
+                b.critical,
+                b.high,
+                b.medium,
+                b.low,
+                b.info,
+                enc(h),
+            )
+        )
+    return rows
+
+
 class _Stopped(Exception):
     """Raised in the parser thread to abandon the parse once the caller has gone."""
 
 
 class _BatchWriter:
-    """Runs in the parser thread: encodes each batch and hands it to the store on the event
-    loop, keeping exactly one batch in flight, so parsing the next batch overlaps the commit
-    of this one and memory stays flat. A failed write surfaces at the next batch."""
+    """Runs in the parser thread: encodes each batch (of findings or of hosts) and hands it
+    to the store on the event loop, keeping exactly one batch in flight, so parsing the next
+    batch overlaps the commit of this one and memory stays flat. A failed write surfaces at
+    the next batch."""
 
     def __init__(self, store: TaskStore, task_id: str, loop: asyncio.AbstractEventLoop) -> None:
         self.store = store
         self.task_id = task_id
         self.loop = loop
         self.seq = 0
+        self.host_seq = 0
         self.in_flight: concurrent.futures.Future[None] | None = None
         self.stopped = False
         self._lock = threading.Lock()
@@ -52,13 +80,20 @@ class _BatchWriter:
         rows = finding_rows(batch, self.seq)
         self.seq += len(rows)
         batch.clear()  # ours now (parse_export hands over each list): free the texts early
+        self._submit(lambda: self.store.add_findings(self.task_id, rows))
+
+    def hosts(self, batch: list[HostResult]) -> None:
+        rows = host_rows(batch, self.host_seq)
+        self.host_seq += len(rows)
+        batch.clear()
+        self._submit(lambda: self.store.add_host_results(self.task_id, rows))
+
+    def _submit(self, write: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self.wait()
         with self._lock:  # held only to check and submit, never across a wait
             if self.stopped:
                 raise _Stopped
-            self.in_flight = asyncio.run_coroutine_threadsafe(
-                self.store.add_findings(self.task_id, rows), self.loop
-            )
+            self.in_flight = asyncio.run_coroutine_threadsafe(write(), self.loop)
 
     def wait(self) -> None:
         """Wait for the batch in flight (raising its error), from the parser thread."""
@@ -81,12 +116,14 @@ class _BatchWriter:
 
 
 async def ingest_export(store: TaskStore, t: Task) -> ScanResults:
-    """Parse ``t.export_path`` in a worker thread; findings are written to the store in
-    batches as the parser streams them (one batch committing while the next is parsed, so
-    memory stays flat); results are stored as JSON."""
+    """Parse ``t.export_path`` in a worker thread; findings and per-host results are
+    written to the store in batches as the parser streams them (one batch committing while
+    the next is parsed, so memory stays flat whatever the host count); the results row
+    holds only the summary and validation (:class:`StoredResults`), as JSON. The returned
+    results have no ``hosts``: they are in the store."""
     assert t.export_path is not None
     export_path = Path(t.export_path)
-    await store.replace_findings(t.task_id, [])
+    await store.clear_results(t.task_id)
     writer = _BatchWriter(store, t.task_id, asyncio.get_running_loop())
 
     def parse() -> ScanResults:
@@ -95,8 +132,10 @@ async def ingest_export(store: TaskStore, t: Task) -> ScanResults:
             scan_type=t.scan_type,
             targets=t.targets,
             on_findings=writer,
+            on_hosts=writer.hosts,
             batch_size=BATCH_SIZE,
             batch_chars=BATCH_CHARS,
+            host_batch_size=HOST_BATCH_SIZE,
         )
         writer.wait()
         return result
@@ -106,5 +145,11 @@ async def ingest_export(store: TaskStore, t: Task) -> ScanResults:
     except BaseException:
         await asyncio.shield(writer.settle())
         raise
-    await store.save_results(t.task_id, _json.encode(result))
+    stored = StoredResults(
+        summary=result.summary,
+        validation=result.validation,
+        hosts_total=result.summary.hosts_scanned,
+        auth_plugins_found=result.auth_plugins_found,
+    )
+    await store.save_results(t.task_id, _json.encode(stored))
     return result

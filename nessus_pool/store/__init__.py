@@ -14,6 +14,8 @@ from nessus_pool.errors import StorageError
 from nessus_pool.store.base import (
     BaseStore,
     FindingRow,
+    HostFilter,
+    HostRow,
     TaskFilter,
     TaskStore,
     decode_task,
@@ -34,6 +36,8 @@ __all__ = [
     "BaseStore",
     "FindingRow",
     "GroupCommitWriter",
+    "HostFilter",
+    "HostRow",
     "Op",
     "Store",
     "TaskFilter",

@@ -22,14 +22,18 @@ from nessus_pool.store.queries import (
     Q_BY_IDEMPOTENCY,
     Q_COUNT_FINDINGS,
     Q_DELETE_FINDINGS,
+    Q_DELETE_HOSTS,
     Q_DELETE_TASK,
     Q_DLQ_COUNTS,
     Q_EVENTS,
     Q_GET_FINDINGS,
     Q_GET_RESULTS,
     Q_GET_TASK,
+    Q_HOSTS_NAMED,
+    Q_HOSTS_ONLY_IN,
     Q_INSERT_EVENT,
     Q_INSERT_FINDING,
+    Q_INSERT_HOST,
     Q_MAX_SEQ,
     Q_PROBE_WRITE,
     Q_UPSERT_RESULTS,
@@ -41,6 +45,43 @@ _task_enc = msgspec.msgpack.Encoder()
 _task_dec = msgspec.msgpack.Decoder(Task)
 
 FindingRow = tuple[int, int, int, str, bytes]
+#: (seq, name, auth_status, critical, high, medium, low, info, data: the HostResult as JSON)
+HostRow = tuple[int, str, str, int, int, int, int, int, bytes]
+#: severity columns of host_results, most severe first (a minimum severity keeps the first
+#: ``5 - min_severity`` of them)
+_HOST_SEVERITY_COLUMNS = ("critical", "high", "medium", "low", "info")
+#: names per membership query (SQLite's parameter limit is far above)
+_NAMES_PER_QUERY = 500
+
+
+class HostFilter(msgspec.Struct, kw_only=True, frozen=True):
+    """Which of a scan's hosts a page holds."""
+
+    auth_status: str | None = None
+    #: hosts with at least one finding of this severity (0..4) or above
+    min_severity: int | None = None
+
+
+def host_page_sql(
+    task_id: str, flt: HostFilter, *, after_seq: int, offset: int, limit: int, count: bool
+) -> tuple[str, list[Any]]:
+    """The page (or, with ``count``, the count) query of a task's hosts in ``seq`` order."""
+    where = ["task_id = ?"]
+    params: list[Any] = [task_id]
+    if flt.auth_status is not None:
+        where.append("auth_status = ?")
+        params.append(flt.auth_status)
+    if flt.min_severity is not None:
+        cols = _HOST_SEVERITY_COLUMNS[: 5 - max(0, min(4, flt.min_severity))]
+        where.append("(" + " + ".join(cols) + ") > 0")
+    if count:
+        return "SELECT COUNT(*) FROM host_results WHERE " + " AND ".join(where), params
+    where.append("seq > ?")
+    params.append(after_seq)
+    sql = "SELECT seq, data FROM host_results WHERE " + " AND ".join(where)
+    sql += " ORDER BY seq LIMIT ? OFFSET ?"
+    params += [limit, offset]
+    return sql, params
 
 
 def redact_url(url: str) -> str:
@@ -136,6 +177,14 @@ class TaskStore(Protocol):
     async def replace_findings(self, task_id: str, rows: Iterable[FindingRow]) -> None: ...
     async def add_findings(self, task_id: str, rows: Iterable[FindingRow]) -> None: ...
     async def delete_tasks(self, task_ids: Iterable[str]) -> None: ...
+    async def add_host_results(self, task_id: str, rows: Iterable[HostRow]) -> None: ...
+    async def clear_results(self, task_id: str) -> None: ...
+    async def host_page(
+        self, task_id: str, flt: HostFilter, *, after_seq: int = -1, offset: int = 0, limit: int
+    ) -> list[tuple[int, bytes]]: ...
+    async def count_hosts(self, task_id: str, flt: HostFilter) -> int: ...
+    async def hosts_only_in(self, task_id: str, other_task_id: str, limit: int) -> list[str]: ...
+    async def hosts_among(self, task_id: str, names: Iterable[str]) -> set[str]: ...
     async def get_task(self, task_id: str) -> Task | None: ...
     async def get_by_idempotency_key(self, key: str) -> Task | None: ...
     async def load_active(self, *, chunk_rows: int = 5000) -> list[Task]: ...
@@ -221,6 +270,14 @@ class BaseStore:
     async def add_findings(self, task_id: str, rows: Iterable[FindingRow]) -> None:
         await self.write([(Q_INSERT_FINDING, (task_id, *row)) for row in rows], bulk=True)
 
+    async def add_host_results(self, task_id: str, rows: Iterable[HostRow]) -> None:
+        """Store per-host results (one bulk commit)."""
+        await self.write([(Q_INSERT_HOST, (task_id, *row)) for row in rows], bulk=True)
+
+    async def clear_results(self, task_id: str) -> None:
+        """Delete a task's findings and per-host results (before they are written again)."""
+        await self.write([(Q_DELETE_FINDINGS, (task_id,)), (Q_DELETE_HOSTS, (task_id,))])
+
     async def delete_tasks(self, task_ids: Iterable[str]) -> None:
         ops: list[Op] = [(q, (tid,)) for tid in task_ids for q in Q_DELETE_TASK]
         if ops:
@@ -252,6 +309,37 @@ class BaseStore:
 
     async def get_findings_blobs(self, task_id: str) -> list[bytes]:
         return [bytes(r[0]) for r in await self._fetch(Q_GET_FINDINGS, (task_id,))]
+
+    async def host_page(
+        self, task_id: str, flt: HostFilter, *, after_seq: int = -1, offset: int = 0, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """``(seq, HostResult JSON)`` of up to ``limit`` hosts after ``after_seq`` and
+        ``offset`` more, in export order."""
+        sql, params = host_page_sql(
+            task_id, flt, after_seq=after_seq, offset=offset, limit=limit, count=False
+        )
+        return [(int(r[0]), bytes(r[1])) for r in await self._fetch(sql, params)]
+
+    async def count_hosts(self, task_id: str, flt: HostFilter) -> int:
+        sql, params = host_page_sql(task_id, flt, after_seq=-1, offset=0, limit=0, count=True)
+        rows = await self._fetch(sql, params)
+        return int(rows[0][0])
+
+    async def hosts_only_in(self, task_id: str, other_task_id: str, limit: int) -> list[str]:
+        """Up to ``limit`` names (sorted) of hosts ``task_id`` listed and ``other_task_id``
+        did not."""
+        rows = await self._fetch(Q_HOSTS_ONLY_IN, (task_id, other_task_id, limit))
+        return [str(r[0]) for r in rows]
+
+    async def hosts_among(self, task_id: str, names: Iterable[str]) -> set[str]:
+        """Which of ``names`` the task's export listed as hosts (queried in chunks)."""
+        wanted = list(dict.fromkeys(names))
+        out: set[str] = set()
+        for i in range(0, len(wanted), _NAMES_PER_QUERY):
+            chunk = wanted[i : i + _NAMES_PER_QUERY]
+            sql = Q_HOSTS_NAMED.format(marks=", ".join("?" * len(chunk)))
+            out.update(str(r[0]) for r in await self._fetch(sql, (task_id, *chunk)))
+        return out
 
     async def count_findings(self, task_id: str) -> int:
         rows = await self._fetch(Q_COUNT_FINDINGS, (task_id,))

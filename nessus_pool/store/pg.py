@@ -27,6 +27,7 @@ from nessus_pool.store.base import BaseStore, decode_task, redact_url
 from nessus_pool.store.queries import (
     Q_ACTIVE,
     Q_INSERT_FINDING,
+    Q_INSERT_HOST,
     Q_PROBE_WRITE,
     Q_UPSERT_RESULTS,
 )
@@ -51,6 +52,11 @@ _DIALECT: dict[str, str] = {
         " severity = excluded.severity, plugin_id = excluded.plugin_id,"
         " host = excluded.host, data = excluded.data"
     ),
+    Q_INSERT_HOST: Q_INSERT_HOST.replace("INSERT OR REPLACE", "INSERT")
+    + " ON CONFLICT (task_id, seq) DO UPDATE SET name = excluded.name,"
+    " auth_status = excluded.auth_status, critical = excluded.critical,"
+    " high = excluded.high, medium = excluded.medium, low = excluded.low,"
+    " info = excluded.info, data = excluded.data",
     Q_PROBE_WRITE: (
         "INSERT INTO probe (id, n) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET n = probe.n + 1"
     ),

@@ -39,7 +39,23 @@ Q_DELETE_TASK = (
     "DELETE FROM task_events WHERE task_id = ?",
     "DELETE FROM task_results WHERE task_id = ?",
     "DELETE FROM findings WHERE task_id = ?",
+    "DELETE FROM host_results WHERE task_id = ?",
 )
 
 Q_DLQ_COUNTS = "SELECT pool, COUNT(*) FROM tasks WHERE dead_letter = 1 GROUP BY pool"
 Q_PROBE_WRITE = "CREATE TABLE IF NOT EXISTS _probe (x INTEGER)"
+
+# --- per-host results (rows of their own, read in pages) ----------------------------------
+HOST_COLUMNS = "task_id, seq, name, auth_status, critical, high, medium, low, info, data"
+Q_INSERT_HOST = (
+    f"INSERT OR REPLACE INTO host_results ({HOST_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+Q_DELETE_HOSTS = "DELETE FROM host_results WHERE task_id = ?"
+#: names of the hosts one scan listed and another did not, by name, bounded
+Q_HOSTS_ONLY_IN = (
+    "SELECT DISTINCT a.name FROM host_results a WHERE a.task_id = ? AND NOT EXISTS"
+    " (SELECT 1 FROM host_results b WHERE b.task_id = ? AND b.name = a.name)"
+    " ORDER BY a.name LIMIT ?"
+)
+#: the hosts of a scan among some names (the IN list is built per call, bounded)
+Q_HOSTS_NAMED = "SELECT DISTINCT name FROM host_results WHERE task_id = ? AND name IN ({marks})"

@@ -9,7 +9,7 @@ from nessus_pool.models import UNFINISHED_STATUSES, status_values
 #: (SQLite uses a partial index only for a WHERE that matches it)
 UNFINISHED_SQL = ", ".join(f"'{v}'" for v in status_values(UNFINISHED_STATUSES))
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, str] = {
     1: f"""
@@ -52,6 +52,48 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (task_id, seq)
     ) WITHOUT ROWID;
     CREATE INDEX findings_sev ON findings(task_id, severity);
+    """,
+    # results storage: per-host results as rows (read in pages), not in the results blob.
+    # Results rows written by migration 1's code hold a "hosts" array: its hosts move here
+    # and the row keeps hosts_total and auth_plugins_found in their place.
+    2: """
+    CREATE TABLE host_results (
+        task_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        auth_status TEXT NOT NULL,
+        critical INTEGER NOT NULL,
+        high INTEGER NOT NULL,
+        medium INTEGER NOT NULL,
+        low INTEGER NOT NULL,
+        info INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (task_id, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX host_results_auth ON host_results(task_id, auth_status, seq);
+    CREATE INDEX host_results_name ON host_results(task_id, name);
+    INSERT INTO host_results
+        (task_id, seq, name, auth_status, critical, high, medium, low, info, data)
+    SELECT r.task_id, CAST(j.key AS INTEGER),
+        COALESCE(json_extract(j.value, '$.name'), ''),
+        COALESCE(json_extract(j.value, '$.authentication_status'), 'unknown'),
+        COALESCE(json_extract(j.value, '$.severity_breakdown.critical'), 0),
+        COALESCE(json_extract(j.value, '$.severity_breakdown.high'), 0),
+        COALESCE(json_extract(j.value, '$.severity_breakdown.medium'), 0),
+        COALESCE(json_extract(j.value, '$.severity_breakdown.low'), 0),
+        COALESCE(json_extract(j.value, '$.severity_breakdown.info'), 0),
+        CAST(j.value AS BLOB)
+    FROM task_results r, json_each(CAST(r.data AS TEXT), '$.hosts') j
+    WHERE json_valid(CAST(r.data AS TEXT))
+        AND json_type(CAST(r.data AS TEXT), '$.hosts') = 'array';
+    UPDATE task_results SET data = CAST(json_set(
+            json_remove(CAST(data AS TEXT), '$.hosts'),
+            '$.hosts_total', json_array_length(CAST(data AS TEXT), '$.hosts'),
+            '$.auth_plugins_found', (
+                SELECT COALESCE(SUM(json_array_length(j.value, '$.evidence')), 0)
+                FROM json_each(CAST(task_results.data AS TEXT), '$.hosts') j)
+        ) AS BLOB)
+    WHERE json_valid(CAST(data AS TEXT)) AND json_type(CAST(data AS TEXT), '$.hosts') = 'array';
     """,
 }
 
@@ -98,6 +140,48 @@ PG_MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX findings_sev ON findings(task_id, severity);
     CREATE TABLE probe (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);
+    """,
+    2: """
+    CREATE TABLE host_results (
+        task_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        auth_status TEXT NOT NULL,
+        critical INTEGER NOT NULL,
+        high INTEGER NOT NULL,
+        medium INTEGER NOT NULL,
+        low INTEGER NOT NULL,
+        info INTEGER NOT NULL,
+        data BYTEA NOT NULL,
+        PRIMARY KEY (task_id, seq)
+    );
+    CREATE INDEX host_results_auth ON host_results(task_id, auth_status, seq);
+    CREATE INDEX host_results_name ON host_results(task_id, name);
+    CREATE TEMP TABLE old_results ON COMMIT DROP AS
+        SELECT task_id, convert_from(data, 'UTF8')::json AS doc FROM task_results
+        WHERE position('"hosts"' IN convert_from(data, 'UTF8')) > 0;
+    DELETE FROM old_results WHERE json_typeof(doc -> 'hosts') IS DISTINCT FROM 'array';
+    INSERT INTO host_results
+        (task_id, seq, name, auth_status, critical, high, medium, low, info, data)
+    SELECT r.task_id, (e.ord - 1)::int,
+        COALESCE(e.h ->> 'name', ''),
+        COALESCE(e.h ->> 'authentication_status', 'unknown'),
+        COALESCE((e.h -> 'severity_breakdown' ->> 'critical')::int, 0),
+        COALESCE((e.h -> 'severity_breakdown' ->> 'high')::int, 0),
+        COALESCE((e.h -> 'severity_breakdown' ->> 'medium')::int, 0),
+        COALESCE((e.h -> 'severity_breakdown' ->> 'low')::int, 0),
+        COALESCE((e.h -> 'severity_breakdown' ->> 'info')::int, 0),
+        convert_to(e.h::text, 'UTF8')
+    FROM old_results r, json_array_elements(r.doc -> 'hosts') WITH ORDINALITY AS e(h, ord);
+    UPDATE task_results t SET data = convert_to((
+            (SELECT jsonb_object_agg(k, v) FROM json_each(r.doc) AS kv(k, v) WHERE k <> 'hosts')
+            || jsonb_build_object(
+                'hosts_total', json_array_length(r.doc -> 'hosts'),
+                'auth_plugins_found', (
+                    SELECT COALESCE(SUM(json_array_length(h -> 'evidence')), 0)
+                    FROM json_array_elements(r.doc -> 'hosts') AS h))
+        )::text, 'UTF8')
+    FROM old_results r WHERE t.task_id = r.task_id;
     """,
 }
 assert set(PG_MIGRATIONS) == set(MIGRATIONS), "every SQLite migration has its PostgreSQL twin"

@@ -19,7 +19,8 @@ from tests.integration.test_mcp_http import ACCEPT, Mcp, req
 from tests.integration.test_mcp_sdk import mcp_config
 from tests.integration.test_mcp_stdio import INIT, line, spawn
 
-TOOLS_LIST_MAX_BYTES = 12_000
+#: get_scan_results view=hosts and auth_status (issue 13: hosts paged) added 234 bytes
+TOOLS_LIST_MAX_BYTES = 12_300
 DEFAULT_PAGE_MAX_BYTES = 6_000
 
 
