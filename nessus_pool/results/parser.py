@@ -596,10 +596,29 @@ class _HostSink:
             self.on_hosts(batch)
 
 
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
+
+
 def _when(value: str | None) -> datetime | None:
     """``HOST_START`` as a datetime: "Mon Jul  1 11:33:11 2013" or ISO 8601 (WAS exports)."""
     if not value:
         return None
+    # the usual form without strptime, which cost 23 us a call (two per host: half of the
+    # summary pass of an export with one item per host)
+    parts = value.split()
+    if len(parts) == 5 and (month := _MONTHS.get(parts[1])) is not None:
+        hms = parts[3].split(":")
+        try:
+            if len(hms) == 3:
+                h, m, sec = (int(x) for x in hms)
+                return datetime(int(parts[4]), month, int(parts[2]), h, m, sec)
+        except ValueError:
+            pass
     try:
         return datetime.strptime(" ".join(value.split()), _HOST_TIME_FORMAT)
     except ValueError:
