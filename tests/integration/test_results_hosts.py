@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from nessus_pool.api.mcp.findings import results_text
 from nessus_pool.api.mcp.schemas import Filters, ResultsArgs
 from nessus_pool.daemon import Daemon
 from tests.conftest import DaemonFactory, sim_config
+from tests.integration.test_ops_cli import cli, one_pool, submit_wait
 from tests.integration.test_results_flow import run_scan
 
 
@@ -108,3 +110,21 @@ async def test_hosts_are_paged_filtered_and_not_in_the_status(
             assert err["error"]["field"] == field, (params, err)
         status, err = await _get(http, f"{d.url}/api/v1/scans/nosuchtask/hosts")
         assert status in (400, 404), err
+
+
+async def test_cli_prints_a_page_of_hosts_and_the_next_cursor(
+    tmp_path: Path, start_daemon: DaemonFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d: Daemon = await start_daemon(one_pool(tmp_path))
+    rc, out, _ = await submit_wait(capsys, d, "--json")
+    task_id = json.loads(out)["task_id"]
+    rc, out, _ = await cli(capsys, d, "scan", "hosts", task_id, "--page-size", "1")
+    header, row, footer = out.splitlines()
+    assert rc == 0 and header.split()[:4] == ["HOST", "IP", "AUTH", "CRIT"]
+    assert row.split()[0] == "10.0.0.1"
+    assert footer == "1 of 2 hosts, page 1/2; next: --cursor 0"
+    rc, out, _ = await cli(capsys, d, "scan", "hosts", task_id, "--cursor", "0", "--json")
+    page = json.loads(out)
+    assert rc == 0 and [h["name"] for h in page["hosts"]] == ["10.0.0.2"]
+    rc, _, err = await cli(capsys, d, "scan", "hosts", task_id, "--page-size", "0")
+    assert rc == 2 and "field: page_size" in err
