@@ -14,7 +14,8 @@ import msgspec
 from nessus_pool.models import Task
 from nessus_pool.results.parser import Finding, ScanResults, parse_export
 from nessus_pool.results.types import HostResult, StoredResults
-from nessus_pool.store import HostRow, TaskStore
+from nessus_pool.store import HostRow, SplitFindingRow, TaskStore
+from nessus_pool.store.base import TEXT_FIELDS, text_id_of
 
 _enc = msgspec.msgpack.Encoder()
 _json = msgspec.json.Encoder()
@@ -33,6 +34,84 @@ def finding_rows(findings: list[Finding], start_seq: int) -> list[FindingRow]:
     return [
         (seq, f.severity, f.plugin_id, f.host, enc(f)) for seq, f in enumerate(findings, start_seq)
     ]
+
+
+class _Own(msgspec.Struct, kw_only=True, gc=False):
+    """What is a finding's own: where it was found, and the plugin's output there."""
+
+    host: str
+    host_ip: str | None
+    host_fqdn: str | None
+    port: int
+    protocol: str
+    svc_name: str
+    severity: int
+    plugin_id: int
+    plugin_output: str | None
+
+
+class _Texts(msgspec.Struct, kw_only=True, gc=False):
+    """What a finding shares with the other findings of its plugin (stored once a task)."""
+
+    plugin_name: str
+    plugin_family: str
+    risk_factor: str | None
+    cvss3_base_score: float | None
+    cvss_base_score: float | None
+    cves: list[str]
+    cwes: list[int]
+    exploit_available: bool
+    synopsis: str | None
+    description: str | None
+    solution: str | None
+    see_also: str | None
+
+
+assert _Texts.__struct_fields__ == TEXT_FIELDS
+assert {*_Own.__struct_fields__, *TEXT_FIELDS} == set(Finding.__struct_fields__)
+
+
+def split_rows(
+    findings: list[Finding], start_seq: int, seen: set[int]
+) -> tuple[list[SplitFindingRow], list[tuple[int, bytes]]]:
+    """Findings as rows of their own fields and the text sets not in ``seen`` (updated)."""
+    enc = _enc.encode
+    rows: list[SplitFindingRow] = []
+    texts: list[tuple[int, bytes]] = []
+    for seq, f in enumerate(findings, start_seq):
+        text = enc(
+            _Texts(
+                plugin_name=f.plugin_name,
+                plugin_family=f.plugin_family,
+                risk_factor=f.risk_factor,
+                cvss3_base_score=f.cvss3_base_score,
+                cvss_base_score=f.cvss_base_score,
+                cves=f.cves,
+                cwes=f.cwes,
+                exploit_available=f.exploit_available,
+                synopsis=f.synopsis,
+                description=f.description,
+                solution=f.solution,
+                see_also=f.see_also,
+            )
+        )
+        text_id = text_id_of(text)
+        if text_id not in seen:
+            seen.add(text_id)
+            texts.append((text_id, text))
+        own = _Own(
+            host=f.host,
+            host_ip=f.host_ip,
+            host_fqdn=f.host_fqdn,
+            port=f.port,
+            protocol=f.protocol,
+            svc_name=f.svc_name,
+            severity=f.severity,
+            plugin_id=f.plugin_id,
+            plugin_output=f.plugin_output,
+        )
+        rows.append((seq, f.severity, f.plugin_id, f.host, text_id, enc(own)))
+    return rows, texts
 
 
 def host_rows(hosts: list[HostResult], start_seq: int) -> list[HostRow]:
@@ -72,15 +151,17 @@ class _BatchWriter:
         self.loop = loop
         self.seq = 0
         self.host_seq = 0
+        #: ids of the text sets stored so far for this task (8 bytes each, one per plugin)
+        self.text_ids: set[int] = set()
         self.in_flight: concurrent.futures.Future[None] | None = None
         self.stopped = False
         self._lock = threading.Lock()
 
     def __call__(self, batch: list[Finding]) -> None:
-        rows = finding_rows(batch, self.seq)
+        rows, texts = split_rows(batch, self.seq, self.text_ids)
         self.seq += len(rows)
         batch.clear()  # ours now (parse_export hands over each list): free the texts early
-        self._submit(lambda: self.store.add_findings(self.task_id, rows))
+        self._submit(lambda: self.store.add_split_findings(self.task_id, rows, texts))
 
     def hosts(self, batch: list[HostResult]) -> None:
         rows = host_rows(batch, self.host_seq)

@@ -252,7 +252,7 @@ class Reads:
             offset=0 if after is not None else (page - 1) * page_size,
             limit=page_size,
         )
-        total = await store.count_hosts(task_id, flt)
+        total = await self._hosts_total(task_id, flt)
         return {
             "task_id": task_id,
             "hosts": [_json_dec.decode(data) for _, data in rows],
@@ -262,6 +262,21 @@ class Reads:
             "pages": max(1, -(-total // page_size)),
             "next_cursor": str(rows[-1][0]) if len(rows) == page_size else None,
         }
+
+    async def _hosts_total(self, task_id: str, flt: HostFilter) -> int:
+        """The hosts a filter matches: from the results row's counts when it can say (a
+        count over a million rows takes about 0.2 s), else counted."""
+        blob = (
+            None if flt.min_severity is not None else await self.engine.store.get_results(task_id)
+        )
+        if blob is not None:
+            row = _results_dec.decode(blob)
+            if flt.auth_status is None and row.hosts_total is not None:
+                return row.hosts_total
+            by_status = (row.validation or {}).get("hosts_by_status")
+            if flt.auth_status is not None and isinstance(by_status, dict):
+                return int(by_status.get(flt.auth_status, 0))
+        return await self.engine.store.count_hosts(task_id, flt)
 
     async def export_path(self, task_id: str) -> str:
         t = await self.task(task_id)

@@ -33,7 +33,8 @@ TABLES: dict[str, tuple[str, ...]] = {
     ),
     "task_events": ("id", "task_id", "at_ms", "status", "reason", "detail"),
     "task_results": ("task_id", "data"),
-    "findings": ("task_id", "seq", "severity", "plugin_id", "host", "data"),
+    "findings": ("task_id", "seq", "severity", "plugin_id", "host", "text_id", "data"),
+    "finding_texts": ("task_id", "text_id", "data"),
     "host_results": (
         "task_id",
         "seq",
@@ -70,9 +71,12 @@ def _open_source(path: Path) -> sqlite3.Connection:
 
 def _chunks(conn: sqlite3.Connection, table: str) -> Iterator[list[tuple[Any, ...]]]:
     cols = ", ".join(TABLES[table])
-    order = {"task_events": "id", "findings": "task_id, seq", "host_results": "task_id, seq"}.get(
-        table, "rowid"
-    )
+    order = {
+        "task_events": "id",
+        "findings": "task_id, seq",
+        "host_results": "task_id, seq",
+        "finding_texts": "task_id, text_id",
+    }.get(table, "rowid")
     cur = conn.execute(f"SELECT {cols} FROM {table} ORDER BY {order}")
     while rows := cur.fetchmany(_CHUNK_ROWS):
         yield rows

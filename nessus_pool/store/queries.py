@@ -28,9 +28,19 @@ Q_EVENTS = (
 Q_UPSERT_RESULTS = "INSERT OR REPLACE INTO task_results (task_id, data) VALUES (?, ?)"
 Q_GET_RESULTS = "SELECT data FROM task_results WHERE task_id = ?"
 Q_INSERT_FINDING = (
-    "INSERT OR REPLACE INTO findings (task_id, seq, severity, plugin_id, host, data)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT OR REPLACE INTO findings (task_id, seq, severity, plugin_id, host, text_id, data)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+Q_INSERT_TEXT = "INSERT OR REPLACE INTO finding_texts (task_id, text_id, data) VALUES (?, ?, ?)"
+Q_DELETE_TEXTS = "DELETE FROM finding_texts WHERE task_id = ?"
+Q_GET_TEXTS = "SELECT text_id, data FROM finding_texts WHERE task_id = ?"
+Q_GET_FINDING_PARTS = "SELECT text_id, data FROM findings WHERE task_id = ? ORDER BY seq"
+#: findings stored before texts were split out (text_id NULL), a task and a chunk at a time
+Q_UNSPLIT_TASK = "SELECT task_id FROM findings WHERE text_id IS NULL LIMIT 1"
+Q_UNSPLIT_ROWS = (
+    "SELECT seq, data FROM findings WHERE task_id = ? AND text_id IS NULL ORDER BY seq LIMIT ?"
+)
+Q_SET_SPLIT = "UPDATE findings SET text_id = ?, data = ? WHERE task_id = ? AND seq = ?"
 Q_DELETE_FINDINGS = "DELETE FROM findings WHERE task_id = ?"
 Q_GET_FINDINGS = "SELECT data FROM findings WHERE task_id = ? ORDER BY seq"
 Q_COUNT_FINDINGS = "SELECT COUNT(*) FROM findings WHERE task_id = ?"
@@ -40,6 +50,7 @@ Q_DELETE_TASK = (
     "DELETE FROM task_results WHERE task_id = ?",
     "DELETE FROM findings WHERE task_id = ?",
     "DELETE FROM host_results WHERE task_id = ?",
+    "DELETE FROM finding_texts WHERE task_id = ?",
 )
 
 Q_DLQ_COUNTS = "SELECT pool, COUNT(*) FROM tasks WHERE dead_letter = 1 GROUP BY pool"

@@ -55,7 +55,10 @@ MIGRATIONS: dict[int, str] = {
     """,
     # results storage: per-host results as rows (read in pages), not in the results blob.
     # Results rows written by migration 1's code hold a "hosts" array: its hosts move here
-    # and the row keeps hosts_total and auth_plugins_found in their place.
+    # and the row keeps hosts_total and auth_plugins_found in their place. Findings keep
+    # their per-finding fields; the texts they share with other findings of the task are
+    # stored once in finding_texts (rows written before, text_id NULL, are split by the
+    # store after it opens: see BaseStore.split_old_findings).
     2: """
     CREATE TABLE host_results (
         task_id TEXT NOT NULL,
@@ -94,6 +97,14 @@ MIGRATIONS: dict[int, str] = {
                 FROM json_each(CAST(task_results.data AS TEXT), '$.hosts') j)
         ) AS BLOB)
     WHERE json_valid(CAST(data AS TEXT)) AND json_type(CAST(data AS TEXT), '$.hosts') = 'array';
+    ALTER TABLE findings ADD COLUMN text_id INTEGER;
+    CREATE TABLE finding_texts (
+        task_id TEXT NOT NULL,
+        text_id INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (task_id, text_id)
+    );
+    CREATE INDEX findings_unsplit ON findings(task_id) WHERE text_id IS NULL;
     """,
 }
 
@@ -182,6 +193,14 @@ PG_MIGRATIONS: dict[int, str] = {
                     FROM json_array_elements(r.doc -> 'hosts') AS h))
         )::text, 'UTF8')
     FROM old_results r WHERE t.task_id = r.task_id;
+    ALTER TABLE findings ADD COLUMN text_id BIGINT;
+    CREATE TABLE finding_texts (
+        task_id TEXT NOT NULL,
+        text_id BIGINT NOT NULL,
+        data BYTEA NOT NULL,
+        PRIMARY KEY (task_id, text_id)
+    );
+    CREATE INDEX findings_unsplit ON findings(task_id) WHERE text_id IS NULL;
     """,
 }
 assert set(PG_MIGRATIONS) == set(MIGRATIONS), "every SQLite migration has its PostgreSQL twin"
