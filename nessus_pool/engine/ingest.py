@@ -71,33 +71,57 @@ assert _Texts.__struct_fields__ == TEXT_FIELDS
 assert {*_Own.__struct_fields__, *TEXT_FIELDS} == set(Finding.__struct_fields__)
 
 
+#: text sets remembered by value per ingest (a lookup spares encoding and hashing one);
+#: past this many the memory is cleared, so that an export of distinct texts stays bounded
+TEXT_CACHE_ENTRIES = 4096
+TextKey = tuple[Any, ...]
+
+
 def split_rows(
-    findings: list[Finding], start_seq: int, seen: set[int]
+    findings: list[Finding], start_seq: int, seen: dict[TextKey, int]
 ) -> tuple[list[SplitFindingRow], list[tuple[int, bytes]]]:
-    """Findings as rows of their own fields and the text sets not in ``seen`` (updated)."""
+    """Findings as rows of their own fields, and the text sets not stored yet for this
+    task; ``seen`` (text set -> id) is the caller's, kept across batches."""
     enc = _enc.encode
     rows: list[SplitFindingRow] = []
     texts: list[tuple[int, bytes]] = []
     for seq, f in enumerate(findings, start_seq):
-        text = enc(
-            _Texts(
-                plugin_name=f.plugin_name,
-                plugin_family=f.plugin_family,
-                risk_factor=f.risk_factor,
-                cvss3_base_score=f.cvss3_base_score,
-                cvss_base_score=f.cvss_base_score,
-                cves=f.cves,
-                cwes=f.cwes,
-                exploit_available=f.exploit_available,
-                synopsis=f.synopsis,
-                description=f.description,
-                solution=f.solution,
-                see_also=f.see_also,
-            )
+        key = (
+            f.plugin_name,
+            f.plugin_family,
+            f.risk_factor,
+            f.cvss3_base_score,
+            f.cvss_base_score,
+            tuple(f.cves),
+            tuple(f.cwes),
+            f.exploit_available,
+            f.synopsis,
+            f.description,
+            f.solution,
+            f.see_also,
         )
-        text_id = text_id_of(text)
-        if text_id not in seen:
-            seen.add(text_id)
+        text_id = seen.get(key)
+        if text_id is None:
+            text = enc(
+                _Texts(
+                    plugin_name=f.plugin_name,
+                    plugin_family=f.plugin_family,
+                    risk_factor=f.risk_factor,
+                    cvss3_base_score=f.cvss3_base_score,
+                    cvss_base_score=f.cvss_base_score,
+                    cves=f.cves,
+                    cwes=f.cwes,
+                    exploit_available=f.exploit_available,
+                    synopsis=f.synopsis,
+                    description=f.description,
+                    solution=f.solution,
+                    see_also=f.see_also,
+                )
+            )
+            text_id = text_id_of(text)
+            if len(seen) >= TEXT_CACHE_ENTRIES:
+                seen.clear()  # forgotten texts are stored again: the same id, replaced
+            seen[key] = text_id
             texts.append((text_id, text))
         own = _Own(
             host=f.host,
@@ -151,14 +175,14 @@ class _BatchWriter:
         self.loop = loop
         self.seq = 0
         self.host_seq = 0
-        #: ids of the text sets stored so far for this task (8 bytes each, one per plugin)
-        self.text_ids: set[int] = set()
+        #: the text sets stored so far for this task (bounded: TEXT_CACHE_ENTRIES)
+        self.texts: dict[TextKey, int] = {}
         self.in_flight: concurrent.futures.Future[None] | None = None
         self.stopped = False
         self._lock = threading.Lock()
 
     def __call__(self, batch: list[Finding]) -> None:
-        rows, texts = split_rows(batch, self.seq, self.text_ids)
+        rows, texts = split_rows(batch, self.seq, self.texts)
         self.seq += len(rows)
         batch.clear()  # ours now (parse_export hands over each list): free the texts early
         self._submit(lambda: self.store.add_split_findings(self.task_id, rows, texts))

@@ -407,8 +407,11 @@ class BaseStore:
         """Every finding of the task, whole (msgpack), in export order: each one's own
         fields joined with its text set, stored once per task."""
         texts = {int(r[0]): bytes(r[1]) for r in await self._fetch(Q_GET_TEXTS, (task_id,))}
+        rows = await self._fetch(Q_GET_FINDING_PARTS, (task_id,))
+        rows.reverse()
         out: list[bytes] = []
-        for text_id, data in await self._fetch(Q_GET_FINDING_PARTS, (task_id,)):
+        while rows:  # popped: each row's own part is freed once joined
+            text_id, data = rows.pop()
             if text_id is None or text_id == UNSPLITTABLE:  # stored whole
                 out.append(bytes(data))
                 continue
