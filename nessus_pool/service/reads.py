@@ -239,6 +239,11 @@ class Reads:
             min_severity=None if min_severity is None else severity_value(min_severity),
         )
         after = _cursor(cursor)
+        if after is not None and page != 1:
+            raise ValidationError(
+                "give page or cursor, not both (a cursor already says where the page starts)",
+                field="cursor",
+            )
         t = await self.task(task_id)
         if not t.status.is_terminal:
             raise ConflictError(

@@ -104,10 +104,17 @@ async def test_hosts_are_paged_filtered_and_not_in_the_status(
             ({"min_severity": "²"}, "min_severity"),
             ({"min_severity": "9"}, "min_severity"),
             ({"host": "x"}, "host"),
+            ({"page": "2", "cursor": "3"}, "cursor"),
         ):
             status, err = await _get(http, url, **params)
             assert status == 400, (params, err)
             assert err["error"]["field"] == field, (params, err)
+        # a parameter given twice is refused, not read as its first value
+        async with http.get(f"{url}?page_size=1&limit=2") as r:
+            assert r.status == 400 and (await r.json())["error"]["field"] == "page_size"
+        async with http.get(f"{url}?page_size=1&page_size=2") as r:
+            assert r.status == 400, await r.text()
+            assert "page_size is given more than once" in (await r.json())["error"]["message"]
         status, err = await _get(http, f"{d.url}/api/v1/scans/nosuchtask/hosts")
         assert status in (400, 404), err
 
