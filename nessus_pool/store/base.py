@@ -75,6 +75,8 @@ TEXT_FIELDS = (
 )
 #: findings rows split per commit when an older database is upgraded at open
 _SPLIT_CHUNK = 2000
+#: findings rows per read when a task's findings are read back
+_READ_CHUNK = 2000
 _msgpack_enc = msgspec.msgpack.Encoder()
 
 
@@ -407,18 +409,21 @@ class BaseStore:
         """Every finding of the task, whole (msgpack), in export order: each one's own
         fields joined with its text set, stored once per task."""
         texts = {int(r[0]): bytes(r[1]) for r in await self._fetch(Q_GET_TEXTS, (task_id,))}
-        rows = await self._fetch(Q_GET_FINDING_PARTS, (task_id,))
-        rows.reverse()
         out: list[bytes] = []
-        while rows:  # popped: each row's own part is freed once joined
-            text_id, data = rows.pop()
-            if text_id is None or text_id == UNSPLITTABLE:  # stored whole
-                out.append(bytes(data))
-                continue
-            text = texts.get(int(text_id))
-            if text is None:
-                raise StorageError(f"finding texts {text_id} of task {task_id} are missing")
-            out.append(join_maps(bytes(data), text))
+        after = -1
+        # in chunks: the rows' own parts are garbage once joined, never all held at once
+        while rows := await self._fetch(Q_GET_FINDING_PARTS, (task_id, after, _READ_CHUNK)):
+            for seq, text_id, data in rows:
+                after = int(seq)
+                if text_id is None or text_id == UNSPLITTABLE:  # stored whole
+                    out.append(bytes(data))
+                    continue
+                text = texts.get(int(text_id))
+                if text is None:
+                    raise StorageError(f"finding texts {text_id} of task {task_id} are missing")
+                out.append(join_maps(bytes(data), text))
+            if len(rows) < _READ_CHUNK:
+                break
         return out
 
     async def split_old_findings(self) -> int:

@@ -34,7 +34,10 @@ Q_INSERT_FINDING = (
 Q_INSERT_TEXT = "INSERT OR REPLACE INTO finding_texts (task_id, text_id, data) VALUES (?, ?, ?)"
 Q_DELETE_TEXTS = "DELETE FROM finding_texts WHERE task_id = ?"
 Q_GET_TEXTS = "SELECT text_id, data FROM finding_texts WHERE task_id = ?"
-Q_GET_FINDING_PARTS = "SELECT text_id, data FROM findings WHERE task_id = ? ORDER BY seq"
+#: a task's findings after a seq, a chunk at a time (keyset: every chunk an index seek)
+Q_GET_FINDING_PARTS = (
+    "SELECT seq, text_id, data FROM findings WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+)
 #: findings stored before texts were split out (text_id NULL), a task and a chunk at a time
 Q_UNSPLIT_TASK = "SELECT task_id FROM findings WHERE text_id IS NULL LIMIT 1"
 Q_UNSPLIT_ROWS = (
