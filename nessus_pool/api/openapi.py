@@ -10,6 +10,7 @@ import msgspec
 from nessus_pool import __version__
 from nessus_pool.api.query import (
     COMPARE,
+    HOSTS,
     LIST_DLQ,
     LIST_SCANNERS,
     LIST_SCANS,
@@ -202,6 +203,13 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/v1/scans/{task_id}/results": {
                 "get": _op("Findings, filtered and paged", None, params=results_params)
+            },
+            "/api/v1/scans/{task_id}/hosts": {
+                "get": _op(
+                    "Per-host results (authentication verdict, counts), filtered and paged",
+                    None,
+                    params=[_TASK, *_query(HOSTS)],
+                )
             },
             "/api/v1/scans/{task_id}/export": {
                 "get": {

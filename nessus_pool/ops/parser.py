@@ -26,6 +26,7 @@ from nessus_pool.ops.scan import (
     cmd_scan_cancel,
     cmd_scan_compare,
     cmd_scan_download,
+    cmd_scan_hosts,
     cmd_scan_pause,
     cmd_scan_results,
     cmd_scan_resume,
@@ -173,6 +174,15 @@ def add_ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="fields per finding (--profile is an alias)",
     )
     p.add_argument("--fields", help="comma-separated fields (implies --profile custom)")
+    p = leaf(scan, "hosts", cmd_scan_hosts, "list per-host results of an ended scan, a page")
+    p.add_argument("task_id", metavar="TASK_ID")
+    p.add_argument(
+        "--auth-status", choices=("success", "failed", "partial", "unknown", "not_applicable")
+    )
+    p.add_argument("--min-severity", help="hosts with a finding this severe: 0-4 or a name")
+    p.add_argument("--page", type=int)
+    p.add_argument("--page-size", type=int, help="1-500 (default 50)")
+    p.add_argument("--cursor", help="the next_cursor the previous page printed")
     p = leaf(scan, "compare", cmd_scan_compare, "what changed since an earlier scan")
     p.add_argument("task_id", metavar="TASK_ID")
     p.add_argument(
