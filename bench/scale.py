@@ -129,9 +129,14 @@ def slot_latencies_ms(tasks: list[Task], window_start_ms: int) -> list[float]:
     return out
 
 
+#: ``taskset -c N`` prefixes (``--pin``): the daemon on one core, the simulator on the other
+PIN: dict[str, list[str]] = {"daemon": [], "simulator": []}
+
+
 async def start_daemon(cfg: Path, port: int) -> tuple[asyncio.subprocess.Process, float]:
     t0 = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
+        *PIN["daemon"],
         EXE,
         "serve",
         "--config",
@@ -158,10 +163,14 @@ async def amain(args: argparse.Namespace) -> int:
                 "scenario": f"{n_sc} simulated scanners x {args.slots} slots, {queued:,} queued, "
                 f"poll {args.poll_s:g} s, scans {args.scan_s:g} s, window {window_s:g} s",
                 "storage": str(work),
+                "placement": "daemon on core 0, simulator on core 1 (taskset, --pin)"
+                if args.pin
+                else "daemon and simulator unpinned, on the same cores",
             },
         )
     )
     sim = await asyncio.create_subprocess_exec(
+        *PIN["simulator"],
         EXE,
         "simulate",
         "--port",
@@ -216,11 +225,13 @@ async def amain(args: argparse.Namespace) -> int:
         await asyncio.sleep(warm_s)
         window_start_ms = int(time.time() * 1000)
         cpu0, t0 = cpu_s(proc.pid), time.monotonic()
+        sim_cpu0 = cpu_s(sim.pid)
         rss: list[float] = []
         while time.monotonic() - t0 < window_s:
             rss.append(rss_mb(proc.pid))
             await asyncio.sleep(1)
         cpu_share = (cpu_s(proc.pid) - cpu0) / (time.monotonic() - t0)
+        sim_share = (cpu_s(sim.pid) - sim_cpu0) / (time.monotonic() - t0)
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 60)
         store = Store(work / "data" / "nessus-pool.db")
@@ -256,6 +267,7 @@ async def amain(args: argparse.Namespace) -> int:
             "< 50%",
             "met" if cpu_share < 0.5 else "NOT met",
         ],
+        ["simulator CPU (share of one core)", f"{sim_share * 100:.0f}%", "-", ""],
         [
             "daemon RSS median / max (MB)",
             f"{statistics.median(rss):.0f} / {max(rss):.0f}",
@@ -289,7 +301,15 @@ def main() -> int:
     p.add_argument("--window-s", type=float, default=300)
     p.add_argument("--poll-s", type=float, default=10)
     p.add_argument("--scan-s", type=float, default=60)
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="run the daemon on core 0 and the simulated scanners on core 1 (taskset), so that "
+        "the simulator's CPU does not share the daemon's core",
+    )
     args = p.parse_args()
+    if args.pin:
+        PIN["daemon"], PIN["simulator"] = ["taskset", "-c", "0"], ["taskset", "-c", "1"]
     if args.quick:
         args.scanners, args.queued, args.window_s, args.scan_s = 50, 10_000, 30, 20
     return asyncio.run(amain(args))
