@@ -21,8 +21,9 @@ from nessus_pool.errors import StorageError
 from nessus_pool.store.queries import Q_INSERT_EVENT, Q_INSERT_FINDING, Q_UPSERT_TASK
 
 Op = tuple[str, Sequence[Any]]
-#: a batch handed to the backend: its callers, its row count, its commit
-_InFlight = tuple[list[tuple[list[Op], asyncio.Future[None]]], int, asyncio.Future[None]]
+#: a batch handed to the backend: its callers, its row count, its commit, whether it holds a
+#: bulk write
+_InFlight = tuple[list[tuple[list[Op], asyncio.Future[None]]], int, asyncio.Future[None], bool]
 
 _COMMUTING = frozenset({Q_UPSERT_TASK, Q_INSERT_EVENT})
 _MULTI_ROW = frozenset({Q_UPSERT_TASK, Q_INSERT_EVENT, Q_INSERT_FINDING})
@@ -146,14 +147,22 @@ class GroupCommitWriter:
     def _start(self, inflight: deque[_InFlight]) -> None:
         batch = self._pending[: self.max_batch]
         del self._pending[: self.max_batch]
-        if len(batch) < self.max_batch and self._bulk:
+        bulk = False
+        if len(batch) < self.max_batch and self._bulk and self._bulk_ok(inflight):
             batch.append(self._bulk.pop(0))
+            bulk = True
         ops = [op for ops, _ in batch for op in ops]
         done = asyncio.ensure_future(self._commit(ops))
         wake = self._wake
         assert wake is not None
         done.add_done_callback(lambda _: wake.set())
-        inflight.append((batch, len(ops), done))
+        inflight.append((batch, len(ops), done, bulk))
+
+    @staticmethod
+    def _bulk_ok(inflight: deque[_InFlight]) -> bool:
+        """At most one bulk write in flight: a transition handed over behind the commits in
+        flight waits behind one bulk write at most, as with one commit at a time."""
+        return not any(b for _, _, _, b in inflight)
 
     def _settle(
         self,
@@ -189,11 +198,13 @@ class GroupCommitWriter:
                 self._wake.clear()
                 # callers hear of their commits in commit order, whatever finished first
                 while inflight and inflight[0][2].done():
-                    self._settle(*inflight.popleft())
-                while (self._pending or self._bulk) and len(inflight) < self.depth:
+                    self._settle(*inflight.popleft()[:3])
+                while len(inflight) < self.depth and (
+                    self._pending or (self._bulk and self._bulk_ok(inflight))
+                ):
                     self._start(inflight)
                 if self._closing and not inflight and not self._pending and not self._bulk:
                     return
         finally:
-            for _, _, done in inflight:
+            for _, _, done, _ in inflight:
                 done.cancel()

@@ -209,3 +209,51 @@ async def test_sqlite_store_hands_two_commits_to_its_thread_and_keeps_their_orde
             assert got is not None and got.status is TaskStatus.RUNNING
     finally:
         await store.close()
+
+
+async def test_with_depth_two_at_most_one_bulk_write_is_in_flight() -> None:
+    """A transition handed over behind the commits in flight waits behind one bulk write at
+    most (as with one commit at a time); a bulk write still goes as soon as none is in
+    flight, however busy the small writes keep the writer."""
+    started: list[list[str]] = []
+    gates: list[asyncio.Event] = []
+    entered = asyncio.Event()
+
+    async def commit(ops: list[Op]) -> None:
+        gate = asyncio.Event()
+        gates.append(gate)
+        started.append([sql for sql, _ in ops])
+        entered.set()
+        await gate.wait()
+
+    async def handed(n: int) -> None:
+        async with asyncio.timeout(5):
+            while len(started) < n:
+                entered.clear()
+                await entered.wait()
+
+    w = GroupCommitWriter(commit, depth=2)
+    w.start()
+    bulk1 = w.enqueue([op("bulk1")], bulk=True)
+    await handed(1)
+    bulk2 = w.enqueue([op("bulk2")], bulk=True)
+    small = w.enqueue([op("small")])
+    await handed(2)
+    assert started == [["bulk1"], ["small"]]  # not bulk2: one bulk write in flight at most
+    gates[1].set()
+    gates[0].set()
+    await asyncio.wait_for(asyncio.gather(bulk1, small), 5)
+    await handed(3)
+    assert started[2] == ["bulk2"]
+    # a small write in flight does not hold a bulk one back: it takes the second slot
+    small2 = w.enqueue([op("small2")])
+    await handed(4)
+    bulk3 = w.enqueue([op("bulk3")], bulk=True)
+    gates[2].set()
+    await asyncio.wait_for(bulk2, 5)
+    await handed(5)
+    assert started[3:] == [["small2"], ["bulk3"]]
+    for g in gates:
+        g.set()
+    await asyncio.wait_for(asyncio.gather(small2, bulk3), 5)
+    await w.close()
