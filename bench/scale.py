@@ -133,6 +133,44 @@ def slot_latencies_ms(tasks: list[Task], window_start_ms: int) -> list[float]:
 PIN: dict[str, list[str]] = {"daemon": [], "simulator": []}
 
 
+def launch_split_ms(
+    tasks: list[Task], created_ms: dict[str, int], window_start_ms: int
+) -> dict[str, list[float]]:
+    """Each freed slot -> next launch of :func:`slot_latencies_ms`, split into its steps: the
+    freed slot to the dispatch (the dispatcher), the dispatch to the remote scan created (the
+    durable "dispatching" commit and ``POST /scans``), created to running (``POST
+    /scans/{id}/launch`` and the loop)."""
+    by_scanner: dict[str, list[Task]] = {}
+    for t in tasks:
+        if t.scanner_id:
+            by_scanner.setdefault(t.scanner_id, []).append(t)
+    out: dict[str, list[float]] = {"freed -> dispatched": [], "dispatched -> created": [],
+                                   "created -> running": []}  # fmt: skip
+    for ts in by_scanner.values():
+        freed = sorted(
+            t.finished_at_ms for t in ts if t.finished_at_ms and t.finished_at_ms >= window_start_ms
+        )
+        launches = sorted(
+            (t.dispatched_at_ms, t.started_at_ms, t.task_id)
+            for t in ts
+            if t.dispatched_at_ms and t.started_at_ms
+        )
+        j = 0
+        for f in freed:
+            while j < len(launches) and launches[j][0] < f:
+                j += 1
+            if j == len(launches):
+                break
+            dispatched, started, task_id = launches[j]
+            out["freed -> dispatched"].append(float(dispatched - f))
+            created = created_ms.get(task_id)
+            if created is not None:
+                out["dispatched -> created"].append(float(created - dispatched))
+                out["created -> running"].append(float(started - created))
+            j += 1
+    return out
+
+
 async def start_daemon(cfg: Path, port: int) -> tuple[asyncio.subprocess.Process, float]:
     t0 = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
@@ -237,11 +275,21 @@ async def amain(args: argparse.Namespace) -> int:
         store = Store(work / "data" / "nessus-pool.db")
         await store.open()
         rows = await store._fetch("SELECT data FROM tasks")
+        created_rows = await store._fetch(
+            "SELECT task_id, MIN(at_ms) FROM task_events WHERE status = 'created' GROUP BY task_id"
+        )
         await store.close()
         tasks = [decode_task(r[0]) for r in rows]
         still_queued = sum(1 for t in tasks if t.status.value == "queued")
         done = sum(1 for t in tasks if t.status.is_terminal)
         lat = slot_latencies_ms(tasks, window_start_ms)
+        split = launch_split_ms(tasks, {r[0]: r[1] for r in created_rows}, window_start_ms)
+        per_second: dict[int, int] = {}
+        for t in tasks:
+            if t.finished_at_ms and t.finished_at_ms >= window_start_ms:
+                per_second[t.finished_at_ms // 1000] = (
+                    per_second.get(t.finished_at_ms // 1000, 0) + 1
+                )
         readies: list[float] = []
         for _ in range(3):
             proc, ready_s = await start_daemon(cfg, port)
@@ -289,6 +337,31 @@ async def amain(args: argparse.Namespace) -> int:
             rows_out,
         )
     )
+    print(
+        table(
+            "Where a launch's latency goes (freed slot -> running, its steps; ms)",
+            ["step", "p50", "p90", "p99", "max", "n"],
+            [
+                [
+                    step,
+                    f"{percentile(v, 0.5):.0f}",
+                    f"{percentile(v, 0.9):.0f}",
+                    f"{percentile(v, 0.99):.0f}",
+                    f"{max(v) if v else float('nan'):.0f}",
+                    str(len(v)),
+                ]
+                for step, v in split.items()
+            ],
+        )
+    )
+    if per_second:
+        busiest = sorted(per_second.values(), reverse=True)
+        print(
+            f"\ncompletions in the window: {sum(busiest):,} in {len(busiest)} of "
+            f"{int(window_s)} s; the busiest seconds: {', '.join(map(str, busiest[:5]))} "
+            "(scans started together end together: the launches of a wave queue behind its "
+            "exports and polls)"
+        )
     return 0
 
 
