@@ -226,12 +226,12 @@ async def amain(args: argparse.Namespace) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--duration", type=float, default=8.0)
-    ap.add_argument("--concurrency", type=int, default=50)
+    ap.add_argument("--duration", type=float, default=8.0, help="seconds of profiled load")
+    ap.add_argument("--concurrency", type=int, default=50, help="keep-alive clients")
     ap.add_argument("--rate", type=int, default=400, help="py-spy samples per second")
-    ap.add_argument("--no-spy", action="store_true")
-    ap.add_argument("--log-level", default="info")
-    ap.add_argument("--tmp", default=None)
+    ap.add_argument("--no-spy", action="store_true", help="CPU per thread only")
+    ap.add_argument("--log-level", default="info", help="the daemon's (default: info)")
+    ap.add_argument("--tmp", default=None, help="directory for the temp storage")
     ap.add_argument("--keep-raw", default=None, help="copy py-spy's raw samples here")
     args = ap.parse_args()
     args.spy = None
