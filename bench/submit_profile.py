@@ -120,9 +120,8 @@ def split_samples(raw: Path, main_tid: str) -> tuple[collections.Counter[str], i
     return by_stage, total
 
 
-async def amain(args: argparse.Namespace) -> int:
+async def _profile(args: argparse.Namespace, work: Path) -> int:
     spy = args.spy
-    work = Path(tempfile.mkdtemp(prefix="np-bench-profile-", dir=args.tmp))
     d = DaemonProc(work, free_port(), args.log_level)
     await d.start()
     raw = work / "spy.raw"
@@ -220,8 +219,15 @@ async def amain(args: argparse.Namespace) -> int:
     )
     if args.keep_raw:
         shutil.copy(raw, args.keep_raw)
-    shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+async def amain(args: argparse.Namespace) -> int:
+    work = Path(tempfile.mkdtemp(prefix="np-bench-profile-", dir=args.tmp))
+    try:
+        return await _profile(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> int:
