@@ -129,9 +129,52 @@ def slot_latencies_ms(tasks: list[Task], window_start_ms: int) -> list[float]:
     return out
 
 
+#: ``taskset -c N`` prefixes (``--pin``): the daemon on one core, the simulator on the other
+PIN: dict[str, list[str]] = {"daemon": [], "simulator": []}
+
+
+def launch_split_ms(
+    tasks: list[Task], created_ms: dict[str, int], window_start_ms: int
+) -> dict[str, list[float]]:
+    """Each freed slot -> next launch of :func:`slot_latencies_ms`, split into its steps: the
+    freed slot to the dispatch (the dispatcher), the dispatch to the remote scan created (the
+    durable "dispatching" commit and ``POST /scans``), created to running (``POST
+    /scans/{id}/launch`` and the loop)."""
+    by_scanner: dict[str, list[Task]] = {}
+    for t in tasks:
+        if t.scanner_id:
+            by_scanner.setdefault(t.scanner_id, []).append(t)
+    out: dict[str, list[float]] = {"freed -> dispatched": [], "dispatched -> created": [],
+                                   "created -> running": []}  # fmt: skip
+    for ts in by_scanner.values():
+        freed = sorted(
+            t.finished_at_ms for t in ts if t.finished_at_ms and t.finished_at_ms >= window_start_ms
+        )
+        launches = sorted(
+            (t.dispatched_at_ms, t.started_at_ms, t.task_id)
+            for t in ts
+            if t.dispatched_at_ms and t.started_at_ms
+        )
+        j = 0
+        for f in freed:
+            while j < len(launches) and launches[j][0] < f:
+                j += 1
+            if j == len(launches):
+                break
+            dispatched, started, task_id = launches[j]
+            out["freed -> dispatched"].append(float(dispatched - f))
+            created = created_ms.get(task_id)
+            if created is not None:
+                out["dispatched -> created"].append(float(created - dispatched))
+                out["created -> running"].append(float(started - created))
+            j += 1
+    return out
+
+
 async def start_daemon(cfg: Path, port: int) -> tuple[asyncio.subprocess.Process, float]:
     t0 = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
+        *PIN["daemon"],
         EXE,
         "serve",
         "--config",
@@ -158,10 +201,14 @@ async def amain(args: argparse.Namespace) -> int:
                 "scenario": f"{n_sc} simulated scanners x {args.slots} slots, {queued:,} queued, "
                 f"poll {args.poll_s:g} s, scans {args.scan_s:g} s, window {window_s:g} s",
                 "storage": str(work),
+                "placement": "daemon on core 0, simulator on core 1 (taskset, --pin)"
+                if args.pin
+                else "daemon and simulator unpinned, on the same cores",
             },
         )
     )
     sim = await asyncio.create_subprocess_exec(
+        *PIN["simulator"],
         EXE,
         "simulate",
         "--port",
@@ -216,21 +263,33 @@ async def amain(args: argparse.Namespace) -> int:
         await asyncio.sleep(warm_s)
         window_start_ms = int(time.time() * 1000)
         cpu0, t0 = cpu_s(proc.pid), time.monotonic()
+        sim_cpu0 = cpu_s(sim.pid)
         rss: list[float] = []
         while time.monotonic() - t0 < window_s:
             rss.append(rss_mb(proc.pid))
             await asyncio.sleep(1)
         cpu_share = (cpu_s(proc.pid) - cpu0) / (time.monotonic() - t0)
+        sim_share = (cpu_s(sim.pid) - sim_cpu0) / (time.monotonic() - t0)
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 60)
         store = Store(work / "data" / "nessus-pool.db")
         await store.open()
         rows = await store._fetch("SELECT data FROM tasks")
+        created_rows = await store._fetch(
+            "SELECT task_id, MIN(at_ms) FROM task_events WHERE status = 'created' GROUP BY task_id"
+        )
         await store.close()
         tasks = [decode_task(r[0]) for r in rows]
         still_queued = sum(1 for t in tasks if t.status.value == "queued")
         done = sum(1 for t in tasks if t.status.is_terminal)
         lat = slot_latencies_ms(tasks, window_start_ms)
+        split = launch_split_ms(tasks, {r[0]: r[1] for r in created_rows}, window_start_ms)
+        per_second: dict[int, int] = {}
+        for t in tasks:
+            if t.finished_at_ms and t.finished_at_ms >= window_start_ms:
+                per_second[t.finished_at_ms // 1000] = (
+                    per_second.get(t.finished_at_ms // 1000, 0) + 1
+                )
         readies: list[float] = []
         for _ in range(3):
             proc, ready_s = await start_daemon(cfg, port)
@@ -256,6 +315,7 @@ async def amain(args: argparse.Namespace) -> int:
             "< 50%",
             "met" if cpu_share < 0.5 else "NOT met",
         ],
+        ["simulator CPU (share of one core)", f"{sim_share * 100:.0f}%", "-", ""],
         [
             "daemon RSS median / max (MB)",
             f"{statistics.median(rss):.0f} / {max(rss):.0f}",
@@ -277,6 +337,31 @@ async def amain(args: argparse.Namespace) -> int:
             rows_out,
         )
     )
+    print(
+        table(
+            "Where a launch's latency goes (freed slot -> running, its steps; ms)",
+            ["step", "p50", "p90", "p99", "max", "n"],
+            [
+                [
+                    step,
+                    f"{percentile(v, 0.5):.0f}",
+                    f"{percentile(v, 0.9):.0f}",
+                    f"{percentile(v, 0.99):.0f}",
+                    f"{max(v) if v else float('nan'):.0f}",
+                    str(len(v)),
+                ]
+                for step, v in split.items()
+            ],
+        )
+    )
+    if per_second:
+        busiest = sorted(per_second.values(), reverse=True)
+        print(
+            f"\ncompletions in the window: {sum(busiest):,} in {len(busiest)} of "
+            f"{int(window_s)} s; the busiest seconds: {', '.join(map(str, busiest[:5]))} "
+            "(scans started together end together: the launches of a wave queue behind its "
+            "exports and polls)"
+        )
     return 0
 
 
@@ -289,7 +374,15 @@ def main() -> int:
     p.add_argument("--window-s", type=float, default=300)
     p.add_argument("--poll-s", type=float, default=10)
     p.add_argument("--scan-s", type=float, default=60)
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="run the daemon on core 0 and the simulated scanners on core 1 (taskset), so that "
+        "the simulator's CPU does not share the daemon's core",
+    )
     args = p.parse_args()
+    if args.pin:
+        PIN["daemon"], PIN["simulator"] = ["taskset", "-c", "0"], ["taskset", "-c", "1"]
     if args.quick:
         args.scanners, args.queued, args.window_s, args.scan_s = 50, 10_000, 30, 20
     return asyncio.run(amain(args))

@@ -20,8 +20,9 @@ What it does, in one run:
 The generator is a minimal HTTP/1.1 keep-alive client on asyncio.Protocol (``--client raw``,
 the default): aiohttp's client tops out near 2,000 requests/s on one core here, well under
 the 5,000/s target, so it would measure itself. ``--client aiohttp`` runs the same load with
-aiohttp.ClientSession. Targets: >= 5,000 acknowledged/s at C=50; >= 30,000 rows/s with group
-commit.
+aiohttp.ClientSession. ``--pg-url URL`` runs the same daemon on that PostgreSQL server too (a
+fresh schema, dropped at the end), its load runs interleaved with SQLite's. Targets (issues
+8 and 18): >= 5,000 acknowledged/s at C=50 on SQLite; >= 30,000 rows/s with group commit.
 """
 
 from __future__ import annotations
@@ -261,17 +262,20 @@ def submit_request() -> tuple[str, str, bytes]:
 
 
 class DaemonProc:
-    def __init__(self, workdir: Path, port: int, log_level: str) -> None:
+    def __init__(
+        self, workdir: Path, port: int, log_level: str, storage_url: str | None = None
+    ) -> None:
         self.workdir = workdir
         self.port = port
         self.config = workdir / "nessus-pool.toml"
+        url = f'url = "{storage_url}"\n' if storage_url else ""
         self.config.write_text(
             f"""
 [server]
 listen = "127.0.0.1:{port}"
 [storage]
 path = "{workdir / "data"}"
-[simulator]
+{url}[simulator]
 scanners = 1
 scan-seconds = 3600
 pool = "lan"
@@ -506,14 +510,46 @@ async def amain(args: argparse.Namespace) -> int:
         triv.terminate()
         triv.wait(10)
 
-    # 2. the daemon
+    # 2. the daemon (and, with --pg-url, the same daemon on PostgreSQL, runs interleaved)
     d = DaemonProc(work, free_port(), args.log_level)
     ack, p50, p99, pmax = Series(), Series(), Series(), Series()
+    pg_ack, pg_p50, pg_p99, pg_pmax = Series(), Series(), Series(), Series()
     acked_ids: list[str] = []
     errors = 0
     startup_s = await d.start()
+    pg: DaemonProc | None = None
+    pg_schema = None
+    if args.pg_url:
+        pg_schema = await pg_create_schema(args.pg_url)
+        (work / "pg").mkdir()
+        sep = "&" if "?" in args.pg_url else "?"
+        pg = DaemonProc(
+            work / "pg", free_port(), args.log_level, f"{args.pg_url}{sep}search_path={pg_schema}"
+        )
+        await pg.start()
     try:
         for i in range(repeat):
+            if pg is not None:
+                r = await run_load(
+                    "127.0.0.1",
+                    pg.port,
+                    concurrency=conc,
+                    duration_s=dur,
+                    client=args.client,
+                    make_request=submit_request,
+                    collect_ids=False,
+                )
+                pg_ack.add(r.per_s)
+                pg_p50.add(r.pct_ms(0.5))
+                pg_p99.add(r.pct_ms(0.99))
+                pg_pmax.add(r.pct_ms(1.0))
+                errors += r.errors
+                print(
+                    f"  PostgreSQL daemon run {i + 1}: {r.per_s:,.0f} acknowledged/s, p50 "
+                    f"{r.pct_ms(0.5):.1f} ms, p99 {r.pct_ms(0.99):.1f} ms, errors {r.errors} "
+                    f"{r.first_error}",
+                    flush=True,
+                )
             r = await run_load(
                 "127.0.0.1",
                 d.port,
@@ -553,6 +589,10 @@ async def amain(args: argparse.Namespace) -> int:
         acked_ids += r.task_ids
     finally:
         d.kill()
+        if pg is not None:
+            pg.stop()
+        if pg_schema is not None:
+            await pg_drop_schema(args.pg_url, pg_schema)
     restart_s = await d.start()
     try:
         t0 = time.perf_counter()
@@ -603,13 +643,27 @@ async def amain(args: argparse.Namespace) -> int:
                     "-",
                 ],
                 [
-                    "nessus-pool serve",
+                    "nessus-pool serve (SQLite)",
                     ack.fmt(0),
                     ratio(ack.median, anchor),
                     p50.fmt(1),
                     p99.fmt(1),
                     pmax.fmt(1),
                 ],
+                *(
+                    [
+                        [
+                            "nessus-pool serve (PostgreSQL)",
+                            pg_ack.fmt(0),
+                            ratio(pg_ack.median, anchor),
+                            pg_p50.fmt(1),
+                            pg_p99.fmt(1),
+                            pg_pmax.fmt(1),
+                        ]
+                    ]
+                    if pg_ack.values
+                    else []
+                ),
             ],
         )
     )
@@ -663,9 +717,14 @@ async def amain(args: argparse.Namespace) -> int:
             ],
         )
     )
-    print("\nTargets (issue 8):")
+    print("\nTargets (issues 8 and 18):")
+    if pg_ack.values:
+        print(
+            f"  PostgreSQL side by side (no target): {pg_ack.median:,.0f} acknowledged/s = "
+            f"{ratio(pg_ack.median, ack.median)} of SQLite"
+        )
     print(
-        f"  >= 5,000 acknowledged/s at C={conc}: {ack.median:,.0f}  "
+        f"  >= 5,000 acknowledged/s at C={conc} (SQLite): {ack.median:,.0f}  "
         f"[{'met' if ack.median >= 5000 else 'NOT met'}]"
         + (
             "  (near the client ceiling: this measures the client, not the daemon)"
@@ -690,6 +749,27 @@ async def amain(args: argparse.Namespace) -> int:
     return 0 if missing == 0 else 1
 
 
+async def pg_create_schema(server_url: str) -> str:
+    """A fresh schema on the PostgreSQL server for one bench run (dropped at the end)."""
+    asyncpg = require("asyncpg")
+    name = f"bench_{time.monotonic_ns():x}"
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f"CREATE SCHEMA {name}")
+    finally:
+        await conn.close()
+    return name
+
+
+async def pg_drop_schema(server_url: str, name: str) -> None:
+    asyncpg = require("asyncpg")
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+    finally:
+        await conn.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a < 30 s run")
@@ -704,6 +784,12 @@ def main() -> int:
         help="the daemon's log level (default: info, as shipped)",
     )
     ap.add_argument("--tmp", default=None, help="directory for the temp storage (same disk)")
+    ap.add_argument(
+        "--pg-url",
+        default=None,
+        help="also run the daemon on this PostgreSQL server (a fresh schema), interleaved "
+        "with the SQLite runs; e.g. the URL scripts/pg-test-cluster prints",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temp directory")
     ap.add_argument("--trivial-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = ap.parse_args()

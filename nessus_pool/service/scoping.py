@@ -77,6 +77,12 @@ class Scoping:
                     field="pool",
                 )
             return await self._ranked(requested, [requested], targets, big)
+        if all(self.scope_for(name).open for name in pools):
+            # no pool restricts anything (the common case): the first pool that can launch,
+            # what the ranking below picks, without checking the pools after it
+            for name in pools:
+                if self.cannot_launch(name) is None:
+                    return name
         # a pool that cannot launch is no choice: its scans would only wait
         blocked = {name: why for name in pools if (why := self.cannot_launch(name)) is not None}
         names = [name for name in pools if name not in blocked]
@@ -123,7 +129,10 @@ class Scoping:
         """Why pool ``name`` cannot launch any scan as configured now (no scanner, or none
         enabled), else None. A draining, unreachable or not yet probed scanner may still
         launch: it counts."""
-        live = [sc for sc in self.engine.pools[name].scanners.values() if not sc.slots.removed]
+        scanners = self.engine.pools[name].scanners.values()
+        if any(sc.slots.enabled and not sc.slots.removed for sc in scanners):
+            return None  # checked per submit: the common answer without building lists
+        live = [sc for sc in scanners if not sc.slots.removed]
         if not live:
             return f"pool {name!r} has no scanners"
         if not any(sc.slots.enabled for sc in live):

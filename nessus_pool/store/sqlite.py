@@ -36,6 +36,7 @@ class Store(BaseStore):
 
     def __init__(self, path: Path, *, max_batch: int = 512) -> None:
         super().__init__(max_batch=max_batch)
+        self._writer.depth = 2  # one connection thread: commits run in the order handed over
         self.path = path
         self._w: aiosqlite.Connection | None = None
         self._r: aiosqlite.Connection | None = None

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import re
 import sqlite3
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -26,6 +27,9 @@ from nessus_pool.store.queries import (
 )
 
 Op = tuple[str, Sequence[Any]]
+#: a batch handed to the backend: its callers, its row count, its commit, whether it holds a
+#: bulk write
+_InFlight = tuple[list[tuple[list[Op], asyncio.Future[None]]], int, asyncio.Future[None], bool]
 
 _COMMUTING = frozenset({Q_UPSERT_TASK, Q_INSERT_EVENT})
 _MULTI_ROW = frozenset(
@@ -97,9 +101,15 @@ class GroupCommitWriter:
         *,
         max_batch: int = 512,
         name: str = "store:writer",
+        depth: int = 1,
     ) -> None:
         self._commit = commit
         self.max_batch = max_batch
+        #: commits handed to ``commit`` at once. Above 1 only for a backend that runs them
+        #: one after another in the order handed over (SQLite's one connection thread): the
+        #: next batch then waits on that thread, not for the event loop to notice the end of
+        #: the previous one (a loop turn of 1-3 ms under load, 20-30% of submit throughput)
+        self.depth = depth
         self.name = name
         self._pending: list[tuple[list[Op], asyncio.Future[None]]] = []
         #: large writes (findings) wait here, so task transitions never queue behind them
@@ -142,35 +152,67 @@ class GroupCommitWriter:
                 await self._task
             self._task = None
 
+    def _start(self, inflight: deque[_InFlight]) -> None:
+        batch = self._pending[: self.max_batch]
+        del self._pending[: self.max_batch]
+        bulk = False
+        if len(batch) < self.max_batch and self._bulk and self._bulk_ok(inflight):
+            batch.append(self._bulk.pop(0))
+            bulk = True
+        ops = [op for ops, _ in batch for op in ops]
+        done = asyncio.ensure_future(self._commit(ops))
+        wake = self._wake
+        assert wake is not None
+        done.add_done_callback(lambda _: wake.set())
+        inflight.append((batch, len(ops), done, bulk))
+
+    @staticmethod
+    def _bulk_ok(inflight: deque[_InFlight]) -> bool:
+        """At most one bulk write in flight: a transition handed over behind the commits in
+        flight waits behind one bulk write at most, as with one commit at a time."""
+        return not any(b for _, _, _, b in inflight)
+
+    def _settle(
+        self,
+        batch: list[tuple[list[Op], asyncio.Future[None]]],
+        rows: int,
+        done: asyncio.Future[None],
+    ) -> None:
+        exc = done.exception()
+        if exc is not None:
+            err = (
+                exc
+                if isinstance(exc, StorageError)
+                else StorageError(f"database write failed: {exc}")
+            )
+            self.last_commit_ok = False
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(err)
+        else:
+            self.commits += 1
+            self.rows_written += rows
+            self.last_commit_ok = True
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
+
     async def _loop(self) -> None:
         assert self._wake is not None
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending or self._bulk:
-                batch = self._pending[: self.max_batch]
-                del self._pending[: self.max_batch]
-                if len(batch) < self.max_batch and self._bulk:
-                    batch.append(self._bulk.pop(0))
-                try:
-                    ops = [op for ops, _ in batch for op in ops]
-                    await self._commit(ops)
-                except Exception as exc:
-                    err = (
-                        exc
-                        if isinstance(exc, StorageError)
-                        else StorageError(f"database write failed: {exc}")
-                    )
-                    self.last_commit_ok = False
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(err)
-                else:
-                    self.commits += 1
-                    self.rows_written += len(ops)
-                    self.last_commit_ok = True
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_result(None)
-            if self._closing:
-                return
+        inflight: deque[_InFlight] = deque()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                # callers hear of their commits in commit order, whatever finished first
+                while inflight and inflight[0][2].done():
+                    self._settle(*inflight.popleft()[:3])
+                while len(inflight) < self.depth and (
+                    self._pending or (self._bulk and self._bulk_ok(inflight))
+                ):
+                    self._start(inflight)
+                if self._closing and not inflight and not self._pending and not self._bulk:
+                    return
+        finally:
+            for _, _, done, _ in inflight:
+                done.cancel()

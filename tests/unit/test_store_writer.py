@@ -141,3 +141,119 @@ async def test_real_store_a_constraint_failure_rolls_back_its_batch_only(
         assert t3 is not None and t3.status is TaskStatus.QUEUED
     finally:
         await store.close()
+
+
+async def test_with_depth_two_the_next_batch_is_handed_over_before_the_first_ends() -> None:
+    """SQLite's writer (depth 2): the next batch waits on the backend, not on the event loop
+    noticing the end of the one before; callers still hear in commit order."""
+    started: list[list[str]] = []
+    entered = [asyncio.Event() for _ in range(3)]
+    gates = [asyncio.Event() for _ in range(3)]
+
+    async def commit(ops: list[Op]) -> None:
+        i = len(started)
+        started.append([sql for sql, _ in ops])
+        entered[i].set()
+        await gates[i].wait()
+
+    w = GroupCommitWriter(commit, depth=2)
+    w.start()
+    a = w.enqueue([op("a")])
+    await asyncio.wait_for(entered[0].wait(), 5)
+    b = w.enqueue([op("b")])
+    await asyncio.wait_for(entered[1].wait(), 5)  # before: only once "a" was committed
+    c1, c2 = w.enqueue([op("c1")]), w.enqueue([op("c2")])
+    gates[1].set()  # the second ends first (a backend that kept order would not do this)
+    for _ in range(20):  # loop turns in which a wrong answer would show
+        await asyncio.sleep(0)
+    assert not a.done() and not b.done() and not entered[2].is_set()
+    gates[0].set()
+    await asyncio.wait_for(asyncio.gather(a, b), 5)
+    await asyncio.wait_for(entered[2].wait(), 5)
+    gates[2].set()
+    await asyncio.wait_for(asyncio.gather(c1, c2), 5)
+    assert started == [["a"], ["b"], ["c1", "c2"]]
+    assert (w.commits, w.rows_written) == (3, 4)
+    await w.close()
+
+
+async def test_sqlite_store_hands_two_commits_to_its_thread_and_keeps_their_order(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "depth.db")
+    await store.open()
+    try:
+        assert store._writer.depth == 2
+        tasks = [
+            Task(
+                task_id=f"{i:016x}",
+                seq=i,
+                pool="lan",
+                name="t",
+                targets=["10.0.0.1"],
+                created_at_ms=i,
+                updated_at_ms=i,
+            )
+            for i in range(1, 401)
+        ]
+        # each task written twice (queued, then running) by concurrent writers: the last
+        # write of each must win, so commits must land in the order they were queued
+        first = [store.write([Store.op_save_task(t)]) for t in tasks]
+        for t in tasks:
+            t.status = TaskStatus.RUNNING
+        second = [store.write([Store.op_save_task(t)]) for t in tasks]
+        await asyncio.gather(*first, *second)
+        assert store.commits >= 2
+        for t in tasks[::37]:
+            got = await store.get_task(t.task_id)
+            assert got is not None and got.status is TaskStatus.RUNNING
+    finally:
+        await store.close()
+
+
+async def test_with_depth_two_at_most_one_bulk_write_is_in_flight() -> None:
+    """A transition handed over behind the commits in flight waits behind one bulk write at
+    most (as with one commit at a time); a bulk write still goes as soon as none is in
+    flight, however busy the small writes keep the writer."""
+    started: list[list[str]] = []
+    gates: list[asyncio.Event] = []
+    entered = asyncio.Event()
+
+    async def commit(ops: list[Op]) -> None:
+        gate = asyncio.Event()
+        gates.append(gate)
+        started.append([sql for sql, _ in ops])
+        entered.set()
+        await gate.wait()
+
+    async def handed(n: int) -> None:
+        async with asyncio.timeout(5):
+            while len(started) < n:
+                entered.clear()
+                await entered.wait()
+
+    w = GroupCommitWriter(commit, depth=2)
+    w.start()
+    bulk1 = w.enqueue([op("bulk1")], bulk=True)
+    await handed(1)
+    bulk2 = w.enqueue([op("bulk2")], bulk=True)
+    small = w.enqueue([op("small")])
+    await handed(2)
+    assert started == [["bulk1"], ["small"]]  # not bulk2: one bulk write in flight at most
+    gates[1].set()
+    gates[0].set()
+    await asyncio.wait_for(asyncio.gather(bulk1, small), 5)
+    await handed(3)
+    assert started[2] == ["bulk2"]
+    # a small write in flight does not hold a bulk one back: it takes the second slot
+    small2 = w.enqueue([op("small2")])
+    await handed(4)
+    bulk3 = w.enqueue([op("bulk3")], bulk=True)
+    gates[2].set()
+    await asyncio.wait_for(bulk2, 5)
+    await handed(5)
+    assert started[3:] == [["small2"], ["bulk3"]]
+    for g in gates:
+        g.set()
+    await asyncio.wait_for(asyncio.gather(small2, bulk3), 5)
+    await w.close()
