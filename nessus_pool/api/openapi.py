@@ -11,6 +11,7 @@ from nessus_pool import __version__
 from nessus_pool.api.query import (
     COMPARE,
     LIST_DLQ,
+    LIST_NOTIFICATIONS,
     LIST_SCANNERS,
     LIST_SCANS,
     RESULTS,
@@ -228,6 +229,21 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/v1/dlq/purge": {
                 "post": _op("Delete dead letters (bulk: dry run unless confirm)", None, admin=True)
+            },
+            "/api/v1/notifications/failed": {
+                "get": _op(
+                    "Webhook deliveries that used up their attempts",
+                    None,
+                    params=_query(LIST_NOTIFICATIONS),
+                )
+            },
+            "/api/v1/notifications/{delivery_id}/retry": {
+                "post": _op(
+                    "Send a failed webhook delivery again",
+                    None,
+                    params=[_path("delivery_id")],
+                    admin=True,
+                )
             },
             "/api/v1/reload": {
                 "post": _op(

@@ -163,7 +163,7 @@ class PgStore(BaseStore):
                     f"database schema version {current} is newer than this nessus-pool "
                     f"({SCHEMA_VERSION}); upgrade nessus-pool"
                 )
-            for version in range(current + 1, SCHEMA_VERSION + 1):
+            for version in sorted(v for v in PG_MIGRATIONS if v > current):
                 await conn.execute(PG_MIGRATIONS[version])
                 await conn.execute("INSERT INTO schema_version VALUES ($1)", version)
                 log.info("schema migrated", extra={"event": "store_migrated", "version": version})

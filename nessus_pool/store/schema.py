@@ -9,7 +9,6 @@ from nessus_pool.models import UNFINISHED_STATUSES, status_values
 #: (SQLite uses a partial index only for a WHERE that matches it)
 UNFINISHED_SQL = ", ".join(f"'{v}'" for v in status_values(UNFINISHED_STATUSES))
 
-SCHEMA_VERSION = 1
 
 MIGRATIONS: dict[int, str] = {
     1: f"""
@@ -52,6 +51,26 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (task_id, seq)
     ) WITHOUT ROWID;
     CREATE INDEX findings_sev ON findings(task_id, severity);
+    """,
+    5: """
+    CREATE TABLE notification_outbox (
+        delivery_id TEXT PRIMARY KEY,
+        target TEXT NOT NULL,
+        event TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        prepared INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at_ms INTEGER NOT NULL,
+        claimed_until_ms INTEGER,
+        state TEXT NOT NULL,
+        last_error TEXT,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX notification_outbox_due ON notification_outbox(next_attempt_at_ms)
+        WHERE state = 'pending';
+    CREATE INDEX notification_outbox_state ON notification_outbox(state, updated_at_ms);
     """,
 }
 
@@ -99,5 +118,29 @@ PG_MIGRATIONS: dict[int, str] = {
     CREATE INDEX findings_sev ON findings(task_id, severity);
     CREATE TABLE probe (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);
     """,
+    5: """
+    CREATE TABLE notification_outbox (
+        delivery_id TEXT PRIMARY KEY,
+        target TEXT NOT NULL,
+        event TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        payload BYTEA NOT NULL,
+        prepared INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at_ms BIGINT NOT NULL,
+        claimed_until_ms BIGINT,
+        state TEXT NOT NULL,
+        last_error TEXT,
+        created_at_ms BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL
+    );
+    CREATE INDEX notification_outbox_due ON notification_outbox(next_attempt_at_ms)
+        WHERE state = 'pending';
+    CREATE INDEX notification_outbox_state ON notification_outbox(state, updated_at_ms);
+    """,
 }
 assert set(PG_MIGRATIONS) == set(MIGRATIONS), "every SQLite migration has its PostgreSQL twin"
+
+#: the newest migration; migrations apply in number order, skipping none that exists (the
+#: numbers of work merged in parallel may leave gaps until they are renumbered)
+SCHEMA_VERSION = max(MIGRATIONS)

@@ -79,7 +79,7 @@ class Store(BaseStore):
                 f"database schema version {current} is newer than this nessus-pool "
                 f"({SCHEMA_VERSION}); upgrade nessus-pool"
             )
-        for version in range(current + 1, SCHEMA_VERSION + 1):
+        for version in sorted(v for v in MIGRATIONS if v > current):
             script = MIGRATIONS[version]
             await self._w.execute("BEGIN IMMEDIATE")
             try:
