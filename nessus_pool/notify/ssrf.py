@@ -10,10 +10,12 @@ through. Pure: ``ipaddress`` and ``urllib`` only (``config`` imports it).
 from __future__ import annotations
 
 import ipaddress
+import re
 from urllib.parse import urlsplit
 
 import msgspec
 
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -45,8 +47,7 @@ def parse_allow_hosts(entries: list[str]) -> AllowList:
             continue
         except ValueError:
             pass
-        if not all(part and len(part) <= 63 and part.replace("-", "").isalnum()
-                   for part in text.split(".")):  # fmt: skip
+        if not all(_LABEL.fullmatch(part) for part in text.split(".")):
             raise ValueError(f"{entry!r} is not a host name, address or network")
         names.add(text)
     return AllowList(frozenset(names), tuple(networks))

@@ -34,6 +34,21 @@ TABLES: dict[str, tuple[str, ...]] = {
     "task_events": ("id", "task_id", "at_ms", "status", "reason", "detail"),
     "task_results": ("task_id", "data"),
     "findings": ("task_id", "seq", "severity", "plugin_id", "host", "data"),
+    "notification_outbox": (
+        "delivery_id",
+        "target",
+        "event",
+        "task_id",
+        "payload",
+        "prepared",
+        "attempts",
+        "next_attempt_at_ms",
+        "claimed_until_ms",
+        "state",
+        "last_error",
+        "created_at_ms",
+        "updated_at_ms",
+    ),
 }
 _CHUNK_ROWS = 5000
 

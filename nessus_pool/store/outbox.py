@@ -10,6 +10,8 @@ again when the lease ends, or at once when the next daemon on the store is its o
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from typing import Any
 
 import msgspec
@@ -88,6 +90,10 @@ class OutboxRow(msgspec.Struct, kw_only=True):
     updated_at_ms: int
 
 
+#: SQLite: claims of one process, one at a time (one process per file: the storage lock)
+_claim_locks: weakref.WeakKeyDictionary[BaseStore, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
 def _row(r: Any) -> OutboxRow:
     return OutboxRow(
         delivery_id=r[0],
@@ -150,10 +156,12 @@ async def claim_due(store: BaseStore, now_ms: int, lease_ms: int, limit: int) ->
         async with connection() as conn, conn.transaction():
             rows = await conn.fetch(Q_OUTBOX_CLAIM_PG, now_ms + lease_ms, now_ms, limit)
         return sorted((_row(r) for r in rows), key=lambda r: r.next_attempt_at_ms)
-    # SQLite: one daemon per file (the storage lock) and one worker in it
-    rows = [_row(r) for r in await store._fetch(Q_OUTBOX_DUE, (now_ms, now_ms, limit))]
-    if rows:
-        await store.write([(Q_OUTBOX_LEASE, (now_ms + lease_ms, r.delivery_id)) for r in rows])
+    lock = _claim_locks.setdefault(store, asyncio.Lock())
+    async with lock:  # read then lease, with no other claim in between
+        rows = [_row(r) for r in await store._fetch(Q_OUTBOX_DUE, (now_ms, now_ms, limit))]
+        if rows:
+            lease = now_ms + lease_ms
+            await store.write([(Q_OUTBOX_LEASE, (lease, r.delivery_id)) for r in rows])
     return rows
 
 
