@@ -151,14 +151,21 @@ class DeliveryWorker:
         self.rng = rng or random.Random()
         self._wake: asyncio.Event | None = None
         self._sessions: dict[str, _Target] = {}
-        #: deliveries finished, for tests waiting on progress
-        self.passes = 0
+        #: futures resolved at the next stored outcome (see :meth:`next_outcome`)
+        self._outcome_waiters: list[asyncio.Future[None]] = []
 
     def poke(self, task_id: str) -> None:
         """A task's stored state changed: wake up if its change committed outbox rows."""
         if task_id in self.queued:
             self.queued.discard(task_id)
             self.wake()
+
+    def next_outcome(self) -> asyncio.Future[None]:
+        """A future resolved when the next delivery outcome is stored: take it, check what
+        you wait for, then await it (tests and the CLI's waits; never polling)."""
+        fut = asyncio.get_running_loop().create_future()
+        self._outcome_waiters.append(fut)
+        return fut
 
     def wake(self) -> None:
         if self._wake is not None:
@@ -209,7 +216,6 @@ class DeliveryWorker:
         async with asyncio.TaskGroup() as tg:
             for row in rows:
                 tg.create_task(self._deliver(row))
-        self.passes += 1
 
     async def _target(self, name: str) -> _Target | None:
         config = next((t for t in self._targets() if t.name == name), None)
@@ -292,7 +298,7 @@ class DeliveryWorker:
                     return None
                 if 300 <= resp.status < 400:
                     return f"HTTP {resp.status}: redirects are not followed"
-                return f"HTTP {resp.status}: {_snippet(head)}".rstrip(": ")
+                return f"HTTP {resp.status}: {_snippet(head)}".rstrip(": ")[:ERROR_SNIPPET_CHARS]
         except TimeoutError:
             return f"no answer within {cfg.timeout_s:g} s"
         except aiohttp.ClientConnectorError as exc:
@@ -309,6 +315,10 @@ class DeliveryWorker:
         row.state, row.last_error = state, error
         row.updated_at_ms = self.clock.now_ms()
         await self.store.write([ob.op_update(row)])
+        waiters, self._outcome_waiters = self._outcome_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
         outcome = {ob.PENDING: "retry"}.get(state, state)
         self.metrics.delivery(row.target, outcome)
         fields: dict[str, Any] = {

@@ -3,17 +3,21 @@ aiohttp receiver on 127.0.0.1 that verifies signatures, the outbox in the real s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import aiohttp
 import pytest
 
+from nessus_pool.cli import main
 from nessus_pool.daemon import Daemon
 from nessus_pool.service import SubmitRequest
 from tests.conftest import DaemonFactory, sim_config
 from tests.webhook_receiver import Receiver
 
+T = TypeVar("T")
 SECRET = "whsec-" + "0123456789abcdef" * 2
 
 
@@ -24,6 +28,21 @@ async def receiver() -> AsyncIterator[Receiver]:
         yield r
     finally:
         await r.close()
+
+
+async def until(
+    d: Daemon, read: Callable[[], Awaitable[T]], ok: Callable[[T], bool], timeout_s: float = 20
+) -> T:
+    """Read until ``ok``, re-reading only after the worker stores an outcome (bounded)."""
+    assert d.notifications is not None and d.notifications.worker is not None
+    async with asyncio.timeout(timeout_s):
+        while True:
+            nxt = d.notifications.worker.next_outcome()
+            value = await read()
+            if ok(value):
+                nxt.cancel()
+                return value
+            await nxt
 
 
 def hook(url: str, **extra: Any) -> dict[str, Any]:
@@ -64,3 +83,146 @@ async def test_signed_delivery_retried_after_a_500(
     assert completed["delivery_id"] == next(x.delivery_id for x in got if x.event == "completed")
     assert sum(completed["counts"].values()) == await d.engine.store.count_findings(r.task_id)  # type: ignore[union-attr]
     assert SECRET not in "".join(x.body.decode() for x in got)
+
+
+ADMIN = "admin-tok-0123456789"
+READ = "read-tok-0123456789"
+
+
+async def test_final_failure_is_listed_and_retried_through_api_and_cli(
+    tmp_path: Path,
+    start_daemon: DaemonFactory,
+    receiver: Receiver,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    receiver.script = [500, 503, 500, 500, 502]  # 'completed' and 'findings' both fail
+    cfg = sim_config(
+        tmp_path,
+        scanners=1,
+        notifications=[hook(receiver.url, **{"max-attempts": 2})],
+        server={"listen": "127.0.0.1:0", "admin-tokens": [ADMIN], "read-tokens": [READ]},
+    )
+    d: Daemon = await start_daemon(cfg)
+    assert d.service is not None and d.notifications is not None
+    r = await d.service.submit(SubmitRequest(targets="10.9.0.2"))
+    assert (await d.service.wait_for(r.task_id, 30)).status == "completed"
+    await receiver.wait_for(lambda ds: len(ds) >= 4)
+
+    page = await until(d, lambda: d.notifications.failed(), lambda p: len(p["deliveries"]) == 2)  # type: ignore[union-attr]
+    ids = [x["delivery_id"] for x in page["deliveries"]]
+    read = {"Authorization": f"Bearer {READ}"}
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    async with aiohttp.ClientSession() as http:
+        # a dead receiver is not our health
+        async with http.get(f"{d.url}/readyz") as resp:
+            assert resp.status == 200
+        async with http.get(f"{d.url}/api/v1/notifications/failed", headers=read) as resp:
+            assert resp.status == 200
+            text = await resp.text()
+            listed = await resp.json()
+        assert SECRET not in text and receiver.url not in text and "127.0.0.1" not in text
+        assert {x["delivery_id"] for x in listed["deliveries"]} == set(ids)
+        assert all(x["attempts"] == 2 and x["last_error"].startswith("HTTP 5")
+                   for x in listed["deliveries"])  # fmt: skip
+        assert all(len(x["last_error"]) <= 200 for x in listed["deliveries"])
+        assert listed["counts"]["failed"] == 2
+        url = f"{d.url}/api/v1/notifications/{ids[0]}/retry"
+        async with http.post(url, headers=read) as resp:
+            assert resp.status == 403
+        async with http.post(url) as resp:
+            assert resp.status == 401
+        for bad, status, field in (("nope", 400, "delivery_id"), ("dlv-" + "0" * 24, 404, "")):
+            async with http.post(
+                f"{d.url}/api/v1/notifications/{bad}/retry", headers=admin
+            ) as resp:
+                assert resp.status == status
+                if field:
+                    assert (await resp.json())["error"]["field"] == field
+        async with http.get(f"{d.url}/api/v1/notifications/failed?limit=0", headers=read) as resp:
+            assert resp.status == 400 and (await resp.json())["error"]["field"] == "limit"
+        async with http.get(f"{d.url}/api/v1/notifications/failed?color=red", headers=read) as resp:
+            assert resp.status == 400
+        async with http.post(url, headers=admin) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["state"] in ("pending", "delivered")
+    await receiver.wait_for(lambda ds: any(x.delivery_id == ids[0] and x.status == 200
+                                           for x in ds))  # fmt: skip
+    async with aiohttp.ClientSession() as http, http.post(url, headers=admin) as resp:
+        assert resp.status == 409  # delivered now: nothing to retry
+
+    # the CLI: list, then retry the other one
+    monkeypatch.setenv("NESSUS_POOL_TOKEN", ADMIN)
+    rc = await asyncio.to_thread(main, ["notifications", "failed", "--url", d.url])
+    out = capsys.readouterr().out
+    assert rc == 0 and ids[1] in out and ids[0] not in out and "1 failed delivery" in out
+    rc = await asyncio.to_thread(main, ["notifications", "retry", ids[1], "--url", d.url])
+    assert rc == 0 and ids[1] in capsys.readouterr().out
+    await receiver.wait_for(lambda ds: any(x.delivery_id == ids[1] and x.status == 200
+                                           for x in ds))  # fmt: skip
+    rc = await asyncio.to_thread(main, ["notifications", "retry", "bad id", "--url", d.url])
+    assert rc == 2
+    assert all(x.signature_ok for x in receiver.deliveries)
+    done = await until(d, d.notifications.failed, lambda p: p["counts"]["delivered"] == 2)
+    assert done["deliveries"] == [] and done["counts"]["failed"] == 0
+    metrics = d.metrics.render().decode()
+    assert 'nessus_pool_notification_deliveries_total{outcome="failed",target="ops"} 2.0' in metrics
+    assert 'nessus_pool_notification_deliveries_total{outcome="delivered",target="ops"} 2.0' in (
+        metrics
+    )
+
+
+async def test_findings_below_min_severity_are_skipped_and_new_findings_compare(
+    tmp_path: Path, start_daemon: DaemonFactory, receiver: Receiver
+) -> None:
+    targets = [
+        hook(receiver.url, name="crit", events=["findings"], **{"min-severity": "critical"}),
+        hook(receiver.url, name="new", events=["new_findings"], **{"min-severity": "info"}),
+    ]
+    d: Daemon = await start_daemon(sim_config(tmp_path, scanners=1, notifications=targets))
+    assert d.service is not None and d.engine is not None
+    first = await d.service.submit(SubmitRequest(targets="10.9.0.3"))
+    assert (await d.service.wait_for(first.task_id, 30)).status == "completed"
+    got = await receiver.wait_for(lambda ds: any(x.event == "new_findings" for x in ds))
+    news = [x.json() for x in got if x.event == "new_findings"]
+    assert news[0]["new_findings"]["base_task_id"] is None  # no earlier run: all are new
+    total = await d.engine.store.count_findings(first.task_id)
+    assert news[0]["new_findings"]["count"] == news[0]["matching"] == total
+    # the same targets again: the simulator (seeded) finds the same, so nothing is new
+    second = await d.service.submit(SubmitRequest(targets="10.9.0.3"))
+    assert (await d.service.wait_for(second.task_id, 30)).status == "completed"
+    from nessus_pool.store import outbox as ob
+
+    await until(
+        d,
+        lambda: ob.by_state(d.engine.store, ob.SKIPPED, 100),  # type: ignore[arg-type,union-attr]
+        lambda rows: any(r.task_id == second.task_id and r.event == "new_findings" for r in rows),
+    )
+    crit = [x.json() for x in receiver.deliveries if x.event == "findings"]
+    for doc in crit:  # only sent when a critical one was found, and says how many
+        assert doc["matching"] == doc["counts"]["critical"] > 0
+        assert all(f["severity"] == "critical" for f in doc["top_findings"])
+
+
+async def test_the_worker_dying_makes_readyz_fail(
+    tmp_path: Path,
+    start_daemon: DaemonFactory,
+    receiver: Receiver,
+    allow_dead_background_tasks: bool,
+) -> None:
+    d: Daemon = await start_daemon(
+        sim_config(tmp_path, scanners=1, notifications=[hook(receiver.url)])
+    )
+    assert d.service is not None and d.notifications is not None
+    assert (await d.readiness())["ready"]
+
+    async def broken(*_: object) -> bytes | None:
+        raise RuntimeError("bug in prepare")
+
+    d.notifications.worker.prepare = broken  # type: ignore[union-attr]
+    r = await d.service.submit(SubmitRequest(targets="10.9.0.4"))
+    assert (await d.service.wait_for(r.task_id, 30)).status == "completed"
+    worker_task = next(t for t in d.engine.supervisor.tasks if t.get_name() == "notify:outbox")  # type: ignore[union-attr]
+    await asyncio.wait([worker_task], timeout=20)
+    assert not (await d.readiness())["ready"]
+    assert "notify:outbox" in (await d.readiness())["engine_failure"]
