@@ -35,8 +35,8 @@ class Receiver:
     #: statuses to answer, in order; 200 once the script is used up
     script: list[int] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
-    #: set while a request should be held (never answered)
-    hold: asyncio.Event | None = None
+    #: hold requests (recorded, never answered) while true
+    hold: bool = False
     url: str = ""
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _runner: web.AppRunner | None = None
@@ -56,7 +56,7 @@ class Receiver:
             )
         )
         self._changed.set()
-        if self.hold is not None:
+        if self.hold:
             await asyncio.Event().wait()  # never answers: the client times out or dies
         return web.Response(status=status, text="ok" if status < 300 else "boom " * 2000)
 
