@@ -58,6 +58,8 @@ class Receiver:
         self._changed.set()
         if self.hold:
             await asyncio.Event().wait()  # never answers: the client times out or dies
+        if 300 <= status < 400:
+            raise web.HTTPFound(location="http://169.254.169.254/latest/meta-data/")
         return web.Response(status=status, text="ok" if status < 300 else "boom " * 2000)
 
     async def start(self, port: int = 0) -> Receiver:

@@ -113,14 +113,19 @@ def _snippet(data: bytes) -> str:
 class _Target:
     """A target's session (its own resolver: the allow list is per target)."""
 
-    def __init__(self, config: NotificationConfig) -> None:
+    def __init__(self, config: NotificationConfig, dns: AbstractResolver | None) -> None:
         self.config = config
         self.allow = parse_allow_hosts(config.allow_hosts)
+        self.resolver = resolver = GuardedResolver(self.allow, dns)
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(resolver=GuardedResolver(self.allow), limit=8),
+            connector=aiohttp.TCPConnector(resolver=resolver, limit=8),
             headers={"User-Agent": f"nessus-pool/{__version__}"},
             trust_env=False,  # no proxy from the environment: the address check is ours
         )
+
+    async def close(self) -> None:
+        await self.session.close()
+        await self.resolver.close()  # ours: the connector closes only a resolver it made
 
 
 class DeliveryWorker:
@@ -149,6 +154,8 @@ class DeliveryWorker:
         #: the only daemon on this store: leases left by a previous process are dropped
         self.exclusive = exclusive
         self.rng = rng or random.Random()
+        #: the resolver under the address guard (None: aiohttp's; tests give a fake DNS)
+        self.dns: AbstractResolver | None = None
         self._wake: asyncio.Event | None = None
         self._sessions: dict[str, _Target] = {}
         #: futures resolved at the next stored outcome (see :meth:`next_outcome`)
@@ -179,7 +186,7 @@ class DeliveryWorker:
             await self._loop()
         finally:
             for target in self._sessions.values():
-                await target.session.close()
+                await target.close()
             self._sessions.clear()
 
     async def _loop(self) -> None:
@@ -223,10 +230,10 @@ class DeliveryWorker:
         if config is None:
             return None
         if cached is None or cached.config != config:  # new, or changed by a reload
-            old, cached = cached, _Target(config)
+            old, cached = cached, _Target(config, self.dns)
             self._sessions[name] = cached  # before any await: one session per target
             if old is not None:
-                await old.session.close()
+                await old.close()
         return cached
 
     async def _deliver(self, row: OutboxRow) -> None:

@@ -226,3 +226,48 @@ async def test_the_worker_dying_makes_readyz_fail(
     await asyncio.wait([worker_task], timeout=20)
     assert not (await d.readiness())["ready"]
     assert "notify:outbox" in (await d.readiness())["engine_failure"]
+
+
+async def test_addresses_are_checked_on_resolution_and_redirects_not_followed(
+    tmp_path: Path,
+    start_daemon: DaemonFactory,
+    receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tests.unit.test_notify_unit import _FakeDns
+
+    port = int(receiver.url.rsplit(":", 1)[1].split("/")[0])
+    once = {"max-attempts": 1, "events": ["completed"]}
+    targets = [
+        # a public-looking name that resolves to a private address: refused
+        hook("https://evil.example/hook", name="evil", **once),
+        # an internal name the config allows: delivered (resolved to the receiver)
+        hook(f"http://internal.example:{port}/hook", name="internal",
+             **{**once, "allow-hosts": ["internal.example"]}),
+        # a receiver that answers with a redirect to the metadata service: not followed
+        hook(receiver.url.replace("127.0.0.1", "localhost"), name="redirect", **once),
+    ]  # fmt: skip
+    d: Daemon = await start_daemon(sim_config(tmp_path, scanners=1, notifications=targets))
+    assert d.service is not None and d.notifications is not None
+    assert d.notifications.worker is not None
+    d.notifications.worker.dns = _FakeDns(
+        {
+            "evil.example": ["10.0.0.5"],
+            "internal.example": ["127.0.0.1"],
+            "localhost": ["127.0.0.1"],
+        }
+    )
+    receiver.script = [302]  # the first delivery to arrive is answered with a redirect
+    r = await d.service.submit(SubmitRequest(targets="10.9.0.5"))
+    assert (await d.service.wait_for(r.task_id, 30)).status == "completed"
+    page = await until(d, d.notifications.failed, lambda p: p["counts"]["failed"] >= 1 and
+                       p["counts"]["failed"] + p["counts"]["delivered"] == 3)  # fmt: skip
+    errors = {x["target"]: x["last_error"] for x in page["deliveries"]}
+    assert "evil" in errors and "resolves to 10.0.0.5" in errors["evil"]
+    assert len(receiver.deliveries) == 2  # internal and redirect reached it; evil never did
+    redirected = [x for x in receiver.deliveries if x.status == 302]
+    assert len(redirected) == 1
+    failed_target = next(t for t, e in errors.items() if "redirects are not followed" in e)
+    assert failed_target in ("internal", "redirect")
+    assert page["counts"]["delivered"] == 1
+    assert SECRET not in caplog.text
