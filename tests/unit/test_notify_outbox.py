@@ -12,7 +12,7 @@ from nessus_pool.config import NotificationConfig
 from nessus_pool.models import ScanType, Task, TaskStatus
 from nessus_pool.notify.outbox import OutboxWriter, delivery_id
 from nessus_pool.notify.payload import decode
-from nessus_pool.store import BaseStore, make_store
+from nessus_pool.store import Q_INSERT_EVENT, Q_UPSERT_TASK, BaseStore, Op, make_store
 from nessus_pool.store import outbox as ob
 from nessus_pool.store.outbox import OutboxRow
 
@@ -105,8 +105,18 @@ async def test_final_row_and_outbox_rows_commit_together(
         engine.final_ops = writer.rows_for
         t = _task(7, TaskStatus.EXPORTING, finished_at_ms=None)
         await store.save_task(t)
+        batches: list[list[str]] = []
+        commit = store._commit
+
+        async def recording(ops: list[Op]) -> None:
+            batches.append([sql for sql, _ in ops])
+            await commit(ops)
+
+        store._commit = recording  # type: ignore[method-assign]
         fut = engine.finish_nowait(t, TaskStatus.COMPLETED, "done")
         await fut
+        # one transaction holds the final task row, its event and the outbox row
+        assert batches == [[Q_UPSERT_TASK, Q_INSERT_EVENT, ob.Q_OUTBOX_INSERT]]
         stored = await store.get_task(t.task_id)
         assert stored is not None and stored.status is TaskStatus.COMPLETED
         rows = await ob.by_state(store, ob.PENDING, 10)
