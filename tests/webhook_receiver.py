@@ -39,6 +39,7 @@ class Receiver:
     hold: bool = False
     url: str = ""
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
     _runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -57,7 +58,7 @@ class Receiver:
         )
         self._changed.set()
         if self.hold:
-            await asyncio.Event().wait()  # never answers: the client times out or dies
+            await self._released.wait()  # no answer until close: the client times out or dies
         if 300 <= status < 400:
             raise web.HTTPFound(location="http://169.254.169.254/latest/meta-data/")
         return web.Response(status=status, text="ok" if status < 300 else "boom " * 2000)
@@ -74,6 +75,7 @@ class Receiver:
         return self
 
     async def close(self) -> None:
+        self._released.set()
         if self._runner is not None:
             await self._runner.cleanup()
 

@@ -50,8 +50,8 @@ log = logging.getLogger("nessus_pool.notify")
 #: what a receiver's answer may cost us: this much is read, a little of it is kept
 MAX_RESPONSE_BYTES = 4096
 ERROR_SNIPPET_CHARS = 200
-#: rows sent at once (each its own POST)
-BATCH_ROWS = 16
+#: deliveries in flight at once (each its own POST)
+MAX_IN_FLIGHT = 16
 #: a claimed row is left to this daemon for this long past the target's timeout
 LEASE_MARGIN_S = 30.0
 #: a wake-up at least this often: rows of other daemons (PostgreSQL), pruning, the gauge
@@ -190,39 +190,51 @@ class DeliveryWorker:
             self._sessions.clear()
 
     async def _loop(self) -> None:
+        # Deliveries run as children of one TaskGroup for the worker's life: a slow target
+        # holds only its own rows (at most MAX_IN_FLIGHT at once), and a child that fails
+        # unexpectedly takes the worker down with it (supervised: loud, /readyz fails).
         assert self._wake is not None
         last_prune_ms = 0
-        while True:
-            self._wake.clear()
-            try:
-                now_ms = self.clock.now_ms()
-                rows = await ob.claim_due(self.store, now_ms, self._lease_ms(), BATCH_ROWS)
-                if rows:
-                    await self._send_all(rows)
+        in_flight: set[asyncio.Task[None]] = set()
+
+        def done(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            self.wake()  # a free slot: claim more
+
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                self._wake.clear()
+                free = MAX_IN_FLIGHT - len(in_flight)
+                try:
+                    now_ms = self.clock.now_ms()
+                    rows = []
+                    if free > 0:
+                        rows = await ob.claim_due(self.store, now_ms, self._lease_ms(), free)
+                    for row in rows:
+                        task = tg.create_task(self._deliver(row), name=f"notify:{row.target}")
+                        in_flight.add(task)
+                        task.add_done_callback(done)
+                    if free <= 0 or len(rows) == free:
+                        await self._wake.wait()  # more may be due: claim when a slot frees
+                        continue
+                    if now_ms - last_prune_ms >= SWEEP_S * 1000:
+                        await ob.prune(self.store, now_ms - int(RETENTION_S * 1000))
+                        last_prune_ms = now_ms
+                    self.metrics.outbox_depth(await ob.counts(self.store))
+                    nxt = await ob.next_due_ms(self.store)
+                except StorageError as exc:
+                    log.warning(
+                        "notification outbox unavailable",
+                        extra={"event": "notification_storage_error", "error": str(exc)},
+                    )
+                    await sleep_or_event(self.clock, self._wake, STORAGE_BACKOFF_S)
                     continue
-                if now_ms - last_prune_ms >= SWEEP_S * 1000:
-                    await ob.prune(self.store, now_ms - int(RETENTION_S * 1000))
-                    last_prune_ms = now_ms
-                self.metrics.outbox_depth(await ob.counts(self.store))
-                nxt = await ob.next_due_ms(self.store)
-            except StorageError as exc:
-                log.warning(
-                    "notification outbox unavailable",
-                    extra={"event": "notification_storage_error", "error": str(exc)},
-                )
-                await sleep_or_event(self.clock, self._wake, STORAGE_BACKOFF_S)
-                continue
-            delay_s = SWEEP_S if nxt is None else (nxt - self.clock.now_ms()) / 1000
-            await sleep_or_event(self.clock, self._wake, min(SWEEP_S, max(0.0, delay_s)))
+                delay_s = SWEEP_S if nxt is None else (nxt - self.clock.now_ms()) / 1000
+                await sleep_or_event(self.clock, self._wake, min(SWEEP_S, max(0.0, delay_s)))
 
     def _lease_ms(self) -> int:
         longest = max((t.timeout_s for t in self._targets()), default=10.0)
         return int((longest + LEASE_MARGIN_S) * 1000)
-
-    async def _send_all(self, rows: list[OutboxRow]) -> None:
-        async with asyncio.TaskGroup() as tg:
-            for row in rows:
-                tg.create_task(self._deliver(row))
 
     async def _target(self, name: str) -> _Target | None:
         config = next((t for t in self._targets() if t.name == name), None)

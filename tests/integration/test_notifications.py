@@ -271,3 +271,29 @@ async def test_addresses_are_checked_on_resolution_and_redirects_not_followed(
     assert failed_target in ("internal", "redirect")
     assert page["counts"]["delivered"] == 1
     assert SECRET not in caplog.text
+
+
+async def test_a_slow_receiver_holds_only_its_own_deliveries(
+    tmp_path: Path, start_daemon: DaemonFactory, receiver: Receiver
+) -> None:
+    slow = await Receiver(SECRET).start()
+    slow.hold = True  # takes every request and never answers
+    try:
+        targets = [
+            hook(slow.url, name="slow", events=["completed"], **{"timeout-s": 60}),
+            hook(receiver.url, name="fast", events=["completed"]),
+        ]
+        d: Daemon = await start_daemon(sim_config(tmp_path, scanners=1, notifications=targets))
+        assert d.service is not None
+        first = await d.service.submit(SubmitRequest(targets="10.9.0.6"))
+        assert (await d.service.wait_for(first.task_id, 30)).status == "completed"
+        await slow.wait_for(lambda ds: len(ds) == 1)
+        second = await d.service.submit(SubmitRequest(targets="10.9.0.7"))
+        assert (await d.service.wait_for(second.task_id, 30)).status == "completed"
+        # the fast target gets the second scan's delivery while the first is still held
+        got = await receiver.wait_for(lambda ds: len(ds) == 2, timeout_s=15)
+        assert {x.json()["task"]["task_id"] for x in got} == {first.task_id, second.task_id}
+        held = await slow.wait_for(lambda ds: len(ds) == 2, timeout_s=15)
+        assert all(x.signature_ok for x in held)
+    finally:
+        await slow.close()
