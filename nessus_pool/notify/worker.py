@@ -157,6 +157,10 @@ class DeliveryWorker:
         #: the resolver under the address guard (None: aiohttp's; tests give a fake DNS)
         self.dns: AbstractResolver | None = None
         self._wake: asyncio.Event | None = None
+        #: futures resolved when the worker next waits for a due row or a wake-up
+        self._idle_waiters: list[asyncio.Future[None]] = []
+        #: while it waits: the clock time (ms) it waits for at most
+        self.sleeping_until_ms: int | None = None
         self._sessions: dict[str, _Target] = {}
         #: futures resolved at the next stored outcome (see :meth:`next_outcome`)
         self._outcome_waiters: list[asyncio.Future[None]] = []
@@ -169,10 +173,24 @@ class DeliveryWorker:
 
     def next_outcome(self) -> asyncio.Future[None]:
         """A future resolved when the next delivery outcome is stored: take it, check what
-        you wait for, then await it (tests and the CLI's waits; never polling)."""
+        you wait for, then await it (tests wait on it instead of polling)."""
         fut = asyncio.get_running_loop().create_future()
         self._outcome_waiters.append(fut)
         return fut
+
+    def next_idle(self) -> asyncio.Future[None]:
+        """A future resolved when the worker next goes to sleep until its next due row."""
+        fut = asyncio.get_running_loop().create_future()
+        self._idle_waiters.append(fut)
+        return fut
+
+    @staticmethod
+    def _resolve(waiters: list[asyncio.Future[None]]) -> None:
+        pending = list(waiters)
+        waiters.clear()
+        for fut in pending:
+            if not fut.done():
+                fut.set_result(None)
 
     def wake(self) -> None:
         if self._wake is not None:
@@ -229,8 +247,14 @@ class DeliveryWorker:
                     )
                     await sleep_or_event(self.clock, self._wake, STORAGE_BACKOFF_S)
                     continue
-                delay_s = SWEEP_S if nxt is None else (nxt - self.clock.now_ms()) / 1000
-                await sleep_or_event(self.clock, self._wake, min(SWEEP_S, max(0.0, delay_s)))
+                now_ms = self.clock.now_ms()
+                delay_s = min(SWEEP_S, max(0.0, SWEEP_S if nxt is None else (nxt - now_ms) / 1000))
+                if self._wake.is_set():
+                    continue
+                self.sleeping_until_ms = now_ms + int(delay_s * 1000)
+                self._resolve(self._idle_waiters)
+                await sleep_or_event(self.clock, self._wake, delay_s)
+                self.sleeping_until_ms = None
 
     def _lease_ms(self) -> int:
         longest = max((t.timeout_s for t in self._targets()), default=10.0)
@@ -334,10 +358,7 @@ class DeliveryWorker:
         row.state, row.last_error = state, error
         row.updated_at_ms = self.clock.now_ms()
         await self.store.write([ob.op_update(row)])
-        waiters, self._outcome_waiters = self._outcome_waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+        self._resolve(self._outcome_waiters)
         outcome = {ob.PENDING: "retry"}.get(state, state)
         self.metrics.delivery(row.target, outcome)
         fields: dict[str, Any] = {
