@@ -22,6 +22,7 @@ from nessus_pool.errors import ConfigError
 from nessus_pool.models import Escalation
 from nessus_pool.msgspec_errors import accepted_values
 from nessus_pool.notify.ssrf import parse_allow_hosts, url_problem
+from nessus_pool.windows import Calendar, Window, WindowError, build_window
 
 DEFAULT_CONFIG_PATH = "nessus-pool.toml"
 CONFIG_ENV = "NESSUS_POOL_CONFIG"
@@ -89,6 +90,46 @@ class SimulatorConfig(_Base):
     seed: int | None = None
 
 
+class MaintenanceWindowConfig(_Base):
+    """``[[pools.maintenance-windows]]`` (or under a scanner): no launch inside it.
+    Recurring (``days``, ``from``, ``to``, ``timezone``), cron-based (``cron``,
+    ``duration-s``, ``timezone``) or one-off (``start``, ``end``)."""
+
+    days: list[str] | None = None
+    from_: str | None = msgspec.field(default=None, name="from")
+    to: str | None = None
+    timezone: str = "UTC"
+    start: str | None = None
+    end: str | None = None
+    #: cron-based: a 5-field expression for when each window starts, and how long it lasts
+    cron: str | None = None
+    duration_s: float | None = None
+    #: what a scan already running when the window starts does: run on, pause until the
+    #: window ends, or stop and run again after it
+    on_window: Literal["finish", "pause", "stop"] = "finish"
+    name: str | None = None
+
+    def window(self) -> Window:
+        """The calendar form; :class:`WindowError` naming the field if it cannot work."""
+        return build_window(
+            days=self.days,
+            from_=self.from_,
+            to=self.to,
+            timezone=self.timezone,
+            start=self.start,
+            end=self.end,
+            cron=self.cron,
+            duration_s=self.duration_s,
+            on_window=self.on_window,
+            name=self.name,
+        )
+
+
+def calendar_of(*windows: list[MaintenanceWindowConfig]) -> Calendar:
+    """One calendar of every window listed (a scanner's: its pool's and its own)."""
+    return Calendar(tuple(w.window() for ws in windows for w in ws))
+
+
 class ScannerConfig(_Base):
     id: Name
     url: str
@@ -104,6 +145,7 @@ class ScannerConfig(_Base):
     #: Nessus Manager: the id of the linked scanner or agent group to use, if any
     remote_scanner_id: int | None = None
     folder_id: int | None = None
+    maintenance_windows: list[MaintenanceWindowConfig] = []
 
 
 class PoolConfig(_Base):
@@ -134,6 +176,8 @@ class PoolConfig(_Base):
     allowed_targets: list[str] = []
     #: never scanned, even when allowed
     denied_targets: list[str] = []
+    #: no scan launches inside these (see README "Maintenance windows and pause/resume")
+    maintenance_windows: list[MaintenanceWindowConfig] = []
 
 
 _CREDENTIAL_SECRETS = ("password", "private_key", "private_key_passphrase", "escalation_password")
@@ -431,6 +475,8 @@ def validate(config: Config) -> list[str]:
                 warnings += _check_secret(getattr(sc, key), f"{at}.{key.replace('_', '-')}")
             if not sc.verify_tls:
                 warnings.append(f"{at}.verify-tls = false: TLS certificates are not verified")
+            _check_windows(sc.maintenance_windows, f"{at}.maintenance-windows")
+        _check_windows(pool.maintenance_windows, f"$.pools[{i}].maintenance-windows")
         for kind in ("allowed_targets", "denied_targets"):
             for k, entry in enumerate(getattr(pool, kind)):
                 if not _SCOPE_ENTRY.match(entry.strip()):
@@ -519,6 +565,14 @@ def check_webhook_secret(value: str, path: str) -> str:
             f"{MIN_WEBHOOK_SECRET_CHARS} are required (e.g. openssl rand -hex 32)",
         )
     return value
+
+
+def _check_windows(windows: list[MaintenanceWindowConfig], at: str) -> None:
+    for k, w in enumerate(windows):
+        try:
+            w.window()
+        except WindowError as exc:
+            raise _err(f"{at}[{k}].{exc.field}", str(exc)) from None
 
 
 _PG_URL = re.compile(r"^postgres(?:ql)?://(?P<auth>[^@/?#]*@)?(?P<host>[^/?#@]*)(?P<rest>[/?].*)?$")

@@ -11,6 +11,8 @@ class TaskStatus(enum.StrEnum):
     QUEUED = "queued"
     DISPATCHING = "dispatching"
     RUNNING = "running"
+    #: paused on the scanner (by a person or a maintenance window): keeps its slot
+    PAUSED = "paused"
     EXPORTING = "exporting"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -33,7 +35,7 @@ TERMINAL_STATUSES: frozenset[TaskStatus] = frozenset(
 )
 #: holding a scanner slot
 ACTIVE_STATUSES: frozenset[TaskStatus] = frozenset(
-    {TaskStatus.DISPATCHING, TaskStatus.RUNNING, TaskStatus.EXPORTING}
+    {TaskStatus.DISPATCHING, TaskStatus.RUNNING, TaskStatus.PAUSED, TaskStatus.EXPORTING}
 )
 #: not finished: waiting in a queue or holding a slot (what a restart recovers)
 UNFINISHED_STATUSES: frozenset[TaskStatus] = ACTIVE_STATUSES | {TaskStatus.QUEUED}
@@ -148,6 +150,12 @@ class Task(msgspec.Struct, kw_only=True):
     started_at_ms: int | None = None
     finished_at_ms: int | None = None
     authentication_status: str | None = None
+    #: while paused: since when, and by whom ("user" or "window": a window resumes only
+    #: what it paused)
+    paused_at_ms: int | None = None
+    paused_by: str | None = None
+    #: time spent paused by maintenance windows, which max-scan-duration does not count
+    window_paused_ms: int = 0
 
 
 class TaskEvent(msgspec.Struct, kw_only=True, frozen=True):

@@ -23,7 +23,7 @@ from nessus_pool.clock import FakeClock
 from nessus_pool.config import PoolConfig
 from nessus_pool.engine.core import Engine
 from nessus_pool.engine.scanner import ScannerSpec
-from nessus_pool.errors import ExportError, RemoteNotFoundError
+from nessus_pool.errors import ExportError, PermanentScannerError, RemoteNotFoundError
 from nessus_pool.models import ScanSpec, ScanType, SshCredential, Task
 from nessus_pool.nessus import (
     Capability,
@@ -56,6 +56,9 @@ class FakeScan:
     launched_at_s: float | None = None
     #: set by a test (or a stop): the phase reported from now on, whatever the clock says
     forced: RemotePhase | None = None
+    #: paused since (monotonic s), and the time paused before (not counted as running)
+    paused_at_s: float | None = None
+    paused_total_s: float = 0.0
 
 
 @dataclass
@@ -143,16 +146,23 @@ class FakeNessus:
             return scan.forced
         if scan.launched_at_s is None:
             return RemotePhase.EMPTY
-        if self.clock.monotonic_s() - scan.launched_at_s >= self.scan_s:
+        if scan.paused_at_s is not None:
+            return RemotePhase.PAUSED
+        if self._ran_s(scan) >= self.scan_s:
             return RemotePhase.COMPLETED
         return RemotePhase.RUNNING
+
+    def _ran_s(self, scan: FakeScan) -> float:
+        assert scan.launched_at_s is not None
+        now_s = scan.paused_at_s if scan.paused_at_s is not None else self.clock.monotonic_s()
+        return now_s - scan.launched_at_s - scan.paused_total_s
 
     def _progress(self, scan: FakeScan) -> int | None:
         if scan.launched_at_s is None:
             return None
         if is_terminal(self.phase(scan)):
             return 100
-        return min(99, int(100 * (self.clock.monotonic_s() - scan.launched_at_s) / self.scan_s))
+        return min(99, int(100 * self._ran_s(scan) / self.scan_s))
 
     # --- the client calls the engine makes ---------------------------------------------
 
@@ -229,6 +239,33 @@ class FakeNessus:
         if not is_terminal(self.phase(scan)):
             scan.forced = RemotePhase.CANCELED
         await self._leave("stop_scan")
+
+    async def pause_scan(self, scan_id: int) -> None:
+        await self._enter("pause_scan", scan_id)
+        scan = self._scan(scan_id, "POST /scans/{id}/pause")
+        if self.phase(scan) is not RemotePhase.RUNNING:
+            raise PermanentScannerError(
+                f"Can not pause a scan that is {self.phase(scan).value}",
+                scanner_id=self.scanner_id,
+                endpoint="POST /scans/{id}/pause",
+                status=409,
+            )
+        scan.paused_at_s = self.clock.monotonic_s()
+        await self._leave("pause_scan")
+
+    async def resume_scan(self, scan_id: int) -> None:
+        await self._enter("resume_scan", scan_id)
+        scan = self._scan(scan_id, "POST /scans/{id}/resume")
+        if scan.paused_at_s is None or scan.forced is not None:
+            raise PermanentScannerError(
+                f"Can not resume a scan that is {self.phase(scan).value}",
+                scanner_id=self.scanner_id,
+                endpoint="POST /scans/{id}/resume",
+                status=409,
+            )
+        scan.paused_total_s += self.clock.monotonic_s() - scan.paused_at_s
+        scan.paused_at_s = None
+        await self._leave("resume_scan")
 
     async def delete_scan(self, scan_id: int) -> None:
         await self._enter("delete_scan", scan_id)

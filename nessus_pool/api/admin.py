@@ -110,6 +110,18 @@ async def cancel_scan(request: web.Request) -> web.Response:
     return json_response(await request.app[SERVICE].cancel(request.match_info["task_id"]))
 
 
+async def pause_scan(request: web.Request) -> web.Response:
+    request.app[AUTH].require(request, "admin")
+    parse_query(request, NO_QUERY)
+    return json_response(await request.app[SERVICE].pause(request.match_info["task_id"]))
+
+
+async def resume_scan(request: web.Request) -> web.Response:
+    request.app[AUTH].require(request, "admin")
+    parse_query(request, NO_QUERY)
+    return json_response(await request.app[SERVICE].resume(request.match_info["task_id"]))
+
+
 async def scan_results(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, "read")
     typed: dict[str, str] = {}
@@ -271,6 +283,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/v1/scans", list_scans)
     r.add_get("/api/v1/scans/{task_id}", get_scan)
     r.add_post("/api/v1/scans/{task_id}/cancel", cancel_scan)
+    r.add_post("/api/v1/scans/{task_id}/pause", pause_scan)
+    r.add_post("/api/v1/scans/{task_id}/resume", resume_scan)
     r.add_get("/api/v1/scans/{task_id}/results", scan_results)
     r.add_get("/api/v1/scans/{task_id}/export", scan_export)
     r.add_get("/api/v1/scans/{task_id}/compare", scan_compare)

@@ -167,6 +167,12 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/scans/{task_id}/cancel": {
                 "post": _op("Cancel a scan", _ref(TaskView), params=[_TASK], admin=True)
             },
+            "/api/v1/scans/{task_id}/pause": {
+                "post": _op("Pause a running scan", _ref(TaskView), params=[_TASK], admin=True)
+            },
+            "/api/v1/scans/{task_id}/resume": {
+                "post": _op("Resume a paused scan", _ref(TaskView), params=[_TASK], admin=True)
+            },
             "/api/v1/scans/{task_id}/results": {
                 "get": _op("Findings, filtered and paged", None, params=results_params)
             },

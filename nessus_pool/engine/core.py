@@ -35,6 +35,7 @@ from nessus_pool.engine.runner import RunControl, RunnerSettings, TaskRunner
 from nessus_pool.engine.scanner import ScannerClient, ScannerHandle, ScannerSpec
 from nessus_pool.engine.state import TransitionError, check_transition, transition
 from nessus_pool.engine.supervise import Supervisor
+from nessus_pool.engine.windows import WindowKeeper
 from nessus_pool.errors import CapacityError, ConflictError, NotFoundError
 from nessus_pool.metrics import Metrics
 from nessus_pool.models import INLINE_CREDENTIAL, SshCredential, Task, TaskStatus
@@ -106,6 +107,8 @@ class Engine:
         #: rows to commit with a task's final transition (the notification outbox), built
         #: synchronously from the task in its final state
         self.final_ops: Callable[[Task], list[Op]] | None = None
+        #: maintenance windows, pause and resume (engine.windows)
+        self.windows = WindowKeeper(self)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -124,7 +127,9 @@ class Engine:
             self.add_pool(pc)
         for spec in specs:
             self.add_scanner(spec)
+        self.windows.refresh()
         await recover(self)
+        self.spawn(self.windows.run(), "windows")  # after recovery: it acts on live tasks
         if not hold_background:
             self.release_background()
 

@@ -37,7 +37,8 @@ def dispatch(engine: Engine, pool: PoolState) -> None:
         return
     # once per pass (500 scanners: this scan was the dispatcher's main cost when it ran
     # again after every placement); a scanner leaves the list when it fills up
-    available = [s for s in pool.scanners.values() if s.available()]
+    now_ms = engine.clock.now_ms()
+    available = [s for s in pool.scanners.values() if s.available() and not s.in_window(now_ms)]
     while pool.queue and available:
         placed = False
         for i, task_id in enumerate(pool.queue):

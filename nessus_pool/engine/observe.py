@@ -8,6 +8,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from nessus_pool.engine.core import Engine
 from nessus_pool.engine.pool import waiting_reason
+from nessus_pool.engine.windows import held_gauge
 from nessus_pool.models import TaskStatus
 
 
@@ -73,4 +74,5 @@ def snapshot(engine: Engine) -> Iterable[GaugeMetricFamily]:
             reason = waiting_reason(pool)
             if reason is not None:
                 waiting.add_metric([name, reason], len(pool.queue))
-    return [active, capacity, up, circuit, depth, oldest, dlq, internal, healthy, waiting]
+    held = held_gauge(engine)
+    return [active, capacity, up, circuit, depth, oldest, dlq, internal, healthy, waiting, held]

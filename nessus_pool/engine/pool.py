@@ -94,6 +94,7 @@ WAITING_REASONS = (
     "capacity_full",
     "circuit_open",
     "scanners_unreachable",
+    "maintenance_window",
     "scanners_draining",
     "export_only",
     "no_scanners",
@@ -113,6 +114,8 @@ def scanner_blocker(sc: ScannerHandle) -> str | None:
         return "export_only"
     if sc.breaker.state is BreakerState.OPEN:
         return "circuit_open"
+    if sc.in_window(sc.clock.now_ms()):
+        return "maintenance_window"
     if slots.free <= 0:
         return "capacity_full"
     return None

@@ -62,5 +62,6 @@ async def apply_reload(engine: Engine, pools: list[PoolConfig], specs: list[Scan
         pool = engine.pools.pop(name)
         if pool.dispatcher is not None:
             pool.dispatcher.cancel()
+    engine.windows.refresh()
     for pool in engine.pools.values():
         pool.wake.set()

@@ -20,6 +20,13 @@ import msgspec
 from nessus_pool.clock import Clock
 from nessus_pool.engine.outcome import Finished, Outcome, Requeued, Stop, outcome_of
 from nessus_pool.engine.state import TransitionError
+from nessus_pool.engine.windows import (
+    Switch,
+    drop_switch,
+    stopped_for_window,
+    switch_step,
+    window_paused_s,
+)
 from nessus_pool.errors import (
     RemoteNotFoundError,
     ScanApiUnavailableError,
@@ -133,6 +140,9 @@ class RunControl:
 
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     cancel_requested: bool = False
+    #: a pause or resume to carry out (engine.windows), and a window's "stop"
+    switch: Switch | None = None
+    window_stop: bool = False
 
 
 class TaskRunner:
@@ -196,6 +206,7 @@ class TaskRunner:
         except Exception as exc:  # mapped by ERROR_OUTCOMES, including our own bugs
             outcome = LOST_IN_RESTART if self._lost_in_restart(exc) else outcome_of(exc)
             self._noted(exc, outcome)
+        drop_switch(self.control)
         if isinstance(outcome, Requeued) and self.control.cancel_requested:
             # canceled while a step failed: the user asked for an end, not another attempt
             outcome = Finished(TaskStatus.CANCELED, "canceled_by_user")
@@ -262,7 +273,7 @@ class TaskRunner:
                     await created
             # launched by us a moment ago (a recovered one may have ended long since)
             launched_now = self.fresh
-        if t.status is TaskStatus.RUNNING:
+        if t.status is TaskStatus.RUNNING or t.status is TaskStatus.PAUSED:
             phase = await self._watch(nap_first=launched_now)
             return await self._after_scan(phase)
         if t.status is TaskStatus.EXPORTING:
@@ -445,8 +456,11 @@ class TaskRunner:
         stop_sent = False
         while True:
             now_s = self.e.clock.monotonic_s()
-            if now_s - started_s >= cfg.max_scan_duration_s:
+            paused_s = window_paused_s(t, self.e.clock.now_ms())
+            if now_s - started_s - paused_s >= cfg.max_scan_duration_s:
                 self.duration_stop = True
+            if self.control.switch is not None:
+                await switch_step(self, scan_id)
             want_stop = self.control.cancel_requested or self.duration_stop
             if want_stop and not stop_sent:
                 try:
@@ -489,6 +503,9 @@ class TaskRunner:
             return await self._export_and_finish(TaskStatus.COMPLETED, "completed")
         if self.duration_stop:  # our own stop, decided on the monotonic clock in _watch
             return await self._export_and_finish(TaskStatus.TIMED_OUT, "max_scan_duration")
+        if stopped_for_window(self, phase):  # a maintenance window's "stop": again after it
+            self.task.attempt_base += 1  # a new scan name, but no attempt used
+            return Requeued("maintenance_window", error="stopped by a maintenance window")
         if phase is RemotePhase.CANCELED:
             return Finished(
                 TaskStatus.CANCELED,

@@ -23,6 +23,7 @@ from nessus_pool.nessus import (
 )
 from nessus_pool.queues import ScannerSlots
 from nessus_pool.retry import BreakerState, CircuitBreaker, RetryPolicy
+from nessus_pool.windows import Calendar
 
 log = logging.getLogger("nessus_pool.engine")
 
@@ -39,6 +40,8 @@ class ScannerClient(Protocol):
     async def scan_details(self, scan_id: int) -> ScanDetails: ...
     async def find_scans_by_name(self, name: str) -> list[RemoteScanSummary]: ...
     async def stop_scan(self, scan_id: int) -> None: ...
+    async def pause_scan(self, scan_id: int) -> None: ...
+    async def resume_scan(self, scan_id: int) -> None: ...
     async def delete_scan(self, scan_id: int) -> None: ...
     async def export_scan(
         self,
@@ -112,6 +115,8 @@ class ScannerHandle:
         #: set after every probe (tests wait on it instead of sleeping through probe rounds)
         self.probed = asyncio.Event()
         self.prober: asyncio.Task[None] | None = None
+        #: its pool's and its own maintenance windows (set by engine.windows)
+        self.calendar = Calendar()
 
     @property
     def scanner_id(self) -> str:
@@ -120,6 +125,10 @@ class ScannerHandle:
     def available(self) -> bool:
         """Eligible for a new task right now (slots, health, breaker)."""
         return self.slots.eligible and self.breaker.allow(self.clock.monotonic_s())
+
+    def in_window(self, now_ms: int) -> bool:
+        """Inside a maintenance window: no scan launches here now."""
+        return self.calendar.in_window(now_ms)
 
     @property
     def circuit_state(self) -> str:

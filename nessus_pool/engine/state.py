@@ -20,6 +20,7 @@ from nessus_pool.store import Op, op_event, op_save_task
 _Q = TaskStatus.QUEUED
 _D = TaskStatus.DISPATCHING
 _R = TaskStatus.RUNNING
+_P = TaskStatus.PAUSED
 _E = TaskStatus.EXPORTING
 _OK = TaskStatus.COMPLETED
 _F = TaskStatus.FAILED
@@ -34,8 +35,12 @@ ALLOWED: dict[TaskStatus, frozenset[TaskStatus]] = {
     # created/launched, requeued (scanner error, export-only), canceled before launch,
     # refused by the scanner or out of scope at launch
     _D: frozenset({_D, _R, _Q, _C, _F}),
-    # the scan ended (export next), was aborted (requeue), canceled, lost
-    _R: frozenset({_R, _E, _Q, _C, _F, _T}),
+    # the scan ended (export next), was aborted (requeue), canceled, lost; paused on the
+    # scanner (by a person or a maintenance window)
+    _R: frozenset({_R, _P, _E, _Q, _C, _F, _T}),
+    # resumed; everything a running scan may do (stopped: canceled, timed out or requeued
+    # by a window's "stop"; lost; ended while paused, resumed on the scanner by hand)
+    _P: frozenset({_P, _R, _E, _Q, _C, _F, _T}),
     # exported (checkpoint), ingested; canceled while the export was retried; requeued
     # when the scan to export died with the embedded simulator in a restart
     _E: frozenset({_E, _OK, _T, _C, _F, _Q}),

@@ -248,12 +248,14 @@ class DeliveryWorker:
                     await sleep_or_event(self.clock, self._wake, STORAGE_BACKOFF_S)
                     continue
                 now_ms = self.clock.now_ms()
-                delay_s = min(SWEEP_S, max(0.0, SWEEP_S if nxt is None else (nxt - now_ms) / 1000))
+                until_ms = now_ms + int(SWEEP_S * 1000)
+                if nxt is not None:
+                    until_ms = min(until_ms, max(now_ms, nxt))
                 if self._wake.is_set():
                     continue
-                self.sleeping_until_ms = now_ms + int(delay_s * 1000)
+                self.sleeping_until_ms = until_ms
                 self._resolve(self._idle_waiters)
-                await sleep_or_event(self.clock, self._wake, delay_s)
+                await sleep_or_event(self.clock, self._wake, (until_ms - now_ms) / 1000)
                 self.sleeping_until_ms = None
 
     def _lease_ms(self) -> int:

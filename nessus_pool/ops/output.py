@@ -105,6 +105,13 @@ class Progress:
             sys.stderr.flush()
 
 
+def _paused(view: dict[str, Any]) -> str | None:
+    if view.get("paused_at_ms") is None:
+        return None
+    since = fmt_time(view["paused_at_ms"])
+    return f"since {since} ({fmt_duration(view.get('paused_for_s'))}, by {view.get('paused_by')})"
+
+
 def show_task(view: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(view)
@@ -125,6 +132,7 @@ def show_task(view: dict[str, Any], as_json: bool) -> None:
             ("attempt", view["attempt"]),
             ("queue position", view.get("queue_position")),
             ("waiting for", view.get("waiting_reason")),
+            ("paused", _paused(view)),
             ("estimated wait", fmt_duration(view.get("estimated_wait_s"))),
             ("progress", None if view.get("progress_pct") is None else f"{view['progress_pct']}%"),
             ("authentication", view.get("authentication_status")),

@@ -28,7 +28,9 @@ from nessus_pool.ops.scan import (
     cmd_scan_cancel,
     cmd_scan_compare,
     cmd_scan_download,
+    cmd_scan_pause,
     cmd_scan_results,
+    cmd_scan_resume,
     cmd_scan_status,
     cmd_scan_submit,
     cmd_tasks_list,
@@ -154,6 +156,8 @@ def add_ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     for name, fn, text in (
         ("status", cmd_scan_status, "show one task"),
         ("cancel", cmd_scan_cancel, "cancel a queued or running scan"),
+        ("pause", cmd_scan_pause, "pause a running scan on its scanner (it keeps its slot)"),
+        ("resume", cmd_scan_resume, "resume a paused scan"),
     ):
         leaf(scan, name, fn, text).add_argument("task_id", metavar="TASK_ID")
     p = leaf(scan, "results", cmd_scan_results, "list findings of an ended scan")

@@ -121,6 +121,16 @@ def cmd_scan_cancel(client: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scan_pause(client: ApiClient, args: argparse.Namespace) -> int:
+    show_task(client.call("POST", f"/api/v1/scans/{seg(args.task_id)}/pause"), args.json)
+    return 0
+
+
+def cmd_scan_resume(client: ApiClient, args: argparse.Namespace) -> int:
+    show_task(client.call("POST", f"/api/v1/scans/{seg(args.task_id)}/resume"), args.json)
+    return 0
+
+
 def cmd_scan_results(client: ApiClient, args: argparse.Namespace) -> int:
     filters = {
         name: getattr(args, name)

@@ -14,6 +14,7 @@ from nessus_pool.errors import ConflictError, ReloadRefusedError
 from nessus_pool.models import TaskStatus
 from nessus_pool.resolve import Resolver
 from nessus_pool.scope import Scope
+from nessus_pool.service import pause as _pause
 from nessus_pool.service.deadletters import DeadLetters
 from nessus_pool.service.policies import PoolPolicies, list_policies
 from nessus_pool.service.scoping import Scoping
@@ -93,6 +94,12 @@ class Service(DeadLetters):
         if view.status not in TERMINAL_STATUSES:
             view.status = "cancelling"
         return view
+
+    async def pause(self, task_id: str) -> TaskView:
+        return await _pause.pause(self.engine, task_id)
+
+    async def resume(self, task_id: str) -> TaskView:
+        return await _pause.resume(self.engine, task_id)
 
     def on_task_change(self, hook: Callable[[str], None]) -> Callable[[], None]:
         """Call ``hook(task_id)`` on every task change (submit, status, progress), on the

@@ -11,9 +11,28 @@ from nessus_pool.engine import Engine
 from nessus_pool.errors import NotFoundError
 from nessus_pool.models import Task, TaskStatus
 from nessus_pool.queues import ScannerSlots
+from nessus_pool.windows import Calendar, Span
 
 #: what a scanner's message says until its first probe answers (see ScannerSlots)
 _NOT_PROBED = ScannerSlots.message
+
+
+class WindowView(msgspec.Struct, kw_only=True):
+    """One maintenance window occurrence (overlapping windows merged)."""
+
+    start_ms: int
+    end_ms: int
+    #: what a scan running when it starts does: finish, pause or stop
+    on_window: str
+    name: str | None = None
+
+
+def window_view(span: Span | None) -> WindowView | None:
+    if span is None:
+        return None
+    return WindowView(
+        start_ms=span.start_ms, end_ms=span.end_ms, on_window=span.on_window, name=span.name
+    )
 
 
 class TaskView(msgspec.Struct, kw_only=True):
@@ -46,6 +65,10 @@ class TaskView(msgspec.Struct, kw_only=True):
     finished_at_ms: int | None = None
     export_available: bool = False
     results: dict[str, Any] | None = None
+    #: while paused: since when, for how long so far, and by whom (user or window)
+    paused_at_ms: int | None = None
+    paused_for_s: float | None = None
+    paused_by: str | None = None
 
 
 class TaskPage(msgspec.Struct, kw_only=True):
@@ -73,6 +96,9 @@ class ScannerView(msgspec.Struct, kw_only=True):
     circuit_state: str
     #: what an operator must know about the change just made (the drain reply), else None
     note: str | None = None
+    #: the maintenance window it is in now (its pool's or its own), and the next one
+    window: WindowView | None = None
+    next_window: WindowView | None = None
 
 
 class PoolView(msgspec.Struct, kw_only=True):
@@ -89,10 +115,18 @@ class PoolView(msgspec.Struct, kw_only=True):
     scanners: list[ScannerView]
     #: why its queued scans are not dispatched now (see TaskView.waiting_reason), else None
     waiting_reason: str | None = None
+    #: the pool's own maintenance window now, and its next one
+    window: WindowView | None = None
+    next_window: WindowView | None = None
 
 
 def task_view(engine: Engine, t: Task, results: dict[str, Any] | None = None) -> TaskView:
     eta, basis = engine.estimated_wait_s(t) if t.status is TaskStatus.QUEUED else (None, None)
+    waiting = engine.waiting_reason(t)
+    if waiting == "maintenance_window":
+        eta, basis = _after_windows(engine, t, eta, basis)
+    now_ms = engine.clock.now_ms()
+    paused = t.status is TaskStatus.PAUSED and t.paused_at_ms is not None
     return TaskView(
         task_id=t.task_id,
         name=t.name,
@@ -107,7 +141,7 @@ def task_view(engine: Engine, t: Task, results: dict[str, Any] | None = None) ->
         queue_position=engine.queue_position(t),
         estimated_wait_s=eta,
         eta_basis=basis,
-        waiting_reason=engine.waiting_reason(t),
+        waiting_reason=waiting,
         progress_pct=t.progress_pct,
         remote_scan_id=t.remote_scan_id,
         remote_scan_name=t.remote_scan_name,
@@ -122,7 +156,41 @@ def task_view(engine: Engine, t: Task, results: dict[str, Any] | None = None) ->
         finished_at_ms=t.finished_at_ms,
         export_available=t.export_path is not None,
         results=results,
+        paused_at_ms=t.paused_at_ms if paused else None,
+        paused_for_s=round(max(0, now_ms - (t.paused_at_ms or now_ms)) / 1000, 1)
+        if paused
+        else None,
+        paused_by=t.paused_by if paused else None,
     )
+
+
+def _after_windows(
+    engine: Engine, t: Task, eta: float | None, basis: str | None
+) -> tuple[float | None, str | None]:
+    """Every scanner that could take ``t`` is in a maintenance window: it waits at least
+    until the first of those windows ends."""
+    pool = engine.pools.get(t.pool)
+    if pool is None:
+        return eta, basis
+    now_ms = engine.clock.now_ms()
+    ends = [
+        sc.calendar.free_at_ms(now_ms)
+        for sc in pool.scanners.values()
+        if t.requested_scanner is None or sc.scanner_id == t.requested_scanner
+    ]
+    if not ends:
+        return eta, basis
+    window_s = max(0, min(ends) - now_ms) / 1000
+    return round(
+        window_s + (eta or 0.0), 1
+    ), f"after the maintenance window ({window_s:g} s); {basis}"
+
+
+def _windows(calendar: Calendar, now_ms: int) -> tuple[WindowView | None, WindowView | None]:
+    """The current and the next window of ``calendar`` (None, None without windows)."""
+    if not calendar:
+        return None, None
+    return window_view(calendar.current(now_ms)), window_view(calendar.next(now_ms))
 
 
 def scanner_views(engine: Engine, pool: str | None = None) -> list[ScannerView]:
@@ -131,6 +199,7 @@ def scanner_views(engine: Engine, pool: str | None = None) -> list[ScannerView]:
         if pool is not None and sc.spec.pool != pool:
             continue
         s = sc.slots
+        current, nxt = _windows(sc.calendar, engine.clock.now_ms())
         out.append(
             ScannerView(
                 id=sc.scanner_id,
@@ -148,6 +217,8 @@ def scanner_views(engine: Engine, pool: str | None = None) -> list[ScannerView]:
                 nessus_type=s.nessus_type,
                 message=s.message,
                 circuit_state=sc.circuit_state,
+                window=current,
+                next_window=nxt,
             )
         )
     return out
@@ -165,6 +236,8 @@ def pool_view(engine: Engine, name: str) -> PoolView:
             oldest = max(0.0, (engine.clock.now_ms() - head.created_at_ms) / 1000)
     mean = pool.mean_duration_s()
     cap = pool.capacity
+    calendar = engine.windows.pool_calendars.get(name, Calendar())
+    current, nxt = _windows(calendar, engine.clock.now_ms())
     return PoolView(
         name=name,
         capacity=cap,
@@ -182,6 +255,8 @@ def pool_view(engine: Engine, name: str) -> PoolView:
         ),
         scanners=scanner_views(engine, name),
         waiting_reason=engine.pool_waiting_reason(name),
+        window=current,
+        next_window=nxt,
     )
 
 

@@ -9,6 +9,7 @@ from nessus_pool.models import UNFINISHED_STATUSES, status_values
 #: (SQLite uses a partial index only for a WHERE that matches it)
 UNFINISHED_SQL = ", ".join(f"'{v}'" for v in status_values(UNFINISHED_STATUSES))
 
+SCHEMA_VERSION = 6
 
 MIGRATIONS: dict[int, str] = {
     1: f"""
@@ -71,6 +72,12 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX notification_outbox_due ON notification_outbox(next_attempt_at_ms)
         WHERE state = 'pending';
     CREATE INDEX notification_outbox_state ON notification_outbox(state, updated_at_ms);
+    """,
+    # #17: "paused" is an unfinished status; the partial index must list it, or the query
+    # that loads unfinished tasks (whose text lists it now) cannot use the index
+    6: f"""
+    DROP INDEX IF EXISTS tasks_active;
+    CREATE INDEX tasks_active ON tasks(status) WHERE status IN ({UNFINISHED_SQL});
     """,
 }
 
@@ -138,9 +145,9 @@ PG_MIGRATIONS: dict[int, str] = {
         WHERE state = 'pending';
     CREATE INDEX notification_outbox_state ON notification_outbox(state, updated_at_ms);
     """,
+    6: f"""
+    DROP INDEX IF EXISTS tasks_active;
+    CREATE INDEX tasks_active ON tasks(status) WHERE status IN ({UNFINISHED_SQL});
+    """,
 }
 assert set(PG_MIGRATIONS) == set(MIGRATIONS), "every SQLite migration has its PostgreSQL twin"
-
-#: the newest migration; migrations apply in number order, skipping none that exists (the
-#: numbers of work merged in parallel may leave gaps until they are renumbered)
-SCHEMA_VERSION = max(MIGRATIONS)

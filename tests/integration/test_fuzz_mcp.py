@@ -57,6 +57,8 @@ TOOLS = [
     "get_scan_results",
     "list_tasks",
     "cancel_scan",
+    "pause_scan",
+    "resume_scan",
     "compare_scans",
     "wait_for_scan",
     "list_pools",

@@ -83,14 +83,14 @@ async def test_retries_follow_the_injected_clock(tmp_path: Path, receiver: Recei
         await clock.advance(wait_s - 1)  # not yet due: nothing is sent
         assert len(receiver.deliveries) == 1
         second = worker.next_outcome()
-        await clock.advance(1)
+        await clock.advance(1.001)  # (1 ms more: the fake clock's ms come from float seconds)
         await asyncio.wait_for(second, 10)
         assert len(receiver.deliveries) == 2
         stored = await ob.get(store, row.delivery_id)
         assert stored is not None and stored.attempts == 2
         third = worker.next_outcome()
         await _sleeping_until(worker, clock, stored.next_attempt_at_ms)
-        await clock.advance((stored.next_attempt_at_ms - clock.now_ms()) / 1000)
+        await clock.advance((stored.next_attempt_at_ms - clock.now_ms()) / 1000 + 0.001)
         await asyncio.wait_for(third, 10)
         stored = await ob.get(store, row.delivery_id)
         assert stored is not None and (stored.state, stored.attempts) == (ob.DELIVERED, 3)

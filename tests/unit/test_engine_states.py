@@ -183,7 +183,7 @@ def test_transition_table_refuses_leaving_a_final_state() -> None:
     for status in UNFINISHED_STATUSES:
         check_transition("t", status, TaskStatus.CANCELED)
         assert (TaskStatus.EXPORTING in ALLOWED[status]) == (
-            status in {TaskStatus.RUNNING, TaskStatus.EXPORTING}
+            status in {TaskStatus.RUNNING, TaskStatus.PAUSED, TaskStatus.EXPORTING}
         )
 
 

@@ -158,6 +158,10 @@ def status_result(
     }
     if v.waiting_reason is not None:  # why a queued scan is not dispatched now
         out["waiting_reason"] = v.waiting_reason
+    if v.paused_at_ms is not None:  # paused on its scanner (by a person or a window)
+        out.update(
+            paused_at=iso(v.paused_at_ms), paused_for_s=v.paused_for_s, paused_by=v.paused_by
+        )
     summary = results_summary(v, export_bytes)
     if summary is not None:
         out["results_summary"] = summary

@@ -111,6 +111,10 @@ LIST_PAGE_SIZE = 10
 def next_step(v: TaskView) -> str:
     """The cheapest useful next call."""
     tid = v.task_id
+    if v.status == "paused":
+        return (
+            f"Paused ({v.paused_by}, {v.paused_for_s} s); resume_scan(task_id={tid!r}) resumes it."
+        )
     if v.status not in TERMINAL:
         return f"wait_for_scan(task_id={tid!r}) returns when it ends (no need to poll)."
     if v.export_available and v.authentication_status == "failed":
@@ -177,6 +181,14 @@ async def get_scan_status(svc: Service, a: s.TaskArgs, ctx: ToolContext) -> Any:
 
 async def cancel_scan(svc: Service, a: s.TaskArgs, ctx: ToolContext) -> Any:
     return await status_out(svc, await svc.cancel(a.task_id))
+
+
+async def pause_scan(svc: Service, a: s.TaskArgs, ctx: ToolContext) -> Any:
+    return await status_out(svc, await svc.pause(a.task_id))
+
+
+async def resume_scan(svc: Service, a: s.TaskArgs, ctx: ToolContext) -> Any:
+    return await status_out(svc, await svc.resume(a.task_id))
 
 
 async def wait_for_scan(svc: Service, a: s.WaitArgs, ctx: ToolContext) -> Any:
@@ -313,6 +325,12 @@ TOOLS: list[ToolSpec] = [
     ToolSpec("cancel_scan", "Cancel scan", "Cancel a queued or running scan.",
              s.TaskArgs, _O(_K["status"]), cancel_scan, read_only=False, destructive=True,
              idempotent=True, open_world=True),
+    ToolSpec("pause_scan", "Pause scan", "Pause a running scan; it keeps its slot.",
+             s.TaskArgs, _O(_K["status"]), pause_scan, read_only=False, idempotent=True,
+             open_world=True),
+    ToolSpec("resume_scan", "Resume scan", "Resume a paused scan.",
+             s.TaskArgs, _O(_K["status"]), resume_scan, read_only=False, idempotent=True,
+             open_world=True),
     ToolSpec("list_tasks", "List scans",
              "Recent scans, newest first; filter by status, pool or target (CIDR-aware).",
              s.ListTasksArgs, _O(_K["tasks"]), list_tasks, read_only=True, idempotent=True),

@@ -90,6 +90,8 @@ def status_message(v: TaskView, now_ms: int) -> str:
             left_s = (now_ms - v.started_at_ms) / 1000 * (100 - pct) / pct
             text += f", {_minutes(left_s)} left"
         return text
+    if v.status == "paused":
+        return f"paused on scanner {v.scanner or '?'} by {v.paused_by} for {v.paused_for_s} s"
     if v.status == "exporting":
         return f"scan done on {v.scanner or '?'}; downloading and parsing its results"
     if v.status == "cancelling":
