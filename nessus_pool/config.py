@@ -12,16 +12,19 @@ import os
 import re
 import ssl
 import tomllib
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
 
-from nessus_pool.errors import ConfigError
-from nessus_pool.models import Escalation
+from nessus_pool.errors import ConfigError, ValidationError
+from nessus_pool.models import Escalation, ScanType
 from nessus_pool.msgspec_errors import accepted_values
 from nessus_pool.notify.ssrf import parse_allow_hosts, url_problem
+from nessus_pool.schedules import Overlap, ScheduleSpec, check_schedule
+from nessus_pool.targets import parse_targets
 from nessus_pool.windows import Calendar, Window, WindowError, build_window
 
 DEFAULT_CONFIG_PATH = "nessus-pool.toml"
@@ -249,6 +252,32 @@ class NotificationConfig(_Base):
     retry_max_delay_s: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 3600.0
 
 
+class ScheduleConfig(_Base):
+    """A recurring scan (``[[schedules]]``); read-only through the API. See
+    :class:`nessus_pool.schedules.ScheduleSpec` for the meaning of each field."""
+
+    name: Name
+    targets: str | list[str]
+    pool: str | None = None
+    scan_type: ScanType = ScanType.UNTRUSTED
+    credential: str | None = None
+    template: str | None = None
+    policy: str | None = None
+    priority: int = 0
+    description: str = ""
+    cron: str | None = None
+    every_s: int | None = None
+    timezone: str = "UTC"
+    start: datetime | None = None
+    end: datetime | None = None
+    enabled: bool = True
+    overlap: Overlap = "skip"
+    catch_up_s: int = 3600
+
+    def spec(self) -> ScheduleSpec:
+        return ScheduleSpec(**msgspec.structs.asdict(self))
+
+
 class Config(_Base):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
@@ -259,6 +288,7 @@ class Config(_Base):
     housekeeping: HousekeepingConfig = msgspec.field(default_factory=HousekeepingConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     notifications: list[NotificationConfig] = []
+    schedules: list[ScheduleConfig] = []
 
     @property
     def body_limit_bytes(self) -> int:
@@ -516,6 +546,7 @@ def validate(config: Config) -> list[str]:
     if not config.pools and sim is None:
         warnings.append("no pools and no simulator: nothing can be scanned")
     warnings += check_notifications(config, seen_pools | ({sim.pool} if sim else set()))
+    check_schedules(config)
     return warnings
 
 
@@ -573,6 +604,36 @@ def _check_windows(windows: list[MaintenanceWindowConfig], at: str) -> None:
             w.window()
         except WindowError as exc:
             raise _err(f"{at}[{k}].{exc.field}", str(exc)) from None
+
+
+def check_schedules(config: Config) -> None:
+    """Each ``[[schedules]]`` entry on its own (the checks the API runs too) and against the
+    file: unique names, a pool and a credential set that the file defines."""
+    pools = {p.name for p in config.pools} | (
+        {config.simulator.pool} if config.simulator is not None else set()
+    )
+    seen: set[str] = set()
+    for i, sc in enumerate(config.schedules):
+        at = f"$.schedules[{i}]"
+        if sc.name in seen:
+            raise _err(f"{at}.name", f"duplicate schedule name {sc.name!r}")
+        seen.add(sc.name)
+        try:
+            check_schedule(sc.spec())
+            parse_targets(sc.targets, max_addresses=config.security.max_addresses_per_task)
+        except ValidationError as exc:
+            field = exc.field if exc.field in ScheduleConfig.__struct_fields__ else "targets"
+            raise _err(f"{at}.{field.replace('_', '-')}", exc.message) from None
+        if sc.pool is not None and sc.pool not in pools:
+            raise _err(
+                f"{at}.pool",
+                f"pool {sc.pool!r} is not defined (pools: {', '.join(sorted(pools)) or 'none'})",
+            )
+        if sc.credential is not None and sc.credential not in config.credentials:
+            raise _err(
+                f"{at}.credential",
+                f"credential set {sc.credential!r} is not defined under [credentials]",
+            )
 
 
 _PG_URL = re.compile(r"^postgres(?:ql)?://(?P<auth>[^@/?#]*@)?(?P<host>[^/?#@]*)(?P<rest>[/?].*)?$")
@@ -792,6 +853,9 @@ class ConfigDiff(msgspec.Struct, frozen=True):
     scanners_removed: list[str] = []
     scanners_changed: list[str] = []
     restart_required: list[str] = []
+    schedules_added: list[str] = []
+    schedules_removed: list[str] = []
+    schedules_changed: list[str] = []
 
     @property
     def empty(self) -> bool:
@@ -831,7 +895,18 @@ def diff(old: Config, new: Config) -> ConfigDiff:
         scanners_removed=sorted(old_sc.keys() - new_sc.keys()),
         scanners_changed=sorted(s for s in old_sc.keys() & new_sc.keys() if old_sc[s] != new_sc[s]),
         restart_required=restart,
+        **_schedules_diff(old, new),
     )
+
+
+def _schedules_diff(old: Config, new: Config) -> dict[str, list[str]]:
+    was = {s.name: s for s in old.schedules}
+    now = {s.name: s for s in new.schedules}
+    return {
+        "schedules_added": sorted(now.keys() - was.keys()),
+        "schedules_removed": sorted(was.keys() - now.keys()),
+        "schedules_changed": sorted(n for n in was.keys() & now.keys() if was[n] != now[n]),
+    }
 
 
 # --- init ----------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from nessus_pool.api.guard import (
 )
 from nessus_pool.api.mcp import mount_mcp
 from nessus_pool.api.notifications import add_notification_routes
+from nessus_pool.api.schedules import add_schedule_routes
 from nessus_pool.clock import Clock, SystemClock
 from nessus_pool.config import (
     Config,
@@ -291,6 +292,7 @@ class Daemon:
         self.notifications.worker = worker
         self.engine.on_change.append(worker.poke)
         self.engine.spawn(worker.run(), "notify:outbox")
+        self.service.schedules.start()
         from nessus_pool.engine.observe import snapshot
 
         engine = self.engine
@@ -331,6 +333,7 @@ class Daemon:
         add_routes(app)
         assert self.notifications is not None
         add_notification_routes(app, self.notifications)
+        add_schedule_routes(app)
         max_connections = self.max_connections or connection_cap()
         mount_mcp(app, self.service, cfg, app[AUTH], max_connections)
         self.app = app
@@ -413,6 +416,8 @@ class Daemon:
             )
             unavailable = preflight(keep)
             specs = scanner_specs(keep, sim_urls, self._sim_ca_file())
+            assert self.service is not None
+            await self.service.schedules.check_config(keep)
             await apply_reload(self.engine, effective_pools(keep), specs)
         except NessusPoolError as exc:
             self.metrics.reloads.labels("refused").inc()
@@ -424,6 +429,7 @@ class Daemon:
         self.loaded = LoadedConfig(config=keep, source=new.source, warnings=new.warnings)
         warnings = new.warnings + _warn_unavailable(unavailable)
         self.engine.delete_remote_scans = keep.housekeeping.delete_remote_scans
+        self.service.schedules.wake()
         self.metrics.reloads.labels("applied").inc()
         changes = {k: v for k, v in msgspec.structs.asdict(d).items() if v}
         # settings that need a restart kept their old values: an operator must hear of it

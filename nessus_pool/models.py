@@ -156,6 +156,8 @@ class Task(msgspec.Struct, kw_only=True):
     paused_by: str | None = None
     #: time spent paused by maintenance windows, which max-scan-duration does not count
     window_paused_ms: int = 0
+    #: the schedule whose run this is (its name), None for a scan submitted by hand
+    schedule_id: str | None = None
 
 
 class TaskEvent(msgspec.Struct, kw_only=True, frozen=True):

@@ -17,6 +17,7 @@ from nessus_pool.api.guard import TokenAuth
 from nessus_pool.api.openapi import openapi_document
 from nessus_pool.api.query import (
     COMPARE,
+    HOSTS,
     LIST_DLQ,
     LIST_SCANNERS,
     LIST_SCANS,
@@ -127,6 +128,13 @@ async def scan_results(request: web.Request) -> web.Response:
     typed: dict[str, str] = {}
     query = results_query(parse_query(request, RESULTS, typed), typed)
     data = await request.app[SERVICE].results(request.match_info["task_id"], query)
+    return json_response(data)
+
+
+async def scan_hosts(request: web.Request) -> web.Response:
+    request.app[AUTH].require(request, "read")
+    params = parse_query(request, HOSTS)
+    data = await request.app[SERVICE].hosts(request.match_info["task_id"], **params)
     return json_response(data)
 
 
@@ -286,6 +294,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/api/v1/scans/{task_id}/pause", pause_scan)
     r.add_post("/api/v1/scans/{task_id}/resume", resume_scan)
     r.add_get("/api/v1/scans/{task_id}/results", scan_results)
+    r.add_get("/api/v1/scans/{task_id}/hosts", scan_hosts)
     r.add_get("/api/v1/scans/{task_id}/export", scan_export)
     r.add_get("/api/v1/scans/{task_id}/compare", scan_compare)
     r.add_get("/api/v1/pools", list_pools)

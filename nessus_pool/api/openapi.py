@@ -10,6 +10,7 @@ import msgspec
 from nessus_pool import __version__
 from nessus_pool.api.query import (
     COMPARE,
+    HOSTS,
     LIST_DLQ,
     LIST_NOTIFICATIONS,
     LIST_SCANNERS,
@@ -18,6 +19,7 @@ from nessus_pool.api.query import (
     QuerySpec,
 )
 from nessus_pool.results.query import FindingsQuery
+from nessus_pool.schedules import ScheduleSpec
 from nessus_pool.service import (
     PoolView,
     ReloadOutcome,
@@ -102,6 +104,32 @@ def _path(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
 
+def _schedule_paths() -> dict[str, Any]:
+    name = [_path("name")]
+    spec = _ref(ScheduleSpec)
+    return {
+        "/api/v1/schedules": {
+            "post": _op(
+                "Create a schedule (answers it with next_run_at)",
+                None,
+                body=ScheduleSpec,
+                status="201",
+                admin=True,
+            ),
+            "get": _op("List schedules (config ones are read_only)", None),
+        },
+        "/api/v1/schedules/{name}": {
+            "get": _op("A schedule with its recent runs", None, params=name),
+            "patch": _op("Change the fields given", spec, params=name, admin=True),
+            "put": _op("Replace the schedule", spec, params=name, admin=True),
+            "delete": _op("Delete a schedule and its history", None, params=name, admin=True),
+        },
+        "/api/v1/schedules/{name}/run-now": {
+            "post": _op("Run a schedule now", None, params=name, status="202", admin=True)
+        },
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     types = [
         SubmitRequest,
@@ -112,6 +140,7 @@ def openapi_document() -> dict[str, Any]:
         ScannerView,
         ReloadOutcome,
         FindingsQuery,
+        ScheduleSpec,
     ]
     _, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
@@ -175,6 +204,13 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/v1/scans/{task_id}/results": {
                 "get": _op("Findings, filtered and paged", None, params=results_params)
+            },
+            "/api/v1/scans/{task_id}/hosts": {
+                "get": _op(
+                    "Per-host results (authentication verdict, counts), filtered and paged",
+                    None,
+                    params=[_TASK, *_query(HOSTS)],
+                )
             },
             "/api/v1/scans/{task_id}/export": {
                 "get": {
@@ -256,6 +292,7 @@ def openapi_document() -> dict[str, Any]:
                     "Reload the config file (what SIGHUP does)", _ref(ReloadOutcome), admin=True
                 )
             },
+            **_schedule_paths(),
             "/api/v1/openapi.json": {"get": _op("This document", None)},
             "/healthz": {"get": _op("The event loop answers", None)},
             "/readyz": {"get": _op("Database writable, config loaded, scanners", None)},

@@ -82,6 +82,11 @@ RESULTS = _spec(
         "fields": "custom_fields",
     },
 )
+#: a scan's per-host results: page or cursor, and filters
+HOSTS = _spec(
+    {"page": "int", **_PAGING, "auth_status": "str", "min_severity": "str"},
+    {"limit": "page_size"},
+)
 NO_QUERY: QuerySpec = {}
 
 
@@ -126,13 +131,14 @@ def parse_query(
         )
     out: dict[str, Any] = {}
     given: dict[str, str] = {}
-    for key in query:
+    # items(), not the keys: multidict 7 iterates each key once, however often it is given
+    for key, raw in query.items():
         canonical, kind = spec[key]
         if canonical in given:
             also = "" if given[canonical] == key else f" (as {given[canonical]})"
             raise ValidationError(f"{key} is given more than once{also}", field=canonical)
         given[canonical] = key
-        out[canonical] = _convert(key, query[key], kind)
+        out[canonical] = _convert(key, raw, kind)
     if typed is not None:
         typed.update(given)
     return out

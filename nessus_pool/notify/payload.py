@@ -73,6 +73,7 @@ def task_summary(t: Task) -> dict[str, Any]:
         "attempt": t.attempt,
         "dead_letter": t.dead_letter,
         "authentication_status": t.authentication_status,
+        "schedule_id": t.schedule_id,
         "created_at_ms": t.created_at_ms,
         "started_at_ms": t.started_at_ms,
         "finished_at_ms": t.finished_at_ms,

@@ -28,6 +28,7 @@ from nessus_pool.ops.scan import (
     cmd_scan_cancel,
     cmd_scan_compare,
     cmd_scan_download,
+    cmd_scan_hosts,
     cmd_scan_pause,
     cmd_scan_results,
     cmd_scan_resume,
@@ -35,6 +36,7 @@ from nessus_pool.ops.scan import (
     cmd_scan_submit,
     cmd_tasks_list,
 )
+from nessus_pool.ops.schedules import add_schedules_parsers
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -184,6 +186,15 @@ def add_ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="fields per finding (--profile is an alias)",
     )
     p.add_argument("--fields", help="comma-separated fields (implies --profile custom)")
+    p = leaf(scan, "hosts", cmd_scan_hosts, "list per-host results of an ended scan, a page")
+    p.add_argument("task_id", metavar="TASK_ID")
+    p.add_argument(
+        "--auth-status", choices=("success", "failed", "partial", "unknown", "not_applicable")
+    )
+    p.add_argument("--min-severity", help="hosts with a finding this severe: 0-4 or a name")
+    p.add_argument("--page", type=int)
+    p.add_argument("--page-size", type=int, help="1-500 (default 50)")
+    p.add_argument("--cursor", help="the next_cursor the previous page printed")
     p = leaf(scan, "compare", cmd_scan_compare, "what changed since an earlier scan")
     p.add_argument("task_id", metavar="TASK_ID")
     p.add_argument(
@@ -237,3 +248,4 @@ def add_ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _add_notifications(group("notifications", "webhook deliveries that failed"), leaf)
 
     leaf(sub, "reload", cmd_reload, "reload the config file (like SIGHUP)")
+    add_schedules_parsers(group, leaf)

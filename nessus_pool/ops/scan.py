@@ -163,6 +163,33 @@ def cmd_scan_results(client: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scan_hosts(client: ApiClient, args: argparse.Namespace) -> int:
+    """One page of an ended scan's per-host results, and how to ask for the next."""
+    query = {
+        "auth_status": args.auth_status,
+        "min_severity": args.min_severity,
+        "page": args.page,
+        "page_size": args.page_size,
+        "cursor": args.cursor,
+    }
+    page = client.call("GET", f"/api/v1/scans/{seg(args.task_id)}/hosts", query=query)
+    if args.json:
+        emit_json(page)
+        return 0
+    rows = []
+    for h in page["hosts"]:
+        b = h.get("severity_breakdown") or {}
+        counts = [b.get(k, 0) for k in ("critical", "high", "medium", "low", "info")]
+        rows.append([h["name"], h.get("ip"), h.get("authentication_status"), *counts, h.get("os")])
+    headers = ["HOST", "IP", "AUTH", "CRIT", "HIGH", "MED", "LOW", "INFO", "OS"]
+    if rows:
+        out(render_table(headers, rows))
+    where = f"page {page['page']}/{page['pages']}" if page.get("page") else "from the cursor"
+    more = f"; next: --cursor {page['next_cursor']}" if page.get("next_cursor") else ""
+    out(f"{len(rows)} of {page['total']} hosts, {where}{more}")
+    return 0
+
+
 def cmd_scan_compare(client: ApiClient, args: argparse.Namespace) -> int:
     data = client.call(
         "GET", f"/api/v1/scans/{seg(args.task_id)}/compare", query={"base_task_id": args.base}

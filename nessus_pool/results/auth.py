@@ -221,6 +221,12 @@ def infer_scan_type(hosts: list[HostFacts]) -> ScanType:
     return ScanType.UNTRUSTED
 
 
+#: per-host warning and troubleshooting lines kept in a scan's validation; past this many a
+#: line says how many more there were (the hosts themselves are paged: the validation stays
+#: the same size whatever the host count)
+MAX_HOST_LINES = 100
+
+
 def validate(
     hosts: list[HostFacts],
     verdicts: list[HostAuth],
@@ -229,12 +235,98 @@ def validate(
     targets: list[str] | None = None,
 ) -> Validation:
     """The scan-level verdict, counts by status, warnings and troubleshooting lines."""
-    statuses = [v.status for v in verdicts]
-    warnings: list[str] = []
-    if not hosts:
-        warnings.append("the export holds no hosts: nothing was scanned or every host was down")
-    if targets:
-        missing = missing_targets(targets, hosts)
+    v = Validator(scan_type=scan_type, targets=targets)
+    for h, verdict in zip(hosts, verdicts, strict=True):
+        v.add(h, verdict)
+    return v.result()
+
+
+class _Names:
+    """A count of hosts and the first :data:`_MAX_LISTED` of their names."""
+
+    __slots__ = ("n", "names")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.names: list[str] = []
+
+    def add(self, name: str) -> None:
+        self.n += 1
+        if len(self.names) < _MAX_LISTED:
+            self.names.append(name)
+
+    def shown(self) -> str:
+        more = f" (+{self.n - _MAX_LISTED} more)" if self.n > _MAX_LISTED else ""
+        return ", ".join(self.names) + more
+
+
+class _Capped:
+    """Distinct lines in first-seen order, at most :data:`MAX_HOST_LINES` of them, and how
+    many more there were."""
+
+    __slots__ = ("dropped", "lines")
+
+    def __init__(self) -> None:
+        self.lines: dict[str, None] = {}
+        self.dropped = 0
+
+    def add(self, line: str) -> None:
+        if line in self.lines:
+            return
+        if len(self.lines) < MAX_HOST_LINES:
+            self.lines[line] = None
+        else:
+            self.dropped += 1
+
+    def result(self, what: str) -> list[str]:
+        out = list(self.lines)
+        if self.dropped:
+            out.append(f"(+{self.dropped} more {what}: each host's notes have its own)")
+        return out
+
+
+class Validator:
+    """:func:`validate` one host at a time: memory bounded by the targets and a constant,
+    not by the host count (per-host lines are capped at :data:`MAX_HOST_LINES`)."""
+
+    def __init__(self, *, scan_type: ScanType, targets: list[str] | None = None) -> None:
+        self.scan_type = scan_type
+        self.targets = TargetMatcher(targets) if targets else None
+        self.hosts = 0
+        self.by_status: Counter[str] = Counter()
+        self.worst: AuthStatus | None = None
+        self.absent = _Names()
+        self.empty = _Names()
+        self.unreadable = _Names()
+        self.no_scanner = _Names()
+        self.notes = _Capped()
+        self.trouble = _Capped()
+
+    def add(self, h: HostFacts, v: HostAuth) -> None:
+        self.hosts += 1
+        self.by_status[v.status.value] += 1
+        if self.worst is None or _SEVERITY_ORDER[v.status] > _SEVERITY_ORDER[self.worst]:
+            self.worst = v.status
+        if self.targets is not None:
+            self.targets.see(h)
+        if SCAN_INFO not in h.outputs:
+            self.absent.add(h.name)
+        elif not (h.first(SCAN_INFO) or "").strip():
+            self.empty.add(h.name)
+        elif v.scan_info is None or v.scan_info.credentialed_raw is None:
+            self.unreadable.add(h.name)
+        if v.scan_info is not None and v.scan_info.port_scanner_missing:
+            self.no_scanner.add(h.name)
+        for n in v.notes:
+            self.notes.add(f"Host {h.name}: {n}")
+        for t in v.troubleshooting:
+            self.trouble.add(t)
+
+    def result(self) -> Validation:
+        warnings: list[str] = []
+        if not self.hosts:
+            warnings.append("the export holds no hosts: nothing was scanned or every host was down")
+        missing = self.targets.missing() if self.targets is not None else []
         if missing:
             shown = ", ".join(missing[:_MAX_LISTED])
             more = f" (+{len(missing) - _MAX_LISTED} more)" if len(missing) > _MAX_LISTED else ""
@@ -243,61 +335,37 @@ def validate(
                 "no results (down, filtered or excluded): "
                 f"{shown}{more}"
             )
-    warnings.extend(_scan_info_warnings(hosts, verdicts))
-    no_scanner = [
-        h.name
-        for h, v in zip(hosts, verdicts, strict=True)
-        if v.scan_info is not None and v.scan_info.port_scanner_missing
-    ]
-    if no_scanner:
-        warnings.append(
-            f"no port scanner was enabled for {plural(len(no_scanner), 'host')}: "
-            "results may be incomplete"
-        )
-    warnings.extend(
-        f"Host {h.name}: {n}" for h, v in zip(hosts, verdicts, strict=True) for n in v.notes
-    )
-    trouble = list(dict.fromkeys(t for v in verdicts for t in v.troubleshooting))
-    return Validation(
-        authentication_status=worst_status(statuses, scan_type),
-        hosts_by_status=dict(sorted(Counter(s.value for s in statuses).items())),
-        warnings=warnings,
-        troubleshooting=trouble,
-    )
-
-
-def _scan_info_warnings(hosts: list[HostFacts], verdicts: list[HostAuth]) -> list[str]:
-    """Hosts whose plugin 19506 is absent, has no output, or has no readable
-    ``Credentialed checks`` line: the scan settings (or the credential verdict) are unknown
-    there, whatever a ``Credentialed_Scan`` tag says."""
-    absent: list[str] = []
-    empty: list[str] = []
-    unreadable: list[str] = []
-    for h, v in zip(hosts, verdicts, strict=True):
-        if SCAN_INFO not in h.outputs:
-            absent.append(h.name)
-        elif not (h.first(SCAN_INFO) or "").strip():
-            empty.append(h.name)
-        elif v.scan_info is None or v.scan_info.credentialed_raw is None:
-            unreadable.append(h.name)
-    out = []
-    for names, what, unknown in (
-        (absent, "is absent", "scan settings unknown there"),
-        (empty, "has an empty output", "scan settings unknown there"),
-        (
-            unreadable,
-            "has no 'Credentialed checks' line",
-            "whether credentialed checks ran is unknown there",
-        ),
-    ):
-        if names:
-            shown = ", ".join(names[:_MAX_LISTED])
-            more = f" (+{len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else ""
-            out.append(
-                f"plugin 19506 (Nessus Scan Information) {what} on {plural(len(names), 'host')}: "
-                f"{shown}{more}; {unknown}"
+        for names, what, unknown in (
+            (self.absent, "is absent", "scan settings unknown there"),
+            (self.empty, "has an empty output", "scan settings unknown there"),
+            (
+                self.unreadable,
+                "has no 'Credentialed checks' line",
+                "whether credentialed checks ran is unknown there",
+            ),
+        ):
+            if names.n:
+                warnings.append(
+                    f"plugin 19506 (Nessus Scan Information) {what} on "
+                    f"{plural(names.n, 'host')}: {names.shown()}; {unknown}"
+                )
+        if self.no_scanner.n:
+            warnings.append(
+                f"no port scanner was enabled for {plural(self.no_scanner.n, 'host')}: "
+                "results may be incomplete"
             )
-    return out
+        warnings.extend(self.notes.result("host notes"))
+        status = (
+            (self.worst or AuthStatus.UNKNOWN)
+            if self.scan_type.is_authenticated
+            else AuthStatus.NOT_APPLICABLE
+        )
+        return Validation(
+            authentication_status=status,
+            hosts_by_status=dict(sorted(self.by_status.items())),
+            warnings=warnings,
+            troubleshooting=self.trouble.result("troubleshooting lines"),
+        )
 
 
 # --- targets -------------------------------------------------------------------------------
@@ -347,22 +415,63 @@ def split_targets(targets: list[str]) -> list[str]:
 
 def missing_targets(targets: list[str], hosts: list[HostFacts]) -> list[str]:
     """Targets (expanded) that match no reported host by name, host-ip or FQDN."""
-    names = {n.lower() for h in hosts for n in (h.name, h.ip, h.fqdn) if n}
-    short = {n.split(".")[0] for n in names}
-    missing: list[str] = []
-    for spec in split_targets(targets):
-        expanded = expand_target(spec)
-        if expanded is None:
-            if not any(_in_network(spec, n) for n in names):
-                missing.append(spec)
-            continue
-        for t in expanded:
-            if t in names or (not _is_ip(t) and "." not in t and t in short):
+    m = TargetMatcher(targets)
+    for h in hosts:
+        m.see(h)
+    return m.missing()
+
+
+class TargetMatcher:
+    """:func:`missing_targets` one host at a time: memory bounded by the targets, not by
+    the hosts. A target matches a host's name, host-ip or FQDN (case-insensitive); a bare
+    hostname also matches the first label of one, and a host name the first label of a
+    target FQDN; a network too large to expand matches any address inside it."""
+
+    def __init__(self, targets: list[str]) -> None:
+        #: each target spec, expanded (None: a network too large to list)
+        self.specs: list[tuple[str, list[str] | None]] = [
+            (spec, expand_target(spec)) for spec in split_targets(targets)
+        ]
+        self.exact: set[str] = set()
+        #: non-IP targets without a dot (they match a host's first label)
+        self.bare: set[str] = set()
+        #: first label -> non-IP targets with that first label
+        self.by_label: dict[str, list[str]] = {}
+        for _spec, expanded in self.specs:
+            for t in expanded or ():
+                self.exact.add(t)
+                if not _is_ip(t):
+                    if "." not in t:
+                        self.bare.add(t)
+                    self.by_label.setdefault(t.split(".")[0], []).append(t)
+        self.networks = {spec for spec, expanded in self.specs if expanded is None}
+        self.matched: set[str] = set()
+
+    def see(self, h: HostFacts) -> None:
+        for n in (h.name, h.ip, h.fqdn):
+            if not n:
                 continue
-            if not _is_ip(t) and t.split(".")[0] in names:
+            n = n.lower()
+            if n in self.exact:
+                self.matched.add(n)
+            short = n.split(".")[0]
+            if short in self.bare:
+                self.matched.add(short)
+            if n in self.by_label:
+                self.matched.update(self.by_label[n])
+            if self.networks:
+                self.matched.update(s for s in self.networks if _in_network(s, n))
+                self.networks -= self.matched
+
+    def missing(self) -> list[str]:
+        out: list[str] = []
+        for spec, expanded in self.specs:
+            if expanded is None:
+                if spec not in self.matched:
+                    out.append(spec)
                 continue
-            missing.append(t)
-    return missing
+            out.extend(t for t in expanded if t not in self.matched)
+        return out
 
 
 def _is_ip(s: str) -> bool:

@@ -30,9 +30,9 @@ from nessus_pool.models import ScanType
 from nessus_pool.results.auth import (
     AUTH_PLUGIN_IDS,
     HostFacts,
+    Validator,
     assess_host,
     infer_scan_type,
-    validate,
 )
 from nessus_pool.results.types import (
     AuthStatus,
@@ -71,6 +71,7 @@ _TAGS = ("ReportItem", "HostProperties", "ReportHost", "Policy")
 _HOST_TIME_FORMAT = "%a %b %d %H:%M:%S %Y"
 
 OnFindings = Callable[[list[Finding]], None]
+OnHosts = Callable[[list[HostResult]], None]
 
 
 def check_prolog(head: bytes) -> None:
@@ -323,10 +324,10 @@ def _breakdown(by_severity: list[int]) -> SeverityBreakdown:
     return SeverityBreakdown(critical=critical, high=high, medium=medium, low=low, info=info)
 
 
-def _items(path: Path, hosts: list[_Host]) -> Iterator[tuple[Any, _Host]]:
+def _items(path: Path, on_host: Callable[[_Host], None]) -> Iterator[tuple[Any, _Host]]:
     """The one streaming pass: yields each ReportItem element with its host's accumulator
-    (the element is freed when the caller asks for the next one) and appends each finished
-    host's accumulator to ``hosts``."""
+    (the element is freed when the caller asks for the next one) and hands each finished
+    host's accumulator to ``on_host``."""
     current: _Host | None = None
     current_parent: Any = None
     checked_dtd = False
@@ -360,7 +361,7 @@ def _items(path: Path, hosts: list[_Host]) -> Iterator[tuple[Any, _Host]]:
                 if current is None or current.result.name != name:
                     current = _Host(name)
                 current.finish()
-                hosts.append(current)
+                on_host(current)
                 current = current_parent = None
             _free(el)
     except etree.XMLSyntaxError as exc:
@@ -371,7 +372,7 @@ def iter_findings(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> It
     """Every ReportItem as a :class:`Finding`, streamed (memory flat in file size). The file
     is checked (size, DTD, a ``NessusClientData_v2`` root) when iteration starts."""
     p, _ = open_checked(path, max_bytes)
-    for el, h in _items(p, []):
+    for el, h in _items(p, _drop):
         r = h.result
         yield _finding(el, r.name, r.ip, r.fqdn)
 
@@ -410,7 +411,11 @@ class _Totals:
         )
 
 
-def _summarise(p: Path, hosts: list[_Host], totals: _Totals) -> None:
+def _drop(_: _Host) -> None:
+    pass
+
+
+def _summarise(p: Path, hosts: Callable[[_Host], None], totals: _Totals) -> None:
     """The summary pass: per item only the attributes, ``cvss3_base_score``,
     ``exploit_available`` and, for the authentication plugins, ``plugin_output``; the long
     texts of other items are never turned into Python strings."""
@@ -445,7 +450,7 @@ def _summarise(p: Path, hosts: list[_Host], totals: _Totals) -> None:
 
 def _extract(
     p: Path,
-    hosts: list[_Host],
+    hosts: Callable[[_Host], None],
     totals: _Totals,
     on_findings: OnFindings,
     batch_size: int,
@@ -486,8 +491,10 @@ def parse_export(
     scan_type: ScanType | None,
     targets: list[str] | None = None,
     on_findings: OnFindings | None = None,
+    on_hosts: OnHosts | None = None,
     batch_size: int = 1000,
     batch_chars: int = DEFAULT_BATCH_CHARS,
+    host_batch_size: int = 1000,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> ScanResults:
     """Parse an export in one streaming pass: summary, per-host results and the
@@ -495,41 +502,123 @@ def parse_export(
     ``batch_size`` (for storage; each batch is a new list the callee may keep), or fewer once
     their plugin outputs and descriptions reach ``batch_chars`` characters, and is called
     from this thread. Without ``on_findings`` only what the summary needs is read of each
-    finding. ``scan_type=None`` infers it (see
-    :func:`nessus_pool.results.auth.infer_scan_type`).
+    finding. ``on_hosts`` likewise receives the per-host results in batches of
+    ``host_batch_size`` as each host ends (the returned ``hosts`` is then empty and memory
+    does not grow with the host count); without it they are returned in ``hosts``.
+    ``scan_type=None`` infers it (see :func:`nessus_pool.results.auth.infer_scan_type`);
+    hosts are then held until one says credentials were used, or to the end.
 
     Raises :class:`UnsafeXmlError` for DTD/entity declarations,
     :class:`NotNessusExportError` for XML whose root is not ``NessusClientData_v2`` and
     :class:`ResultsError` when the file is missing, too large or not well-formed."""
     p, _ = open_checked(path, max_bytes)
-    hosts: list[_Host] = []
+    sink = _HostSink(scan_type, targets, on_hosts, host_batch_size)
     totals = _Totals()
     if on_findings is None:
-        _summarise(p, hosts, totals)
+        _summarise(p, sink, totals)
     else:
-        _extract(p, hosts, totals, on_findings, batch_size, batch_chars)
+        _extract(p, sink, totals, on_findings, batch_size, batch_chars)
+    sink.finish()
     summary = totals.summary()
-    facts = [h.facts for h in hosts]
-    effective = infer_scan_type(facts) if scan_type is None else scan_type
-    verdicts = [assess_host(f, effective) for f in facts]
-    results: list[HostResult] = []
-    for h, v in zip(hosts, verdicts, strict=True):
+    summary.hosts_scanned = sink.total
+    summary.scan_start, summary.scan_end = sink.window.result()
+    return ScanResults(
+        summary=summary,
+        hosts=sink.kept,
+        validation=sink.validator.result(),
+        auth_plugins_found=sink.evidence_total,
+    )
+
+
+class _HostSink:
+    """Receives each finished host: its verdict, the scan's validation and time window,
+    then the host's result into a batch for ``on_hosts`` (or the returned list)."""
+
+    def __init__(
+        self,
+        scan_type: ScanType | None,
+        targets: list[str] | None,
+        on_hosts: OnHosts | None,
+        batch_size: int,
+    ) -> None:
+        self.scan_type = scan_type
+        self.targets = targets
+        self.on_hosts = on_hosts
+        self.batch_size = max(1, batch_size)
+        #: hosts held while the scan type is still being inferred
+        self.pending: list[_Host] = []
+        self.validator = Validator(scan_type=scan_type or ScanType.UNTRUSTED, targets=targets)
+        self.window = _Window()
+        self.batch: list[HostResult] = []
+        self.kept: list[HostResult] = []
+        self.total = 0
+        self.evidence_total = 0
+
+    def __call__(self, h: _Host) -> None:
+        if self.scan_type is None:
+            self.pending.append(h)
+            if infer_scan_type([h.facts]) is ScanType.AUTHENTICATED:
+                self._decided(ScanType.AUTHENTICATED)
+            return
+        self._emit(h, self.scan_type)
+
+    def _decided(self, scan_type: ScanType) -> None:
+        self.scan_type = scan_type
+        self.validator.scan_type = scan_type
+        pending, self.pending = self.pending, []
+        for h in pending:
+            self._emit(h, scan_type)
+
+    def _emit(self, h: _Host, scan_type: ScanType) -> None:
+        v = assess_host(h.facts, scan_type)
         r = h.result
         r.credentialed_checks = v.credentialed_checks
         r.authentication_status = v.status
         r.evidence = v.evidence
         r.notes = v.notes + v.troubleshooting
-        results.append(r)
-    summary.hosts_scanned = len(results)
-    summary.scan_start, summary.scan_end = _scan_window(results)
-    validation = validate(facts, verdicts, scan_type=effective, targets=targets)
-    return ScanResults(summary=summary, hosts=results, validation=validation)
+        self.validator.add(h.facts, v)
+        self.window.add(r)
+        self.total += 1
+        self.evidence_total += len(r.evidence)
+        if self.on_hosts is None:
+            self.kept.append(r)
+            return
+        self.batch.append(r)
+        if len(self.batch) >= self.batch_size:
+            batch, self.batch = self.batch, []
+            self.on_hosts(batch)
+
+    def finish(self) -> None:
+        if self.scan_type is None:
+            self._decided(ScanType.UNTRUSTED)
+        if self.batch and self.on_hosts is not None:
+            batch, self.batch = self.batch, []
+            self.on_hosts(batch)
+
+
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
 
 
 def _when(value: str | None) -> datetime | None:
     """``HOST_START`` as a datetime: "Mon Jul  1 11:33:11 2013" or ISO 8601 (WAS exports)."""
     if not value:
         return None
+    # the usual form without strptime, which cost 23 us a call (two per host: half of the
+    # summary pass of an export with one item per host)
+    parts = value.split()
+    if len(parts) == 5 and (month := _MONTHS.get(parts[1])) is not None:
+        hms = parts[3].split(":")
+        try:
+            if len(hms) == 3:
+                h, m, sec = (int(x) for x in hms)
+                return datetime(int(parts[4]), month, int(parts[2]), h, m, sec)
+        except ValueError:
+            pass
     try:
         return datetime.strptime(" ".join(value.split()), _HOST_TIME_FORMAT)
     except ValueError:
@@ -540,10 +629,33 @@ def _when(value: str | None) -> datetime | None:
         return None
 
 
-def _scan_window(hosts: list[HostResult]) -> tuple[str | None, str | None]:
-    """Earliest ``HOST_START`` and latest ``HOST_END``, as written in the export."""
-    starts = [(t, h.start) for h in hosts if (t := _when(h.start)) is not None]
-    ends = [(t, h.end) for h in hosts if (t := _when(h.end)) is not None]
-    start = min(starts)[1] if starts else next((h.start for h in hosts if h.start), None)
-    end = max(ends)[1] if ends else next((h.end for h in reversed(hosts) if h.end), None)
-    return start, end
+class _Window:
+    """Earliest ``HOST_START`` and latest ``HOST_END`` as written in the export, one host
+    at a time (a time that does not parse is used only when none does)."""
+
+    __slots__ = ("end", "first_start", "last_end", "start")
+
+    def __init__(self) -> None:
+        self.start: tuple[datetime, str] | None = None
+        self.end: tuple[datetime, str] | None = None
+        self.first_start: str | None = None
+        self.last_end: str | None = None
+
+    def add(self, h: HostResult) -> None:
+        if h.start:
+            if self.first_start is None:
+                self.first_start = h.start
+            if (t := _when(h.start)) is not None and (
+                self.start is None or (t, h.start) < self.start
+            ):
+                self.start = (t, h.start)
+        if h.end:
+            self.last_end = h.end
+            if (t := _when(h.end)) is not None and (self.end is None or (t, h.end) > self.end):
+                self.end = (t, h.end)
+
+    def result(self) -> tuple[str | None, str | None]:
+        return (
+            self.start[1] if self.start else self.first_start,
+            self.end[1] if self.end else self.last_end,
+        )

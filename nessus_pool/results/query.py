@@ -41,7 +41,7 @@ def severity_value(value: int | str, field: str = "min_severity") -> int:
     if isinstance(value, int):
         if 0 <= value <= 4:
             return value
-    elif value.strip().isdigit():
+    elif value.strip().isascii() and value.strip().isdigit():
         return severity_value(int(value.strip()), field)
     elif value.strip().lower() in SEVERITY_BY_NAME:
         return SEVERITY_BY_NAME[value.strip().lower()]
@@ -349,20 +349,30 @@ def diff_findings(
     fields: tuple[str, ...] = PROFILES["summary"],
     old_hosts: Collection[str] | None = None,
     new_hosts: Collection[str] | None = None,
+    hosts_gone: list[str] | None = None,
+    hosts_added: list[str] | None = None,
 ) -> ScanDiff:
     """New, fixed, not rescanned, unchanged and severity-changed findings between two
     scans. ``old_hosts`` / ``new_hosts``: the hosts each scan scanned (its export's
     ``ReportHost`` names, with or without findings); without them, the hosts of its
-    findings. Only a finding on a host the new scan scanned can be ``fixed``."""
+    findings. Only a finding on a host the new scan scanned can be ``fixed``.
+
+    With many hosts a caller passes, instead of every name, ``new_hosts`` as the scanned
+    hosts among the old findings' hosts (and ``old_hosts`` among the new findings'), and
+    the sorted differences of the two host sets as ``hosts_gone`` / ``hosts_added``
+    (more than ``limit`` names marks the diff truncated)."""
     a, b = _index(old), _index(new)
     scanned_old = {f.host for f in old} if old_hosts is None else set(old_hosts)
     scanned_new = {f.host for f in new} if new_hosts is None else set(new_hosts)
+    if hosts_gone is None:
+        hosts_gone = sorted(scanned_old - scanned_new)
+    if hosts_added is None:
+        hosts_added = sorted(scanned_new - scanned_old)
     by_sev = _sort_key("severity")
     added = sorted((b[k] for k in b.keys() - a.keys()), key=by_sev)
     gone = [a[k] for k in a.keys() - b.keys()]
     fixed = sorted((f for f in gone if f.host in scanned_new), key=by_sev)
     unseen = sorted((f for f in gone if f.host not in scanned_new), key=by_sev)
-    hosts_gone, hosts_added = sorted(scanned_old - scanned_new), sorted(scanned_new - scanned_old)
     changed: list[SeverityChange] = []
     unchanged = 0
     for k in a.keys() & b.keys():

@@ -165,5 +165,18 @@ class Validation(msgspec.Struct, kw_only=True):
 
 class ScanResults(msgspec.Struct, kw_only=True):
     summary: ResultsSummary
+    #: empty when the parser handed the hosts on in batches (``on_hosts``)
     hosts: list[HostResult]
     validation: Validation
+    #: evidence plugin ids over all hosts (the MCP status's ``auth_plugins_found``)
+    auth_plugins_found: int = 0
+
+
+class StoredResults(msgspec.Struct, kw_only=True):
+    """What a task's results row holds: the same size whatever the host count (the hosts
+    are rows of their own, read in pages)."""
+
+    summary: ResultsSummary
+    validation: Validation
+    hosts_total: int = 0
+    auth_plugins_found: int = 0

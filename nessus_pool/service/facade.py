@@ -17,6 +17,7 @@ from nessus_pool.scope import Scope
 from nessus_pool.service import pause as _pause
 from nessus_pool.service.deadletters import DeadLetters
 from nessus_pool.service.policies import PoolPolicies, list_policies
+from nessus_pool.service.schedules import Schedules
 from nessus_pool.service.scoping import Scoping
 from nessus_pool.service.submit import SubmitRequest, SubmitResult, Submitter
 from nessus_pool.service.views import (
@@ -60,6 +61,7 @@ class Service(DeadLetters):
         self._reload = reload
         self._scoping = Scoping(engine, config)
         self._submitter = Submitter(engine, config, self._scoping)
+        self.schedules = Schedules(engine, config, self._submitter, self._scoping)
         engine.scope_check = self._scoping.recheck
 
     @property

@@ -112,8 +112,8 @@ class Notifications:
         """Findings at or above ``floor`` that the previous completed run of the same
         targets did not have (all of them when there is no previous run)."""
         t = await self._store.get_task(task_id)
-        # once tasks carry schedule_id (issue #17's schedules), a scheduled run compares
-        # with the previous run of its schedule: the same base compare_scans picks
+        # the base compare_scans picks: a scheduled run's previous run of its schedule, else
+        # the previous completed scan of the same pool and targets
         base = None if t is None else await self.reads._previous_same_targets(t)
         if base is None:
             return [f for f in findings if f.severity >= floor], None

@@ -16,10 +16,17 @@ from nessus_pool.errors import ConflictError, NotFoundError, ValidationError
 from nessus_pool.logs import release_task_secrets
 from nessus_pool.models import Task, TaskStatus
 from nessus_pool.results.parser import Finding
-from nessus_pool.results.query import PROFILES, FindingsQuery, diff_findings, query_findings
+from nessus_pool.results.query import (
+    PROFILES,
+    FindingsQuery,
+    diff_findings,
+    query_findings,
+    severity_value,
+)
+from nessus_pool.results.types import AuthStatus
 from nessus_pool.service.ids import check_task_id
 from nessus_pool.service.views import TaskPage, TaskView, task_view
-from nessus_pool.store import TaskFilter
+from nessus_pool.store import HostFilter, TaskFilter
 
 FINISHED_CACHE = 4096
 MAX_PAGE_SIZE = 500
@@ -28,6 +35,25 @@ _CURSOR = re.compile(r"[0-9]{1,19}")
 _MAX_CURSOR = 2**63 - 1
 _finding_dec = msgspec.msgpack.Decoder(Finding)
 _json_dec = msgspec.json.Decoder()
+
+
+class _ResultsRow(msgspec.Struct, kw_only=True):
+    """A results row as the status read takes it: summary and validation as plain data, the
+    host count; anything else (a ``hosts`` array of a row that no migration rewrote) is
+    skipped by the decoder without being built."""
+
+    summary: dict[str, Any] | None = None
+    validation: dict[str, Any] | None = None
+    hosts_total: int | None = None
+    auth_plugins_found: int = 0
+
+
+_results_dec = msgspec.json.Decoder(_ResultsRow)
+_AUTH_STATUSES = tuple(s.value for s in AuthStatus)
+#: host names read per side of a comparison (callers that want "everything" get this many)
+MAX_HOST_DIFF_NAMES = 10_000
+#: pages past this are refused (cursors reach any depth)
+_MAX_PAGE = 1_000_000
 
 
 class Reads:
@@ -75,13 +101,16 @@ class Reads:
         results = None
         blob = await self.engine.store.get_results(task_id)
         if blob is not None:
-            full = _json_dec.decode(blob)
-            hosts = full.get("hosts", [])
+            # the summary row only: per-host results are rows of their own (hosts())
+            row = _results_dec.decode(blob)
+            hosts_total = row.hosts_total
+            if hosts_total is None:
+                hosts_total = int((row.summary or {}).get("hosts_scanned") or 0)
             results = {
-                "summary": full.get("summary"),
-                "validation": full.get("validation"),
-                "hosts": hosts[:50],
-                "hosts_total": len(hosts),
+                "summary": row.summary,
+                "validation": row.validation,
+                "hosts_total": hosts_total,
+                "auth_plugins_found": row.auth_plugins_found,
             }
         if task_id not in self.engine.tasks:
             # a finished task changes only through the engine, which tells us (_forget)
@@ -182,6 +211,78 @@ class Reads:
         page = query_findings(await self.findings(task_id), query)
         return msgspec.to_builtins(page)  # type: ignore[no-any-return]
 
+    async def hosts(
+        self,
+        task_id: str,
+        *,
+        page: int = 1,
+        page_size: int = 50,
+        cursor: str | None = None,
+        auth_status: str | None = None,
+        min_severity: str | int | None = None,
+    ) -> dict[str, Any]:
+        """One page of an ended scan's per-host results, in export order: by ``page``
+        (1-based) or after ``cursor`` (the ``next_cursor`` of the previous page, cheaper
+        deep into a large scan); filtered by ``auth_status`` and by ``min_severity`` (hosts
+        with a finding of that severity or above). Memory is bounded by the page size."""
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValidationError(f"page_size must be 1..{MAX_PAGE_SIZE}", field="page_size")
+        if not 1 <= page <= _MAX_PAGE:
+            raise ValidationError(f"page must be 1..{_MAX_PAGE}", field="page")
+        if auth_status is not None and auth_status not in _AUTH_STATUSES:
+            raise ValidationError(
+                f"unknown auth_status {auth_status[:40]!r} (one of {', '.join(_AUTH_STATUSES)})",
+                field="auth_status",
+            )
+        flt = HostFilter(
+            auth_status=auth_status,
+            min_severity=None if min_severity is None else severity_value(min_severity),
+        )
+        after = _cursor(cursor)
+        if after is not None and page != 1:
+            raise ValidationError(
+                "give page or cursor, not both (a cursor already says where the page starts)",
+                field="cursor",
+            )
+        t = await self.task(task_id)
+        if not t.status.is_terminal:
+            raise ConflictError(
+                f"task {task_id} is {t.status.value}; results exist once it has ended"
+            )
+        store = self.engine.store
+        rows = await store.host_page(
+            task_id,
+            flt,
+            after_seq=-1 if after is None else after,
+            offset=0 if after is not None else (page - 1) * page_size,
+            limit=page_size,
+        )
+        total = await self._hosts_total(task_id, flt)
+        return {
+            "task_id": task_id,
+            "hosts": [_json_dec.decode(data) for _, data in rows],
+            "total": total,
+            "page": None if after is not None else page,
+            "page_size": page_size,
+            "pages": max(1, -(-total // page_size)),
+            "next_cursor": str(rows[-1][0]) if len(rows) == page_size else None,
+        }
+
+    async def _hosts_total(self, task_id: str, flt: HostFilter) -> int:
+        """The hosts a filter matches: from the results row's counts when it can say (a
+        count over a million rows takes about 0.2 s), else counted."""
+        blob = (
+            None if flt.min_severity is not None else await self.engine.store.get_results(task_id)
+        )
+        if blob is not None:
+            row = _results_dec.decode(blob)
+            if flt.auth_status is None and row.hosts_total is not None:
+                return row.hosts_total
+            by_status = (row.validation or {}).get("hosts_by_status")
+            if flt.auth_status is not None and isinstance(by_status, dict):
+                return int(by_status.get(flt.auth_status, 0))
+        return await self.engine.store.count_hosts(task_id, flt)
+
     async def export_path(self, task_id: str) -> str:
         t = await self.task(task_id)
         if t.export_path is None:
@@ -218,37 +319,49 @@ class Reads:
                 f"base task {base_task_id!r} not found", field="base_task_id"
             ) from None
         # a host the newer scan never scanned is not fixed: the hosts come from each
-        # export's ReportHost list (stored with the results), not from the findings
-        diff = diff_findings(
-            old,
-            new,
-            limit=limit,
-            fields=fields or PROFILES["summary"],
-            old_hosts=await self._scanned_hosts(base_task_id),
-            new_hosts=await self._scanned_hosts(task_id),
+        # export's ReportHost list (stored per host), not from the findings; read from the
+        # store by name, so memory does not grow with the host count
+        store = self.engine.store
+        listed = (
+            await store.get_results(base_task_id) is not None
+            and await store.get_results(task_id) is not None
         )
+        if listed:
+            # one more than shown marks the diff truncated; never more than a constant
+            names = min(limit, MAX_HOST_DIFF_NAMES) + 1
+            diff = diff_findings(
+                old,
+                new,
+                limit=limit,
+                fields=fields or PROFILES["summary"],
+                old_hosts=await store.hosts_among(base_task_id, {f.host for f in new}),
+                new_hosts=await store.hosts_among(task_id, {f.host for f in old}),
+                hosts_gone=await store.hosts_only_in(base_task_id, task_id, names),
+                hosts_added=await store.hosts_only_in(task_id, base_task_id, names),
+            )
+        else:  # a scan without stored results: the hosts of its findings
+            diff = diff_findings(old, new, limit=limit, fields=fields or PROFILES["summary"])
         return {"task_id": task_id, "base_task_id": base_task_id, "diff": msgspec.to_builtins(diff)}
 
-    async def _scanned_hosts(self, task_id: str) -> list[str] | None:
-        """The hosts a finished scan's export listed (None when no results are stored:
-        then the diff takes the hosts of its findings)."""
-        blob = await self.engine.store.get_results(task_id)
-        if blob is None:
-            return None
-        hosts = _json_dec.decode(blob).get("hosts", [])
-        return [str(h["name"]) for h in hosts if isinstance(h, dict) and "name" in h]
-
     async def _previous_same_targets(self, t: Task) -> Task | None:
+        """The last completed scan of the same targets; for a schedule's run, the last
+        completed run of the same schedule (in any pool, whatever its targets were)."""
         before = t.seq
+        pool = None if t.schedule_id is not None else t.pool
         for _ in range(20):
             batch = await self.engine.store.list_tasks(
                 # completed only: a failed or timed-out scan's findings are partial, and
                 # the error for none found says "no earlier completed scan"
-                TaskFilter(statuses=["completed"], pool=t.pool, before_seq=before),
+                TaskFilter(statuses=["completed"], pool=pool, before_seq=before),
                 limit=200,
             )
             for cand in batch:
-                if sorted(cand.targets) == sorted(t.targets) and cand.export_path:
+                same = (
+                    cand.schedule_id == t.schedule_id
+                    if t.schedule_id is not None
+                    else sorted(cand.targets) == sorted(t.targets)
+                )
+                if same and cand.export_path:
                     return cand
             if len(batch) < 200:
                 return None

@@ -76,7 +76,8 @@ class Submitter:
         self._scoping = scoping
         self._idem_inflight: dict[str, asyncio.Future[Task]] = {}
 
-    async def submit(self, req: SubmitRequest) -> SubmitResult:
+    async def submit(self, req: SubmitRequest, *, schedule_id: str | None = None) -> SubmitResult:
+        """``schedule_id``: the schedule whose run this is (never taken from a request)."""
         cfg = self._config()
         # a maximal request (65,536 addresses) is ~1 s of parsing and scope checks: off the loop
         big = targets_size(req.targets) > OFFLOAD_CHARS
@@ -112,6 +113,7 @@ class Submitter:
         key = req.idempotency_key
         if key is None:
             task = self._new_task(req, pool, name, targets, credential, None, policy)
+            task.schedule_id = schedule_id
             await self.engine.submit(task, inline)
             _hold_secrets(task, inline)
             return self._submit_result(task)
@@ -128,6 +130,7 @@ class Submitter:
                 fut.set_result(existing)
                 return self._same_or_conflict(existing, request_hash)
             task = self._new_task(req, pool, name, targets, credential, request_hash, policy)
+            task.schedule_id = schedule_id
             await self.engine.submit(task, inline)
             _hold_secrets(task, inline)
             fut.set_result(task)

@@ -69,6 +69,8 @@ class TaskView(msgspec.Struct, kw_only=True):
     paused_at_ms: int | None = None
     paused_for_s: float | None = None
     paused_by: str | None = None
+    #: the schedule whose run this is, else None
+    schedule_id: str | None = None
 
 
 class TaskPage(msgspec.Struct, kw_only=True):
@@ -161,6 +163,7 @@ def task_view(engine: Engine, t: Task, results: dict[str, Any] | None = None) ->
         if paused
         else None,
         paused_by=t.paused_by if paused else None,
+        schedule_id=t.schedule_id,
     )
 
 

@@ -10,6 +10,8 @@ backend with another dialect translates each name once (see ``store.pg``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
@@ -22,25 +24,141 @@ from nessus_pool.store.queries import (
     Q_BY_IDEMPOTENCY,
     Q_COUNT_FINDINGS,
     Q_DELETE_FINDINGS,
+    Q_DELETE_HOSTS,
     Q_DELETE_TASK,
+    Q_DELETE_TEXTS,
     Q_DLQ_COUNTS,
     Q_EVENTS,
-    Q_GET_FINDINGS,
+    Q_GET_FINDING_PARTS,
     Q_GET_RESULTS,
     Q_GET_TASK,
+    Q_GET_TEXTS,
+    Q_HOSTS_NAMED,
+    Q_HOSTS_ONLY_IN,
     Q_INSERT_EVENT,
     Q_INSERT_FINDING,
+    Q_INSERT_HOST,
+    Q_INSERT_TEXT,
     Q_MAX_SEQ,
     Q_PROBE_WRITE,
+    Q_SET_SPLIT,
+    Q_UNSPLIT_ROWS,
+    Q_UNSPLIT_TASK,
     Q_UPSERT_RESULTS,
     Q_UPSERT_TASK,
 )
 from nessus_pool.store.writer import GroupCommitWriter, Op
 
+log = logging.getLogger("nessus_pool.store")
 _task_enc = msgspec.msgpack.Encoder()
 _task_dec = msgspec.msgpack.Decoder(Task)
 
+#: (seq, severity, plugin_id, host, data: the whole finding, msgpack)
 FindingRow = tuple[int, int, int, str, bytes]
+#: (seq, severity, plugin_id, host, text_id, data: the finding's own fields, a msgpack map)
+SplitFindingRow = tuple[int, int, int, str, int, bytes]
+#: the fields of a finding that repeat across the findings of one plugin: stored once per
+#: task and distinct value set in finding_texts (a msgpack map), joined back on read
+TEXT_FIELDS = (
+    "plugin_name",
+    "plugin_family",
+    "risk_factor",
+    "cvss3_base_score",
+    "cvss_base_score",
+    "cves",
+    "cwes",
+    "exploit_available",
+    "synopsis",
+    "description",
+    "solution",
+    "see_also",
+)
+#: findings rows split per commit when an older database is upgraded at open
+_SPLIT_CHUNK = 2000
+#: findings rows per read when a task's findings are read back
+_READ_CHUNK = 2000
+_msgpack_enc = msgspec.msgpack.Encoder()
+
+
+def _map_body(blob: bytes) -> tuple[int, memoryview]:
+    """(entries, body) of a msgpack map; the body is a view, not a copy."""
+    b0 = blob[0]
+    if 0x80 <= b0 <= 0x8F:
+        return b0 & 0x0F, memoryview(blob)[1:]
+    if b0 == 0xDE:
+        return int.from_bytes(blob[1:3], "big"), memoryview(blob)[3:]
+    if b0 == 0xDF:
+        return int.from_bytes(blob[1:5], "big"), memoryview(blob)[5:]
+    raise StorageError("a stored finding is not a msgpack map")
+
+
+def join_maps(a: bytes, b: bytes) -> bytes:
+    """Two msgpack maps with distinct keys as one map (a finding's own fields and its
+    texts -> the finding), without decoding either, in one allocation."""
+    n, body_a = _map_body(a)
+    m, body_b = _map_body(b)
+    total = n + m
+    head = bytes([0x80 | total]) if total < 16 else b"\xde" + total.to_bytes(2, "big")
+    return b"".join((head, body_a, body_b))
+
+
+def split_finding(blob: bytes) -> tuple[bytes, bytes]:
+    """A whole finding (msgpack map) -> (its own fields, its texts), both maps."""
+    doc = msgspec.msgpack.decode(blob)
+    if not isinstance(doc, dict):
+        raise StorageError("a stored finding is not a msgpack map")
+    texts = {k: doc.pop(k) for k in TEXT_FIELDS if k in doc}
+    return _msgpack_enc.encode(doc), _msgpack_enc.encode(texts)
+
+
+def text_id_of(texts: bytes) -> int:
+    """The id of a text set: 63 bits of its digest, so that the same texts get the same id
+    whoever stores them (two daemons, or a split resumed after a crash) with no counter to
+    coordinate; a collision within one task's few thousand text sets is out of reach."""
+    return int.from_bytes(hashlib.blake2b(texts, digest_size=8).digest(), "big") >> 1
+
+
+#: text_id of a stored finding that could not be split: read whole, never tried again
+UNSPLITTABLE = -1
+
+
+#: (seq, name, auth_status, critical, high, medium, low, info, data: the HostResult as JSON)
+HostRow = tuple[int, str, str, int, int, int, int, int, bytes]
+#: severity columns of host_results, most severe first (a minimum severity keeps the first
+#: ``5 - min_severity`` of them)
+_HOST_SEVERITY_COLUMNS = ("critical", "high", "medium", "low", "info")
+#: names per membership query (SQLite's parameter limit is far above)
+_NAMES_PER_QUERY = 500
+
+
+class HostFilter(msgspec.Struct, kw_only=True, frozen=True):
+    """Which of a scan's hosts a page holds."""
+
+    auth_status: str | None = None
+    #: hosts with at least one finding of this severity (0..4) or above
+    min_severity: int | None = None
+
+
+def host_page_sql(
+    task_id: str, flt: HostFilter, *, after_seq: int, offset: int, limit: int, count: bool
+) -> tuple[str, list[Any]]:
+    """The page (or, with ``count``, the count) query of a task's hosts in ``seq`` order."""
+    where = ["task_id = ?"]
+    params: list[Any] = [task_id]
+    if flt.auth_status is not None:
+        where.append("auth_status = ?")
+        params.append(flt.auth_status)
+    if flt.min_severity is not None:
+        cols = _HOST_SEVERITY_COLUMNS[: 5 - max(0, min(4, flt.min_severity))]
+        where.append("(" + " + ".join(cols) + ") > 0")
+    if count:
+        return "SELECT COUNT(*) FROM host_results WHERE " + " AND ".join(where), params
+    where.append("seq > ?")
+    params.append(after_seq)
+    sql = "SELECT seq, data FROM host_results WHERE " + " AND ".join(where)
+    sql += " ORDER BY seq LIMIT ? OFFSET ?"
+    params += [limit, offset]
+    return sql, params
 
 
 def redact_url(url: str) -> str:
@@ -136,6 +254,17 @@ class TaskStore(Protocol):
     async def replace_findings(self, task_id: str, rows: Iterable[FindingRow]) -> None: ...
     async def add_findings(self, task_id: str, rows: Iterable[FindingRow]) -> None: ...
     async def delete_tasks(self, task_ids: Iterable[str]) -> None: ...
+    async def add_host_results(self, task_id: str, rows: Iterable[HostRow]) -> None: ...
+    async def add_split_findings(
+        self, task_id: str, rows: Iterable[SplitFindingRow], texts: Iterable[tuple[int, bytes]]
+    ) -> None: ...
+    async def clear_results(self, task_id: str) -> None: ...
+    async def host_page(
+        self, task_id: str, flt: HostFilter, *, after_seq: int = -1, offset: int = 0, limit: int
+    ) -> list[tuple[int, bytes]]: ...
+    async def count_hosts(self, task_id: str, flt: HostFilter) -> int: ...
+    async def hosts_only_in(self, task_id: str, other_task_id: str, limit: int) -> list[str]: ...
+    async def hosts_among(self, task_id: str, names: Iterable[str]) -> set[str]: ...
     async def get_task(self, task_id: str) -> Task | None: ...
     async def get_by_idempotency_key(self, key: str) -> Task | None: ...
     async def load_active(self, *, chunk_rows: int = 5000) -> list[Task]: ...
@@ -215,11 +344,37 @@ class BaseStore:
     async def replace_findings(self, task_id: str, rows: Iterable[FindingRow]) -> None:
         """Store findings ``(seq, severity, plugin_id, host, data)`` for a task, replacing any."""
         ops: list[Op] = [(Q_DELETE_FINDINGS, (task_id,))]
-        ops += [(Q_INSERT_FINDING, (task_id, *row)) for row in rows]
+        ops += [(Q_INSERT_FINDING, (task_id, *row[:4], None, row[4])) for row in rows]
         await self.write(ops, bulk=True)
 
     async def add_findings(self, task_id: str, rows: Iterable[FindingRow]) -> None:
-        await self.write([(Q_INSERT_FINDING, (task_id, *row)) for row in rows], bulk=True)
+        """Store whole findings (text_id NULL; split by :meth:`split_old_findings`)."""
+        await self.write(
+            [(Q_INSERT_FINDING, (task_id, *row[:4], None, row[4])) for row in rows], bulk=True
+        )
+
+    async def add_split_findings(
+        self, task_id: str, rows: Iterable[SplitFindingRow], texts: Iterable[tuple[int, bytes]]
+    ) -> None:
+        """Store findings whose texts are rows of ``finding_texts`` (``texts``: the text
+        sets first seen in this batch, ``(text_id, msgpack map)``), in one bulk commit."""
+        ops: list[Op] = [(Q_INSERT_TEXT, (task_id, *t)) for t in texts]
+        ops += [(Q_INSERT_FINDING, (task_id, *row)) for row in rows]
+        await self.write(ops, bulk=True)
+
+    async def add_host_results(self, task_id: str, rows: Iterable[HostRow]) -> None:
+        """Store per-host results (one bulk commit)."""
+        await self.write([(Q_INSERT_HOST, (task_id, *row)) for row in rows], bulk=True)
+
+    async def clear_results(self, task_id: str) -> None:
+        """Delete a task's findings and per-host results (before they are written again)."""
+        await self.write(
+            [
+                (Q_DELETE_FINDINGS, (task_id,)),
+                (Q_DELETE_TEXTS, (task_id,)),
+                (Q_DELETE_HOSTS, (task_id,)),
+            ]
+        )
 
     async def delete_tasks(self, task_ids: Iterable[str]) -> None:
         ops: list[Op] = [(q, (tid,)) for tid in task_ids for q in Q_DELETE_TASK]
@@ -251,7 +406,89 @@ class BaseStore:
         return bytes(rows[0][0]) if rows else None
 
     async def get_findings_blobs(self, task_id: str) -> list[bytes]:
-        return [bytes(r[0]) for r in await self._fetch(Q_GET_FINDINGS, (task_id,))]
+        """Every finding of the task, whole (msgpack), in export order: each one's own
+        fields joined with its text set, stored once per task."""
+        texts = {int(r[0]): bytes(r[1]) for r in await self._fetch(Q_GET_TEXTS, (task_id,))}
+        out: list[bytes] = []
+        after = -1
+        # in chunks: the rows' own parts are garbage once joined, never all held at once
+        while rows := await self._fetch(Q_GET_FINDING_PARTS, (task_id, after, _READ_CHUNK)):
+            for seq, text_id, data in rows:
+                after = int(seq)
+                if text_id is None or text_id == UNSPLITTABLE:  # stored whole
+                    out.append(bytes(data))
+                    continue
+                text = texts.get(int(text_id))
+                if text is None:
+                    raise StorageError(f"finding texts {text_id} of task {task_id} are missing")
+                out.append(join_maps(bytes(data), text))
+            if len(rows) < _READ_CHUNK:
+                break
+        return out
+
+    async def split_old_findings(self) -> int:
+        """Split findings stored whole (by the schema before finding_texts, or by
+        :meth:`add_findings`) into their own fields and a text set stored once per task;
+        a chunk per commit, resumable. Returns the rows split. Called once the store is
+        open (the migration itself cannot decode msgpack)."""
+        split = 0
+        while rows := await self._fetch(Q_UNSPLIT_TASK):
+            task_id = str(rows[0][0])
+            seen: set[int] = set()
+            while chunk := await self._fetch(Q_UNSPLIT_ROWS, (task_id, _SPLIT_CHUNK)):
+                ops: list[Op] = []
+                updates: list[Op] = []
+                for seq, data in chunk:
+                    blob = bytes(data)
+                    try:
+                        own, texts = split_finding(blob)
+                    except (msgspec.DecodeError, StorageError):
+                        updates.append((Q_SET_SPLIT, (UNSPLITTABLE, blob, task_id, int(seq))))
+                        continue
+                    text_id = text_id_of(texts)
+                    if text_id not in seen:
+                        seen.add(text_id)
+                        ops.append((Q_INSERT_TEXT, (task_id, text_id, texts)))
+                    updates.append((Q_SET_SPLIT, (text_id, own, task_id, int(seq))))
+                await self.write(ops + updates, bulk=True)
+                split += len(chunk)
+        if split:
+            log.info(
+                "findings split into their own fields and shared texts",
+                extra={"event": "store_findings_split", "rows": split},
+            )
+        return split
+
+    async def host_page(
+        self, task_id: str, flt: HostFilter, *, after_seq: int = -1, offset: int = 0, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """``(seq, HostResult JSON)`` of up to ``limit`` hosts after ``after_seq`` and
+        ``offset`` more, in export order."""
+        sql, params = host_page_sql(
+            task_id, flt, after_seq=after_seq, offset=offset, limit=limit, count=False
+        )
+        return [(int(r[0]), bytes(r[1])) for r in await self._fetch(sql, params)]
+
+    async def count_hosts(self, task_id: str, flt: HostFilter) -> int:
+        sql, params = host_page_sql(task_id, flt, after_seq=-1, offset=0, limit=0, count=True)
+        rows = await self._fetch(sql, params)
+        return int(rows[0][0])
+
+    async def hosts_only_in(self, task_id: str, other_task_id: str, limit: int) -> list[str]:
+        """Up to ``limit`` names (sorted) of hosts ``task_id`` listed and ``other_task_id``
+        did not."""
+        rows = await self._fetch(Q_HOSTS_ONLY_IN, (task_id, other_task_id, limit))
+        return [str(r[0]) for r in rows]
+
+    async def hosts_among(self, task_id: str, names: Iterable[str]) -> set[str]:
+        """Which of ``names`` the task's export listed as hosts (queried in chunks)."""
+        wanted = list(dict.fromkeys(names))
+        out: set[str] = set()
+        for i in range(0, len(wanted), _NAMES_PER_QUERY):
+            chunk = wanted[i : i + _NAMES_PER_QUERY]
+            sql = Q_HOSTS_NAMED.format(marks=", ".join("?" * len(chunk)))
+            out.update(str(r[0]) for r in await self._fetch(sql, (task_id, *chunk)))
+        return out
 
     async def count_findings(self, task_id: str) -> int:
         rows = await self._fetch(Q_COUNT_FINDINGS, (task_id,))

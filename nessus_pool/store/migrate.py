@@ -1,8 +1,8 @@
 """Copy a SQLite store into an empty PostgreSQL database (``nessus-pool storage migrate``).
 
 Everything moves in one PostgreSQL transaction through COPY: tasks, events (their ids and
-order kept), results and findings. The target must be empty: a database that already holds
-tasks belongs to some daemon, and merging two histories is not a copy.
+order kept), results, findings and per-host results. The target must be empty: a database
+that already holds tasks belongs to some daemon, and merging two histories is not a copy.
 """
 
 from __future__ import annotations
@@ -33,7 +33,22 @@ TABLES: dict[str, tuple[str, ...]] = {
     ),
     "task_events": ("id", "task_id", "at_ms", "status", "reason", "detail"),
     "task_results": ("task_id", "data"),
-    "findings": ("task_id", "seq", "severity", "plugin_id", "host", "data"),
+    "findings": ("task_id", "seq", "severity", "plugin_id", "host", "text_id", "data"),
+    "finding_texts": ("task_id", "text_id", "data"),
+    "host_results": (
+        "task_id",
+        "seq",
+        "name",
+        "auth_status",
+        "critical",
+        "high",
+        "medium",
+        "low",
+        "info",
+        "data",
+    ),
+    "schedules": ("name", "created_at_ms", "updated_at_ms", "data"),
+    "schedule_runs": ("id", "schedule", "slot_ms", "kind", "outcome", "reason", "task_id", "at_ms"),
     "notification_outbox": (
         "delivery_id",
         "target",
@@ -73,7 +88,13 @@ def _open_source(path: Path) -> sqlite3.Connection:
 
 def _chunks(conn: sqlite3.Connection, table: str) -> Iterator[list[tuple[Any, ...]]]:
     cols = ", ".join(TABLES[table])
-    order = "id" if table == "task_events" else "rowid" if table != "findings" else "task_id, seq"
+    order = {
+        "task_events": "id",
+        "schedule_runs": "id",
+        "findings": "task_id, seq",
+        "host_results": "task_id, seq",
+        "finding_texts": "task_id, text_id",
+    }.get(table, "rowid")
     cur = conn.execute(f"SELECT {cols} FROM {table} ORDER BY {order}")
     while rows := cur.fetchmany(_CHUNK_ROWS):
         yield rows
@@ -99,11 +120,12 @@ async def copy_sqlite_to_pg(source: Path, target: PgStore) -> dict[str, int]:
                 while rows := await asyncio.to_thread(next, chunks, None):
                     await pg.copy_records_to_table(table, records=rows, columns=columns)
                     counts[table] += len(rows)
-            # events keep their ids: move the sequence past them
-            await pg.execute(
-                "SELECT setval(pg_get_serial_sequence('task_events', 'id'),"
-                " COALESCE((SELECT MAX(id) FROM task_events), 0) + 1, false)"
-            )
+            # events and schedule runs keep their ids: move the sequences past them
+            for serial in ("task_events", "schedule_runs"):
+                await pg.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{serial}', 'id'),"
+                    f" COALESCE((SELECT MAX(id) FROM {serial}), 0) + 1, false)"
+                )
     except DB_ERRORS as exc:
         raise StorageError(f"copy failed: {type(exc).__name__}: {exc}") from exc
     finally:

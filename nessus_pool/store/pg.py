@@ -27,6 +27,8 @@ from nessus_pool.store.base import BaseStore, decode_task, redact_url
 from nessus_pool.store.queries import (
     Q_ACTIVE,
     Q_INSERT_FINDING,
+    Q_INSERT_HOST,
+    Q_INSERT_TEXT,
     Q_PROBE_WRITE,
     Q_UPSERT_RESULTS,
 )
@@ -46,11 +48,18 @@ _DIALECT: dict[str, str] = {
         " ON CONFLICT (task_id) DO UPDATE SET data = excluded.data"
     ),
     Q_INSERT_FINDING: (
-        "INSERT INTO findings (task_id, seq, severity, plugin_id, host, data)"
-        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (task_id, seq) DO UPDATE SET"
+        "INSERT INTO findings (task_id, seq, severity, plugin_id, host, text_id, data)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task_id, seq) DO UPDATE SET"
         " severity = excluded.severity, plugin_id = excluded.plugin_id,"
-        " host = excluded.host, data = excluded.data"
+        " host = excluded.host, text_id = excluded.text_id, data = excluded.data"
     ),
+    Q_INSERT_TEXT: Q_INSERT_TEXT.replace("INSERT OR REPLACE", "INSERT")
+    + " ON CONFLICT (task_id, text_id) DO UPDATE SET data = excluded.data",
+    Q_INSERT_HOST: Q_INSERT_HOST.replace("INSERT OR REPLACE", "INSERT")
+    + " ON CONFLICT (task_id, seq) DO UPDATE SET name = excluded.name,"
+    " auth_status = excluded.auth_status, critical = excluded.critical,"
+    " high = excluded.high, medium = excluded.medium, low = excluded.low,"
+    " info = excluded.info, data = excluded.data",
     Q_PROBE_WRITE: (
         "INSERT INTO probe (id, n) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET n = probe.n + 1"
     ),
@@ -131,6 +140,7 @@ class PgStore(BaseStore):
             await self.close()
             raise
         self._writer.start()
+        await self.split_old_findings()
 
     async def close(self) -> None:
         await self._writer.close()

@@ -9,7 +9,6 @@ from nessus_pool.models import UNFINISHED_STATUSES, status_values
 #: (SQLite uses a partial index only for a WHERE that matches it)
 UNFINISHED_SQL = ", ".join(f"'{v}'" for v in status_values(UNFINISHED_STATUSES))
 
-SCHEMA_VERSION = 6
 
 MIGRATIONS: dict[int, str] = {
     1: f"""
@@ -52,6 +51,81 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (task_id, seq)
     ) WITHOUT ROWID;
     CREATE INDEX findings_sev ON findings(task_id, severity);
+    """,
+    # results storage: per-host results as rows (read in pages), not in the results blob.
+    # Results rows written by migration 1's code hold a "hosts" array: its hosts move here
+    # and the row keeps hosts_total and auth_plugins_found in their place. Findings keep
+    # their per-finding fields; the texts they share with other findings of the task are
+    # stored once in finding_texts (rows written before, text_id NULL, are split by the
+    # store after it opens: see BaseStore.split_old_findings).
+    2: """
+    CREATE TABLE host_results (
+        task_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        auth_status TEXT NOT NULL,
+        critical INTEGER NOT NULL,
+        high INTEGER NOT NULL,
+        medium INTEGER NOT NULL,
+        low INTEGER NOT NULL,
+        info INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (task_id, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX host_results_auth ON host_results(task_id, auth_status, seq);
+    CREATE INDEX host_results_name ON host_results(task_id, name);
+    INSERT INTO host_results
+        (task_id, seq, name, auth_status, critical, high, medium, low, info, data)
+    SELECT r.task_id, CAST(j.key AS INTEGER),
+        COALESCE(json_extract(j.value, '$.name'), ''),
+        COALESCE(json_extract(j.value, '$.authentication_status'), 'unknown'),
+        COALESCE(json_extract(j.value, '$.severity_breakdown.critical'), 0),
+        COALESCE(json_extract(j.value, '$.severity_breakdown.high'), 0),
+        COALESCE(json_extract(j.value, '$.severity_breakdown.medium'), 0),
+        COALESCE(json_extract(j.value, '$.severity_breakdown.low'), 0),
+        COALESCE(json_extract(j.value, '$.severity_breakdown.info'), 0),
+        CAST(j.value AS BLOB)
+    FROM task_results r, json_each(CAST(r.data AS TEXT), '$.hosts') j
+    WHERE json_valid(CAST(r.data AS TEXT))
+        AND json_type(CAST(r.data AS TEXT), '$.hosts') = 'array';
+    UPDATE task_results SET data = CAST(json_set(
+            json_remove(CAST(data AS TEXT), '$.hosts'),
+            '$.hosts_total', json_array_length(CAST(data AS TEXT), '$.hosts'),
+            '$.auth_plugins_found', (
+                SELECT COALESCE(SUM(json_array_length(j.value, '$.evidence')), 0)
+                FROM json_each(CAST(task_results.data AS TEXT), '$.hosts') j)
+        ) AS BLOB)
+    WHERE json_valid(CAST(data AS TEXT)) AND json_type(CAST(data AS TEXT), '$.hosts') = 'array';
+    ALTER TABLE findings ADD COLUMN text_id INTEGER;
+    CREATE TABLE finding_texts (
+        task_id TEXT NOT NULL,
+        text_id INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (task_id, text_id)
+    );
+    CREATE INDEX findings_unsplit ON findings(task_id) WHERE text_id IS NULL;
+    """,
+    # schedules created through the API (config ones live in the file) and each schedule's
+    # run history: a slot fired (with its task), skipped (and why) or run by hand
+    4: """
+    CREATE TABLE schedules (
+        name TEXT PRIMARY KEY,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        data BLOB NOT NULL
+    );
+    CREATE TABLE schedule_runs (
+        id INTEGER PRIMARY KEY,
+        schedule TEXT NOT NULL,
+        slot_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        reason TEXT,
+        task_id TEXT,
+        at_ms INTEGER NOT NULL,
+        UNIQUE (schedule, kind, slot_ms)
+    );
+    CREATE INDEX schedule_runs_recent ON schedule_runs(schedule, id);
     """,
     5: """
     CREATE TABLE notification_outbox (
@@ -125,6 +199,76 @@ PG_MIGRATIONS: dict[int, str] = {
     CREATE INDEX findings_sev ON findings(task_id, severity);
     CREATE TABLE probe (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);
     """,
+    2: """
+    CREATE TABLE host_results (
+        task_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        auth_status TEXT NOT NULL,
+        critical INTEGER NOT NULL,
+        high INTEGER NOT NULL,
+        medium INTEGER NOT NULL,
+        low INTEGER NOT NULL,
+        info INTEGER NOT NULL,
+        data BYTEA NOT NULL,
+        PRIMARY KEY (task_id, seq)
+    );
+    CREATE INDEX host_results_auth ON host_results(task_id, auth_status, seq);
+    CREATE INDEX host_results_name ON host_results(task_id, name);
+    CREATE TEMP TABLE old_results ON COMMIT DROP AS
+        SELECT task_id, convert_from(data, 'UTF8')::json AS doc FROM task_results
+        WHERE position('"hosts"' IN convert_from(data, 'UTF8')) > 0;
+    DELETE FROM old_results WHERE json_typeof(doc -> 'hosts') IS DISTINCT FROM 'array';
+    INSERT INTO host_results
+        (task_id, seq, name, auth_status, critical, high, medium, low, info, data)
+    SELECT r.task_id, (e.ord - 1)::int,
+        COALESCE(e.h ->> 'name', ''),
+        COALESCE(e.h ->> 'authentication_status', 'unknown'),
+        COALESCE((e.h -> 'severity_breakdown' ->> 'critical')::int, 0),
+        COALESCE((e.h -> 'severity_breakdown' ->> 'high')::int, 0),
+        COALESCE((e.h -> 'severity_breakdown' ->> 'medium')::int, 0),
+        COALESCE((e.h -> 'severity_breakdown' ->> 'low')::int, 0),
+        COALESCE((e.h -> 'severity_breakdown' ->> 'info')::int, 0),
+        convert_to(e.h::text, 'UTF8')
+    FROM old_results r, json_array_elements(r.doc -> 'hosts') WITH ORDINALITY AS e(h, ord);
+    UPDATE task_results t SET data = convert_to((
+            (SELECT jsonb_object_agg(k, v) FROM json_each(r.doc) AS kv(k, v) WHERE k <> 'hosts')
+            || jsonb_build_object(
+                'hosts_total', json_array_length(r.doc -> 'hosts'),
+                'auth_plugins_found', (
+                    SELECT COALESCE(SUM(json_array_length(h -> 'evidence')), 0)
+                    FROM json_array_elements(r.doc -> 'hosts') AS h))
+        )::text, 'UTF8')
+    FROM old_results r WHERE t.task_id = r.task_id;
+    ALTER TABLE findings ADD COLUMN text_id BIGINT;
+    CREATE TABLE finding_texts (
+        task_id TEXT NOT NULL,
+        text_id BIGINT NOT NULL,
+        data BYTEA NOT NULL,
+        PRIMARY KEY (task_id, text_id)
+    );
+    CREATE INDEX findings_unsplit ON findings(task_id) WHERE text_id IS NULL;
+    """,
+    4: """
+    CREATE TABLE schedules (
+        name TEXT PRIMARY KEY,
+        created_at_ms BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL,
+        data BYTEA NOT NULL
+    );
+    CREATE TABLE schedule_runs (
+        id BIGSERIAL PRIMARY KEY,
+        schedule TEXT NOT NULL,
+        slot_ms BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        reason TEXT,
+        task_id TEXT,
+        at_ms BIGINT NOT NULL,
+        UNIQUE (schedule, kind, slot_ms)
+    );
+    CREATE INDEX schedule_runs_recent ON schedule_runs(schedule, id);
+    """,
     5: """
     CREATE TABLE notification_outbox (
         delivery_id TEXT PRIMARY KEY,
@@ -151,3 +295,5 @@ PG_MIGRATIONS: dict[int, str] = {
     """,
 }
 assert set(PG_MIGRATIONS) == set(MIGRATIONS), "every SQLite migration has its PostgreSQL twin"
+#: the newest migration; numbers may have gaps (branches get numbers that are merged later)
+SCHEMA_VERSION = max(MIGRATIONS)

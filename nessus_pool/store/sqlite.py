@@ -61,6 +61,7 @@ class Store(BaseStore):
             await self.close()
             raise
         self._writer.start()
+        await self.split_old_findings()
 
     async def close(self) -> None:
         await self._writer.close()

@@ -17,12 +17,20 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from nessus_pool.errors import StorageError
-from nessus_pool.store.queries import Q_INSERT_EVENT, Q_INSERT_FINDING, Q_UPSERT_TASK
+from nessus_pool.store.queries import (
+    Q_INSERT_EVENT,
+    Q_INSERT_FINDING,
+    Q_INSERT_HOST,
+    Q_INSERT_TEXT,
+    Q_UPSERT_TASK,
+)
 
 Op = tuple[str, Sequence[Any]]
 
 _COMMUTING = frozenset({Q_UPSERT_TASK, Q_INSERT_EVENT})
-_MULTI_ROW = frozenset({Q_UPSERT_TASK, Q_INSERT_EVENT, Q_INSERT_FINDING})
+_MULTI_ROW = frozenset(
+    {Q_UPSERT_TASK, Q_INSERT_EVENT, Q_INSERT_FINDING, Q_INSERT_HOST, Q_INSERT_TEXT}
+)
 _CHUNK_ROWS = 200
 _VALUES = re.compile(r"VALUES \((\?(?:, \?)*)\)")
 

@@ -96,7 +96,7 @@ async def test_session_lifecycle(mcp: Mcp, http: aiohttp.ClientSession) -> None:
     status, _, _ = await mcp.post({"jsonrpc": "2.0", "method": "notifications/initialized"}, hdr)
     assert status == 202
     status, _, body = await mcp.post(req("tools/list"), hdr)
-    assert status == 200 and len(body["result"]["tools"]) == 15
+    assert status == 200 and len(body["result"]["tools"]) == 18
     assert "resultType" not in body["result"]
     status, _, body = await mcp.post(req("tools/list"))
     assert status == 400 and body["error"]["code"] == -32600

@@ -25,9 +25,11 @@ ALL_TOOLS = {
     "list_tasks", "list_scanners", "list_policies", "list_pools", "get_pool_status",
     "get_queue_status",
     "cancel_scan", "compare_scans", "wait_for_scan", "pause_scan", "resume_scan",
+    "create_schedule", "list_schedules", "delete_schedule",
 }  # fmt: skip
 READ_ONLY = ALL_TOOLS - {
-    "run_untrusted_scan", "run_authenticated_scan", "cancel_scan", "pause_scan", "resume_scan",
+    "run_untrusted_scan", "run_authenticated_scan", "cancel_scan", "create_schedule",
+    "delete_schedule", "pause_scan", "resume_scan",
 }  # fmt: skip
 SECRET = "s3cr3t-Passw0rd!"
 NESSUS_POOL = Path(sys.executable).parent / "nessus-pool"

@@ -53,7 +53,7 @@ async def test_stdout_is_protocol_only_and_eof_exits(tmp_path: Path) -> None:
     by_id = {r["id"]: r for r in replies}
     assert by_id[1]["result"]["serverInfo"]["name"] == "nessus-pool"
     assert by_id[None]["error"]["code"] == -32700
-    assert len(by_id[2]["result"]["tools"]) == 15
+    assert len(by_id[2]["result"]["tools"]) == 18
     started = time.monotonic()
     proc.stdin.close()
     rest, err = await asyncio.wait_for(proc.communicate(), 10)
@@ -90,7 +90,7 @@ async def test_locked_storage_bridges_to_configured_daemon(
     proc.stdin.write(line({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
     await proc.stdin.drain()
     reply = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
-    assert reply["id"] == 2 and len(reply["result"]["tools"]) == 15
+    assert reply["id"] == 2 and len(reply["result"]["tools"]) == 18
     proc.stdin.close()
     _, err = await asyncio.wait_for(proc.communicate(), 10)
     assert proc.returncode == 0

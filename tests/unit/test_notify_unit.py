@@ -88,7 +88,7 @@ def test_payload_schema_version_1_and_nothing_secret() -> None:
     assert set(doc["task"]) == {
         "task_id", "name", "pool", "status", "reason", "error", "targets", "targets_total",
         "scan_type", "scanner_id", "attempt", "dead_letter", "authentication_status",
-        "created_at_ms", "started_at_ms", "finished_at_ms",
+        "schedule_id", "created_at_ms", "started_at_ms", "finished_at_ms",
     }  # fmt: skip
     assert len(doc["task"]["error"]) == 500  # clipped
     assert "prod-ssh" not in body.decode()  # not even the credential set's name

@@ -36,7 +36,7 @@ async def test_daemons_starting_at_once_migrate_once(pg_url: str) -> None:
             versions = [r[0] for r in await conn.fetch("SELECT version FROM schema_version")]
         finally:
             await conn.close()
-        assert versions == sorted(PG_MIGRATIONS)  # each once, in order
+        assert versions == sorted(PG_MIGRATIONS)  # each once (numbers may have gaps)
         assert all([await s.writable() for s in stores])
     finally:
         await asyncio.gather(*(s.close() for s in stores))

@@ -120,12 +120,11 @@ def results_summary(v: TaskView, export_bytes: int | None) -> dict[str, Any] | N
     if summary is None:
         return None
     validation = res.get("validation") or {}
-    evidence = sum(len(h.get("evidence") or ()) for h in res.get("hosts") or ())
     return {
         **summary,
         "total_vulnerabilities": summary.get("findings_total", 0),
         "file_size_kb": round((export_bytes or 0) / 1024, 1),
-        "auth_plugins_found": evidence,
+        "auth_plugins_found": res.get("auth_plugins_found", 0),
         "hosts_total": res.get("hosts_total", 0),
         "hosts_by_authentication_status": validation.get("hosts_by_status", {}),
     }

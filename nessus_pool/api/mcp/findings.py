@@ -165,8 +165,72 @@ def _clip(rows: list[dict[str, Any]], limit: int) -> int:
     return n
 
 
+async def hosts_text(svc: Service, a: s.ResultsArgs) -> str:
+    """``view="hosts"``: a page of per-host results as JSON-NL (a ``schema`` line, one
+    ``host`` line per host in export order, a ``pagination`` line); notes are clipped as
+    texts are, except with ``schema_profile="full"``."""
+    given = _given(a.filters)
+    wrong = sorted(k for k in given if k != "min_severity")
+    if wrong:
+        raise ValidationError(
+            f"filters.{wrong[0]} applies to view=findings; view=hosts takes "
+            "filters.min_severity and auth_status",
+            field=f"filters.{wrong[0]}",
+        )
+    if a.custom_fields is not None:
+        raise ValidationError("custom_fields applies to view=findings", field="custom_fields")
+    page_size, clamped = _page_size(a.page_size)
+    page = await svc.hosts(
+        a.task_id,
+        page=max(1, a.page),
+        page_size=page_size,
+        auth_status=a.auth_status,
+        min_severity=None if a.filters is None else a.filters.min_severity,
+    )
+    clip = None if a.schema_profile == "full" else CLIP_CHARS
+    rows: list[dict[str, Any]] = []
+    clipped = 0
+    for host in page["hosts"]:
+        notes = host.get("notes") or []
+        if clip is not None:
+            cut = [n if len(n) <= clip else n[:clip].rstrip() + "…" for n in notes]
+            clipped += sum(1 for x, y in zip(notes, cut, strict=True) if x != y)
+            host["notes"] = cut
+        rows.append({"type": "host", **host})
+    schema: dict[str, Any] = {
+        "type": "schema",
+        "view": "hosts",
+        "filters_applied": {**given, **({"auth_status": a.auth_status} if a.auth_status else {})},
+        "total_hosts": page["total"],
+        "total_pages": page["pages"],
+    }
+    notes = []
+    if clamped:
+        schema["page_size_requested"] = a.page_size
+        notes.append(f"page_size {a.page_size} clamped to {page_size} (10-100)")
+    if clipped:
+        schema["texts_clipped"] = clipped
+        notes.append(f'notes over {CLIP_CHARS} chars cut: schema_profile="full" gives them whole')
+    if notes:
+        schema["note"] = "; ".join(notes)
+    has_next = page["page"] < page["pages"]
+    pagination = {
+        "type": "pagination",
+        "page": page["page"],
+        "page_size": page_size,
+        "total_pages": page["pages"],
+        "has_next": has_next,
+        "next_page": page["page"] + 1 if has_next else None,
+    }
+    return "\n".join(_enc.encode(line).decode() for line in [schema, *rows, pagination])
+
+
 async def results_text(svc: Service, a: s.ResultsArgs) -> str:
     """The JSON-NL page (raises our typed errors for bad filters or an unfinished scan)."""
+    if a.view == "hosts":
+        return await hosts_text(svc, a)
+    if a.auth_status is not None:
+        raise ValidationError("auth_status applies to view=hosts", field="auth_status")
     profile, fields = _check_fields(a)
     ours, preds, severity_given = _split_filters(a.filters)
     if not severity_given:

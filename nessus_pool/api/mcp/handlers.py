@@ -12,6 +12,7 @@ from nessus_pool.api.mcp import schemas as s
 from nessus_pool.api.mcp.compare import compare_result
 from nessus_pool.api.mcp.events import TaskLog
 from nessus_pool.api.mcp.findings import results_text
+from nessus_pool.api.mcp.schedules import SCHEDULE_TOOLS
 from nessus_pool.api.mcp.tasks import status_message
 from nessus_pool.api.mcp.tools import ToolContext, ToolSpec
 from nessus_pool.errors import NotFoundError, ValidationError
@@ -346,4 +347,5 @@ TOOLS: list[ToolSpec] = [
     ToolSpec("get_queue_status", "Queue status",
              "Queue depth, dead letters and next tasks of one pool.",
              s.PoolArgs, _O(_K["queue"]), get_queue_status, read_only=True, idempotent=True),
+    *SCHEDULE_TOOLS,
 ]  # fmt: skip

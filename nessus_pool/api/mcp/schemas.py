@@ -102,6 +102,13 @@ class ResultsArgs(_Args):
     ] = "brief"
     custom_fields: Annotated[list[str] | None, D(description="Fields instead of a profile")] = None
     filters: Filters | None = None
+    view: Annotated[Literal["findings", "hosts"], D(description="hosts: per-host results")] = (
+        "findings"
+    )
+    auth_status: Annotated[
+        Literal["success", "failed", "partial", "not_applicable", "unknown"] | None,
+        D(description="view=hosts"),
+    ] = None
 
 
 class ListTasksArgs(_Args):
