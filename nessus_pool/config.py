@@ -22,6 +22,7 @@ import msgspec
 from nessus_pool.errors import ConfigError, ValidationError
 from nessus_pool.models import Escalation, ScanType
 from nessus_pool.msgspec_errors import accepted_values
+from nessus_pool.notify.ssrf import parse_allow_hosts, url_problem
 from nessus_pool.schedules import Overlap, ScheduleSpec, check_schedule
 from nessus_pool.targets import parse_targets
 from nessus_pool.windows import Calendar, Window, WindowError, build_window
@@ -224,6 +225,33 @@ class LoggingConfig(_Base):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+NotificationEvent = Literal[
+    "completed", "failed", "dead_lettered", "authentication_failed", "findings", "new_findings"
+]
+Severity = Literal["info", "low", "medium", "high", "critical"]
+
+
+class NotificationConfig(_Base):
+    """A webhook target (``[[notifications]]``): events of the listed pools (all when
+    ``pools`` is left out) are POSTed to ``url``, signed with ``secret``."""
+
+    name: Name
+    url: str
+    secret: SecretRef
+    events: Annotated[list[NotificationEvent], msgspec.Meta(min_length=1)]
+    pools: list[str] | None = None
+    min_severity: Severity = "high"
+    format: Literal["json", "slack"] = "json"
+    #: hosts (names, addresses or networks) this target may reach although they are not
+    #: https-and-public or loopback
+    allow_hosts: list[str] = []
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=120)] = 10.0
+    #: attempts before a delivery is ``failed`` (listed and retryable)
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 8
+    retry_base_delay_s: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 5.0
+    retry_max_delay_s: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 3600.0
+
+
 class ScheduleConfig(_Base):
     """A recurring scan (``[[schedules]]``); read-only through the API. See
     :class:`nessus_pool.schedules.ScheduleSpec` for the meaning of each field."""
@@ -259,6 +287,7 @@ class Config(_Base):
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
     housekeeping: HousekeepingConfig = msgspec.field(default_factory=HousekeepingConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    notifications: list[NotificationConfig] = []
     schedules: list[ScheduleConfig] = []
 
     @property
@@ -387,6 +416,10 @@ def absolute_paths(config: Config, base_dir: Path) -> Config:
             read_tokens=[secret(t) or t for t in server.read_tokens],
             admin_tokens=[secret(t) or t for t in server.admin_tokens],
         ),
+        notifications=[
+            msgspec.structs.replace(n, secret=secret(n.secret) or n.secret)
+            for n in config.notifications
+        ],
     )
 
 
@@ -512,8 +545,57 @@ def validate(config: Config) -> list[str]:
             _check_token_ref(ref, at)
     if not config.pools and sim is None:
         warnings.append("no pools and no simulator: nothing can be scanned")
+    warnings += check_notifications(config, seen_pools | ({sim.pool} if sim else set()))
     check_schedules(config)
     return warnings
+
+
+# --- notifications ---------------------------------------------------------------------------
+
+#: webhook secrets shorter than this are refused (``openssl rand -hex 32`` gives 64)
+MIN_WEBHOOK_SECRET_CHARS = 24
+
+
+def check_notifications(config: Config, pools: set[str]) -> list[str]:
+    """``[[notifications]]``: unique names, safe URLs (see ``notify.ssrf``), known pools,
+    a long enough secret where it can be read now (else at start)."""
+    warnings: list[str] = []
+    seen: set[str] = set()
+    for i, n in enumerate(config.notifications):
+        at = f"$.notifications[{i}]"
+        if n.name in seen:
+            raise _err(f"{at}.name", f"duplicate notification name {n.name!r}")
+        seen.add(n.name)
+        try:
+            allow = parse_allow_hosts(n.allow_hosts)
+        except ValueError as exc:
+            raise _err(f"{at}.allow-hosts", str(exc)) from None
+        problem = url_problem(n.url, allow)
+        if problem is not None:
+            raise _err(f"{at}.url", problem)
+        for k, pool in enumerate(n.pools or []):
+            if pool not in pools:
+                raise _err(f"{at}.pools[{k}]", f"no pool named {pool!r}")
+        if len(set(n.events)) != len(n.events):
+            raise _err(f"{at}.events", "an event is listed twice")
+        warnings += _check_secret(n.secret, f"{at}.secret")
+        try:
+            value = resolve_secret(n.secret, f"{at}.secret")
+        except ConfigError:
+            continue  # an env var or credential file only the service sees: checked at start
+        check_webhook_secret(value or "", f"{at}.secret")
+    return warnings
+
+
+def check_webhook_secret(value: str, path: str) -> str:
+    """Raises ConfigError naming the path (never the value) for a secret that is too short."""
+    if len(value) < MIN_WEBHOOK_SECRET_CHARS:
+        raise _err(
+            path,
+            f"webhook secret is {len(value)} characters; at least "
+            f"{MIN_WEBHOOK_SECRET_CHARS} are required (e.g. openssl rand -hex 32)",
+        )
+    return value
 
 
 def _check_windows(windows: list[MaintenanceWindowConfig], at: str) -> None:
@@ -728,6 +810,8 @@ def preflight(config: Config, *, offline: bool = False) -> list[Unavailable]:
                 errors.append(_ca_file_problem(sc.ca_file, f"{at}.ca-file"))
     errors.append(_storage_problem(config.storage.path))
     errors.append(secret_unavailable(config.storage.password, "$.storage.password"))
+    for i, n in enumerate(config.notifications):
+        errors.append(secret_unavailable(n.secret, f"$.notifications[{i}].secret"))
     found = [e for e in errors if e is not None]
     if found:
         lines = "\n  ".join(f"{e.message} - at `{e.path}`" for e in found)

@@ -37,6 +37,7 @@ from nessus_pool.api.guard import (
     connection_cap,
 )
 from nessus_pool.api.mcp import mount_mcp
+from nessus_pool.api.notifications import add_notification_routes
 from nessus_pool.api.schedules import add_schedule_routes
 from nessus_pool.clock import Clock, SystemClock
 from nessus_pool.config import (
@@ -44,6 +45,7 @@ from nessus_pool.config import (
     LoadedConfig,
     Unavailable,
     check_token,
+    check_webhook_secret,
     diff,
     load_config,
     parse_listen,
@@ -57,7 +59,10 @@ from nessus_pool.errors import ConfigError, LockedError, NessusPoolError, Storag
 from nessus_pool.logs import register_secret, route_library_logs, setup_logging
 from nessus_pool.metrics import Metrics
 from nessus_pool.nessus import NessusClient
+from nessus_pool.notify.outbox import OutboxWriter
+from nessus_pool.notify.worker import DeliveryWorker
 from nessus_pool.service import ReloadOutcome, Service
+from nessus_pool.service.notifications import Notifications
 from nessus_pool.store import BaseStore, make_store, redact_url
 from nessus_pool.store.lock import StorageLock, prepare_storage
 from nessus_pool.systemd import sd_notify
@@ -110,6 +115,7 @@ class Daemon:
         self.store: BaseStore | None = None
         self.engine: Engine | None = None
         self.service: Service | None = None
+        self.notifications: Notifications | None = None
         self.runner: web.AppRunner | None = None
         self.sim_cluster: Any = None
         self.port: int = 0
@@ -150,6 +156,9 @@ class Daemon:
         _warn_unavailable(preflight(cfg))
         # tokens are checked before anything starts: a refused one leaves nothing to undo
         self._token_auth = self._auth() if self.serve_http else None
+        for i, n in enumerate(cfg.notifications):
+            at = f"$.notifications[{i}].secret"
+            register_secret(check_webhook_secret(resolve_secret(n.secret, at) or "", at))
         storage = _storage_dir(cfg)
         self._previous_umask = os.umask(0o077)
         try:
@@ -255,6 +264,9 @@ class Daemon:
             default_duration_s=(cfg.simulator.scan_seconds if cfg.simulator else 1800.0),
             shutdown_grace_s=cfg.server.shutdown_grace_s,
         )
+        # before start: a task that recovery ends writes its outbox rows too
+        outbox = OutboxWriter(lambda: self.config.notifications, self.clock)
+        self.engine.final_ops = outbox.rows_for
         # an essential loop died: not ready, and stop (systemd restarts us)
         self.engine.on_death.append(lambda why: self._signals.put_nowait("died"))
         self.engine.delete_remote_scans = cfg.housekeeping.delete_remote_scans
@@ -267,6 +279,19 @@ class Daemon:
             housekeeping_loop(self.engine, lambda: self.config.housekeeping), "housekeeping"
         )
         self.service = Service(self.engine, lambda: self.config, self.reload)
+        self.notifications = Notifications(self.service)
+        worker = DeliveryWorker(
+            self.store,
+            self.clock,
+            lambda: self.config.notifications,
+            self.notifications.prepare,
+            metrics,
+            outbox.queued,
+            exclusive=getattr(self.store, "exclusive", True),
+        )
+        self.notifications.worker = worker
+        self.engine.on_change.append(worker.poke)
+        self.engine.spawn(worker.run(), "notify:outbox")
         self.service.schedules.start()
         from nessus_pool.engine.observe import snapshot
 
@@ -306,6 +331,8 @@ class Daemon:
         app[READY] = self.readiness
         app[METRICS] = self.metrics.render
         add_routes(app)
+        assert self.notifications is not None
+        add_notification_routes(app, self.notifications)
         add_schedule_routes(app)
         max_connections = self.max_connections or connection_cap()
         mount_mcp(app, self.service, cfg, app[AUTH], max_connections)

@@ -96,6 +96,18 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.notification_deliveries = Counter(
+            "nessus_pool_notification_deliveries",
+            "Webhook delivery attempts by outcome (delivered, retry, failed, skipped)",
+            ["target", "outcome"],
+            registry=r,
+        )
+        self.notification_outbox = Gauge(
+            "nessus_pool_notification_outbox",
+            "Webhook deliveries in the outbox by state (pending, failed)",
+            ["state"],
+            registry=r,
+        )
         build = Gauge("nessus_pool_build_info", "Build information", ["version"], registry=r)
         build.labels(version=__version__).set(1)
         self._submitted_by_pool: dict[str, Counter] = {}
@@ -133,3 +145,10 @@ class Metrics:
 
     def validated(self, pool: str, authentication_status: str) -> None:
         self.validation.labels(pool, authentication_status).inc()
+
+    def delivery(self, target: str, outcome: str) -> None:
+        self.notification_deliveries.labels(target, outcome).inc()
+
+    def outbox_depth(self, counts: dict[str, int]) -> None:
+        for state in ("pending", "failed"):
+            self.notification_outbox.labels(state).set(counts.get(state, 0))

@@ -12,6 +12,7 @@ from nessus_pool.api.query import (
     COMPARE,
     HOSTS,
     LIST_DLQ,
+    LIST_NOTIFICATIONS,
     LIST_SCANNERS,
     LIST_SCANS,
     RESULTS,
@@ -270,6 +271,21 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/v1/dlq/purge": {
                 "post": _op("Delete dead letters (bulk: dry run unless confirm)", None, admin=True)
+            },
+            "/api/v1/notifications/failed": {
+                "get": _op(
+                    "Webhook deliveries that used up their attempts",
+                    None,
+                    params=_query(LIST_NOTIFICATIONS),
+                )
+            },
+            "/api/v1/notifications/{delivery_id}/retry": {
+                "post": _op(
+                    "Send a failed webhook delivery again",
+                    None,
+                    params=[_path("delivery_id")],
+                    admin=True,
+                )
             },
             "/api/v1/reload": {
                 "post": _op(

@@ -48,6 +48,7 @@ LIST_SCANS = _spec(
 )
 LIST_DLQ = _spec({"pool": "str", **_PAGING}, {"limit": "page_size"})
 LIST_SCANNERS = _spec({"pool": "str"})
+LIST_NOTIFICATIONS = _spec({"limit": "int", "target": "str"})
 COMPARE = _spec({"base_task_id": "str"}, {"base": "base_task_id"})
 #: MCP's get_scan_results filters, each also accepted flat (``min_severity``) as an alias
 RESULT_FILTERS: dict[str, Kind] = {

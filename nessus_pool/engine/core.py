@@ -40,7 +40,7 @@ from nessus_pool.errors import CapacityError, ConflictError, NotFoundError
 from nessus_pool.metrics import Metrics
 from nessus_pool.models import INLINE_CREDENTIAL, SshCredential, Task, TaskStatus
 from nessus_pool.retry import CircuitBreaker
-from nessus_pool.store import TaskStore
+from nessus_pool.store import Op, TaskStore
 
 log = logging.getLogger("nessus_pool.engine")
 
@@ -104,6 +104,9 @@ class Engine:
         self.on_change: list[Callable[[str], None]] = []
         #: set by the service: why a task's targets are out of scope now, or None
         self.scope_check: Callable[[Task], Awaitable[str | None]] | None = None
+        #: rows to commit with a task's final transition (the notification outbox), built
+        #: synchronously from the task in its final state
+        self.final_ops: Callable[[Task], list[Op]] | None = None
         #: maintenance windows, pause and resume (engine.windows)
         self.windows = WindowKeeper(self)
 
@@ -262,18 +265,19 @@ class Engine:
                 },
             )
             raise
-        fut = self.store.enqueue(
-            transition(
-                t,
-                to,
-                event,
-                self.clock.now_ms(),
-                ev_reason=ev_reason,
-                ev_detail=ev_detail,
-                checked=True,
-                **fields,
-            )
+        ops = transition(
+            t,
+            to,
+            event,
+            self.clock.now_ms(),
+            ev_reason=ev_reason,
+            ev_detail=ev_detail,
+            checked=True,
+            **fields,
         )
+        if to.is_terminal and self.final_ops is not None:
+            ops += self.final_ops(t)  # same commit: a crash never keeps one without the other
+        fut = self.store.enqueue(ops)
         log.info(
             "task %s",
             event,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Callable
+from typing import Any
 
 from nessus_pool.ops.client import (
     DEFAULT_URL,
@@ -20,6 +21,7 @@ from nessus_pool.ops.client import (
 )
 from nessus_pool.ops.deadletters import cmd_dlq_list, cmd_dlq_purge, cmd_dlq_retry, cmd_dlq_show
 from nessus_pool.ops.fleet import cmd_policies, cmd_pools, cmd_reload, cmd_scanners
+from nessus_pool.ops.notifications import cmd_notifications_failed, cmd_notifications_retry
 from nessus_pool.ops.output import emit_json, note
 from nessus_pool.ops.scan import (
     SCAN_TYPES,
@@ -99,6 +101,16 @@ def _page_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--cursor", help="the next_cursor of the previous page")
     p.add_argument("--all", action="store_true", help="follow cursors to the end")
+
+
+def _add_notifications(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], leaf: Callable[..., Any]
+) -> None:
+    p = leaf(sub, "failed", cmd_notifications_failed, "list deliveries that used up their attempts")
+    p.add_argument("--target", help="only this [[notifications]] target")
+    p.add_argument("--limit", type=int, default=100, help="at most this many (1-1000)")
+    p = leaf(sub, "retry", cmd_notifications_retry, "send a failed delivery again")
+    p.add_argument("delivery_id", metavar="DELIVERY_ID")
 
 
 def add_ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -232,6 +244,8 @@ def add_ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--pool")
     p.add_argument("--older-than", type=parse_duration, metavar="AGE", help="e.g. 7d, 12h")
     p.add_argument("--yes", action="store_true", help="really delete a --pool/--older-than set")
+
+    _add_notifications(group("notifications", "webhook deliveries that failed"), leaf)
 
     leaf(sub, "reload", cmd_reload, "reload the config file (like SIGHUP)")
     add_schedules_parsers(group, leaf)

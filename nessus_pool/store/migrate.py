@@ -49,6 +49,21 @@ TABLES: dict[str, tuple[str, ...]] = {
     ),
     "schedules": ("name", "created_at_ms", "updated_at_ms", "data"),
     "schedule_runs": ("id", "schedule", "slot_ms", "kind", "outcome", "reason", "task_id", "at_ms"),
+    "notification_outbox": (
+        "delivery_id",
+        "target",
+        "event",
+        "task_id",
+        "payload",
+        "prepared",
+        "attempts",
+        "next_attempt_at_ms",
+        "claimed_until_ms",
+        "state",
+        "last_error",
+        "created_at_ms",
+        "updated_at_ms",
+    ),
 }
 _CHUNK_ROWS = 5000
 

@@ -127,6 +127,26 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX schedule_runs_recent ON schedule_runs(schedule, id);
     """,
+    5: """
+    CREATE TABLE notification_outbox (
+        delivery_id TEXT PRIMARY KEY,
+        target TEXT NOT NULL,
+        event TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        prepared INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at_ms INTEGER NOT NULL,
+        claimed_until_ms INTEGER,
+        state TEXT NOT NULL,
+        last_error TEXT,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX notification_outbox_due ON notification_outbox(next_attempt_at_ms)
+        WHERE state = 'pending';
+    CREATE INDEX notification_outbox_state ON notification_outbox(state, updated_at_ms);
+    """,
     # #17: "paused" is an unfinished status; the partial index must list it, or the query
     # that loads unfinished tasks (whose text lists it now) cannot use the index
     6: f"""
@@ -248,6 +268,26 @@ PG_MIGRATIONS: dict[int, str] = {
         UNIQUE (schedule, kind, slot_ms)
     );
     CREATE INDEX schedule_runs_recent ON schedule_runs(schedule, id);
+    """,
+    5: """
+    CREATE TABLE notification_outbox (
+        delivery_id TEXT PRIMARY KEY,
+        target TEXT NOT NULL,
+        event TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        payload BYTEA NOT NULL,
+        prepared INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at_ms BIGINT NOT NULL,
+        claimed_until_ms BIGINT,
+        state TEXT NOT NULL,
+        last_error TEXT,
+        created_at_ms BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL
+    );
+    CREATE INDEX notification_outbox_due ON notification_outbox(next_attempt_at_ms)
+        WHERE state = 'pending';
+    CREATE INDEX notification_outbox_state ON notification_outbox(state, updated_at_ms);
     """,
     6: f"""
     DROP INDEX IF EXISTS tasks_active;

@@ -31,6 +31,7 @@ PLACEHOLDERS = {
     "task_id": "0123456789abcdef",
     "scanner_id": "sim-1",
     "name": "lan",
+    "delivery_id": "dlv-0123456789abcdef01234567",
 }
 
 
