@@ -27,6 +27,7 @@ import msgspec
 
 from nessus_pool.clock import Clock, sleep_or_event
 from nessus_pool.config import PoolConfig
+from nessus_pool.engine.cluster import CANCEL_CHANNEL, SUBMIT_CHANNEL, ClusterMember
 from nessus_pool.engine.dispatch import dispatch_loop
 from nessus_pool.engine.ingest import ingest_export
 from nessus_pool.engine.pool import PoolState, never_launches, waiting_reason
@@ -35,11 +36,26 @@ from nessus_pool.engine.runner import RunControl, RunnerSettings, TaskRunner
 from nessus_pool.engine.scanner import ScannerClient, ScannerHandle, ScannerSpec
 from nessus_pool.engine.state import TransitionError, check_transition, transition
 from nessus_pool.engine.supervise import Supervisor
-from nessus_pool.errors import CapacityError, ConflictError, NotFoundError
+from nessus_pool.errors import (
+    CapacityError,
+    ConflictError,
+    NessusPoolError,
+    NotFoundError,
+    ValidationError,
+)
 from nessus_pool.metrics import Metrics
 from nessus_pool.models import INLINE_CREDENTIAL, SshCredential, Task, TaskStatus
 from nessus_pool.retry import CircuitBreaker
-from nessus_pool.store import TaskStore
+from nessus_pool.store import Op, TaskStore, decode_task
+from nessus_pool.store.queries import (
+    Q_HELD_TASKS,
+    Q_LOCK_TASK,
+    Q_NOTIFY,
+    Q_QUEUE_AHEAD,
+    Q_QUEUED_COUNT,
+    Q_REQUEST_CANCEL,
+)
+from nessus_pool.targets import total_addresses
 
 log = logging.getLogger("nessus_pool.engine")
 
@@ -49,6 +65,8 @@ CredentialResolver = Callable[[str], SshCredential | None]
 
 #: probes and re-attached runners making their first scanner call at once
 RECOVERY_CONCURRENCY = 64
+#: a task in one of these holds a scanner slot (its writes are fenced by that lease)
+_IN_FLIGHT = frozenset({TaskStatus.DISPATCHING, TaskStatus.RUNNING, TaskStatus.EXPORTING})
 
 
 def recovery_gate() -> asyncio.Semaphore:
@@ -103,6 +121,11 @@ class Engine:
         self.on_change: list[Callable[[str], None]] = []
         #: set by the service: why a task's targets are out of scope now, or None
         self.scope_check: Callable[[Task], Awaitable[str | None]] | None = None
+        #: [cluster] (PostgreSQL, several daemons): set by the daemon before :meth:`start`;
+        #: queued tasks then live in the database only (see ``engine.cluster``)
+        self.cluster: ClusterMember | None = None
+        #: the asyncio task of each task's runner (a lost lease cancels them)
+        self.runner_tasks: dict[str, asyncio.Task[None]] = {}
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -121,7 +144,13 @@ class Engine:
             self.add_pool(pc)
         for spec in specs:
             self.add_scanner(spec)
-        await recover(self)
+        if self.cluster is None:
+            await recover(self)
+        else:
+            # queued tasks stay in the database; in-flight ones come back with the leases
+            await self.cluster.join()
+            await self.cluster.beat()
+            self.spawn(self.cluster.run(), "cluster:heartbeat")
         if not hold_background:
             self.release_background()
 
@@ -140,6 +169,8 @@ class Engine:
         finish; then everything left is cancelled. Every other state was already committed
         as it changed, and final writes are shielded."""
         await self.supervisor.stop(grace_s)
+        if self.cluster is not None:
+            await self.cluster.leave()
         for sc in self.scanners.values():
             await sc.client.close()
 
@@ -189,7 +220,9 @@ class Engine:
         )
         self.scanners[spec.scanner_id] = sc
         self.pools[spec.pool].scanners[spec.scanner_id] = sc
-        self.start_probe(sc)
+        if self.cluster is None or self.cluster.may_own(spec.scanner_id):
+            # a scanner outside this daemon's zone may be out of its reach: not probed
+            self.start_probe(sc)
         return sc
 
     def start_runner(
@@ -203,7 +236,15 @@ class Engine:
     ) -> None:
         control = self.controls.setdefault(t.task_id, RunControl())
         runner = TaskRunner(self, pool, t, sc, control, fresh=fresh, written=written)
-        self.spawn(runner.run(), f"task:{t.task_id}", essential=False)
+        task = self.spawn(runner.run(), f"task:{t.task_id}", essential=False)
+        self.runner_tasks[t.task_id] = task
+        task.add_done_callback(
+            lambda _: (
+                self.runner_tasks.pop(t.task_id)
+                if self.runner_tasks.get(t.task_id) is task
+                else None
+            )
+        )
 
     async def _probe_loop(self, sc: ScannerHandle) -> None:
         async with self.recovery_gate:
@@ -234,13 +275,34 @@ class Engine:
         *,
         ev_reason: str | None = None,
         ev_detail: str | None = None,
+        also: list[Op] | None = None,
         **fields: Any,
     ) -> asyncio.Future[None]:
         """The one place a task's status changes. Checked against :data:`state.ALLOWED`
         (a refused change is logged and raises :class:`TransitionError`), applied to the task
         with ``fields``, and its rows queued for commit, all without an await: no other
         coroutine can run between the change in memory and its place in the commit order.
-        Returns the commit's future (cancelling it does not withdraw the rows)."""
+        Returns the commit's future (cancelling it does not withdraw the rows). ``also``:
+        ops committed with it."""
+        ops = self.change_ops(t, to, event, ev_reason=ev_reason, ev_detail=ev_detail, **fields)
+        return self.store.enqueue(ops + also if also else ops)
+
+    def change_ops(
+        self,
+        t: Task,
+        to: TaskStatus,
+        event: str,
+        *,
+        ev_reason: str | None = None,
+        ev_detail: str | None = None,
+        **fields: Any,
+    ) -> list[Op]:
+        """:meth:`change` without queueing its rows: they are returned, for a caller that
+        commits them in a transaction of its own (a cluster claim or cancel). In a cluster
+        the first op is the fence: the lease of the scanner the task holds (or takes)."""
+        fence_on = t.scanner_id if t.status in _IN_FLIGHT else None
+        if to is TaskStatus.DISPATCHING and fence_on is None:
+            fence_on = fields.get("scanner_id")
         try:
             if t.task_id in self.ending:
                 raise TransitionError(f"task {t.task_id} has ended (its final row is queued)")
@@ -257,18 +319,18 @@ class Engine:
                 },
             )
             raise
-        fut = self.store.enqueue(
-            transition(
-                t,
-                to,
-                event,
-                self.clock.now_ms(),
-                ev_reason=ev_reason,
-                ev_detail=ev_detail,
-                checked=True,
-                **fields,
-            )
+        ops = transition(
+            t,
+            to,
+            event,
+            self.clock.now_ms(),
+            ev_reason=ev_reason,
+            ev_detail=ev_detail,
+            checked=True,
+            **fields,
         )
+        if self.cluster is not None:
+            ops.insert(0, self.cluster.fence(fence_on))
         log.info(
             "task %s",
             event,
@@ -280,7 +342,7 @@ class Engine:
                 "reason": ev_reason,
             },
         )
-        return fut
+        return ops
 
     async def persist(
         self,
@@ -301,9 +363,12 @@ class Engine:
         pool = self.pools.get(t.pool)
         if pool is None:
             raise NotFoundError(f"pool {t.pool!r} does not exist")
-        if len(pool.queue) >= pool.config.max_queued:
+        queued = len(pool.queue)
+        if self.cluster is not None:
+            queued = await self.queued_in_db(t.pool)
+        if queued >= pool.config.max_queued:
             raise CapacityError(
-                f"pool {t.pool!r} already has {len(pool.queue)} queued scans (max-queued = "
+                f"pool {t.pool!r} already has {queued} queued scans (max-queued = "
                 f"{pool.config.max_queued}); wait for some to finish or use another pool"
             )
         if t.requested_scanner is not None and t.requested_scanner not in pool.scanners:
@@ -316,6 +381,8 @@ class Engine:
                 f"export-only ({why}); the scan would wait forever. Use a pool with a "
                 "scanner licensed for scan creation through the API"
             )
+        if self.cluster is not None:
+            return await self._submit_shared(t, inline)
         if inline is not None:
             self.inline_credentials[t.task_id] = inline
         await self.persist(t, "queued")
@@ -325,8 +392,37 @@ class Engine:
         self.metrics.submitted(t.pool)
         return t
 
+    async def _submit_shared(self, t: Task, inline: SshCredential | None) -> Task:
+        """[cluster] The task is queued in the database only; every daemon owning a
+        scanner of its pool is woken (NOTIFY, committed with the row)."""
+        if inline is not None:
+            raise ValidationError(
+                "inline SSH credentials are kept in the memory of one daemon only, and in a "
+                "cluster another daemon may run the scan: use a named credential set",
+                field="ssh_password",
+            )
+        await self.change(t, t.status, "queued", also=[(Q_NOTIFY, (SUBMIT_CHANNEL, t.pool))])
+        self._notify(t.task_id)
+        self.metrics.submitted(t.pool)
+        return t
+
+    async def queued_in_db(self, pool: str) -> int:
+        rows = await self.store._fetch(Q_QUEUED_COUNT, (pool,))  # type: ignore[attr-defined]
+        return int(rows[0][0])
+
+    async def queue_position_in_db(self, t: Task) -> int | None:
+        """[cluster] The task's place in its pool's queue, counted in the database."""
+        if t.status is not TaskStatus.QUEUED:
+            return None
+        rows = await self.store._fetch(  # type: ignore[attr-defined]
+            Q_QUEUE_AHEAD, (t.pool, t.priority, t.seq)
+        )
+        return int(rows[0][0])
+
     async def cancel(self, task_id: str) -> Task:
         t = self.tasks.get(task_id)
+        if self.cluster is not None and (t is None or t.status is TaskStatus.QUEUED):
+            return await self._cancel_shared(task_id)
         if t is None:
             stored = await self.store.get_task(task_id)
             if stored is None:
@@ -346,6 +442,95 @@ class Engine:
         control.wake.set()
         await self.persist(t, "cancel_requested")
         return t
+
+    async def _cancel_shared(self, task_id: str) -> Task:
+        """[cluster] A task this daemon does not run: a queued one ends here, under the
+        row's lock (a claim in flight finishes first); a running one gets the cancel flag
+        and a NOTIFY that reaches the daemon that owns its scanner."""
+        from nessus_pool.store.pg import PgStore  # PostgreSQL only (asyncpg)
+
+        store = self.store
+        assert isinstance(store, PgStore)
+        now_ms = self.clock.now_ms()
+
+        async def work(conn: Any) -> tuple[Task, bool]:
+            row = await conn.fetchrow(Q_LOCK_TASK, task_id)
+            if row is None:
+                raise NotFoundError(f"task {task_id!r} not found", field="task_id")
+            t = decode_task(row[0])
+            if t.status.is_terminal:
+                raise ConflictError(f"task {task_id} already ended ({t.status.value})")
+            if t.status is TaskStatus.QUEUED:
+                ops = self.change_ops(
+                    t,
+                    TaskStatus.CANCELED,
+                    TaskStatus.CANCELED.value,
+                    ev_reason="canceled_by_user",
+                    reason="canceled_by_user",
+                    finished_at_ms=now_ms,
+                )
+                await store.apply(conn, ops)
+                return t, True
+            await conn.execute(Q_REQUEST_CANCEL, task_id)
+            await conn.execute("SELECT pg_notify($1, $2)", CANCEL_CHANNEL, task_id)
+            return t, False
+
+        done: tuple[Task, bool] = await store.transact(work)
+        t, ended = done
+        if ended:
+            self.metrics.finished(t.pool, t.status.value, None)
+        self._notify(task_id)
+        return t
+
+    def cancel_local(self, task_id: str) -> None:
+        """[cluster] A cancel asked through another daemon, for a task we run."""
+
+        async def cancel() -> None:
+            with contextlib.suppress(NessusPoolError):
+                await self.cancel(task_id)
+
+        self.spawn(cancel(), f"cancel:{task_id}", essential=False)
+
+    async def adopt_scanner(self, scanner_id: str) -> None:
+        """[cluster] We took this scanner's lease: re-attach the scans running on it (by
+        id or deterministic name, never a second scan), as a restart does."""
+        sc = self.scanners.get(scanner_id)
+        if sc is None:
+            return
+        pool = self.pools[sc.spec.pool]
+        rows = await self.store._fetch(Q_HELD_TASKS, (scanner_id,))  # type: ignore[attr-defined]
+        adopted = 0
+        for blob, cancel_requested in rows:
+            t = decode_task(blob)
+            if t.scanner_id != scanner_id or t.task_id in self.tasks or t.pool != pool.name:
+                continue
+            self.tasks[t.task_id] = t
+            sc.slots.adopt(t.task_id, total_addresses(t.targets))
+            if cancel_requested:
+                self.controls.setdefault(t.task_id, RunControl()).cancel_requested = True
+            self.start_runner(pool, t, sc)
+            adopted += 1
+        log.info(
+            "scanner adopted",
+            extra={"event": "cluster_scanner_adopted", "scanner": scanner_id, "tasks": adopted},
+        )
+        pool.wake.set()
+
+    def drop_scanner(self, scanner_id: str) -> None:
+        """[cluster] We lost this scanner's lease: its runners stop at once and write
+        nothing (the new owner re-attaches the scans; fencing refuses a late write)."""
+        sc = self.scanners.get(scanner_id)
+        for task_id, t in list(self.tasks.items()):
+            if t.scanner_id != scanner_id:
+                continue
+            runner = self.runner_tasks.pop(task_id, None)
+            if runner is not None:
+                runner.cancel(msg="scanner lease lost")
+            self.tasks.pop(task_id, None)
+            self.controls.pop(task_id, None)
+            self.ending.pop(task_id, None)
+            if sc is not None:
+                sc.slots.release(task_id)
 
     async def requeue(
         self, t: Task, reason: str, *, use_attempt: bool = True, error: str | None = None
@@ -368,12 +553,14 @@ class Engine:
                 dead_letter=True,
             )
         self._release(t)
+        shared = self.cluster is not None
         fut = self.change(
             t,
             TaskStatus.QUEUED,
             "requeued",
             ev_reason=reason,
             ev_detail=error,
+            also=[(Q_NOTIFY, (SUBMIT_CHANNEL, t.pool))] if shared else None,
             attempt=t.attempt if use_attempt else max(0, t.attempt - 1),
             scanner_id=None,
             remote_scan_id=None,
@@ -384,10 +571,19 @@ class Engine:
             error=error,
         )
         self.tasks[t.task_id] = t
-        pool.queue.push(t)
-        pool.wake.set()
+        if shared:
+            # back in the database's queue: any daemon may claim it once it is committed
+            fut.add_done_callback(lambda f: self._left(t))
+        else:
+            pool.queue.push(t)
+            pool.wake.set()
         fut.add_done_callback(lambda f: self.committed(f, t.task_id))
         return fut
+
+    def _left(self, t: Task) -> None:
+        if self.tasks.get(t.task_id) is t and t.status is TaskStatus.QUEUED:
+            self.tasks.pop(t.task_id, None)
+            self.controls.pop(t.task_id, None)
 
     async def finish(
         self,
@@ -459,6 +655,10 @@ class Engine:
             self.inline_credentials.pop(t.task_id, None)
         self.committed(fut, t.task_id)
 
+    def committed_now(self, task_id: str) -> None:
+        """A change committed by a transaction of its own (a cluster claim)."""
+        self._notify(task_id)
+
     def committed(self, fut: asyncio.Future[None], task_id: str) -> None:
         if not fut.cancelled() and fut.exception() is not None:
             log.error(
@@ -476,11 +676,13 @@ class Engine:
         pool = self.pools[t.pool]
         if t.task_id in self.tasks:
             raise ConflictError(f"task {t.task_id} is still ending; try again in a moment")
+        shared = self.cluster is not None
         fut = self.change(
             t,
             TaskStatus.QUEUED,
             "requeued",
             ev_reason="dlq_retry",
+            also=[(Q_NOTIFY, (SUBMIT_CHANNEL, t.pool))] if shared else None,
             dead_letter=False,
             attempt_base=t.attempt,
             scanner_id=None,
@@ -495,6 +697,10 @@ class Engine:
             error=None,
         )
         self.dlq_counts[t.pool] = max(0, self.dlq_counts.get(t.pool, 0) - 1)
+        if shared:
+            await asyncio.shield(fut)
+            self._notify(t.task_id)
+            return
         self.tasks[t.task_id] = t
         # queued in the same step (a cancel from now on finds it there), but the
         # dispatcher is woken once the row is durable: the caller sees it queued

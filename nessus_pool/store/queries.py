@@ -6,12 +6,12 @@ from nessus_pool.store.schema import UNFINISHED_SQL
 
 Q_UPSERT_TASK = """
 INSERT INTO tasks (task_id, seq, pool, status, priority, idempotency_key, created_at_ms,
-                   finished_at_ms, dead_letter, data)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   finished_at_ms, dead_letter, data, scanner_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(task_id) DO UPDATE SET
     pool = excluded.pool, status = excluded.status, priority = excluded.priority,
     finished_at_ms = excluded.finished_at_ms, dead_letter = excluded.dead_letter,
-    data = excluded.data
+    data = excluded.data, scanner_id = excluded.scanner_id
 """
 Q_INSERT_EVENT = (
     "INSERT INTO task_events (task_id, at_ms, status, reason, detail) VALUES (?, ?, ?, ?, ?)"
@@ -43,3 +43,73 @@ Q_DELETE_TASK = (
 
 Q_DLQ_COUNTS = "SELECT pool, COUNT(*) FROM tasks WHERE dead_letter = 1 GROUP BY pool"
 Q_PROBE_WRITE = "CREATE TABLE IF NOT EXISTS _probe (x INTEGER)"
+
+# --- several daemons on PostgreSQL ([cluster]; ``$n`` markers, never run on SQLite) -------
+
+#: not SQL: an op that says "the ops queued with this one are written only while this
+#: daemon holds the lease ``(scanner_id, epoch)``" (fencing; ``(None, None)``: always)
+Q_FENCE = "-- fence"
+#: not SQL: ``pg_notify(channel, payload)`` once per commit that holds it
+Q_NOTIFY = "-- notify"
+
+# lease rows are always locked in scanner_id order (fence, renewal): never a deadlock
+Q_FENCE_HELD = (
+    "SELECT scanner_id, epoch FROM scanner_leases"
+    " WHERE owner = $1 AND scanner_id = ANY($2::text[]) ORDER BY scanner_id FOR SHARE"
+)
+Q_CLAIM = (
+    "SELECT data FROM tasks WHERE pool = $1 AND status = 'queued'"
+    " ORDER BY priority DESC, seq LIMIT $2 FOR UPDATE SKIP LOCKED"
+)
+Q_QUEUED_COUNTS = "SELECT pool, COUNT(*) FROM tasks WHERE status = 'queued' GROUP BY pool"
+Q_QUEUED_COUNT = "SELECT COUNT(*) FROM tasks WHERE pool = $1 AND status = 'queued'"
+Q_QUEUE_AHEAD = (
+    "SELECT COUNT(*) FROM tasks WHERE pool = $1 AND status = 'queued'"
+    " AND (priority > $2 OR (priority = $2 AND seq <= $3))"
+)
+Q_HELD_TASKS = (
+    "SELECT data, cancel_requested FROM tasks WHERE status IN ('dispatching', 'running',"
+    " 'exporting') AND (scanner_id = $1 OR scanner_id IS NULL)"
+)
+Q_CANCELS_FOR = (
+    "SELECT task_id FROM tasks WHERE cancel_requested = 1 AND scanner_id = ANY($1::text[])"
+    " AND status IN ('dispatching', 'running', 'exporting')"
+)
+Q_LOCK_TASK = "SELECT data FROM tasks WHERE task_id = $1 FOR UPDATE"
+Q_REQUEST_CANCEL = "UPDATE tasks SET cancel_requested = 1 WHERE task_id = $1"
+Q_UPSERT_DAEMON = """
+INSERT INTO daemons (daemon_id, host, pid, version, config_hash, pools_hash, pools,
+                     started_at_ms, heartbeat_at_ms, zone)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)
+ON CONFLICT (daemon_id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
+    version = excluded.version, config_hash = excluded.config_hash,
+    pools_hash = excluded.pools_hash, pools = excluded.pools,
+    started_at_ms = excluded.started_at_ms, heartbeat_at_ms = excluded.heartbeat_at_ms,
+    zone = excluded.zone
+"""
+Q_DAEMON = "SELECT host, pid, heartbeat_at_ms FROM daemons WHERE daemon_id = $1"
+Q_ALIVE = "SELECT daemon_id, zone FROM daemons WHERE heartbeat_at_ms > $1"
+Q_HEARTBEAT = "UPDATE daemons SET heartbeat_at_ms = $2 WHERE daemon_id = $1"
+Q_RENEW_LEASES = (
+    "UPDATE scanner_leases SET expires_at_ms = $2 WHERE scanner_id IN (SELECT scanner_id"
+    " FROM scanner_leases WHERE owner = $1 AND scanner_id = ANY($3::text[])"
+    " ORDER BY scanner_id FOR UPDATE) RETURNING scanner_id, epoch"
+)
+#: a free or expired lease (or our own from before a restart) -> ours, with the next epoch
+Q_ACQUIRE_LEASE = """
+INSERT INTO scanner_leases AS l (scanner_id, owner, epoch, expires_at_ms)
+VALUES ($1, $2, 1, $3)
+ON CONFLICT (scanner_id) DO UPDATE SET owner = excluded.owner, epoch = l.epoch + 1,
+    expires_at_ms = excluded.expires_at_ms
+WHERE l.expires_at_ms <= $4 OR l.owner = $2
+RETURNING epoch
+"""
+Q_NEXT_EXPIRY = "SELECT MIN(expires_at_ms) FROM scanner_leases WHERE scanner_id = ANY($1::text[])"
+Q_RELEASE_LEASES = (
+    "UPDATE scanner_leases SET expires_at_ms = 0 WHERE owner = $1 AND scanner_id = ANY($2::text[])"
+)
+Q_DAEMONS = (
+    "SELECT daemon_id, host, pid, version, config_hash, pools_hash, pools, started_at_ms,"
+    " heartbeat_at_ms, zone FROM daemons ORDER BY daemon_id"
+)
+Q_LEASES = "SELECT scanner_id, owner, epoch, expires_at_ms FROM scanner_leases ORDER BY scanner_id"

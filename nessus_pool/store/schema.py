@@ -9,7 +9,6 @@ from nessus_pool.models import UNFINISHED_STATUSES, status_values
 #: (SQLite uses a partial index only for a WHERE that matches it)
 UNFINISHED_SQL = ", ".join(f"'{v}'" for v in status_values(UNFINISHED_STATUSES))
 
-SCHEMA_VERSION = 1
 
 MIGRATIONS: dict[int, str] = {
     1: f"""
@@ -52,6 +51,30 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (task_id, seq)
     ) WITHOUT ROWID;
     CREATE INDEX findings_sev ON findings(task_id, severity);
+    """,
+    # the cluster migration (assigned NUMBER 3 for the merge)
+    2: """
+    ALTER TABLE tasks ADD COLUMN scanner_id TEXT;
+    ALTER TABLE tasks ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX tasks_scanner ON tasks(scanner_id) WHERE scanner_id IS NOT NULL;
+    CREATE TABLE daemons (
+        daemon_id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        config_hash TEXT NOT NULL,
+        pools_hash TEXT NOT NULL,
+        pools TEXT NOT NULL,
+        started_at_ms INTEGER NOT NULL,
+        heartbeat_at_ms INTEGER NOT NULL,
+        zone TEXT NOT NULL
+    );
+    CREATE TABLE scanner_leases (
+        scanner_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL
+    );
     """,
 }
 
@@ -99,5 +122,32 @@ PG_MIGRATIONS: dict[int, str] = {
     CREATE INDEX findings_sev ON findings(task_id, severity);
     CREATE TABLE probe (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);
     """,
+    # the cluster migration (assigned NUMBER 3 for the merge); ``pools`` is a JSON object
+    # pool name -> hash of its definition, to report pools defined differently
+    2: """
+    ALTER TABLE tasks ADD COLUMN scanner_id TEXT;
+    ALTER TABLE tasks ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX tasks_scanner ON tasks(scanner_id) WHERE scanner_id IS NOT NULL;
+    CREATE INDEX tasks_claim ON tasks(pool, priority DESC, seq) WHERE status = 'queued';
+    CREATE TABLE daemons (
+        daemon_id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        config_hash TEXT NOT NULL,
+        pools_hash TEXT NOT NULL,
+        pools TEXT NOT NULL,
+        started_at_ms BIGINT NOT NULL,
+        heartbeat_at_ms BIGINT NOT NULL,
+        zone TEXT NOT NULL
+    );
+    CREATE TABLE scanner_leases (
+        scanner_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        epoch BIGINT NOT NULL,
+        expires_at_ms BIGINT NOT NULL
+    );
+    """,
 }
 assert set(PG_MIGRATIONS) == set(MIGRATIONS), "every SQLite migration has its PostgreSQL twin"
+SCHEMA_VERSION = max(MIGRATIONS)

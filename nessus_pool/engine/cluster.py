@@ -1,0 +1,378 @@
+"""Several daemons sharing pools on one PostgreSQL database ([cluster]).
+
+Each daemon has a row in ``daemons`` with a heartbeat, and owns scanners through leases
+(``scanner_leases``: owner, epoch, expiry) renewed with the heartbeat. Only a scanner's
+owner launches on and polls it, so per-scanner caps hold cluster-wide without counters
+shared between daemons. A daemon takes free or expired leases of the scanners in its zone
+(epoch + 1) and re-attaches the scans running there by their deterministic names, as a
+restart does (never a second scan); a daemon that loses a lease stops that scanner's
+runners without writing, and fencing (see ``PgStore._apply``) refuses any write it still
+tries. Queued tasks live in the database only: a dispatcher claims them with ``FOR UPDATE
+SKIP LOCKED``, woken by ``NOTIFY`` on submit and by a slow safety re-check every lease-s.
+
+Times are the daemons' own clocks (the injected :class:`Clock`): keep the hosts in NTP sync;
+a skew eats into lease-s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from nessus_pool.clock import sleep_or_event
+from nessus_pool.config import ClusterConfig, Config, PoolConfig
+from nessus_pool.errors import LockedError, StorageError
+from nessus_pool.store.queries import (
+    Q_ACQUIRE_LEASE,
+    Q_ALIVE,
+    Q_CANCELS_FOR,
+    Q_DAEMON,
+    Q_FENCE,
+    Q_HEARTBEAT,
+    Q_NEXT_EXPIRY,
+    Q_QUEUED_COUNTS,
+    Q_RELEASE_LEASES,
+    Q_RENEW_LEASES,
+    Q_UPSERT_DAEMON,
+)
+from nessus_pool.store.writer import Op
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from nessus_pool.engine.core import Engine
+    from nessus_pool.store.pg import PgStore
+
+log = logging.getLogger("nessus_pool.engine")
+
+#: NOTIFY channels: a task was queued in a pool (payload: the pool); a cancel was asked
+#: for a task some other daemon may run (payload: the task id)
+SUBMIT_CHANNEL = "nessus_pool_submit"
+CANCEL_CHANNEL = "nessus_pool_cancel"
+
+
+class ClusterSettings(msgspec.Struct, frozen=True, kw_only=True):
+    daemon_id: str
+    lease_s: float = 15.0
+    heartbeat_s: float = 5.0
+    #: scanner ids or globs this daemon may own; None: every scanner
+    zone: list[str] | None = None
+    host: str = ""
+    pid: int = 0
+    version: str = ""
+    config_hash: str = ""
+    #: pool name -> hash of its definition (to report pools defined differently)
+    pools: dict[str, str] = {}
+
+
+def default_daemon_id(storage_path: str) -> str:
+    """The host name and 8 hex digits of the absolute storage path: stable across restarts,
+    and distinct for two daemons on one host (each needs a storage folder of its own)."""
+    host = socket.gethostname().split(".")[0] or "host"
+    host = "".join(c if c.isalnum() or c in "._-" else "-" for c in host)[:40].lstrip("._-")
+    digest = hashlib.sha256(os.path.abspath(storage_path).encode()).hexdigest()[:8]
+    return f"{host or 'host'}-{digest}"
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(msgspec.json.encode(value, order="sorted")).hexdigest()[:16]
+
+
+def pool_hashes(pools: list[PoolConfig]) -> dict[str, str]:
+    """Pool name -> a hash of its whole definition (scanners included, secrets as their
+    references only, never values: the config holds references)."""
+    return {p.name: _digest(p) for p in pools}
+
+
+def settings_from(cfg: Config, cc: ClusterConfig, pools: list[PoolConfig]) -> ClusterSettings:
+    from nessus_pool import __version__
+
+    return ClusterSettings(
+        daemon_id=cc.daemon_id or default_daemon_id(cfg.storage.path),
+        lease_s=cc.lease_s,
+        heartbeat_s=cc.heartbeat_period_s,
+        zone=cc.zone,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        version=__version__,
+        # what must agree between daemons (not where each listens or stores its files)
+        config_hash=_digest([cfg.pools, cfg.simulator, cfg.security, cfg.credentials]),
+        pools=pool_hashes(pools),
+    )
+
+
+def in_zone(zone: list[str] | None, scanner_id: str) -> bool:
+    return zone is None or any(fnmatch.fnmatchcase(scanner_id, z) for z in zone)
+
+
+def fair_share(my_zone: list[str], alive_zones: list[list[str] | None]) -> int:
+    """How many of ``my_zone``'s scanners this daemon should hold: each scanner counts
+    1/n for the n live daemons (this one included) whose zone has it, rounded up, so every
+    scanner has an owner and daemons with the same zone split the scanners evenly."""
+    share = 0.0
+    for sid in my_zone:
+        n = sum(1 for z in alive_zones if in_zone(z, sid))
+        share += 1 / max(1, n)
+    return math.ceil(share - 1e-9)
+
+
+class ClusterMember:
+    """This daemon's membership: heartbeat, leases, NOTIFY listener, safety re-check."""
+
+    def __init__(self, engine: Engine, store: PgStore, settings: ClusterSettings) -> None:
+        self.engine = engine
+        self.store = store
+        self.settings = settings
+        #: scanner id -> the epoch of our lease on it
+        self.held: dict[str, int] = {}
+        #: when our leases expire unless renewed (our clock)
+        self.expires_at_ms = 0
+        self.wake: asyncio.Event | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._last_recheck_s = 0.0
+        #: the earliest expiry of a lease in our zone that another daemon holds: the
+        #: heartbeat wakes then, so a dead daemon's scanner moves within lease-s + a beat
+        #: of its last renewal rather than lease-s + heartbeat-s
+        self.next_expiry_ms: int | None = None
+        #: queued tasks per pool, from the database (metrics, refreshed with the heartbeat)
+        self.queued: dict[str, int] = {}
+        #: counters for tests and the cluster view
+        self.takeovers = 0
+        self.losses = 0
+
+    @property
+    def daemon_id(self) -> str:
+        return self.settings.daemon_id
+
+    def may_own(self, scanner_id: str) -> bool:
+        return in_zone(self.settings.zone, scanner_id)
+
+    def holds(self, scanner_id: str) -> bool:
+        return scanner_id in self.held
+
+    def fence(self, scanner_id: str | None) -> Op:
+        """The fence of a write about a task on ``scanner_id`` (None: not on a scanner).
+        A scanner we do not hold gets epoch -1: the write is refused."""
+        if scanner_id is None:
+            return (Q_FENCE, (None, None))
+        return (Q_FENCE, (scanner_id, self.held.get(scanner_id, -1)))
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def join(self) -> None:
+        """Register this daemon (refused when a live daemon on another host has its id)."""
+        s = self.settings
+        self.wake = asyncio.Event()
+        self.store.fence_owner = s.daemon_id
+        now = self.engine.clock.now_ms()
+
+        async def register(conn: Any) -> None:
+            row = await conn.fetchrow(Q_DAEMON, s.daemon_id)
+            if (
+                row is not None
+                and row["host"] != s.host
+                and now - int(row["heartbeat_at_ms"]) < s.lease_s * 1000
+            ):
+                raise LockedError(
+                    f"daemon id {s.daemon_id!r} is in use by a live daemon on host "
+                    f"{row['host']} (pid {row['pid']}); give this one another cluster.daemon-id"
+                )
+            await conn.execute(
+                Q_UPSERT_DAEMON,
+                s.daemon_id,
+                s.host,
+                s.pid,
+                s.version,
+                s.config_hash,
+                _digest(s.pools),
+                json.dumps(s.pools, sort_keys=True),
+                now,
+                json.dumps(s.zone),
+            )
+
+        await self.store.transact(register)
+        log.info(
+            "joined the cluster",
+            extra={"event": "cluster_joined", "daemon_id": s.daemon_id, "zone": s.zone},
+        )
+
+    async def run(self) -> None:
+        """The heartbeat loop (essential). A database outage is logged and retried; our
+        leases are given up once they may have expired (another daemon may take them)."""
+        assert self.wake is not None
+        clock = self.engine.clock
+        while True:
+            delay_s = self.settings.heartbeat_s
+            if self.next_expiry_ms is not None:
+                delay_s = min(delay_s, max(0.0, (self.next_expiry_ms - clock.now_ms()) / 1000))
+            await sleep_or_event(clock, self.wake, delay_s)
+            self.wake.clear()
+            await self.beat()
+
+    async def beat(self) -> None:
+        try:
+            await self._beat()
+        except StorageError as exc:
+            log.warning(
+                "cluster heartbeat failed",
+                extra={"event": "cluster_heartbeat_failed", "error": str(exc)},
+            )
+            if self.held and self.engine.clock.now_ms() >= self.expires_at_ms - int(
+                self.settings.heartbeat_s * 1000
+            ):
+                for sid in list(self.held):
+                    self._lost(sid, "heartbeat failed until the lease may have expired")
+            await self._close_listener()
+
+    async def _beat(self) -> None:
+        s = self.settings
+        clock = self.engine.clock
+        now = clock.now_ms()
+        expires = now + int(s.lease_s * 1000)
+        mine = sorted(self.held)
+        mine_zone = [sid for sid in self.engine.scanners if self.may_own(sid)]
+        # each daemon tries the scanners in its own order, so that daemons starting
+        # together spread over them instead of all asking for the same one first
+        zone = sorted(
+            (sid for sid in mine_zone if sid not in self.held),
+            key=lambda sid: hashlib.sha256(f"{s.daemon_id}/{sid}".encode()).digest(),
+        )
+
+        async def renew(conn: Any) -> tuple[dict[str, int], int]:
+            await conn.execute(Q_HEARTBEAT, s.daemon_id, now)
+            renewed = {
+                r[0]: int(r[1])
+                for r in await conn.fetch(Q_RENEW_LEASES, s.daemon_id, expires, mine)
+            }
+            alive = await conn.fetch(Q_ALIVE, now - int(s.lease_s * 1000))
+            return renewed, fair_share(mine_zone, [json.loads(r[1]) for r in alive])
+
+        async def acquire(conn: Any, sid: str) -> int | None:
+            epoch = await conn.fetchval(Q_ACQUIRE_LEASE, sid, s.daemon_id, expires, now)
+            return None if epoch is None else int(epoch)
+
+        async def release(conn: Any, sids: list[str]) -> None:
+            await conn.execute(Q_RELEASE_LEASES, s.daemon_id, sids)
+
+        # one short transaction each: the renewal locks only our own lease rows, an
+        # acquisition one row, so daemons never wait on each other in a cycle
+        renewed, share = await self.store.transact(renew)
+        gained: dict[str, int] = {}
+        for sid in zone:
+            if len(renewed) + len(gained) >= share:
+                break
+            epoch = await self.store.transact(functools.partial(acquire, sid=sid))
+            if epoch is not None:
+                gained[sid] = epoch
+        # more than our share (a daemon joined): hand over scanners with nothing running
+        idle = [sid for sid in renewed if not self._busy(sid)]
+        released = idle[: max(0, len(renewed) - share)]
+        if released:
+            await self.store.transact(functools.partial(release, sids=released))
+        others = [sid for sid in zone if sid not in gained]
+        nxt = (await self.store._fetch(Q_NEXT_EXPIRY, (others,)))[0][0] if others else None
+        self.next_expiry_ms = None if nxt is None else int(nxt) + 1
+        self.expires_at_ms = expires
+        for sid in released:
+            renewed.pop(sid, None)
+            self._lost(sid, "handed over: more than this daemon's share", handed_over=True)
+        for sid in mine:
+            if renewed.get(sid) != self.held.get(sid):
+                self._lost(sid, "another daemon took the lease")
+        await self._ensure_listener()
+        for sid, epoch in gained.items():
+            await self._gained(sid, epoch)
+        if clock.monotonic_s() - self._last_recheck_s >= s.lease_s or gained:
+            await self._recheck()
+
+    async def _recheck(self) -> None:
+        """The slow safety net under NOTIFY: wake our dispatchers, pick up cancels asked
+        for our tasks, refresh the queued counts."""
+        self._last_recheck_s = self.engine.clock.monotonic_s()
+        rows = await self.store._fetch(Q_QUEUED_COUNTS)
+        self.queued = {r[0]: int(r[1]) for r in rows}
+        if self.held:
+            for r in await self.store._fetch(Q_CANCELS_FOR, (sorted(self.held),)):
+                self.on_cancel(r[0])
+        self.engine.dlq_counts = await self.store.dlq_counts()
+        self.wake_pools()
+
+    def wake_pools(self, pool: str | None = None) -> None:
+        for name, p in self.engine.pools.items():
+            if (pool is None or name == pool) and any(sid in self.held for sid in p.scanners):
+                p.wake.set()
+
+    async def _gained(self, sid: str, epoch: int) -> None:
+        self.held[sid] = epoch
+        self.takeovers += 1
+        log.info(
+            "scanner lease taken",
+            extra={"event": "cluster_lease_taken", "scanner": sid, "epoch": epoch},
+        )
+        await self.engine.adopt_scanner(sid)
+
+    def _busy(self, sid: str) -> bool:
+        sc = self.engine.scanners.get(sid)
+        return sc is not None and bool(sc.slots.active)
+
+    def _lost(self, sid: str, why: str, *, handed_over: bool = False) -> None:
+        self.held.pop(sid, None)
+        if handed_over:
+            log.info(
+                "scanner lease handed over",
+                extra={"event": "cluster_lease_released", "scanner": sid, "reason": why},
+            )
+        else:
+            self.losses += 1
+            log.warning(
+                "scanner lease lost",
+                extra={"event": "cluster_lease_lost", "scanner": sid, "reason": why},
+            )
+        self.engine.drop_scanner(sid)
+
+    async def _ensure_listener(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        self._listener = await self.store.listen(
+            {SUBMIT_CHANNEL: self.on_submit, CANCEL_CHANNEL: self.on_cancel}
+        )
+        # what was notified while nobody listened: look once
+        self._last_recheck_s = -1e18
+
+    async def _close_listener(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is not None and not conn.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 5.0)
+
+    def on_submit(self, pool: str) -> None:
+        self.wake_pools(pool)
+
+    def on_cancel(self, task_id: str) -> None:
+        if task_id in self.engine.tasks:
+            self.engine.cancel_local(task_id)
+
+    async def leave(self) -> None:
+        """Give our leases up at once (a graceful stop: another daemon need not wait for
+        them to expire); the daemon row stays, its heartbeat ages."""
+        await self._close_listener()
+        held, self.held = sorted(self.held), {}
+        if not held:
+            return
+
+        async def release(conn: Any) -> None:
+            await conn.execute(Q_RELEASE_LEASES, self.daemon_id, held)
+
+        with contextlib.suppress(StorageError):
+            await self.store.transact(release)
