@@ -38,12 +38,15 @@ from nessus_pool.store.queries import (
     Q_ALIVE,
     Q_CANCELS_FOR,
     Q_DAEMON,
+    Q_DAEMONS,
     Q_FENCE,
     Q_HEARTBEAT,
+    Q_LEASES,
     Q_NEXT_EXPIRY,
     Q_QUEUED_COUNTS,
     Q_RELEASE_LEASES,
     Q_RENEW_LEASES,
+    Q_SYNC_SEQ,
     Q_UPSERT_DAEMON,
 )
 from nessus_pool.store.writer import Op
@@ -178,6 +181,7 @@ class ClusterMember:
         now = self.engine.clock.now_ms()
 
         async def register(conn: Any) -> None:
+            await conn.execute(Q_SYNC_SEQ)
             row = await conn.fetchrow(Q_DAEMON, s.daemon_id)
             if (
                 row is not None
@@ -362,6 +366,12 @@ class ClusterMember:
     def on_cancel(self, task_id: str) -> None:
         if task_id in self.engine.tasks:
             self.engine.cancel_local(task_id)
+
+    async def snapshot(self) -> tuple[list[Any], list[Any]]:
+        """The ``daemons`` and ``scanner_leases`` rows (for the cluster view)."""
+        daemons = await self.store._fetch(Q_DAEMONS)
+        leases = await self.store._fetch(Q_LEASES)
+        return daemons, leases
 
     async def leave(self) -> None:
         """Give our leases up at once (a graceful stop: another daemon need not wait for

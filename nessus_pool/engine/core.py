@@ -48,8 +48,11 @@ from nessus_pool.models import INLINE_CREDENTIAL, SshCredential, Task, TaskStatu
 from nessus_pool.retry import CircuitBreaker
 from nessus_pool.store import Op, TaskStore, decode_task
 from nessus_pool.store.queries import (
+    Q_BY_IDEMPOTENCY_PG,
     Q_HELD_TASKS,
+    Q_LOCK_KEY,
     Q_LOCK_TASK,
+    Q_NEXT_SEQ,
     Q_NOTIFY,
     Q_QUEUE_AHEAD,
     Q_QUEUED_COUNT,
@@ -401,7 +404,31 @@ class Engine:
                 "cluster another daemon may run the scan: use a named credential set",
                 field="ssh_password",
             )
-        await self.change(t, t.status, "queued", also=[(Q_NOTIFY, (SUBMIT_CHANNEL, t.pool))])
+        from nessus_pool.store.pg import PgStore  # PostgreSQL only (asyncpg)
+
+        store = self.store
+        assert isinstance(store, PgStore)
+
+        async def insert(conn: Any) -> None:
+            # seq from the database: every daemon's submits in one FIFO order
+            t.seq = int(await conn.fetchval(Q_NEXT_SEQ))
+            key = t.idempotency_key
+            if key is not None:
+                # two daemons given the same key at once: one inserts, the other is told
+                await conn.execute(Q_LOCK_KEY, key)
+                other = await conn.fetchval(Q_BY_IDEMPOTENCY_PG, key)
+                if other is not None:
+                    raise ConflictError(
+                        f"a scan with idempotency_key {key!r} was just submitted through "
+                        f"another daemon (task {other}); submit again to get it",
+                        field="idempotency_key",
+                    )
+            ops = self.change_ops(t, t.status, "queued")
+            await store.apply(conn, [*ops, (Q_NOTIFY, (SUBMIT_CHANNEL, t.pool))])
+
+        # a transaction of its own, not the group commit: a key taken meanwhile must fail
+        # this submit alone, not the batch it would share
+        await store.transact(insert)
         self._notify(t.task_id)
         self.metrics.submitted(t.pool)
         return t

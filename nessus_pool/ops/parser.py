@@ -18,6 +18,7 @@ from nessus_pool.ops.client import (
     resolve_token,
     resolve_url,
 )
+from nessus_pool.ops.cluster import cmd_cluster
 from nessus_pool.ops.deadletters import cmd_dlq_list, cmd_dlq_purge, cmd_dlq_retry, cmd_dlq_show
 from nessus_pool.ops.fleet import cmd_policies, cmd_pools, cmd_reload, cmd_scanners
 from nessus_pool.ops.output import emit_json, note
@@ -219,3 +220,4 @@ def add_ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--yes", action="store_true", help="really delete a --pool/--older-than set")
 
     leaf(sub, "reload", cmd_reload, "reload the config file (like SIGHUP)")
+    leaf(sub, "cluster", cmd_cluster, "daemons, scanner leases and config differences")

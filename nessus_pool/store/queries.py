@@ -75,6 +75,14 @@ Q_CANCELS_FOR = (
     "SELECT task_id FROM tasks WHERE cancel_requested = 1 AND scanner_id = ANY($1::text[])"
     " AND status IN ('dispatching', 'running', 'exporting')"
 )
+Q_NEXT_SEQ = "SELECT nextval('tasks_seq')"
+#: the sequence starts past the tasks already there (copied by ``storage migrate``)
+Q_SYNC_SEQ = (
+    "SELECT setval('tasks_seq', GREATEST((SELECT COALESCE(MAX(seq), 0) FROM tasks),"
+    " (SELECT last_value FROM tasks_seq)))"
+)
+Q_LOCK_KEY = "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))"
+Q_BY_IDEMPOTENCY_PG = "SELECT task_id FROM tasks WHERE idempotency_key = $1"
 Q_LOCK_TASK = "SELECT data FROM tasks WHERE task_id = $1 FOR UPDATE"
 Q_REQUEST_CANCEL = "UPDATE tasks SET cancel_requested = 1 WHERE task_id = $1"
 Q_UPSERT_DAEMON = """

@@ -129,6 +129,7 @@ PG_MIGRATIONS: dict[int, str] = {
     ALTER TABLE tasks ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX tasks_scanner ON tasks(scanner_id) WHERE scanner_id IS NOT NULL;
     CREATE INDEX tasks_claim ON tasks(pool, priority DESC, seq) WHERE status = 'queued';
+    CREATE SEQUENCE tasks_seq;
     CREATE TABLE daemons (
         daemon_id TEXT PRIMARY KEY,
         host TEXT NOT NULL,
