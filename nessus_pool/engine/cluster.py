@@ -32,6 +32,7 @@ import msgspec
 
 from nessus_pool.clock import sleep_or_event
 from nessus_pool.config import ClusterConfig, Config, PoolConfig
+from nessus_pool.engine.pool import QUEUE_KEYS, SharedQueue
 from nessus_pool.errors import LockedError, StorageError
 from nessus_pool.store.queries import (
     Q_ACQUIRE_LEASE,
@@ -43,7 +44,8 @@ from nessus_pool.store.queries import (
     Q_HEARTBEAT,
     Q_LEASES,
     Q_NEXT_EXPIRY,
-    Q_QUEUED_COUNTS,
+    Q_POOL_STATS,
+    Q_QUEUE_KEYS,
     Q_RELEASE_LEASES,
     Q_RENEW_LEASES,
     Q_SYNC_SEQ,
@@ -148,8 +150,6 @@ class ClusterMember:
         #: heartbeat wakes then, so a dead daemon's scanner moves within lease-s + a beat
         #: of its last renewal rather than lease-s + heartbeat-s
         self.next_expiry_ms: int | None = None
-        #: queued tasks per pool, from the database (metrics, refreshed with the heartbeat)
-        self.queued: dict[str, int] = {}
         #: counters for tests and the cluster view
         self.takeovers = 0
         self.losses = 0
@@ -299,13 +299,30 @@ class ClusterMember:
             await self._gained(sid, epoch)
         if clock.monotonic_s() - self._last_recheck_s >= s.lease_s or gained:
             await self._recheck()
+        await self.refresh_queues()
+
+    async def refresh_queues(self) -> None:
+        """Every pool's queue as the database holds it: depth, oldest, order, in flight."""
+        shared = {name: SharedQueue() for name in self.engine.pools}
+        for pool, queued, n, oldest in await self.store._fetch(Q_POOL_STATS):
+            sq = shared.get(pool)
+            if sq is None:
+                continue
+            if queued:
+                sq.queued, sq.oldest_created_ms = int(n), int(oldest)
+            else:
+                sq.active = int(n)
+        for name, sq in shared.items():
+            if sq.queued:
+                rows = await self.store._fetch(Q_QUEUE_KEYS, (name, QUEUE_KEYS))
+                sq.keys = [(-int(r[0]), int(r[1])) for r in rows]
+        for name, sq in shared.items():
+            self.engine.pools[name].shared = sq
 
     async def _recheck(self) -> None:
         """The slow safety net under NOTIFY: wake our dispatchers, pick up cancels asked
         for our tasks, refresh the queued counts."""
         self._last_recheck_s = self.engine.clock.monotonic_s()
-        rows = await self.store._fetch(Q_QUEUED_COUNTS)
-        self.queued = {r[0]: int(r[1]) for r in rows}
         if self.held:
             for r in await self.store._fetch(Q_CANCELS_FOR, (sorted(self.held),)):
                 self.on_cancel(r[0])

@@ -816,6 +816,11 @@ class Engine:
 
     def queue_position(self, t: Task) -> int | None:
         pool = self.pools.get(t.pool)
+        if pool is not None and pool.shared is not None:
+            # [cluster] the database's order, as of the last heartbeat
+            if t.status is not TaskStatus.QUEUED:
+                return None
+            return pool.shared.position(t.priority, t.seq)
         return pool.queue.position(t.task_id) if pool else None
 
     def estimated_wait_s(self, t: Task) -> tuple[float | None, str]:
@@ -832,13 +837,17 @@ class Engine:
         pool = self.pools.get(t.pool)
         if pool is None:
             return "no_scanners"
+        if pool.shared is not None and pool.active >= pool.capacity > 0:
+            return "capacity_full"  # [cluster] every daemon's scans, from the database
         return waiting_reason(pool, t.requested_scanner, t.policy)
 
     def pool_waiting_reason(self, name: str) -> str | None:
         """Why the pool's queued tasks wait (None when nothing is queued or it dispatches)."""
         pool = self.pools.get(name)
-        if pool is None or not pool.queue:
+        if pool is None or not pool.queue_depth:
             return None
+        if pool.shared is not None and pool.active >= pool.capacity > 0:
+            return "capacity_full"
         return waiting_reason(pool)
 
     def set_scanner_enabled(self, scanner_id: str, enabled: bool) -> ScannerHandle:

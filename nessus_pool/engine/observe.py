@@ -46,7 +46,9 @@ def snapshot(engine: Engine) -> Iterable[GaugeMetricFamily]:
             if prev is None or t.created_at_ms < prev:
                 oldest_ms[t.pool] = t.created_at_ms
     for name, pool in engine.pools.items():
-        depth.add_metric([name], len(pool.queue))
+        if pool.shared is not None and pool.shared.oldest_created_ms is not None:
+            oldest_ms[name] = pool.shared.oldest_created_ms  # [cluster] from the database
+        depth.add_metric([name], pool.queue_depth)
         oldest.add_metric([name], (now_ms - oldest_ms[name]) / 1000 if name in oldest_ms else 0)
     dlq = GaugeMetricFamily("nessus_pool_dlq_depth", "Dead-lettered scans", labels=["pool"])
     for name in engine.pools:

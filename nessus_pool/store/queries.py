@@ -61,7 +61,14 @@ Q_CLAIM = (
     "SELECT data FROM tasks WHERE pool = $1 AND status = 'queued'"
     " ORDER BY priority DESC, seq LIMIT $2 FOR UPDATE SKIP LOCKED"
 )
-Q_QUEUED_COUNTS = "SELECT pool, COUNT(*) FROM tasks WHERE status = 'queued' GROUP BY pool"
+Q_POOL_STATS = (
+    "SELECT pool, status = 'queued', COUNT(*), MIN(created_at_ms) FROM tasks WHERE status IN"
+    " ('queued', 'dispatching', 'running', 'exporting') GROUP BY pool, status = 'queued'"
+)
+Q_QUEUE_KEYS = (
+    "SELECT priority, seq FROM tasks WHERE pool = $1 AND status = 'queued'"
+    " ORDER BY priority DESC, seq LIMIT $2"
+)
 Q_QUEUED_COUNT = "SELECT COUNT(*) FROM tasks WHERE pool = $1 AND status = 'queued'"
 Q_QUEUE_AHEAD = (
     "SELECT COUNT(*) FROM tasks WHERE pool = $1 AND status = 'queued'"

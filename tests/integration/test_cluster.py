@@ -390,3 +390,28 @@ async def test_inline_credentials_are_refused_in_a_cluster(pg_url: str, tmp_path
                 c.task(scan_type=ScanType.AUTHENTICATED), SshCredential(username="u", password="p")
             )
         assert await c.statuses() == {}
+
+
+async def test_every_daemon_answers_the_same_queue_position_depth_and_wait(
+    pg_url: str, tmp_path: Path
+) -> None:
+    async with cluster_of(pg_url, tmp_path, scanners=1, cap=1, scan_s=600.0) as c:
+        a = await c.start("a")
+        b = await c.start("b", zone=[])
+        first = await b.engine.submit(c.task())
+        await c.until(lambda: c.fakes["fake-1"].count("launch_scan") == 1)
+        low = [await a.engine.submit(c.task()) for _ in range(3)]
+        urgent = await b.engine.submit(c.task(priority=50))
+        await c.flush()
+        for node in (a, b):
+            await node.member.refresh_queues()
+        running = await c.stored(first.task_id)  # what a read from either daemon gets
+        assert running.status is TaskStatus.RUNNING
+        for node in (a, b):
+            e = node.engine
+            assert e.pools["lan"].queue_depth == 4 and e.pools["lan"].active == 1
+            assert [e.queue_position(t) for t in (urgent, *low)] == [1, 2, 3, 4]
+            assert e.queue_position(running) is None
+            assert e.waiting_reason(urgent) == "capacity_full"
+        assert a.engine.estimated_wait_s(low[-1]) == b.engine.estimated_wait_s(low[-1])
+        assert a.engine.estimated_wait_s(low[-1])[0] is not None
