@@ -31,7 +31,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from nessus_pool.clock import sleep_or_event
-from nessus_pool.config import ClusterConfig, Config, PoolConfig
+from nessus_pool.config import (
+    _CREDENTIAL_SECRETS,
+    ClusterConfig,
+    Config,
+    PoolConfig,
+    SecretRef,
+)
 from nessus_pool.engine.pool import QUEUE_KEYS, SharedQueue
 from nessus_pool.errors import LockedError, StorageError
 from nessus_pool.store.queries import (
@@ -94,10 +100,38 @@ def _digest(value: object) -> str:
     return hashlib.sha256(msgspec.json.encode(value, order="sorted")).hexdigest()[:16]
 
 
+def _masked(ref: SecretRef | None) -> SecretRef | None:
+    # a secret written into the config itself is hashed as a mark, never its value
+    return "<inline secret>" if isinstance(ref, str) else ref
+
+
+_SCANNER_SECRETS = ("access_key", "secret_key", "username", "password")
+
+
 def pool_hashes(pools: list[PoolConfig]) -> dict[str, str]:
-    """Pool name -> a hash of its whole definition (scanners included, secrets as their
-    references only, never values: the config holds references)."""
-    return {p.name: _digest(p) for p in pools}
+    """Pool name -> a hash of its whole definition (scanners included; secrets by their
+    references, an inline secret as a mark: no secret value goes into a hash)."""
+    return {
+        p.name: _digest(
+            msgspec.structs.replace(
+                p,
+                scanners=[
+                    msgspec.structs.replace(
+                        sc, **{k: _masked(getattr(sc, k)) for k in _SCANNER_SECRETS}
+                    )
+                    for sc in p.scanners
+                ],
+            )
+        )
+        for p in pools
+    }
+
+
+def _credentials_masked(cfg: Config) -> dict[str, object]:
+    return {
+        name: msgspec.structs.replace(c, **{k: _masked(getattr(c, k)) for k in _CREDENTIAL_SECRETS})
+        for name, c in cfg.credentials.items()
+    }
 
 
 def settings_from(cfg: Config, cc: ClusterConfig, pools: list[PoolConfig]) -> ClusterSettings:
@@ -112,7 +146,9 @@ def settings_from(cfg: Config, cc: ClusterConfig, pools: list[PoolConfig]) -> Cl
         pid=os.getpid(),
         version=__version__,
         # what must agree between daemons (not where each listens or stores its files)
-        config_hash=_digest([cfg.pools, cfg.simulator, cfg.security, cfg.credentials]),
+        config_hash=_digest(
+            [sorted(pool_hashes(cfg.pools).items()), cfg.security, _credentials_masked(cfg)]
+        ),
         pools=pool_hashes(pools),
     )
 
@@ -336,12 +372,19 @@ class ClusterMember:
 
     async def _gained(self, sid: str, epoch: int) -> None:
         self.held[sid] = epoch
+        try:
+            await self.engine.adopt_scanner(sid)
+        except BaseException:
+            # not re-attached: hold nothing here; the next beat takes it again (our own
+            # lease, epoch + 1) and retries the re-attach
+            self.held.pop(sid, None)
+            self.engine.drop_scanner(sid)
+            raise
         self.takeovers += 1
         log.info(
             "scanner lease taken",
             extra={"event": "cluster_lease_taken", "scanner": sid, "epoch": epoch},
         )
-        await self.engine.adopt_scanner(sid)
 
     def _busy(self, sid: str) -> bool:
         sc = self.engine.scanners.get(sid)

@@ -20,7 +20,7 @@ from nessus_pool.engine.cluster import ClusterMember, ClusterSettings
 from nessus_pool.engine.core import Engine
 from nessus_pool.engine.dispatch import claim
 from nessus_pool.engine.scanner import ScannerSpec
-from nessus_pool.errors import ConflictError, ValidationError
+from nessus_pool.errors import ConflictError, LockedError, ValidationError
 from nessus_pool.models import ScanType, SshCredential, Task, TaskStatus
 from nessus_pool.simulator.state import peak_overlap
 from nessus_pool.store.pg import PgStore
@@ -415,3 +415,18 @@ async def test_every_daemon_answers_the_same_queue_position_depth_and_wait(
             assert e.waiting_reason(urgent) == "capacity_full"
         assert a.engine.estimated_wait_s(low[-1]) == b.engine.estimated_wait_s(low[-1])
         assert a.engine.estimated_wait_s(low[-1])[0] is not None
+
+
+async def test_a_daemon_id_alive_on_another_host_is_refused(pg_url: str, tmp_path: Path) -> None:
+    async with cluster_of(pg_url, tmp_path, scanners=1) as c:
+        a = await c.start("a")
+        twin = ClusterMember(
+            a.engine,
+            a.store,
+            ClusterSettings(daemon_id="a", host="another-host", lease_s=LEASE_S),
+        )
+        with pytest.raises(LockedError, match="in use by a live daemon on host test-host"):
+            await twin.join()
+        await c.clock.advance(LEASE_S + 1)  # a beats on: still alive, still refused
+        with pytest.raises(LockedError):
+            await twin.join()

@@ -10,7 +10,7 @@ import pytest
 import tomli_w
 
 from nessus_pool.config import diff, parse_config
-from nessus_pool.engine.cluster import default_daemon_id, fair_share, in_zone
+from nessus_pool.engine.cluster import default_daemon_id, fair_share, in_zone, pool_hashes
 from nessus_pool.errors import ConfigError
 
 PG = {"url": "postgresql://np@127.0.0.1:5432/np"}
@@ -74,3 +74,18 @@ def test_zones_and_fair_shares() -> None:
     # counts whole: s0 is shared (1/2), s1..s5 are ours alone: ceil(5.5)
     assert fair_share(six, [None, ["s0"]]) == 6
     assert fair_share(six, [None, None, ["s0"]]) == 3  # 1/3 + 5/2 -> ceil(2.83)
+
+
+def test_pool_hashes_see_definitions_but_no_secret_value(tmp_path: Path) -> None:
+    def pools(secret: str, attempts: int) -> Any:
+        scanner = {"id": "s1", "url": "https://s1:8834", "access-key": "a" * 32}
+        scanner["secret-key"] = secret
+        text = _cfg(
+            tmp_path, {}, pools=[{"name": "lan", "max-attempts": attempts, "scanners": [scanner]}]
+        )
+        return parse_config(text).config.pools
+
+    base = pool_hashes(pools("s" * 32, 3))
+    # an inline secret is hashed as a mark: its value cannot be tested against the hash
+    assert pool_hashes(pools("t" * 32, 3)) == base
+    assert pool_hashes(pools("s" * 32, 4)) != base
