@@ -20,7 +20,7 @@ from nessus_pool.engine.cluster import ClusterMember, ClusterSettings
 from nessus_pool.engine.core import Engine
 from nessus_pool.engine.dispatch import claim
 from nessus_pool.engine.scanner import ScannerSpec
-from nessus_pool.errors import ConflictError, LockedError, ValidationError
+from nessus_pool.errors import ConflictError, LockedError, StorageError, ValidationError
 from nessus_pool.models import ScanType, SshCredential, Task, TaskStatus
 from nessus_pool.simulator.state import peak_overlap
 from nessus_pool.store.pg import PgStore
@@ -430,3 +430,28 @@ async def test_a_daemon_id_alive_on_another_host_is_refused(pg_url: str, tmp_pat
         await c.clock.advance(LEASE_S + 1)  # a beats on: still alive, still refused
         with pytest.raises(LockedError):
             await twin.join()
+
+
+async def test_a_daemon_cut_off_from_the_database_stops_its_runners_and_rejoins_cleanly(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cluster_of(pg_url, tmp_path, scanners=1, cap=1, scan_s=120.0) as c:
+        a = await c.start("a")
+        t = await a.engine.submit(c.task())
+        await c.until(lambda: c.fakes["fake-1"].count("launch_scan") == 1)
+        real = a.store.transact
+
+        async def cut_off(work: Any) -> Any:
+            raise StorageError("database call failed: ConnectionRefusedError")
+
+        monkeypatch.setattr(a.store, "transact", cut_off)
+        # its heartbeat fails until the lease may have expired: it gives the scanner up
+        await c.until(lambda: not a.member.held, step_s=1.0, limit=30)
+        assert t.task_id not in a.engine.tasks and not a.engine.runner_tasks
+        assert not a.engine.scanners["fake-1"].slots.active
+        monkeypatch.setattr(a.store, "transact", real)
+        # back: its own lease again (a new epoch), the scan re-attached, never recreated
+        await c.until(lambda: a.member.holds("fake-1"))
+        assert (await c.leases())["fake-1"] == ("a", 2)
+        await c.until(lambda: c.all_in([t]))
+    assert c.fakes["fake-1"].count("create_scan") == 1
