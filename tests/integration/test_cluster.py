@@ -15,15 +15,23 @@ import asyncpg
 import pytest
 
 from nessus_pool.clock import FakeClock
-from nessus_pool.config import PoolConfig
+from nessus_pool.config import HousekeepingConfig, PoolConfig
 from nessus_pool.engine.cluster import ClusterMember, ClusterSettings
 from nessus_pool.engine.core import Engine
 from nessus_pool.engine.dispatch import claim
+from nessus_pool.engine.housekeeping import housekeeping_turn
+from nessus_pool.engine.observe import snapshot
 from nessus_pool.engine.scanner import ScannerSpec
-from nessus_pool.errors import ConflictError, LockedError, StorageError, ValidationError
+from nessus_pool.errors import (
+    ConflictError,
+    LockedError,
+    PermanentScannerError,
+    StorageError,
+    ValidationError,
+)
 from nessus_pool.models import ScanType, SshCredential, Task, TaskStatus
 from nessus_pool.simulator.state import peak_overlap
-from nessus_pool.store.pg import PgStore
+from nessus_pool.store.pg import HOUSEKEEPING_LOCK_KEY, PgStore
 from nessus_pool.testing import FakeNessus, settle
 
 POOL = PoolConfig(name="lan", poll_interval_s=1.0, max_attempts=3, probe_interval_s=5.0)
@@ -455,3 +463,55 @@ async def test_a_daemon_cut_off_from_the_database_stops_its_runners_and_rejoins_
         assert (await c.leases())["fake-1"] == ("a", 2)
         await c.until(lambda: c.all_in([t]))
     assert c.fakes["fake-1"].count("create_scan") == 1
+
+
+async def test_a_dead_letter_retried_through_another_daemon_runs_once_on_the_owner(
+    pg_url: str, tmp_path: Path
+) -> None:
+    async with cluster_of(pg_url, tmp_path, scanners=1, cap=1, scan_s=5.0) as c:
+        a = await c.start("a")
+        b = await c.start("b", zone=[])
+        c.fakes["fake-1"].fail_next("create_scan", PermanentScannerError("licence refused"))
+        t = await b.engine.submit(c.task())
+        await c.until(lambda: c.all_in([t], "failed"))
+        dead = await c.stored(t.task_id)
+        assert dead.dead_letter
+        # the slow re-check (every lease-s) reads the other daemons' dead letters
+        await c.until(lambda: b.engine.dlq_counts == {"lan": 1}, limit=int(LEASE_S) + 6)
+        await b.engine.revive(dead)  # through the daemon that does not own the scanner
+        await c.until(lambda: c.all_in([t]))
+        assert t.task_id not in b.engine.tasks and not a.engine.tasks
+    assert c.fakes["fake-1"].count("create_scan") == 2  # the refused one, then one run
+
+
+async def test_housekeeping_runs_on_one_daemon_at_a_time(pg_url: str, tmp_path: Path) -> None:
+    cfg = HousekeepingConfig(finished_ttl_s=1.0)
+    async with cluster_of(pg_url, tmp_path, scanners=1, cap=1, scan_s=5.0) as c:
+        a = await c.start("a")
+        b = await c.start("b")
+        t = await a.engine.submit(c.task())
+        await c.until(lambda: c.all_in([t]))
+        await c.clock.advance(10.0)
+        async with a.store.exclusive_turn(HOUSEKEEPING_LOCK_KEY) as mine:
+            assert mine
+            assert await housekeeping_turn(b.engine, cfg) is None  # a has the turn
+            assert t.task_id in await c.statuses()
+        run = await housekeeping_turn(b.engine, cfg)
+        assert run is not None and run.tasks_deleted == 1
+        assert await c.statuses() == {}
+
+
+async def test_the_queue_gauges_count_the_database_queue(pg_url: str, tmp_path: Path) -> None:
+    async with cluster_of(pg_url, tmp_path, scanners=1, cap=1, scan_s=600.0) as c:
+        a = await c.start("a")
+        b = await c.start("b", zone=[])
+        for _ in range(3):
+            await b.engine.submit(c.task())
+        await c.until(lambda: c.fakes["fake-1"].count("launch_scan") == 1)
+        await c.clock.advance(30.0)
+        for node in (a, b):
+            await node.member.refresh_queues()
+            families = {f.name: f for f in snapshot(node.engine)}
+            depth = families["nessus_pool_queue_depth"].samples[0].value
+            oldest = families["nessus_pool_oldest_queued_age_seconds"].samples[0].value
+            assert (depth, oldest >= 30.0) == (2, True)
