@@ -68,6 +68,8 @@ CredentialResolver = Callable[[str], SshCredential | None]
 
 #: probes and re-attached runners making their first scanner call at once
 RECOVERY_CONCURRENCY = 64
+#: [cluster] how often a wait on a task run by another daemon reads it again
+CLUSTER_WAIT_POLL_S = 1.0
 #: a task in one of these holds a scanner slot (its writes are fenced by that lease)
 _IN_FLIGHT = frozenset({TaskStatus.DISPATCHING, TaskStatus.RUNNING, TaskStatus.EXPORTING})
 
@@ -810,8 +812,12 @@ class Engine:
             ev.set()
 
     async def wait_change(self, task_id: str, timeout_s: float) -> bool:
-        """Wait until the task changes (status or progress) or ``timeout_s`` passes."""
+        """Wait until the task changes (status or progress) or ``timeout_s`` passes. [cluster]
+        A task another daemon runs changes out of our sight: the wait ends after at most
+        :data:`CLUSTER_WAIT_POLL_S`, and the caller reads the database again."""
         ev = self._changed.setdefault(task_id, asyncio.Event())
+        if self.cluster is not None and task_id not in self.tasks:
+            timeout_s = min(timeout_s, CLUSTER_WAIT_POLL_S)
         return await sleep_or_event(self.clock, ev, timeout_s)
 
     def queue_position(self, t: Task) -> int | None:

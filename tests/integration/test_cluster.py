@@ -515,3 +515,20 @@ async def test_the_queue_gauges_count_the_database_queue(pg_url: str, tmp_path: 
             depth = families["nessus_pool_queue_depth"].samples[0].value
             oldest = families["nessus_pool_oldest_queued_age_seconds"].samples[0].value
             assert (depth, oldest >= 30.0) == (2, True)
+
+
+async def test_a_wait_on_a_task_another_daemon_runs_reads_it_again_within_a_second(
+    pg_url: str, tmp_path: Path
+) -> None:
+    async with cluster_of(pg_url, tmp_path, scanners=1, cap=1, scan_s=600.0) as c:
+        await c.start("a")
+        b = await c.start("b", zone=[])
+        t = await b.engine.submit(c.task())
+        await c.until(lambda: c.fakes["fake-1"].count("launch_scan") == 1)
+        waiter = asyncio.ensure_future(b.engine.wait_change(t.task_id, 600.0))
+        await settle()
+        assert not waiter.done()
+        await c.clock.advance(1.0)
+        await settle()
+        # before: b waited the whole 600 s for a change only a's memory sees
+        assert waiter.done()
