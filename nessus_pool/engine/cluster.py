@@ -177,6 +177,8 @@ class ClusterMember:
         self.settings = settings
         #: scanner id -> the epoch of our lease on it
         self.held: dict[str, int] = {}
+        #: scanners being handed over: nothing new is placed on them meanwhile
+        self.releasing: set[str] = set()
         #: when our leases expire unless renewed (our clock)
         self.expires_at_ms = 0
         self.wake: asyncio.Event | None = None
@@ -198,7 +200,8 @@ class ClusterMember:
         return in_zone(self.settings.zone, scanner_id)
 
     def holds(self, scanner_id: str) -> bool:
-        return scanner_id in self.held
+        """We own the scanner and may launch on it (not while handing it over)."""
+        return scanner_id in self.held and scanner_id not in self.releasing
 
     def fence(self, scanner_id: str | None) -> Op:
         """The fence of a write about a task on ``scanner_id`` (None: not on a scanner).
@@ -319,14 +322,20 @@ class ClusterMember:
         idle = [sid for sid in renewed if not self._busy(sid)]
         released = idle[: max(0, len(renewed) - share)]
         if released:
-            await self.store.transact(functools.partial(release, sids=released))
+            # decided and marked in one step: no claim places a task on them from now on,
+            # and one placed already is fenced out once the release commits
+            self.releasing.update(released)
+            try:
+                await self.store.transact(functools.partial(release, sids=released))
+                for sid in released:
+                    renewed.pop(sid, None)
+                    self._lost(sid, "handed over: more than this daemon's share", handed_over=True)
+            finally:
+                self.releasing.difference_update(released)
         others = [sid for sid in zone if sid not in gained]
         nxt = (await self.store._fetch(Q_NEXT_EXPIRY, (others,)))[0][0] if others else None
         self.next_expiry_ms = None if nxt is None else int(nxt) + 1
         self.expires_at_ms = expires
-        for sid in released:
-            renewed.pop(sid, None)
-            self._lost(sid, "handed over: more than this daemon's share", handed_over=True)
         for sid in mine:
             if renewed.get(sid) != self.held.get(sid):
                 self._lost(sid, "another daemon took the lease")

@@ -147,7 +147,10 @@ def _place(
 ) -> list[Op]:
     """The claim's placement (synchronous, inside its transaction): each claimed task onto
     the least loaded free scanner that can take it, its slot reserved; the ops to commit."""
-    assert engine.cluster is not None
+    member = engine.cluster
+    assert member is not None
+    # a scanner handed over while the claim's query ran is no longer ours to fill
+    available[:] = [s for s in available if member.holds(s.scanner_id)]
     ops: list[Op] = []
     for t in tasks:
         if not available:
@@ -160,7 +163,7 @@ def _place(
             t,
             TaskStatus.DISPATCHING,
             "dispatching",
-            ev_detail=f"scanner={sc.scanner_id} daemon={engine.cluster.daemon_id}",
+            ev_detail=f"scanner={sc.scanner_id} daemon={member.daemon_id}",
             scanner_id=sc.scanner_id,
             attempt=attempt,
             remote_scan_name=remote_scan_name(t.task_id, attempt),

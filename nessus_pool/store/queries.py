@@ -120,8 +120,10 @@ WHERE l.expires_at_ms <= $4 OR l.owner = $2
 RETURNING epoch
 """
 Q_NEXT_EXPIRY = "SELECT MIN(expires_at_ms) FROM scanner_leases WHERE scanner_id = ANY($1::text[])"
+#: given up: free for anyone, and no write of ours passes its fence any more
 Q_RELEASE_LEASES = (
-    "UPDATE scanner_leases SET expires_at_ms = 0 WHERE owner = $1 AND scanner_id = ANY($2::text[])"
+    "UPDATE scanner_leases SET expires_at_ms = 0, owner = '' WHERE owner = $1"
+    " AND scanner_id = ANY($2::text[])"
 )
 Q_DAEMONS = (
     "SELECT daemon_id, host, pid, version, config_hash, pools_hash, pools, started_at_ms,"

@@ -532,3 +532,16 @@ async def test_a_wait_on_a_task_another_daemon_runs_reads_it_again_within_a_seco
         await settle()
         # before: b waited the whole 600 s for a change only a's memory sees
         assert waiter.done()
+
+
+async def test_nothing_is_placed_on_a_scanner_being_handed_over(
+    pg_url: str, tmp_path: Path
+) -> None:
+    async with cluster_of(pg_url, tmp_path, scanners=2, cap=2, scan_s=600.0) as c:
+        a = await c.start("a")
+        await c.until(lambda: len(a.member.held) == 2 and a.engine.scanners["fake-2"].available())
+        a.member.releasing.add("fake-2")  # the heartbeat decided to hand it over
+        tasks = [await a.engine.submit(c.task()) for _ in range(3)]
+        await c.until(lambda: c.fakes["fake-1"].count("launch_scan") == 2)
+        assert c.fakes["fake-2"].count("create_scan") == 0
+        assert (await c.statuses())[tasks[2].task_id] == "queued"
