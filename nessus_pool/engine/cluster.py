@@ -52,6 +52,7 @@ from nessus_pool.store.queries import (
     Q_NEXT_EXPIRY,
     Q_POOL_STATS,
     Q_QUEUE_KEYS,
+    Q_QUEUED_COUNT,
     Q_RELEASE_LEASES,
     Q_RENEW_LEASES,
     Q_SYNC_SEQ,
@@ -179,6 +180,8 @@ class ClusterMember:
         self.held: dict[str, int] = {}
         #: scanners being handed over: nothing new is placed on them meanwhile
         self.releasing: set[str] = set()
+        #: tasks this daemon queued per pool since the last queue refresh (max-queued)
+        self._submitted: dict[str, int] = {}
         #: when our leases expire unless renewed (our clock)
         self.expires_at_ms = 0
         self.wake: asyncio.Event | None = None
@@ -346,8 +349,22 @@ class ClusterMember:
             await self._recheck()
         await self.refresh_queues()
 
+    def submitted(self, pool: str) -> None:
+        self._submitted[pool] = self._submitted.get(pool, 0) + 1
+
+    async def queued_estimate(self, pool: str) -> int:
+        """Queued tasks of ``pool`` for max-queued: the database's count as of the last
+        heartbeat plus what this daemon queued since (a COUNT per submit cost 5 ms with
+        100,000 queued); daemons submitting at once may overshoot by a heartbeat's worth."""
+        p = self.engine.pools[pool]
+        if p.shared is None:
+            rows = await self.store._fetch(Q_QUEUED_COUNT, (pool,))
+            return int(rows[0][0]) + self._submitted.get(pool, 0)
+        return p.shared.queued + self._submitted.get(pool, 0)
+
     async def refresh_queues(self) -> None:
         """Every pool's queue as the database holds it: depth, oldest, order, in flight."""
+        self._submitted.clear()
         shared = {name: SharedQueue() for name in self.engine.pools}
         for pool, queued, n, oldest in await self.store._fetch(Q_POOL_STATS):
             sq = shared.get(pool)

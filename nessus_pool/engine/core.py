@@ -54,8 +54,6 @@ from nessus_pool.store.queries import (
     Q_LOCK_TASK,
     Q_NEXT_SEQ,
     Q_NOTIFY,
-    Q_QUEUE_AHEAD,
-    Q_QUEUED_COUNT,
     Q_REQUEST_CANCEL,
 )
 from nessus_pool.targets import total_addresses
@@ -370,7 +368,7 @@ class Engine:
             raise NotFoundError(f"pool {t.pool!r} does not exist")
         queued = len(pool.queue)
         if self.cluster is not None:
-            queued = await self.queued_in_db(t.pool)
+            queued = await self.cluster.queued_estimate(t.pool)
         if queued >= pool.config.max_queued:
             raise CapacityError(
                 f"pool {t.pool!r} already has {queued} queued scans (max-queued = "
@@ -411,10 +409,21 @@ class Engine:
         store = self.store
         assert isinstance(store, PgStore)
 
+        member = self.cluster
+        assert member is not None
+        # seq from the database: every daemon's submits in one FIFO order
+        t.seq = int((await store._fetch(Q_NEXT_SEQ))[0][0])
+        key = t.idempotency_key
+        if key is None:
+            # the common case: the group commit (a batch shares one transaction and fsync;
+            # a fresh random task id cannot conflict), the NOTIFY in the same commit
+            await self.change(t, t.status, "queued", also=[(Q_NOTIFY, (SUBMIT_CHANNEL, t.pool))])
+            member.submitted(t.pool)
+            self._notify(t.task_id)
+            self.metrics.submitted(t.pool)
+            return t
+
         async def insert(conn: Any) -> None:
-            # seq from the database: every daemon's submits in one FIFO order
-            t.seq = int(await conn.fetchval(Q_NEXT_SEQ))
-            key = t.idempotency_key
             if key is not None:
                 # two daemons given the same key at once: one inserts, the other is told
                 await conn.execute(Q_LOCK_KEY, key)
@@ -431,22 +440,10 @@ class Engine:
         # a transaction of its own, not the group commit: a key taken meanwhile must fail
         # this submit alone, not the batch it would share
         await store.transact(insert)
+        member.submitted(t.pool)
         self._notify(t.task_id)
         self.metrics.submitted(t.pool)
         return t
-
-    async def queued_in_db(self, pool: str) -> int:
-        rows = await self.store._fetch(Q_QUEUED_COUNT, (pool,))  # type: ignore[attr-defined]
-        return int(rows[0][0])
-
-    async def queue_position_in_db(self, t: Task) -> int | None:
-        """[cluster] The task's place in its pool's queue, counted in the database."""
-        if t.status is not TaskStatus.QUEUED:
-            return None
-        rows = await self.store._fetch(  # type: ignore[attr-defined]
-            Q_QUEUE_AHEAD, (t.pool, t.priority, t.seq)
-        )
-        return int(rows[0][0])
 
     async def cancel(self, task_id: str) -> Task:
         t = self.tasks.get(task_id)

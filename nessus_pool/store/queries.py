@@ -70,10 +70,6 @@ Q_QUEUE_KEYS = (
     " ORDER BY priority DESC, seq LIMIT $2"
 )
 Q_QUEUED_COUNT = "SELECT COUNT(*) FROM tasks WHERE pool = $1 AND status = 'queued'"
-Q_QUEUE_AHEAD = (
-    "SELECT COUNT(*) FROM tasks WHERE pool = $1 AND status = 'queued'"
-    " AND (priority > $2 OR (priority = $2 AND seq <= $3))"
-)
 Q_HELD_TASKS = (
     "SELECT data, cancel_requested FROM tasks WHERE status IN ('dispatching', 'running',"
     " 'exporting') AND (scanner_id = $1 OR scanner_id IS NULL)"

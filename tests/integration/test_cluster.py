@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 
 from nessus_pool.clock import FakeClock
@@ -23,6 +24,7 @@ from nessus_pool.engine.housekeeping import housekeeping_turn
 from nessus_pool.engine.observe import snapshot
 from nessus_pool.engine.scanner import ScannerSpec
 from nessus_pool.errors import (
+    CapacityError,
     ConflictError,
     LockedError,
     PermanentScannerError,
@@ -65,8 +67,16 @@ class Cluster:
     """Engines on one database, one clock and one set of fake scanners."""
 
     def __init__(
-        self, url: str, path: Path, *, scanners: int = 2, cap: int = 2, scan_s: float = 10.0
+        self,
+        url: str,
+        path: Path,
+        *,
+        scanners: int = 2,
+        cap: int = 2,
+        scan_s: float = 10.0,
+        pool: PoolConfig = POOL,
     ) -> None:
+        self.pool = pool
         self.url = url
         self.path = path
         self.clock = FakeClock()
@@ -104,7 +114,7 @@ class Cluster:
             ScannerSpec(scanner_id=sid, pool="lan", url=f"fake://{sid}", capacity=self.cap)
             for sid in self.scanner_ids
         ]
-        await engine.start([POOL], specs)
+        await engine.start([self.pool], specs)
         node = self.nodes[daemon_id] = Node(engine, store)
         return node
 
@@ -545,3 +555,18 @@ async def test_nothing_is_placed_on_a_scanner_being_handed_over(
         await c.until(lambda: c.fakes["fake-1"].count("launch_scan") == 2)
         assert c.fakes["fake-2"].count("create_scan") == 0
         assert (await c.statuses())[tasks[2].task_id] == "queued"
+
+
+async def test_max_queued_holds_across_daemons(pg_url: str, tmp_path: Path) -> None:
+    small = msgspec.structs.replace(POOL, max_queued=3)
+    async with cluster_of(pg_url, tmp_path, scanners=1, cap=1, scan_s=600.0, pool=small) as c:
+        a = await c.start("a")
+        b = await c.start("b", zone=[])
+        await a.engine.submit(c.task())
+        await c.until(lambda: c.fakes["fake-1"].count("launch_scan") == 1)
+        for node in (a, b, a):  # three queued, through both daemons
+            await node.engine.submit(c.task())
+        await c.until(lambda: b.engine.pools["lan"].queue_depth == 3)
+        for node in (a, b):
+            with pytest.raises(CapacityError, match="already has 3 queued"):
+                await node.engine.submit(c.task())
