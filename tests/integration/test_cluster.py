@@ -570,3 +570,21 @@ async def test_max_queued_holds_across_daemons(pg_url: str, tmp_path: Path) -> N
         for node in (a, b):
             with pytest.raises(CapacityError, match="already has 3 queued"):
                 await node.engine.submit(c.task())
+
+
+async def test_one_idempotency_key_given_to_two_daemons_at_once_makes_one_task(
+    pg_url: str, tmp_path: Path
+) -> None:
+    async with cluster_of(pg_url, tmp_path, scanners=1, cap=1, scan_s=600.0) as c:
+        a = await c.start("a")
+        b = await c.start("b", zone=[])
+        results = await asyncio.gather(
+            a.engine.submit(c.task(idempotency_key="k-1")),
+            b.engine.submit(c.task(idempotency_key="k-1")),
+            return_exceptions=True,
+        )
+        ok = [r for r in results if isinstance(r, Task)]
+        refused = [r for r in results if isinstance(r, ConflictError)]
+        assert len(ok) == 1 and len(refused) == 1, results
+        assert "idempotency_key" in str(refused[0])
+        assert list(await c.statuses()) == [ok[0].task_id]
