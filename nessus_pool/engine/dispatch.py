@@ -7,12 +7,14 @@ import functools
 import logging
 from typing import TYPE_CHECKING
 
+from nessus_pool.engine.cluster import SUBMIT_CHANNEL
 from nessus_pool.engine.runner import remote_scan_name
 from nessus_pool.engine.scanner import ScannerHandle
 from nessus_pool.errors import StorageError
 from nessus_pool.models import Task, TaskStatus
 from nessus_pool.queues import select_scanner
 from nessus_pool.store import Op
+from nessus_pool.store.queries import Q_NOTIFY
 from nessus_pool.targets import total_addresses
 
 if TYPE_CHECKING:
@@ -174,4 +176,9 @@ def _place(
         placed.append((t, sc))
         if not sc.available():
             available.remove(sc)
+    if ops and len(placed) < len(tasks):
+        # rows this claim locked and left: another daemon's claim skipped them meanwhile
+        # (SKIP LOCKED) and may have found nothing; wake the pool's owners once committed.
+        # Only after progress (something placed), so this never turns into a loop.
+        ops.append((Q_NOTIFY, (SUBMIT_CHANNEL, tasks[0].pool)))
     return ops

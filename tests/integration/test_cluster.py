@@ -588,3 +588,42 @@ async def test_one_idempotency_key_given_to_two_daemons_at_once_makes_one_task(
         assert len(ok) == 1 and len(refused) == 1, results
         assert "idempotency_key" in str(refused[0])
         assert list(await c.statuses()) == [ok[0].task_id]
+
+
+async def test_rows_a_claim_locked_and_left_wake_the_daemon_that_skipped_them(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with cluster_of(pg_url, tmp_path, scanners=2, cap=1, scan_s=600.0) as c:
+        a = await c.start("a", zone=["fake-1"])
+        b = await c.start("b", zone=["fake-2"])
+        await c.until(
+            lambda: all(
+                s.available() for s in (a.engine.scanners["fake-1"], b.engine.scanners["fake-2"])
+            )
+        )
+        own = ((a, "fake-1"), (b, "fake-2"))
+        for n, sid in own:  # nobody claims while the two tasks are queued
+            n.engine.scanners[sid].slots.draining = True
+        tasks = [await a.engine.submit(c.task()) for _ in range(2)]
+        await c.flush()
+        for n, sid in own:
+            n.engine.scanners[sid].slots.draining = False
+        real_apply = a.store._apply
+        skipped: list[int] = []
+
+        async def apply_after_b(conn: Any, ops: list[Any]) -> set[str]:
+            if not skipped and any("dispatching" in map(str, op[1]) for op in ops):
+                # b claims while a's claim holds both rows: it skips them, places nothing
+                before = c.fakes["fake-2"].count("create_scan")
+                await claim(b.engine, b.engine.pools["lan"])
+                skipped.append(c.fakes["fake-2"].count("create_scan") - before)
+            return await real_apply(conn, ops)
+
+        monkeypatch.setattr(a.store, "_apply", apply_after_b)
+        await claim(a.engine, a.engine.pools["lan"])
+        monkeypatch.setattr(a.store, "_apply", real_apply)
+        assert skipped == [0]
+        # woken by a's NOTIFY at once, not by the next probe or re-check seconds later
+        await c.until(lambda: c.fakes["fake-2"].count("launch_scan") == 1, step_s=0.05, limit=20)
+        assert sorted((await c.statuses()).values()) == ["running", "running"]
+        assert {t.task_id for t in tasks} == set(await c.statuses())
