@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from prometheus_client.core import GaugeMetricFamily
 
 from nessus_pool.engine.core import Engine
-from nessus_pool.engine.pool import waiting_reason
 from nessus_pool.models import TaskStatus
 
 
@@ -71,8 +70,34 @@ def snapshot(engine: Engine) -> Iterable[GaugeMetricFamily]:
         labels=["pool", "reason"],
     )
     for name, pool in engine.pools.items():
-        if pool.queue:
-            reason = waiting_reason(pool)
+        if pool.queue_depth:
+            reason = engine.pool_waiting_reason(name)
             if reason is not None:
-                waiting.add_metric([name, reason], len(pool.queue))
-    return [active, capacity, up, circuit, depth, oldest, dlq, internal, healthy, waiting]
+                waiting.add_metric([name, reason], pool.queue_depth)
+    families = [active, capacity, up, circuit, depth, oldest, dlq, internal, healthy, waiting]
+    if engine.cluster is not None:
+        families += list(_cluster(engine))
+    return families
+
+
+def _cluster(engine: Engine) -> Iterable[GaugeMetricFamily]:
+    """[cluster] This daemon's share: leases held, taken and lost, writes fenced out."""
+    member = engine.cluster
+    assert member is not None
+    held = GaugeMetricFamily(
+        "nessus_pool_cluster_leases_held", "Scanner leases this daemon holds now"
+    )
+    held.add_metric([], len(member.held))
+    yield held
+    for name, text, value in (
+        ("takeovers", "Scanner leases taken since start", member.takeovers),
+        ("lease_losses", "Scanner leases lost to another daemon or an outage", member.losses),
+        (
+            "fenced_writes",
+            "Writes refused since start because their scanner lease had moved",
+            getattr(engine.store, "fenced_refused", 0),
+        ),
+    ):
+        g = GaugeMetricFamily(f"nessus_pool_cluster_{name}", text)
+        g.add_metric([], value)
+        yield g

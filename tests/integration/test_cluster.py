@@ -525,6 +525,10 @@ async def test_the_queue_gauges_count_the_database_queue(pg_url: str, tmp_path: 
             depth = families["nessus_pool_queue_depth"].samples[0].value
             oldest = families["nessus_pool_oldest_queued_age_seconds"].samples[0].value
             assert (depth, oldest >= 30.0) == (2, True)
+            blocked = families["nessus_pool_queue_blocked"].samples
+            assert [(x.labels["reason"], x.value) for x in blocked] == [("capacity_full", 2)]
+            held = families["nessus_pool_cluster_leases_held"].samples[0].value
+            assert held == len(node.member.held) == (1 if node is a else 0)
 
 
 async def test_a_wait_on_a_task_another_daemon_runs_reads_it_again_within_a_second(
