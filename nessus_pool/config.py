@@ -86,9 +86,9 @@ class ClusterConfig(_Base):
     daemon_id: Name | None = None
     #: a scanner lease lasts this long without renewal; a dead daemon's scanners move to
     #: another daemon after at most this long
-    lease_s: PositiveFloat = 15.0
+    lease_s: Annotated[float, msgspec.Meta(ge=1.0, le=3600.0)] = 15.0
     #: heartbeat and lease renewal period; default lease-s / 3
-    heartbeat_s: PositiveFloat | None = None
+    heartbeat_s: Annotated[float, msgspec.Meta(ge=0.2, le=1200.0)] | None = None
     #: scanner ids (or globs: ``dmz-*``) this daemon may own; default every scanner it has
     zone: list[str] | None = None
 

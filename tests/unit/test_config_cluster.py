@@ -35,7 +35,10 @@ def test_cluster_defaults(tmp_path: Path) -> None:
     [
         ({}, {"storage": {}}, "$.cluster", "PostgreSQL only"),
         ({"lease-s": 10, "heartbeat-s": 10}, {}, "$.cluster.heartbeat-s", "shorter than"),
-        ({"lease-s": 0}, {}, "$.cluster.lease-s", ""),
+        ({"lease-s": 0}, {}, "$.cluster.lease-s", ">= 1.0"),
+        # an absurd lease overflowed the BIGINT expiry: every heartbeat failed
+        ({"lease-s": 1e308}, {}, "$.cluster.lease-s", "<= 3600.0"),
+        ({"lease-s": 10, "heartbeat-s": 0.001}, {}, "$.cluster.heartbeat-s", ">= 0.2"),
         ({"zone": ["dmz 1"]}, {}, "$.cluster.zone[0]", "not a scanner id or glob"),
         ({"daemon-id": "bad id!"}, {}, "$.cluster.daemon-id", ""),
         ({"zones": ["x"]}, {}, "$.cluster", "unknown field"),
