@@ -44,7 +44,13 @@ from nessus_pool.errors import (
     ValidationError,
 )
 from nessus_pool.metrics import Metrics
-from nessus_pool.models import INLINE_CREDENTIAL, SshCredential, Task, TaskStatus
+from nessus_pool.models import (
+    ACTIVE_STATUSES,
+    INLINE_CREDENTIAL,
+    SshCredential,
+    Task,
+    TaskStatus,
+)
 from nessus_pool.retry import CircuitBreaker
 from nessus_pool.store import Op, TaskStore, decode_task
 from nessus_pool.store.queries import (
@@ -69,7 +75,7 @@ RECOVERY_CONCURRENCY = 64
 #: [cluster] how often a wait on a task run by another daemon reads it again
 CLUSTER_WAIT_POLL_S = 1.0
 #: a task in one of these holds a scanner slot (its writes are fenced by that lease)
-_IN_FLIGHT = frozenset({TaskStatus.DISPATCHING, TaskStatus.RUNNING, TaskStatus.EXPORTING})
+_IN_FLIGHT = ACTIVE_STATUSES
 
 
 def recovery_gate() -> asyncio.Semaphore:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from nessus_pool.models import ACTIVE_STATUSES, status_values
 from nessus_pool.store.schema import UNFINISHED_SQL
+
+#: the statuses of a task that holds a scanner slot, as an SQL list (from models.py, so a
+#: status added there is re-attached, fenced and counted in a cluster without a change here)
+ACTIVE_SQL = ", ".join(f"'{v}'" for v in status_values(ACTIVE_STATUSES))
 
 Q_UPSERT_TASK = """
 INSERT INTO tasks (task_id, seq, pool, status, priority, idempotency_key, created_at_ms,
@@ -63,7 +68,7 @@ Q_CLAIM = (
 )
 Q_POOL_STATS = (
     "SELECT pool, status = 'queued', COUNT(*), MIN(created_at_ms) FROM tasks WHERE status IN"
-    " ('queued', 'dispatching', 'running', 'exporting') GROUP BY pool, status = 'queued'"
+    f" ({UNFINISHED_SQL}) GROUP BY pool, status = 'queued'"
 )
 Q_QUEUE_KEYS = (
     "SELECT priority, seq FROM tasks WHERE pool = $1 AND status = 'queued'"
@@ -71,12 +76,12 @@ Q_QUEUE_KEYS = (
 )
 Q_QUEUED_COUNT = "SELECT COUNT(*) FROM tasks WHERE pool = $1 AND status = 'queued'"
 Q_HELD_TASKS = (
-    "SELECT data, cancel_requested FROM tasks WHERE status IN ('dispatching', 'running',"
-    " 'exporting') AND (scanner_id = $1 OR scanner_id IS NULL)"
+    f"SELECT data, cancel_requested FROM tasks WHERE status IN ({ACTIVE_SQL})"
+    " AND (scanner_id = $1 OR scanner_id IS NULL)"
 )
 Q_CANCELS_FOR = (
     "SELECT task_id FROM tasks WHERE cancel_requested = 1 AND scanner_id = ANY($1::text[])"
-    " AND status IN ('dispatching', 'running', 'exporting')"
+    f" AND status IN ({ACTIVE_SQL})"
 )
 Q_NEXT_SEQ = "SELECT nextval('tasks_seq')"
 #: the sequence starts past the tasks already there (copied by ``storage migrate``)
