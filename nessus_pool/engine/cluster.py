@@ -53,6 +53,8 @@ from nessus_pool.store.queries import (
     Q_POOL_STATS,
     Q_QUEUE_KEYS,
     Q_QUEUED_COUNT,
+    Q_QUEUED_POOLS,
+    Q_RECENT_POOLS,
     Q_RELEASE_LEASES,
     Q_RENEW_LEASES,
     Q_SYNC_SEQ,
@@ -71,6 +73,8 @@ log = logging.getLogger("nessus_pool.engine")
 #: NOTIFY channels: a task was queued in a pool (payload: the pool); a cancel was asked
 #: for a task some other daemon may run (payload: the task id)
 SUBMIT_CHANNEL = "nessus_pool_submit"
+#: queued tasks of a pool that no daemon seen for this long defines are failed
+ORPHAN_AFTER_S = 86400.0
 CANCEL_CHANNEL = "nessus_pool_cancel"
 
 
@@ -389,7 +393,28 @@ class ClusterMember:
             for r in await self.store._fetch(Q_CANCELS_FOR, (sorted(self.held),)):
                 self.on_cancel(r[0])
         self.engine.dlq_counts = await self.store.dlq_counts()
+        await self.end_orphans()
         self.wake_pools()
+
+    async def end_orphans(self) -> int:
+        """Queued tasks of a pool no live daemon defines any more fail (pool_removed), as a
+        restart ends them with one daemon: nobody would ever claim them."""
+        rows = await self.store._fetch(Q_QUEUED_POOLS)
+        if all(pool in self.settings.pools for (pool,) in rows):
+            return 0
+        # a daemon down for a while (a restart, an upgrade) must not lose its pools' queue:
+        # a pool counts as defined while any daemon that defined it was seen in ORPHAN_AFTER_S
+        since_ms = self.engine.clock.now_ms() - int(ORPHAN_AFTER_S * 1000)
+        known = set(self.settings.pools)
+        for (pools,) in await self.store._fetch(Q_RECENT_POOLS, (since_ms,)):
+            known.update(json.loads(pools))
+        ended = 0
+        for (pool,) in rows:
+            if pool not in known:
+                ended += await self.engine.end_queued(
+                    pool, "pool_removed", f"pool {pool!r} is no longer configured"
+                )
+        return ended
 
     def wake_pools(self, pool: str | None = None) -> None:
         for name, p in self.engine.pools.items():

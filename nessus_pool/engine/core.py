@@ -514,6 +514,46 @@ class Engine:
         self._notify(task_id)
         return t
 
+    async def end_queued(self, pool: str, reason: str, error: str) -> int:
+        """[cluster] Fail every queued task of ``pool`` (claimed like a dispatch, so never
+        one another daemon is taking); returns how many."""
+        from nessus_pool.store.pg import PgStore  # PostgreSQL only (asyncpg)
+
+        store = self.store
+        assert isinstance(store, PgStore)
+        ended: list[Task] = []
+
+        def fail(tasks: list[Task]) -> list[Op]:
+            ops: list[Op] = []
+            for t in tasks:
+                ops += self.change_ops(
+                    t,
+                    TaskStatus.FAILED,
+                    TaskStatus.FAILED.value,
+                    ev_reason=reason,
+                    ev_detail=error,
+                    reason=reason,
+                    error=error,
+                    finished_at_ms=self.clock.now_ms(),
+                )
+                ended.append(t)
+            return ops
+
+        while True:
+            before = len(ended)
+            await store.claim(pool, 500, fail)
+            if len(ended) == before:
+                break
+        for t in ended:
+            self.metrics.finished(t.pool, t.status.value, None)
+            self._notify(t.task_id)
+        if ended:
+            log.warning(
+                "queued tasks of a removed pool failed",
+                extra={"event": "cluster_pool_orphans_failed", "pool": pool, "tasks": len(ended)},
+            )
+        return len(ended)
+
     def cancel_local(self, task_id: str) -> None:
         """[cluster] A cancel asked through another daemon, for a task we run."""
 

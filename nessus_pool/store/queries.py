@@ -105,6 +105,8 @@ ON CONFLICT (daemon_id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
 """
 Q_DAEMON = "SELECT host, pid, heartbeat_at_ms FROM daemons WHERE daemon_id = $1"
 Q_ALIVE = "SELECT daemon_id, zone FROM daemons WHERE heartbeat_at_ms > $1"
+Q_RECENT_POOLS = "SELECT pools FROM daemons WHERE heartbeat_at_ms > $1"
+Q_QUEUED_POOLS = "SELECT DISTINCT pool FROM tasks WHERE status = 'queued'"
 Q_HEARTBEAT = "UPDATE daemons SET heartbeat_at_ms = $2 WHERE daemon_id = $1"
 Q_RENEW_LEASES = (
     "UPDATE scanner_leases SET expires_at_ms = $2 WHERE scanner_id IN (SELECT scanner_id"

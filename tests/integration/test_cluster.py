@@ -5,6 +5,7 @@ shared in-memory fakes that record every call (scans created, launched, running 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from nessus_pool.errors import (
 )
 from nessus_pool.models import ScanType, SshCredential, Task, TaskStatus
 from nessus_pool.simulator.state import peak_overlap
+from nessus_pool.store import op_save_task
 from nessus_pool.store.pg import HOUSEKEEPING_LOCK_KEY, PgStore
 from nessus_pool.testing import FakeNessus, settle
 
@@ -631,3 +633,25 @@ async def test_rows_a_claim_locked_and_left_wake_the_daemon_that_skipped_them(
         await c.until(lambda: c.fakes["fake-2"].count("launch_scan") == 1, step_s=0.05, limit=20)
         assert sorted((await c.statuses()).values()) == ["running", "running"]
         assert {t.task_id for t in tasks} == set(await c.statuses())
+
+
+async def test_queued_tasks_of_a_pool_no_daemon_defines_fail_but_not_while_one_is_away(
+    pg_url: str, tmp_path: Path
+) -> None:
+    async with cluster_of(pg_url, tmp_path, scanners=1, cap=1) as c:
+        a = await c.start("a")
+        gone, away = c.task(pool="gone"), c.task(pool="dmz")
+        await a.store.write([op_save_task(gone), op_save_task(away)])
+        conn = await asyncpg.connect(c.url)
+        try:  # "x" defined dmz and was last seen two hours ago (a long restart)
+            await conn.execute(
+                "INSERT INTO daemons VALUES ('x', 'h', 1, 'v', 'c', 'p', $2, $1, $1, 'null')",
+                c.clock.now_ms() - 7_200_000,
+                json.dumps({"dmz": "h"}),
+            )
+        finally:
+            await conn.close()
+        await c.until(lambda: c.all_in([gone], "failed"), limit=int(LEASE_S) + 6)
+        stored = await c.stored(gone.task_id)
+        assert (stored.reason, stored.dead_letter) == ("pool_removed", False)
+        assert (await c.statuses())[away.task_id] == "queued"
