@@ -41,6 +41,7 @@ from nessus_pool.config import (
 from nessus_pool.engine.pool import QUEUE_KEYS, SharedQueue
 from nessus_pool.errors import LockedError, StorageError
 from nessus_pool.store.queries import (
+    CANCEL_CHANNEL,
     Q_ACQUIRE_LEASE,
     Q_ALIVE,
     Q_CANCELS_FOR,
@@ -59,6 +60,7 @@ from nessus_pool.store.queries import (
     Q_RENEW_LEASES,
     Q_SYNC_SEQ,
     Q_UPSERT_DAEMON,
+    SUBMIT_CHANNEL,
 )
 from nessus_pool.store.writer import Op
 
@@ -70,12 +72,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nessus_pool.engine")
 
-#: NOTIFY channels: a task was queued in a pool (payload: the pool); a cancel was asked
-#: for a task some other daemon may run (payload: the task id)
-SUBMIT_CHANNEL = "nessus_pool_submit"
 #: queued tasks of a pool that no daemon seen for this long defines are failed
 ORPHAN_AFTER_S = 86400.0
-CANCEL_CHANNEL = "nessus_pool_cancel"
 
 
 class ClusterSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -369,20 +367,20 @@ class ClusterMember:
     async def refresh_queues(self) -> None:
         """Every pool's queue as the database holds it: depth, oldest, order, in flight."""
         self._submitted.clear()
-        shared = {name: SharedQueue() for name in self.engine.pools}
+        views = {name: SharedQueue() for name in self.engine.pools}
         for pool, queued, n, oldest in await self.store._fetch(Q_POOL_STATS):
-            sq = shared.get(pool)
+            sq = views.get(pool)
             if sq is None:
                 continue
             if queued:
                 sq.queued, sq.oldest_created_ms = int(n), int(oldest)
             else:
                 sq.active = int(n)
-        for name, sq in shared.items():
+        for name, sq in views.items():
             if sq.queued:
                 rows = await self.store._fetch(Q_QUEUE_KEYS, (name, QUEUE_KEYS))
                 sq.keys = [(-int(r[0]), int(r[1])) for r in rows]
-        for name, sq in shared.items():
+        for name, sq in views.items():
             self.engine.pools[name].shared = sq
 
     async def _recheck(self) -> None:
@@ -399,6 +397,8 @@ class ClusterMember:
     async def end_orphans(self) -> int:
         """Queued tasks of a pool no live daemon defines any more fail (pool_removed), as a
         restart ends them with one daemon: nobody would ever claim them."""
+        from nessus_pool.engine import shared  # the engine side (imports asyncpg)
+
         rows = await self.store._fetch(Q_QUEUED_POOLS)
         if all(pool in self.settings.pools for (pool,) in rows):
             return 0
@@ -411,8 +411,8 @@ class ClusterMember:
         ended = 0
         for (pool,) in rows:
             if pool not in known:
-                ended += await self.engine.end_queued(
-                    pool, "pool_removed", f"pool {pool!r} is no longer configured"
+                ended += await shared.end_queued(
+                    self.engine, pool, "pool_removed", f"pool {pool!r} is no longer configured"
                 )
         return ended
 
@@ -422,14 +422,16 @@ class ClusterMember:
                 p.wake.set()
 
     async def _gained(self, sid: str, epoch: int) -> None:
+        from nessus_pool.engine import shared  # the engine side (imports asyncpg)
+
         self.held[sid] = epoch
         try:
-            await self.engine.adopt_scanner(sid)
+            await shared.adopt_scanner(self.engine, sid)
         except BaseException:
             # not re-attached: hold nothing here; the next beat takes it again (our own
             # lease, epoch + 1) and retries the re-attach
             self.held.pop(sid, None)
-            self.engine.drop_scanner(sid)
+            shared.drop_scanner(self.engine, sid)
             raise
         self.takeovers += 1
         log.info(
@@ -442,6 +444,8 @@ class ClusterMember:
         return sc is not None and bool(sc.slots.active)
 
     def _lost(self, sid: str, why: str, *, handed_over: bool = False) -> None:
+        from nessus_pool.engine import shared  # the engine side (imports asyncpg)
+
         self.held.pop(sid, None)
         if handed_over:
             log.info(
@@ -454,7 +458,7 @@ class ClusterMember:
                 "scanner lease lost",
                 extra={"event": "cluster_lease_lost", "scanner": sid, "reason": why},
             )
-        self.engine.drop_scanner(sid)
+        shared.drop_scanner(self.engine, sid)
 
     async def _ensure_listener(self) -> None:
         if self._listener is not None and not self._listener.is_closed():
@@ -475,8 +479,10 @@ class ClusterMember:
         self.wake_pools(pool)
 
     def on_cancel(self, task_id: str) -> None:
+        from nessus_pool.engine import shared  # the engine side (imports asyncpg)
+
         if task_id in self.engine.tasks:
-            self.engine.cancel_local(task_id)
+            shared.cancel_local(self.engine, task_id)
 
     async def snapshot(self) -> tuple[list[Any], list[Any]]:
         """The ``daemons`` and ``scanner_leases`` rows (for the cluster view)."""

@@ -27,7 +27,7 @@ import msgspec
 
 from nessus_pool.clock import Clock, sleep_or_event
 from nessus_pool.config import PoolConfig
-from nessus_pool.engine.cluster import CANCEL_CHANNEL, SUBMIT_CHANNEL, ClusterMember
+from nessus_pool.engine.cluster import ClusterMember
 from nessus_pool.engine.dispatch import dispatch_loop
 from nessus_pool.engine.ingest import ingest_export
 from nessus_pool.engine.pool import PoolState, never_launches, waiting_reason
@@ -39,9 +39,7 @@ from nessus_pool.engine.supervise import Supervisor
 from nessus_pool.errors import (
     CapacityError,
     ConflictError,
-    NessusPoolError,
     NotFoundError,
-    ValidationError,
 )
 from nessus_pool.metrics import Metrics
 from nessus_pool.models import (
@@ -52,17 +50,11 @@ from nessus_pool.models import (
     TaskStatus,
 )
 from nessus_pool.retry import CircuitBreaker
-from nessus_pool.store import Op, TaskStore, decode_task
+from nessus_pool.store import Op, TaskStore
 from nessus_pool.store.queries import (
-    Q_BY_IDEMPOTENCY_PG,
-    Q_HELD_TASKS,
-    Q_LOCK_KEY,
-    Q_LOCK_TASK,
-    Q_NEXT_SEQ,
     Q_NOTIFY,
-    Q_REQUEST_CANCEL,
+    SUBMIT_CHANNEL,
 )
-from nessus_pool.targets import total_addresses
 
 log = logging.getLogger("nessus_pool.engine")
 
@@ -391,7 +383,9 @@ class Engine:
                 "scanner licensed for scan creation through the API"
             )
         if self.cluster is not None:
-            return await self._submit_shared(t, inline)
+            from nessus_pool.engine import shared  # PostgreSQL only (asyncpg)
+
+            return await shared.submit(self, t, inline)
         if inline is not None:
             self.inline_credentials[t.task_id] = inline
         await self.persist(t, "queued")
@@ -401,60 +395,12 @@ class Engine:
         self.metrics.submitted(t.pool)
         return t
 
-    async def _submit_shared(self, t: Task, inline: SshCredential | None) -> Task:
-        """[cluster] The task is queued in the database only; every daemon owning a
-        scanner of its pool is woken (NOTIFY, committed with the row)."""
-        if inline is not None:
-            raise ValidationError(
-                "inline SSH credentials are kept in the memory of one daemon only, and in a "
-                "cluster another daemon may run the scan: use a named credential set",
-                field="ssh_password",
-            )
-        from nessus_pool.store.pg import PgStore  # PostgreSQL only (asyncpg)
-
-        store = self.store
-        assert isinstance(store, PgStore)
-
-        member = self.cluster
-        assert member is not None
-        # seq from the database: every daemon's submits in one FIFO order
-        t.seq = int((await store._fetch(Q_NEXT_SEQ))[0][0])
-        key = t.idempotency_key
-        if key is None:
-            # the common case: the group commit (a batch shares one transaction and fsync;
-            # a fresh random task id cannot conflict), the NOTIFY in the same commit
-            await self.change(t, t.status, "queued", also=[(Q_NOTIFY, (SUBMIT_CHANNEL, t.pool))])
-            member.submitted(t.pool)
-            self._notify(t.task_id)
-            self.metrics.submitted(t.pool)
-            return t
-
-        async def insert(conn: Any) -> None:
-            if key is not None:
-                # two daemons given the same key at once: one inserts, the other is told
-                await conn.execute(Q_LOCK_KEY, key)
-                other = await conn.fetchval(Q_BY_IDEMPOTENCY_PG, key)
-                if other is not None:
-                    raise ConflictError(
-                        f"a scan with idempotency_key {key!r} was just submitted through "
-                        f"another daemon (task {other}); submit again to get it",
-                        field="idempotency_key",
-                    )
-            ops = self.change_ops(t, t.status, "queued")
-            await store.apply(conn, [*ops, (Q_NOTIFY, (SUBMIT_CHANNEL, t.pool))])
-
-        # a transaction of its own, not the group commit: a key taken meanwhile must fail
-        # this submit alone, not the batch it would share
-        await store.transact(insert)
-        member.submitted(t.pool)
-        self._notify(t.task_id)
-        self.metrics.submitted(t.pool)
-        return t
-
     async def cancel(self, task_id: str) -> Task:
         t = self.tasks.get(task_id)
         if self.cluster is not None and (t is None or t.status is TaskStatus.QUEUED):
-            return await self._cancel_shared(task_id)
+            from nessus_pool.engine import shared  # PostgreSQL only (asyncpg)
+
+            return await shared.cancel(self, task_id)
         if t is None:
             stored = await self.store.get_task(task_id)
             if stored is None:
@@ -474,135 +420,6 @@ class Engine:
         control.wake.set()
         await self.persist(t, "cancel_requested")
         return t
-
-    async def _cancel_shared(self, task_id: str) -> Task:
-        """[cluster] A task this daemon does not run: a queued one ends here, under the
-        row's lock (a claim in flight finishes first); a running one gets the cancel flag
-        and a NOTIFY that reaches the daemon that owns its scanner."""
-        from nessus_pool.store.pg import PgStore  # PostgreSQL only (asyncpg)
-
-        store = self.store
-        assert isinstance(store, PgStore)
-        now_ms = self.clock.now_ms()
-
-        async def work(conn: Any) -> tuple[Task, bool]:
-            row = await conn.fetchrow(Q_LOCK_TASK, task_id)
-            if row is None:
-                raise NotFoundError(f"task {task_id!r} not found", field="task_id")
-            t = decode_task(row[0])
-            if t.status.is_terminal:
-                raise ConflictError(f"task {task_id} already ended ({t.status.value})")
-            if t.status is TaskStatus.QUEUED:
-                ops = self.change_ops(
-                    t,
-                    TaskStatus.CANCELED,
-                    TaskStatus.CANCELED.value,
-                    ev_reason="canceled_by_user",
-                    reason="canceled_by_user",
-                    finished_at_ms=now_ms,
-                )
-                await store.apply(conn, ops)
-                return t, True
-            await conn.execute(Q_REQUEST_CANCEL, task_id)
-            await conn.execute("SELECT pg_notify($1, $2)", CANCEL_CHANNEL, task_id)
-            return t, False
-
-        done: tuple[Task, bool] = await store.transact(work)
-        t, ended = done
-        if ended:
-            self.metrics.finished(t.pool, t.status.value, None)
-        self._notify(task_id)
-        return t
-
-    async def end_queued(self, pool: str, reason: str, error: str) -> int:
-        """[cluster] Fail every queued task of ``pool`` (claimed like a dispatch, so never
-        one another daemon is taking); returns how many."""
-        from nessus_pool.store.pg import PgStore  # PostgreSQL only (asyncpg)
-
-        store = self.store
-        assert isinstance(store, PgStore)
-        ended: list[Task] = []
-
-        def fail(tasks: list[Task]) -> list[Op]:
-            ops: list[Op] = []
-            for t in tasks:
-                ops += self.change_ops(
-                    t,
-                    TaskStatus.FAILED,
-                    TaskStatus.FAILED.value,
-                    ev_reason=reason,
-                    ev_detail=error,
-                    reason=reason,
-                    error=error,
-                    finished_at_ms=self.clock.now_ms(),
-                )
-                ended.append(t)
-            return ops
-
-        while True:
-            before = len(ended)
-            await store.claim(pool, 500, fail)
-            if len(ended) == before:
-                break
-        for t in ended:
-            self.metrics.finished(t.pool, t.status.value, None)
-            self._notify(t.task_id)
-        if ended:
-            log.warning(
-                "queued tasks of a removed pool failed",
-                extra={"event": "cluster_pool_orphans_failed", "pool": pool, "tasks": len(ended)},
-            )
-        return len(ended)
-
-    def cancel_local(self, task_id: str) -> None:
-        """[cluster] A cancel asked through another daemon, for a task we run."""
-
-        async def cancel() -> None:
-            with contextlib.suppress(NessusPoolError):
-                await self.cancel(task_id)
-
-        self.spawn(cancel(), f"cancel:{task_id}", essential=False)
-
-    async def adopt_scanner(self, scanner_id: str) -> None:
-        """[cluster] We took this scanner's lease: re-attach the scans running on it (by
-        id or deterministic name, never a second scan), as a restart does."""
-        sc = self.scanners.get(scanner_id)
-        if sc is None:
-            return
-        pool = self.pools[sc.spec.pool]
-        rows = await self.store._fetch(Q_HELD_TASKS, (scanner_id,))  # type: ignore[attr-defined]
-        adopted = 0
-        for blob, cancel_requested in rows:
-            t = decode_task(blob)
-            if t.scanner_id != scanner_id or t.task_id in self.tasks or t.pool != pool.name:
-                continue
-            self.tasks[t.task_id] = t
-            sc.slots.adopt(t.task_id, total_addresses(t.targets))
-            if cancel_requested:
-                self.controls.setdefault(t.task_id, RunControl()).cancel_requested = True
-            self.start_runner(pool, t, sc)
-            adopted += 1
-        log.info(
-            "scanner adopted",
-            extra={"event": "cluster_scanner_adopted", "scanner": scanner_id, "tasks": adopted},
-        )
-        pool.wake.set()
-
-    def drop_scanner(self, scanner_id: str) -> None:
-        """[cluster] We lost this scanner's lease: its runners stop at once and write
-        nothing (the new owner re-attaches the scans; fencing refuses a late write)."""
-        sc = self.scanners.get(scanner_id)
-        for task_id, t in list(self.tasks.items()):
-            if t.scanner_id != scanner_id:
-                continue
-            runner = self.runner_tasks.pop(task_id, None)
-            if runner is not None:
-                runner.cancel(msg="scanner lease lost")
-            self.tasks.pop(task_id, None)
-            self.controls.pop(task_id, None)
-            self.ending.pop(task_id, None)
-            if sc is not None:
-                sc.slots.release(task_id)
 
     async def requeue(
         self, t: Task, reason: str, *, use_attempt: bool = True, error: str | None = None

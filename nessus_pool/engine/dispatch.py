@@ -7,14 +7,13 @@ import functools
 import logging
 from typing import TYPE_CHECKING
 
-from nessus_pool.engine.cluster import SUBMIT_CHANNEL
 from nessus_pool.engine.runner import remote_scan_name
 from nessus_pool.engine.scanner import ScannerHandle
 from nessus_pool.errors import StorageError
 from nessus_pool.models import Task, TaskStatus
 from nessus_pool.queues import select_scanner
 from nessus_pool.store import Op
-from nessus_pool.store.queries import Q_NOTIFY
+from nessus_pool.store.queries import Q_NOTIFY, SUBMIT_CHANNEL
 from nessus_pool.targets import total_addresses
 
 if TYPE_CHECKING:

@@ -51,6 +51,10 @@ Q_PROBE_WRITE = "CREATE TABLE IF NOT EXISTS _probe (x INTEGER)"
 
 # --- several daemons on PostgreSQL ([cluster]; ``$n`` markers, never run on SQLite) -------
 
+#: NOTIFY channels: a task was queued in a pool (payload: the pool); a cancel was asked
+#: for a task some other daemon may run (payload: the task id)
+SUBMIT_CHANNEL = "nessus_pool_submit"
+CANCEL_CHANNEL = "nessus_pool_cancel"
 #: not SQL: an op that says "the ops queued with this one are written only while this
 #: daemon holds the lease ``(scanner_id, epoch)``" (fencing; ``(None, None)``: always)
 Q_FENCE = "-- fence"
