@@ -180,8 +180,10 @@ class ClusterMember:
         self.settings = settings
         #: scanner id -> the epoch of our lease on it
         self.held: dict[str, int] = {}
-        #: scanners being handed over: nothing new is placed on them meanwhile
+        #: scanners being handed over, or taken and not yet re-attached: nothing new is
+        #: placed on them meanwhile
         self.releasing: set[str] = set()
+        self.adopting: set[str] = set()
         #: tasks this daemon queued per pool since the last queue refresh (max-queued)
         self._submitted: dict[str, int] = {}
         #: when our leases expire unless renewed (our clock)
@@ -205,8 +207,12 @@ class ClusterMember:
         return in_zone(self.settings.zone, scanner_id)
 
     def holds(self, scanner_id: str) -> bool:
-        """We own the scanner and may launch on it (not while handing it over)."""
-        return scanner_id in self.held and scanner_id not in self.releasing
+        """We own the scanner and may launch on it (not while taking or handing it over)."""
+        return (
+            scanner_id in self.held
+            and scanner_id not in self.releasing
+            and scanner_id not in self.adopting
+        )
 
     def fence(self, scanner_id: str | None) -> Op:
         """The fence of a write about a task on ``scanner_id`` (None: not on a scanner).
@@ -425,6 +431,9 @@ class ClusterMember:
         from nessus_pool.engine import shared  # the engine side (imports asyncpg)
 
         self.held[sid] = epoch
+        # nothing is placed on it until its running scans hold their slots again: a claim
+        # in between saw free slots and launched over the cap (found by the cluster proof)
+        self.adopting.add(sid)
         try:
             await shared.adopt_scanner(self.engine, sid)
         except BaseException:
@@ -433,6 +442,11 @@ class ClusterMember:
             self.held.pop(sid, None)
             shared.drop_scanner(self.engine, sid)
             raise
+        finally:
+            self.adopting.discard(sid)
+        self.wake_pools(
+            self.engine.scanners[sid].spec.pool if sid in self.engine.scanners else None
+        )
         self.takeovers += 1
         log.info(
             "scanner lease taken",

@@ -150,8 +150,9 @@ def _place(
     the least loaded free scanner that can take it, its slot reserved; the ops to commit."""
     member = engine.cluster
     assert member is not None
-    # a scanner handed over while the claim's query ran is no longer ours to fill
-    available[:] = [s for s in available if member.holds(s.scanner_id)]
+    # the claim's query awaited: a scanner handed over, being taken, or filled meanwhile
+    # (re-attached scans) is no longer one to fill
+    available[:] = [s for s in available if member.holds(s.scanner_id) and s.available()]
     ops: list[Op] = []
     for t in tasks:
         if not available:

@@ -36,6 +36,7 @@ from nessus_pool.models import ScanType, SshCredential, Task, TaskStatus
 from nessus_pool.simulator.state import peak_overlap
 from nessus_pool.store import op_save_task
 from nessus_pool.store.pg import HOUSEKEEPING_LOCK_KEY, PgStore
+from nessus_pool.store.queries import Q_HELD_TASKS
 from nessus_pool.testing import FakeNessus, settle
 
 POOL = PoolConfig(name="lan", poll_interval_s=1.0, max_attempts=3, probe_interval_s=5.0)
@@ -655,3 +656,40 @@ async def test_queued_tasks_of_a_pool_no_daemon_defines_fail_but_not_while_one_i
         stored = await c.stored(gone.task_id)
         assert (stored.reason, stored.dead_letter) == ("pool_removed", False)
         assert (await c.statuses())[away.task_id] == "queued"
+
+
+async def test_a_claim_during_a_takeover_never_fills_slots_the_adopted_scans_hold(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # found by the cluster proof (600 tasks, 8 kill -9): a scanner ran 3 scans with cap 2
+    async with cluster_of(pg_url, tmp_path, scanners=1, cap=2, scan_s=600.0) as c:
+        a = await c.start("a")
+        b = await c.start("b")
+        running = [await a.engine.submit(c.task()) for _ in range(2)]
+        await c.until(lambda: c.fakes["fake-1"].count("launch_scan") == 2)
+        waiting = [await a.engine.submit(c.task()) for _ in range(2)]
+        await c.stop("a", crash=True)
+        real_fetch = b.store._fetch
+        raced: list[bool] = []
+
+        async def fetch(sql: str, params: Any = ()) -> list[Any]:
+            if sql == Q_HELD_TASKS and not raced:
+                # the lease is b's; before its running scans are read back, b's
+                # dispatcher runs (woken by a submit, a probe, a NOTIFY)
+                raced.append(True)
+                await claim(b.engine, b.engine.pools["lan"])
+            return await real_fetch(sql, params)
+
+        monkeypatch.setattr(b.store, "_fetch", fetch)
+        await c.until(lambda: b.member.holds("fake-1"), step_s=0.5)
+        assert raced == [True]
+        await c.until(lambda: len(b.engine.tasks) == 2, limit=50)
+        for _ in range(20):  # let anything that would launch, launch
+            await c.clock.advance(1.0)
+            await c.flush()
+        assert len(b.engine.scanners["fake-1"].slots.active) == 2
+        assert c.peak_running("fake-1") == 2
+        assert c.fakes["fake-1"].count("create_scan") == 2
+        statuses = await c.statuses()
+        assert [statuses[t.task_id] for t in running] == ["running", "running"]
+        assert [statuses[t.task_id] for t in waiting] == ["queued", "queued"]
