@@ -398,7 +398,26 @@ class ClusterMember:
                 self.on_cancel(r[0])
         self.engine.dlq_counts = await self.store.dlq_counts()
         await self.end_orphans()
+        await self.reconcile()
         self.wake_pools()
+
+    async def reconcile(self) -> int:
+        """Re-attach what the database shows running on our scanners and we do not run: a
+        task whose final row failed to commit has left our memory while its row still says
+        running, and nobody else would take it (we hold the lease). Tasks that ended here
+        less than 2 x lease-s ago are left alone (a read racing their final commit)."""
+        from nessus_pool.engine import shared  # the engine side (imports asyncpg)
+
+        engine = self.engine
+        horizon_s = engine.clock.monotonic_s() - 2 * self.settings.lease_s
+        for task_id, at_s in list(engine.recently_ended.items()):
+            if at_s < horizon_s:
+                del engine.recently_ended[task_id]
+        n = 0
+        for sid in sorted(self.held):
+            if self.holds(sid):
+                n += await shared.adopt_scanner(engine, sid, reconcile=True)
+        return n
 
     async def end_orphans(self) -> int:
         """Queued tasks of a pool no live daemon defines any more fail (pool_removed), as a

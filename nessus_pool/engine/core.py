@@ -127,6 +127,10 @@ class Engine:
         self.cluster: ClusterMember | None = None
         #: the asyncio task of each task's runner (a lost lease cancels them)
         self.runner_tasks: dict[str, asyncio.Task[None]] = {}
+        #: [cluster] tasks placed by a claim not yet running here, and tasks that ended
+        #: here lately (id -> monotonic s): the re-check's re-attach leaves them alone
+        self.claiming: set[str] = set()
+        self.recently_ended: dict[str, float] = {}
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -538,6 +542,8 @@ class Engine:
         for name in final.__struct_fields__:
             setattr(t, name, getattr(final, name))
         self.ending.pop(t.task_id, None)
+        if self.cluster is not None:
+            self.recently_ended[t.task_id] = self.clock.monotonic_s()
         if self.tasks.get(t.task_id) is t:
             self.tasks.pop(t.task_id, None)
             self.controls.pop(t.task_id, None)

@@ -122,12 +122,14 @@ async def claim(engine: Engine, pool: PoolState) -> None:
         except StorageError as exc:
             for t, sc in placed:
                 sc.slots.release(t.task_id)
+                engine.claiming.discard(t.task_id)
             log.warning(
                 "claim failed",
                 extra={"event": "cluster_claim_failed", "pool": pool.name, "error": str(exc)},
             )
             return  # the heartbeat's re-check wakes us again
         for t, sc in placed:
+            engine.claiming.discard(t.task_id)
             if sc.scanner_id in refused or not member.holds(sc.scanner_id):
                 sc.slots.release(t.task_id)
                 continue
@@ -173,6 +175,7 @@ def _place(
         )
         assert t.dispatched_at_ms is not None
         sc.slots.reserve(t.task_id, total_addresses(t.targets), t.dispatched_at_ms)
+        engine.claiming.add(t.task_id)
         placed.append((t, sc))
         if not sc.available():
             available.remove(sc)

@@ -171,12 +171,15 @@ def cancel_local(engine: Engine, task_id: str) -> None:
     engine.spawn(cancel(), f"cancel:{task_id}", essential=False)
 
 
-async def adopt_scanner(engine: Engine, scanner_id: str) -> None:
+async def adopt_scanner(engine: Engine, scanner_id: str, *, reconcile: bool = False) -> int:
     """[cluster] We took this scanner's lease: re-attach the scans running on it (by
-    id or deterministic name, never a second scan), as a restart does."""
+    id or deterministic name, never a second scan), as a restart does. ``reconcile`` (the
+    slow re-check of a scanner we hold): only tasks the database shows in flight there that
+    this daemon does not run, claim or recently end (a final row whose commit failed).
+    Returns how many were re-attached."""
     sc = engine.scanners.get(scanner_id)
     if sc is None:
-        return
+        return 0
     pool = engine.pools[sc.spec.pool]
     rows = await engine.store._fetch(Q_HELD_TASKS, (scanner_id,))  # type: ignore[attr-defined]
     adopted = 0
@@ -184,17 +187,25 @@ async def adopt_scanner(engine: Engine, scanner_id: str) -> None:
         t = decode_task(blob)
         if t.scanner_id != scanner_id or t.task_id in engine.tasks or t.pool != pool.name:
             continue
+        if reconcile and (t.task_id in engine.claiming or t.task_id in engine.recently_ended):
+            continue
         engine.tasks[t.task_id] = t
         sc.slots.adopt(t.task_id, total_addresses(t.targets))
         if cancel_requested:
             engine.controls.setdefault(t.task_id, RunControl()).cancel_requested = True
         engine.start_runner(pool, t, sc)
         adopted += 1
-    log.info(
-        "scanner adopted",
-        extra={"event": "cluster_scanner_adopted", "scanner": scanner_id, "tasks": adopted},
-    )
+    if adopted or not reconcile:
+        log.info(
+            "scanner adopted" if not reconcile else "running tasks re-attached",
+            extra={
+                "event": "cluster_scanner_adopted" if not reconcile else "cluster_reattached",
+                "scanner": scanner_id,
+                "tasks": adopted,
+            },
+        )
     pool.wake.set()
+    return adopted
 
 
 def drop_scanner(engine: Engine, scanner_id: str) -> None:

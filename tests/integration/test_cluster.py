@@ -693,3 +693,31 @@ async def test_a_claim_during_a_takeover_never_fills_slots_the_adopted_scans_hol
         statuses = await c.statuses()
         assert [statuses[t.task_id] for t in running] == ["running", "running"]
         assert [statuses[t.task_id] for t in waiting] == ["queued", "queued"]
+
+
+async def test_a_task_whose_final_row_failed_to_commit_is_reattached_by_its_owner(
+    pg_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    allow_dead_background_tasks: bool,
+) -> None:
+    # seen in the cluster proof: 8 tasks stayed 'running' for good after a PostgreSQL
+    # restart (their end was decided, its commit failed, the owner kept the lease)
+    async with cluster_of(pg_url, tmp_path, scanners=1, cap=1, scan_s=10.0) as c:
+        a = await c.start("a")
+        t = await a.engine.submit(c.task())
+        real_apply = a.store._apply
+        failed: list[bool] = []
+
+        async def apply(conn: Any, ops: list[Any]) -> set[str]:
+            if not failed and any("completed" in map(str, op[1]) for op in ops):
+                failed.append(True)
+                raise StorageError("database write failed: connection lost")
+            return await real_apply(conn, ops)
+
+        monkeypatch.setattr(a.store, "_apply", apply)
+        await c.until(lambda: bool(failed) and t.task_id not in a.engine.tasks)
+        assert (await c.statuses())[t.task_id] == "exporting"  # what the database says
+        await c.until(lambda: c.all_in([t]), limit=int(4 * LEASE_S))
+        assert a.member.holds("fake-1")
+    assert c.fakes["fake-1"].count("create_scan") == 1
