@@ -82,6 +82,26 @@ class StorageConfig(_Base):
     password: SecretRef | None = None
 
 
+class ClusterConfig(_Base):
+    """Several daemons sharing pools on one PostgreSQL database (needs ``storage.url``)."""
+
+    #: this daemon's name in the cluster; default: the host name and 8 hex digits of the
+    #: storage path (stable across restarts, distinct for two daemons on one host, which
+    #: need two storage folders anyway)
+    daemon_id: Name | None = None
+    #: a scanner lease lasts this long without renewal; a dead daemon's scanners move to
+    #: another daemon after at most this long
+    lease_s: Annotated[float, msgspec.Meta(ge=1.0, le=3600.0)] = 15.0
+    #: heartbeat and lease renewal period; default lease-s / 3
+    heartbeat_s: Annotated[float, msgspec.Meta(ge=0.2, le=1200.0)] | None = None
+    #: scanner ids (or globs: ``dmz-*``) this daemon may own; default every scanner it has
+    zone: list[str] | None = None
+
+    @property
+    def heartbeat_period_s(self) -> float:
+        return self.heartbeat_s if self.heartbeat_s is not None else self.lease_s / 3
+
+
 class SimulatorConfig(_Base):
     """Built-in simulated scanners started in-process; their scanners join ``pool``."""
 
@@ -281,6 +301,7 @@ class ScheduleConfig(_Base):
 class Config(_Base):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    cluster: ClusterConfig | None = None
     simulator: SimulatorConfig | None = None
     pools: list[PoolConfig] = []
     credentials: dict[str, CredentialConfig] = {}
@@ -476,6 +497,15 @@ def validate(config: Config) -> list[str]:
             'token (admin-tokens = [{ env = "NESSUS_POOL_ADMIN_TOKEN" }])',
         )
     warnings += check_storage(config.storage)
+    if config.cluster is not None:
+        check_cluster(config.cluster, config.storage)
+        if config.simulator is not None:
+            raise _err(
+                "$.simulator",
+                "the embedded simulator lives and dies with one daemon, so daemons of a "
+                "cluster cannot share its scanners: run `nessus-pool simulator` on its own "
+                "and list its scanners in [[pools.scanners]], or remove [cluster]",
+            )
     seen_pools: set[str] = set()
     seen_scanners: dict[str, str] = {}
     for i, pool in enumerate(config.pools):
@@ -661,6 +691,25 @@ def check_storage(storage: StorageConfig) -> list[str]:
     if not m.group("host"):
         raise _err("$.storage.url", "the URL names no host (a host or 127.0.0.1 and a port)")
     return _check_secret(storage.password, "$.storage.password")
+
+
+def check_cluster(cluster: ClusterConfig, storage: StorageConfig) -> None:
+    """``[cluster]`` needs PostgreSQL, and a heartbeat shorter than the lease."""
+    if storage.url is None:
+        raise _err(
+            "$.cluster",
+            "several daemons share pools through PostgreSQL only: set storage.url "
+            "(postgresql://user@host:port/db), or remove [cluster] for one daemon on SQLite",
+        )
+    if cluster.heartbeat_period_s >= cluster.lease_s:
+        raise _err(
+            "$.cluster.heartbeat-s",
+            f"heartbeat-s ({cluster.heartbeat_period_s:g}) must be shorter than lease-s "
+            f"({cluster.lease_s:g}), else leases expire between renewals (default: lease-s / 3)",
+        )
+    for k, entry in enumerate(cluster.zone or []):
+        if not re.fullmatch(r"[A-Za-z0-9_.*?\[\]-]{1,64}", entry):
+            raise _err(f"$.cluster.zone[{k}]", f"{entry!r} is not a scanner id or glob")
 
 
 _SCOPE_ENTRY = re.compile(r"^[A-Za-z0-9*?.:/_-]+$")
@@ -883,6 +932,8 @@ def diff(old: Config, new: Config) -> ConfigDiff:
         restart.append("storage")
     if old.simulator != new.simulator:
         restart.append("simulator")
+    if old.cluster != new.cluster:
+        restart.append("cluster")
     return ConfigDiff(
         pools_added=sorted(new_pools.keys() - old_pools.keys()),
         pools_removed=sorted(old_pools.keys() - new_pools.keys()),

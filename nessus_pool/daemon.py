@@ -213,7 +213,8 @@ class Daemon:
             url=cfg.storage.url,
             sqlite_path=storage / "nessus-pool.db",
             password=db_password,
-            exclusive=True,
+            # one daemon per database, unless [cluster] coordinates several
+            exclusive=cfg.cluster is None,
         )
         await self.store.open()
         if cfg.storage.url is not None:
@@ -267,6 +268,8 @@ class Daemon:
         # before start: a task that recovery ends writes its outbox rows too
         outbox = OutboxWriter(lambda: self.config.notifications, self.clock)
         self.engine.final_ops = outbox.rows_for
+        if cfg.cluster is not None:
+            self._join_cluster()
         # an essential loop died: not ready, and stop (systemd restarts us)
         self.engine.on_death.append(lambda why: self._signals.put_nowait("died"))
         self.engine.delete_remote_scans = cfg.housekeeping.delete_remote_scans
@@ -302,6 +305,21 @@ class Daemon:
             os.getpid()
         ):
             self.engine.spawn(_watchdog(watchdog_usec / 2e6), "watchdog")
+
+    def _join_cluster(self) -> None:
+        """[cluster]: this daemon shares its pools with others on the same database."""
+        from nessus_pool.engine.cluster import ClusterMember, settings_from
+        from nessus_pool.store.pg import PgStore
+
+        cfg = self.config
+        assert cfg.cluster is not None and self.engine is not None
+        assert isinstance(self.store, PgStore)  # config validation: [cluster] needs a url
+        settings = settings_from(cfg, cfg.cluster, effective_pools(cfg))
+        self.engine.cluster = ClusterMember(self.engine, self.store, settings)
+        log.info(
+            f"cluster member {settings.daemon_id}",
+            extra={"event": "cluster_configured", "daemon_id": settings.daemon_id},
+        )
 
     def _auth(self) -> TokenAuth:
         """Resolve the tokens; empty or short ones are refused here too (config check could

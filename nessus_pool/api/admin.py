@@ -261,6 +261,14 @@ async def dlq_purge(request: web.Request) -> web.Response:
     )
 
 
+async def cluster(request: web.Request) -> web.Response:
+    request.app[AUTH].require(request, "read")
+    parse_query(request, NO_QUERY)
+    from nessus_pool.service.cluster import cluster_view
+
+    return json_response(await cluster_view(request.app[SERVICE]))
+
+
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
@@ -309,6 +317,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/v1/dlq/{task_id}", dlq_get)
     r.add_post("/api/v1/dlq/{task_id}/retry", dlq_retry)
     r.add_post("/api/v1/reload", reload_config)
+    r.add_get("/api/v1/cluster", cluster)
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics)

@@ -228,6 +228,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": _op("Diff with an earlier scan", None, params=[_TASK, *_query(COMPARE)])
             },
             "/api/v1/pools": {"get": _op("List pools", None)},
+            "/api/v1/cluster": {"get": _op("Daemons, scanner leases, pools that differ", None)},
             "/api/v1/pools/{name}": {
                 "get": _op("Get a pool", _ref(PoolView), params=[_path("name")])
             },

@@ -27,6 +27,7 @@ import msgspec
 
 from nessus_pool.clock import Clock, sleep_or_event
 from nessus_pool.config import PoolConfig
+from nessus_pool.engine.cluster import ClusterMember
 from nessus_pool.engine.dispatch import dispatch_loop
 from nessus_pool.engine.ingest import ingest_export
 from nessus_pool.engine.pool import PoolState, never_launches, waiting_reason
@@ -38,9 +39,19 @@ from nessus_pool.engine.supervise import Supervisor
 from nessus_pool.engine.windows import WindowKeeper
 from nessus_pool.errors import CapacityError, ConflictError, NotFoundError
 from nessus_pool.metrics import Metrics
-from nessus_pool.models import INLINE_CREDENTIAL, SshCredential, Task, TaskStatus
+from nessus_pool.models import (
+    ACTIVE_STATUSES,
+    INLINE_CREDENTIAL,
+    SshCredential,
+    Task,
+    TaskStatus,
+)
 from nessus_pool.retry import CircuitBreaker
 from nessus_pool.store import Op, TaskStore
+from nessus_pool.store.queries import (
+    Q_NOTIFY,
+    SUBMIT_CHANNEL,
+)
 
 log = logging.getLogger("nessus_pool.engine")
 
@@ -50,6 +61,10 @@ CredentialResolver = Callable[[str], SshCredential | None]
 
 #: probes and re-attached runners making their first scanner call at once
 RECOVERY_CONCURRENCY = 64
+#: [cluster] how often a wait on a task run by another daemon reads it again
+CLUSTER_WAIT_POLL_S = 1.0
+#: a task in one of these holds a scanner slot (its writes are fenced by that lease)
+_IN_FLIGHT = ACTIVE_STATUSES
 
 
 def recovery_gate() -> asyncio.Semaphore:
@@ -109,6 +124,15 @@ class Engine:
         self.final_ops: Callable[[Task], list[Op]] | None = None
         #: maintenance windows, pause and resume (engine.windows)
         self.windows = WindowKeeper(self)
+        #: [cluster] (PostgreSQL, several daemons): set by the daemon before :meth:`start`;
+        #: queued tasks then live in the database only (see ``engine.cluster``)
+        self.cluster: ClusterMember | None = None
+        #: the asyncio task of each task's runner (a lost lease cancels them)
+        self.runner_tasks: dict[str, asyncio.Task[None]] = {}
+        #: [cluster] tasks placed by a claim not yet running here, and tasks that ended
+        #: here lately (id -> monotonic s): the re-check's re-attach leaves them alone
+        self.claiming: set[str] = set()
+        self.recently_ended: dict[str, float] = {}
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -128,7 +152,13 @@ class Engine:
         for spec in specs:
             self.add_scanner(spec)
         self.windows.refresh()
-        await recover(self)
+        if self.cluster is None:
+            await recover(self)
+        else:
+            # queued tasks stay in the database; in-flight ones come back with the leases
+            await self.cluster.join()
+            await self.cluster.beat()
+            self.spawn(self.cluster.run(), "cluster:heartbeat")
         self.spawn(self.windows.run(), "windows")  # after recovery: it acts on live tasks
         if not hold_background:
             self.release_background()
@@ -148,6 +178,8 @@ class Engine:
         finish; then everything left is cancelled. Every other state was already committed
         as it changed, and final writes are shielded."""
         await self.supervisor.stop(grace_s)
+        if self.cluster is not None:
+            await self.cluster.leave()
         for sc in self.scanners.values():
             await sc.client.close()
 
@@ -197,7 +229,9 @@ class Engine:
         )
         self.scanners[spec.scanner_id] = sc
         self.pools[spec.pool].scanners[spec.scanner_id] = sc
-        self.start_probe(sc)
+        if self.cluster is None or self.cluster.may_own(spec.scanner_id):
+            # a scanner outside this daemon's zone may be out of its reach: not probed
+            self.start_probe(sc)
         return sc
 
     def start_runner(
@@ -211,7 +245,15 @@ class Engine:
     ) -> None:
         control = self.controls.setdefault(t.task_id, RunControl())
         runner = TaskRunner(self, pool, t, sc, control, fresh=fresh, written=written)
-        self.spawn(runner.run(), f"task:{t.task_id}", essential=False)
+        task = self.spawn(runner.run(), f"task:{t.task_id}", essential=False)
+        self.runner_tasks[t.task_id] = task
+        task.add_done_callback(
+            lambda _: (
+                self.runner_tasks.pop(t.task_id)
+                if self.runner_tasks.get(t.task_id) is task
+                else None
+            )
+        )
 
     async def _probe_loop(self, sc: ScannerHandle) -> None:
         async with self.recovery_gate:
@@ -242,13 +284,34 @@ class Engine:
         *,
         ev_reason: str | None = None,
         ev_detail: str | None = None,
+        also: list[Op] | None = None,
         **fields: Any,
     ) -> asyncio.Future[None]:
         """The one place a task's status changes. Checked against :data:`state.ALLOWED`
         (a refused change is logged and raises :class:`TransitionError`), applied to the task
         with ``fields``, and its rows queued for commit, all without an await: no other
         coroutine can run between the change in memory and its place in the commit order.
-        Returns the commit's future (cancelling it does not withdraw the rows)."""
+        Returns the commit's future (cancelling it does not withdraw the rows). ``also``:
+        ops committed with it."""
+        ops = self.change_ops(t, to, event, ev_reason=ev_reason, ev_detail=ev_detail, **fields)
+        return self.store.enqueue(ops + also if also else ops)
+
+    def change_ops(
+        self,
+        t: Task,
+        to: TaskStatus,
+        event: str,
+        *,
+        ev_reason: str | None = None,
+        ev_detail: str | None = None,
+        **fields: Any,
+    ) -> list[Op]:
+        """:meth:`change` without queueing its rows: they are returned, for a caller that
+        commits them in a transaction of its own (a cluster claim or cancel). In a cluster
+        the first op is the fence: the lease of the scanner the task holds (or takes)."""
+        fence_on = t.scanner_id if t.status in _IN_FLIGHT else None
+        if to is TaskStatus.DISPATCHING and fence_on is None:
+            fence_on = fields.get("scanner_id")
         try:
             if t.task_id in self.ending:
                 raise TransitionError(f"task {t.task_id} has ended (its final row is queued)")
@@ -277,7 +340,8 @@ class Engine:
         )
         if to.is_terminal and self.final_ops is not None:
             ops += self.final_ops(t)  # same commit: a crash never keeps one without the other
-        fut = self.store.enqueue(ops)
+        if self.cluster is not None:
+            ops.insert(0, self.cluster.fence(fence_on))
         log.info(
             "task %s",
             event,
@@ -289,7 +353,7 @@ class Engine:
                 "reason": ev_reason,
             },
         )
-        return fut
+        return ops
 
     async def persist(
         self,
@@ -310,9 +374,12 @@ class Engine:
         pool = self.pools.get(t.pool)
         if pool is None:
             raise NotFoundError(f"pool {t.pool!r} does not exist")
-        if len(pool.queue) >= pool.config.max_queued:
+        queued = len(pool.queue)
+        if self.cluster is not None:
+            queued = await self.cluster.queued_estimate(t.pool)
+        if queued >= pool.config.max_queued:
             raise CapacityError(
-                f"pool {t.pool!r} already has {len(pool.queue)} queued scans (max-queued = "
+                f"pool {t.pool!r} already has {queued} queued scans (max-queued = "
                 f"{pool.config.max_queued}); wait for some to finish or use another pool"
             )
         if t.requested_scanner is not None and t.requested_scanner not in pool.scanners:
@@ -325,6 +392,10 @@ class Engine:
                 f"export-only ({why}); the scan would wait forever. Use a pool with a "
                 "scanner licensed for scan creation through the API"
             )
+        if self.cluster is not None:
+            from nessus_pool.engine import shared  # PostgreSQL only (asyncpg)
+
+            return await shared.submit(self, t, inline)
         if inline is not None:
             self.inline_credentials[t.task_id] = inline
         await self.persist(t, "queued")
@@ -336,6 +407,10 @@ class Engine:
 
     async def cancel(self, task_id: str) -> Task:
         t = self.tasks.get(task_id)
+        if self.cluster is not None and (t is None or t.status is TaskStatus.QUEUED):
+            from nessus_pool.engine import shared  # PostgreSQL only (asyncpg)
+
+            return await shared.cancel(self, task_id)
         if t is None:
             stored = await self.store.get_task(task_id)
             if stored is None:
@@ -377,12 +452,14 @@ class Engine:
                 dead_letter=True,
             )
         self._release(t)
+        shared = self.cluster is not None
         fut = self.change(
             t,
             TaskStatus.QUEUED,
             "requeued",
             ev_reason=reason,
             ev_detail=error,
+            also=[(Q_NOTIFY, (SUBMIT_CHANNEL, t.pool))] if shared else None,
             attempt=t.attempt if use_attempt else max(0, t.attempt - 1),
             scanner_id=None,
             remote_scan_id=None,
@@ -393,10 +470,19 @@ class Engine:
             error=error,
         )
         self.tasks[t.task_id] = t
-        pool.queue.push(t)
-        pool.wake.set()
+        if shared:
+            # back in the database's queue: any daemon may claim it once it is committed
+            fut.add_done_callback(lambda f: self._left(t))
+        else:
+            pool.queue.push(t)
+            pool.wake.set()
         fut.add_done_callback(lambda f: self.committed(f, t.task_id))
         return fut
+
+    def _left(self, t: Task) -> None:
+        if self.tasks.get(t.task_id) is t and t.status is TaskStatus.QUEUED:
+            self.tasks.pop(t.task_id, None)
+            self.controls.pop(t.task_id, None)
 
     async def finish(
         self,
@@ -462,11 +548,17 @@ class Engine:
         for name in final.__struct_fields__:
             setattr(t, name, getattr(final, name))
         self.ending.pop(t.task_id, None)
+        if self.cluster is not None:
+            self.recently_ended[t.task_id] = self.clock.monotonic_s()
         if self.tasks.get(t.task_id) is t:
             self.tasks.pop(t.task_id, None)
             self.controls.pop(t.task_id, None)
             self.inline_credentials.pop(t.task_id, None)
         self.committed(fut, t.task_id)
+
+    def committed_now(self, task_id: str) -> None:
+        """A change committed by a transaction of its own (a cluster claim)."""
+        self._notify(task_id)
 
     def committed(self, fut: asyncio.Future[None], task_id: str) -> None:
         if not fut.cancelled() and fut.exception() is not None:
@@ -485,11 +577,13 @@ class Engine:
         pool = self.pools[t.pool]
         if t.task_id in self.tasks:
             raise ConflictError(f"task {t.task_id} is still ending; try again in a moment")
+        shared = self.cluster is not None
         fut = self.change(
             t,
             TaskStatus.QUEUED,
             "requeued",
             ev_reason="dlq_retry",
+            also=[(Q_NOTIFY, (SUBMIT_CHANNEL, t.pool))] if shared else None,
             dead_letter=False,
             attempt_base=t.attempt,
             scanner_id=None,
@@ -504,6 +598,10 @@ class Engine:
             error=None,
         )
         self.dlq_counts[t.pool] = max(0, self.dlq_counts.get(t.pool, 0) - 1)
+        if shared:
+            await asyncio.shield(fut)
+            self._notify(t.task_id)
+            return
         self.tasks[t.task_id] = t
         # queued in the same step (a cancel from now on finds it there), but the
         # dispatcher is woken once the row is durable: the caller sees it queued
@@ -586,12 +684,21 @@ class Engine:
             ev.set()
 
     async def wait_change(self, task_id: str, timeout_s: float) -> bool:
-        """Wait until the task changes (status or progress) or ``timeout_s`` passes."""
+        """Wait until the task changes (status or progress) or ``timeout_s`` passes. [cluster]
+        A task another daemon runs changes out of our sight: the wait ends after at most
+        :data:`CLUSTER_WAIT_POLL_S`, and the caller reads the database again."""
         ev = self._changed.setdefault(task_id, asyncio.Event())
+        if self.cluster is not None and task_id not in self.tasks:
+            timeout_s = min(timeout_s, CLUSTER_WAIT_POLL_S)
         return await sleep_or_event(self.clock, ev, timeout_s)
 
     def queue_position(self, t: Task) -> int | None:
         pool = self.pools.get(t.pool)
+        if pool is not None and pool.shared is not None:
+            # [cluster] the database's order, as of the last heartbeat
+            if t.status is not TaskStatus.QUEUED:
+                return None
+            return pool.shared.position(t.priority, t.seq)
         return pool.queue.position(t.task_id) if pool else None
 
     def estimated_wait_s(self, t: Task) -> tuple[float | None, str]:
@@ -608,13 +715,17 @@ class Engine:
         pool = self.pools.get(t.pool)
         if pool is None:
             return "no_scanners"
+        if pool.shared is not None and pool.active >= pool.capacity > 0:
+            return "capacity_full"  # [cluster] every daemon's scans, from the database
         return waiting_reason(pool, t.requested_scanner, t.policy)
 
     def pool_waiting_reason(self, name: str) -> str | None:
         """Why the pool's queued tasks wait (None when nothing is queued or it dispatches)."""
         pool = self.pools.get(name)
-        if pool is None or not pool.queue:
+        if pool is None or not pool.queue_depth:
             return None
+        if pool.shared is not None and pool.active >= pool.capacity > 0:
+            return "capacity_full"
         return waiting_reason(pool)
 
     def set_scanner_enabled(self, scanner_id: str, enabled: bool) -> ScannerHandle:

@@ -62,4 +62,20 @@ async def housekeeping_loop(engine: Engine, get_cfg: Callable[[], HousekeepingCo
     while True:
         cfg = get_cfg()
         await engine.clock.sleep(cfg.interval_s)
-        await housekeeping_once(engine, cfg)
+        if engine.cluster is None:
+            await housekeeping_once(engine, cfg)
+        else:
+            await housekeeping_turn(engine, cfg)
+
+
+async def housekeeping_turn(engine: Engine, cfg: HousekeepingConfig) -> HousekeepingRun | None:
+    """[cluster] One daemon at a time (an advisory lock); None when another has the turn."""
+    from nessus_pool.store.pg import HOUSEKEEPING_LOCK_KEY, PgStore
+
+    store = engine.store
+    assert isinstance(store, PgStore)
+    async with store.exclusive_turn(HOUSEKEEPING_LOCK_KEY) as mine:
+        if not mine:
+            log.info("housekeeping skipped", extra={"event": "housekeeping_skipped"})
+            return None
+        return await housekeeping_once(engine, cfg)

@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from prometheus_client.core import GaugeMetricFamily
 
 from nessus_pool.engine.core import Engine
-from nessus_pool.engine.pool import waiting_reason
 from nessus_pool.engine.windows import held_gauge
 from nessus_pool.models import TaskStatus
 
@@ -47,7 +46,9 @@ def snapshot(engine: Engine) -> Iterable[GaugeMetricFamily]:
             if prev is None or t.created_at_ms < prev:
                 oldest_ms[t.pool] = t.created_at_ms
     for name, pool in engine.pools.items():
-        depth.add_metric([name], len(pool.queue))
+        if pool.shared is not None and pool.shared.oldest_created_ms is not None:
+            oldest_ms[name] = pool.shared.oldest_created_ms  # [cluster] from the database
+        depth.add_metric([name], pool.queue_depth)
         oldest.add_metric([name], (now_ms - oldest_ms[name]) / 1000 if name in oldest_ms else 0)
     dlq = GaugeMetricFamily("nessus_pool_dlq_depth", "Dead-lettered scans", labels=["pool"])
     for name in engine.pools:
@@ -70,9 +71,35 @@ def snapshot(engine: Engine) -> Iterable[GaugeMetricFamily]:
         labels=["pool", "reason"],
     )
     for name, pool in engine.pools.items():
-        if pool.queue:
-            reason = waiting_reason(pool)
+        if pool.queue_depth:
+            reason = engine.pool_waiting_reason(name)
             if reason is not None:
-                waiting.add_metric([name, reason], len(pool.queue))
+                waiting.add_metric([name, reason], pool.queue_depth)
     held = held_gauge(engine)
-    return [active, capacity, up, circuit, depth, oldest, dlq, internal, healthy, waiting, held]
+    families = [active, capacity, up, circuit, depth, oldest, dlq, internal, healthy, waiting, held]
+    if engine.cluster is not None:
+        families += list(_cluster(engine))
+    return families
+
+
+def _cluster(engine: Engine) -> Iterable[GaugeMetricFamily]:
+    """[cluster] This daemon's share: leases held, taken and lost, writes fenced out."""
+    member = engine.cluster
+    assert member is not None
+    held = GaugeMetricFamily(
+        "nessus_pool_cluster_leases_held", "Scanner leases this daemon holds now"
+    )
+    held.add_metric([], len(member.held))
+    yield held
+    for name, text, value in (
+        ("takeovers", "Scanner leases taken since start", member.takeovers),
+        ("lease_losses", "Scanner leases lost to another daemon or an outage", member.losses),
+        (
+            "fenced_writes",
+            "Writes refused since start because their scanner lease had moved",
+            getattr(engine.store, "fenced_refused", 0),
+        ),
+    ):
+        g = GaugeMetricFamily(f"nessus_pool_cluster_{name}", text)
+        g.add_metric([], value)
+        yield g

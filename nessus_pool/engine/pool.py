@@ -4,6 +4,7 @@ durations, and the wait estimate built from them."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import math
 from dataclasses import dataclass, field
@@ -23,6 +24,30 @@ def retry_policy(pc: PoolConfig) -> RetryPolicy:
 
 
 @dataclass
+class SharedQueue:
+    """[cluster] A pool's queue as the database holds it (refreshed with each heartbeat):
+    every daemon answers queue depth, position and wait with the same numbers."""
+
+    queued: int = 0
+    oldest_created_ms: int | None = None
+    #: scans in flight on every daemon
+    active: int = 0
+    #: ``(-priority, seq)`` of the first :data:`QUEUE_KEYS` queued tasks, in queue order
+    keys: list[tuple[int, int]] = field(default_factory=list)
+
+    def position(self, priority: int, seq: int) -> int | None:
+        """1-based place of a queued task (None past the keys kept)."""
+        i = bisect.bisect_left(self.keys, (-priority, seq))
+        if i >= len(self.keys) and len(self.keys) >= QUEUE_KEYS:
+            return None
+        return i + 1
+
+
+#: queued tasks per pool whose order each daemon keeps in memory for positions
+QUEUE_KEYS = 10_000
+
+
+@dataclass
 class PoolState:
     config: PoolConfig
     queue: PoolQueue = field(default_factory=PoolQueue)
@@ -32,6 +57,8 @@ class PoolState:
         default_factory=lambda: collections.deque(maxlen=50)
     )
     dispatcher: asyncio.Task[None] | None = None
+    #: [cluster] the database's view of this pool's queue (None: the in-memory queue)
+    shared: SharedQueue | None = None
     #: the scanner-call retry policy of this pool, built once per config (not per call)
     retry: RetryPolicy = field(init=False)
 
@@ -65,7 +92,13 @@ class PoolState:
 
     @property
     def active(self) -> int:
+        if self.shared is not None:
+            return max(self.shared.active, sum(len(s.slots.active) for s in self.scanners.values()))
         return sum(len(s.slots.active) for s in self.scanners.values())
+
+    @property
+    def queue_depth(self) -> int:
+        return self.shared.queued if self.shared is not None else len(self.queue)
 
     def mean_duration_s(self) -> float | None:
         return sum(self.durations_s) / len(self.durations_s) if self.durations_s else None

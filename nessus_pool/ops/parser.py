@@ -19,6 +19,7 @@ from nessus_pool.ops.client import (
     resolve_token,
     resolve_url,
 )
+from nessus_pool.ops.cluster import cmd_cluster
 from nessus_pool.ops.deadletters import cmd_dlq_list, cmd_dlq_purge, cmd_dlq_retry, cmd_dlq_show
 from nessus_pool.ops.fleet import cmd_policies, cmd_pools, cmd_reload, cmd_scanners
 from nessus_pool.ops.notifications import cmd_notifications_failed, cmd_notifications_retry
@@ -249,3 +250,4 @@ def add_ops_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     leaf(sub, "reload", cmd_reload, "reload the config file (like SIGHUP)")
     add_schedules_parsers(group, leaf)
+    leaf(sub, "cluster", cmd_cluster, "daemons, scanner leases and config differences")

@@ -237,6 +237,8 @@ def pool_view(engine: Engine, name: str) -> PoolView:
         head = next((t for t in engine.tasks.values() if t.seq == seq), None)
         if head is not None:
             oldest = max(0.0, (engine.clock.now_ms() - head.created_at_ms) / 1000)
+    if pool.shared is not None and pool.shared.oldest_created_ms is not None:  # [cluster]
+        oldest = max(0.0, (engine.clock.now_ms() - pool.shared.oldest_created_ms) / 1000)
     mean = pool.mean_duration_s()
     cap = pool.capacity
     calendar = engine.windows.pool_calendars.get(name, Calendar())
@@ -246,7 +248,7 @@ def pool_view(engine: Engine, name: str) -> PoolView:
         capacity=cap,
         active=pool.active,
         utilisation=round(pool.active / cap, 3) if cap else 0.0,
-        queue_depth=len(pool.queue),
+        queue_depth=pool.queue_depth,
         max_queued=pool.config.max_queued,
         oldest_queued_age_s=oldest,
         dlq_depth=engine.dlq_counts.get(name, 0),

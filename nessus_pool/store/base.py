@@ -178,6 +178,7 @@ def task_row(t: Task) -> tuple[Any, ...]:
         t.finished_at_ms,
         int(t.dead_letter),
         _task_enc.encode(t),
+        t.scanner_id,
     )
 
 

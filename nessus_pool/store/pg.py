@@ -13,10 +13,12 @@ transaction under an advisory lock, so daemons that start at once migrate once.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -26,9 +28,13 @@ from nessus_pool.models import Task
 from nessus_pool.store.base import BaseStore, decode_task, redact_url
 from nessus_pool.store.queries import (
     Q_ACTIVE,
+    Q_CLAIM,
+    Q_FENCE,
+    Q_FENCE_HELD,
     Q_INSERT_FINDING,
     Q_INSERT_HOST,
     Q_INSERT_TEXT,
+    Q_NOTIFY,
     Q_PROBE_WRITE,
     Q_UPSERT_RESULTS,
 )
@@ -41,6 +47,8 @@ log = logging.getLogger("nessus_pool.store")
 MIGRATION_LOCK_KEY = 0x6E702D6D696772
 #: session advisory lock held by the one daemon that owns a database ("np-own")
 OWNER_LOCK_KEY = 0x6E702D6F776E
+#: [cluster] held while one daemon runs housekeeping ("np-hk")
+HOUSEKEEPING_LOCK_KEY = 0x6E702D686B
 
 _DIALECT: dict[str, str] = {
     Q_UPSERT_RESULTS: (
@@ -117,6 +125,11 @@ class PgStore(BaseStore):
         self._pool: asyncpg.Pool | None = None
         self.exclusive = exclusive
         self._owner: asyncpg.Connection | None = None
+        #: [cluster]: this daemon's id; writes queued behind a :data:`Q_FENCE` op are
+        #: committed only while it holds that lease (see :meth:`_apply`)
+        self.fence_owner: str | None = None
+        #: fenced writes refused because the lease was lost (a metric and for tests)
+        self.fenced_refused = 0
 
     async def open(self) -> None:
         try:
@@ -196,18 +209,127 @@ class PgStore(BaseStore):
             )
         self._owner = conn
 
+    def enqueue(self, ops: list[Op], *, bulk: bool = False) -> asyncio.Future[None]:
+        if self.fence_owner is not None and (not ops or ops[0][0] != Q_FENCE):
+            # its own segment, so that it never falls under the fence of the change
+            # queued before it in the same batch
+            ops = [(Q_FENCE, (None, None)), *ops]
+        return super().enqueue(ops, bulk=bulk)
+
     async def _commit(self, ops: list[Op]) -> None:
         if self.exclusive:
             # never write without holding the database: after a lost session another
             # daemon may have taken it
             await self._take_ownership()
-        groups = group_ops(ops)
         async with self._need_pool().acquire() as conn, conn.transaction():
-            for sql, rows in groups:
-                if len(rows) == 1:
-                    await conn.execute(to_pg(sql), *rows[0])
+            await self._apply(conn, ops)
+
+    async def _apply(self, conn: Any, ops: list[Op]) -> set[str]:
+        """Run ``ops`` in the caller's transaction; returns the scanners whose fenced ops
+        were dropped. Fencing: the leases named by :data:`Q_FENCE` ops are read ``FOR
+        SHARE``, so a takeover (which updates the lease row) waits for this commit, and the
+        ops behind a lease this daemon no longer holds at that epoch are not written: a
+        paused daemon that lost a scanner cannot write a transition afterwards."""
+        refused: set[str] = set()
+        notify: dict[tuple[str, str], None] = {}
+        if self.fence_owner is not None or any(sql == Q_NOTIFY for sql, _ in ops):
+            ops, refused, notify = await self._fence(conn, ops)
+        for sql, rows in group_ops(ops):
+            if len(rows) == 1:
+                await conn.execute(to_pg(sql), *rows[0])
+            else:
+                await conn.executemany(to_pg(sql), rows)
+        for channel, payload in notify:
+            await conn.execute("SELECT pg_notify($1, $2)", channel, payload)
+        return refused
+
+    async def _fence(
+        self, conn: Any, ops: list[Op]
+    ) -> tuple[list[Op], set[str], dict[tuple[str, str], None]]:
+        segments: list[tuple[tuple[str, int] | None, list[Op]]] = [(None, [])]
+        notify: dict[tuple[str, str], None] = {}
+        for sql, params in ops:
+            if sql == Q_FENCE:
+                sid, epoch = params
+                segments.append(((sid, epoch) if sid is not None else None, []))
+            else:
+                segments[-1][1].append((sql, params))
+        wanted = {f[0] for f, _ in segments if f is not None}
+        held: set[tuple[str, int]] = set()
+        if wanted:
+            rows = await conn.fetch(Q_FENCE_HELD, self.fence_owner, sorted(wanted))
+            held = {(r[0], int(r[1])) for r in rows}
+        kept: list[Op] = []
+        refused: set[str] = set()
+        for fence, seg in segments:
+            if fence is not None and fence not in held:
+                refused.add(fence[0])
+                self.fenced_refused += 1
+                continue
+            for sql, params in seg:
+                if sql == Q_NOTIFY:
+                    notify[(str(params[0]), str(params[1]))] = None
                 else:
-                    await conn.executemany(to_pg(sql), rows)
+                    kept.append((sql, params))
+        if refused:
+            log.warning(
+                "writes refused: scanner lease lost",
+                extra={"event": "fenced_write_refused", "scanners": sorted(refused)},
+            )
+        return kept, refused, notify
+
+    async def transact(self, work: Callable[[Any], Any]) -> Any:
+        """``await work(conn)`` in one transaction on a pooled connection; database errors
+        become :class:`StorageError`."""
+        try:
+            async with self._need_pool().acquire() as conn, conn.transaction():
+                return await work(conn)
+        except DB_ERRORS as exc:
+            raise StorageError(f"database call failed: {type(exc).__name__}: {exc}") from exc
+
+    async def apply(self, conn: Any, ops: list[Op]) -> set[str]:
+        """:meth:`_apply` for work run through :meth:`transact` (a claim, a cancel)."""
+        return await self._apply(conn, ops)
+
+    async def claim(
+        self, pool: str, limit: int, place: Callable[[list[Task]], list[Op]]
+    ) -> set[str]:
+        """In one transaction: lock up to ``limit`` queued tasks of ``pool`` that no other
+        transaction holds (``FOR UPDATE SKIP LOCKED``, priority then FIFO), let ``place``
+        (synchronous) turn them into ops, commit those. Returns the scanners whose fenced
+        ops were refused."""
+
+        async def work(conn: Any) -> set[str]:
+            rows = await conn.fetch(Q_CLAIM, pool, limit)
+            ops = place([decode_task(r[0]) for r in rows])
+            return await self._apply(conn, ops) if ops else set()
+
+        refused: set[str] = await self.transact(work)
+        return refused
+
+    @contextlib.asynccontextmanager
+    async def exclusive_turn(self, key: int) -> AsyncIterator[bool]:
+        """``async with store.exclusive_turn(KEY) as mine``: True while this daemon holds
+        the advisory lock ``key`` (no other daemon does the same work meanwhile), False
+        when another holds it (skip this round)."""
+        async with self._need_pool().acquire() as conn:
+            got = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+            try:
+                yield got
+            finally:
+                if got:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", key)
+
+    async def listen(self, channels: dict[str, Callable[[str], None]]) -> asyncpg.Connection:
+        """A connection of its own that calls ``channels[name](payload)`` on each NOTIFY;
+        the caller closes it (and listens again when it is lost)."""
+        try:
+            conn = await asyncpg.connect(self.url, password=self._password, timeout=10.0)
+            for name, fn in channels.items():
+                await conn.add_listener(name, functools.partial(_deliver, fn))
+        except DB_ERRORS as exc:
+            raise StorageError(f"cannot listen: {type(exc).__name__}: {exc}") from exc
+        return conn
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
@@ -228,3 +350,7 @@ class PgStore(BaseStore):
             raise StorageError(f"database read failed: {type(exc).__name__}: {exc}") from exc
         out.sort(key=lambda t: t.seq)
         return out
+
+
+def _deliver(fn: Callable[[str], None], _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+    fn(payload)

@@ -105,6 +105,30 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX findings_unsplit ON findings(task_id) WHERE text_id IS NULL;
     """,
+    # the cluster migration
+    3: """
+    ALTER TABLE tasks ADD COLUMN scanner_id TEXT;
+    ALTER TABLE tasks ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX tasks_scanner ON tasks(scanner_id) WHERE scanner_id IS NOT NULL;
+    CREATE TABLE daemons (
+        daemon_id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        config_hash TEXT NOT NULL,
+        pools_hash TEXT NOT NULL,
+        pools TEXT NOT NULL,
+        started_at_ms INTEGER NOT NULL,
+        heartbeat_at_ms INTEGER NOT NULL,
+        zone TEXT NOT NULL
+    );
+    CREATE TABLE scanner_leases (
+        scanner_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL
+    );
+    """,
     # schedules created through the API (config ones live in the file) and each schedule's
     # run history: a slot fired (with its task), skipped (and why) or run by hand
     4: """
@@ -248,6 +272,33 @@ PG_MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (task_id, text_id)
     );
     CREATE INDEX findings_unsplit ON findings(task_id) WHERE text_id IS NULL;
+    """,
+    # the cluster migration; ``pools`` is a JSON object
+    # pool name -> hash of its definition, to report pools defined differently
+    3: """
+    ALTER TABLE tasks ADD COLUMN scanner_id TEXT;
+    ALTER TABLE tasks ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX tasks_scanner ON tasks(scanner_id) WHERE scanner_id IS NOT NULL;
+    CREATE INDEX tasks_claim ON tasks(pool, priority DESC, seq) WHERE status = 'queued';
+    CREATE SEQUENCE tasks_seq;
+    CREATE TABLE daemons (
+        daemon_id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        config_hash TEXT NOT NULL,
+        pools_hash TEXT NOT NULL,
+        pools TEXT NOT NULL,
+        started_at_ms BIGINT NOT NULL,
+        heartbeat_at_ms BIGINT NOT NULL,
+        zone TEXT NOT NULL
+    );
+    CREATE TABLE scanner_leases (
+        scanner_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        epoch BIGINT NOT NULL,
+        expires_at_ms BIGINT NOT NULL
+    );
     """,
     4: """
     CREATE TABLE schedules (
