@@ -46,6 +46,10 @@ class TaskView(msgspec.Struct, kw_only=True):
     finished_at_ms: int | None = None
     export_available: bool = False
     results: dict[str, Any] | None = None
+    #: served from memory while the database is unavailable: true, with the time the
+    #: database last confirmed a write (absent otherwise)
+    stale: bool | msgspec.UnsetType = msgspec.UNSET
+    as_of_ms: int | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class TaskPage(msgspec.Struct, kw_only=True):

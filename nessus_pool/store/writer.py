@@ -3,7 +3,10 @@
 A burst of writes costs one transaction (one fsync) per batch instead of one per caller. The
 order of :meth:`GroupCommitWriter.enqueue` calls is the order of commits. A caller that is
 cancelled cancels only its own wait: its rows stay queued and are committed with their batch.
-A batch that fails fails every caller in it, and the next batch is tried on its own.
+A batch that fails fails every caller in it, and the next batch is tried on its own, except
+when the backend says the server is unreachable (``unavailable``): then the same batch is
+committed again on the reconnect backoff of :class:`~nessus_pool.store.outage.Outage`, its
+callers still waiting, until it goes through or the writer is closed.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from nessus_pool.clock import sleep_or_event
 from nessus_pool.errors import StorageError
+from nessus_pool.store.outage import Outage
 from nessus_pool.store.queries import Q_INSERT_EVENT, Q_INSERT_FINDING, Q_UPSERT_TASK
 
 Op = tuple[str, Sequence[Any]]
@@ -89,8 +94,14 @@ class GroupCommitWriter:
         *,
         max_batch: int = 512,
         name: str = "store:writer",
+        unavailable: Callable[[BaseException], bool] | None = None,
+        outage: Outage | None = None,
     ) -> None:
         self._commit = commit
+        #: the backend's test for "the server is unreachable" (retry); None: never retry
+        self._unavailable = unavailable
+        self.outage = outage or Outage()
+        self._stop: asyncio.Event | None = None
         self.max_batch = max_batch
         self.name = name
         self._pending: list[tuple[list[Op], asyncio.Future[None]]] = []
@@ -106,6 +117,7 @@ class GroupCommitWriter:
 
     def start(self) -> None:
         self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
         self._task = asyncio.create_task(self._loop(), name=self.name)
 
     @property
@@ -130,6 +142,8 @@ class GroupCommitWriter:
         self._closing = True
         if self._task is not None and self._wake is not None:
             self._wake.set()
+            if self._stop is not None:
+                self._stop.set()  # a batch waiting to reconnect fails now
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
@@ -144,9 +158,9 @@ class GroupCommitWriter:
                 del self._pending[: self.max_batch]
                 if len(batch) < self.max_batch and self._bulk:
                     batch.append(self._bulk.pop(0))
+                ops = [op for ops, _ in batch for op in ops]
                 try:
-                    ops = [op for ops, _ in batch for op in ops]
-                    await self._commit(ops)
+                    await self._commit_retrying(ops)
                 except Exception as exc:
                     err = (
                         exc
@@ -158,6 +172,7 @@ class GroupCommitWriter:
                         if not fut.done():
                             fut.set_exception(err)
                 else:
+                    self.outage.ok()
                     self.commits += 1
                     self.rows_written += len(ops)
                     self.last_commit_ok = True
@@ -166,3 +181,18 @@ class GroupCommitWriter:
                             fut.set_result(None)
             if self._closing:
                 return
+
+    async def _commit_retrying(self, ops: list[Op]) -> None:
+        """Commit ``ops``; while the server is unreachable, again after each backoff delay
+        (the reconnect), until it goes through or :meth:`close` is called."""
+        while True:
+            try:
+                await self._commit(ops)
+                return
+            except Exception as exc:
+                if self._closing or self._unavailable is None or not self._unavailable(exc):
+                    raise
+                delay_s = self.outage.failed(exc)
+            assert self._stop is not None
+            if await sleep_or_event(self.outage.clock, self._stop, delay_s):
+                raise self.outage.error()

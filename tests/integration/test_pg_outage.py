@@ -1,6 +1,8 @@
-"""PostgreSQL stops under a running daemon and comes back: /readyz says so, a submit
-answers 503 (nothing acknowledged that was not stored), and once the server is back the
-daemon reconnects and takes submits again without a restart."""
+"""PostgreSQL stops under a running daemon and comes back: /readyz says so; writes (submit,
+cancel, dead-letter retry and purge, over HTTP and MCP) answer 503 with Retry-After at once
+(nothing acknowledged that was not stored); reads served from memory say they are stale; a
+scan running on its scanner meanwhile is still polled and ends once the database is back,
+with its attempt and its one remote scan; the daemon reconnects without a restart."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -82,7 +85,7 @@ async def test_postgresql_down_then_back(
         async with http.post(f"{d.url}/api/v1/scans", json={"targets": "10.0.0.2"}) as r:
             assert r.status == 503
             body = await r.json()
-        assert body["error"]["code"] == "storage_error"
+        assert body["error"]["code"] == "storage_unavailable"
 
         cluster.start()
         await _until_ready(d, True)
@@ -97,3 +100,105 @@ async def test_postgresql_down_then_back(
     other = PgStore(cluster.url, exclusive=True)
     with pytest.raises(LockedError):
         await other.open()
+
+
+async def _until_status(d: Daemon, task_id: str, status: str) -> None:
+    assert d.service is not None and d.engine is not None
+    for _ in range(100):
+        if (await d.service.get_task(task_id)).status == status:
+            return
+        await d.engine.wait_change(task_id, 0.3)
+    raise AssertionError(f"{task_id} never became {status}")
+
+
+def _retry_after(headers: Any) -> int:
+    value = int(headers["Retry-After"])
+    assert 1 <= value <= 10, value  # the reconnect backoff is capped at 10 s
+    return value
+
+
+async def test_outage_refuses_writes_with_retry_after_and_keeps_running_scans(
+    tmp_path: Path, cluster: Cluster, start_daemon: DaemonFactory
+) -> None:
+    from tests.integration.test_mcp_http import Mcp
+
+    d: Daemon = await start_daemon(
+        sim_config(
+            tmp_path,
+            scanners=1,
+            scan_seconds=2.5,
+            storage={"path": str(tmp_path / "data"), "url": cluster.url},
+        )
+    )
+    assert d.service is not None and d.engine is not None and d.sim_cluster is not None
+    sim = d.sim_cluster.scanners[0]
+    api = f"{d.url}/api/v1"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{api}/scans", json={"targets": "10.0.0.1"}) as r:
+            assert r.status == 202
+            running = (await r.json())["task_id"]
+        await _until_status(d, running, "running")
+
+        cluster.stop()
+        await _until_ready(d, False)
+        async with http.get(f"{d.url}/readyz") as r:
+            assert r.status == 503 and (await r.json())["database_writable"] is False
+
+        # writes: 503 at once, Retry-After from the reconnect backoff, the error names storage
+        writes = [
+            (f"{api}/scans", {"targets": "10.0.0.2"}),
+            (f"{api}/scans/{running}/cancel", None),
+            (f"{api}/dlq/{running}/retry", None),
+            (f"{api}/dlq/purge", {"pool": "lan", "confirm": True}),
+        ]
+        for url, body in writes:
+            async with http.post(url, json=body) as r:
+                assert r.status == 503, (url, r.status, await r.text())
+                after = _retry_after(r.headers)
+                err = (await r.json())["error"]
+            assert err["code"] == "storage_unavailable" and err["retry_after_s"] == after
+            assert "database is unavailable" in err["message"], err
+        # a read that needs the database: 503 with Retry-After too, never a 500
+        async with http.get(f"{api}/scans") as r:
+            assert r.status == 503
+            _retry_after(r.headers)
+        # a read served from memory says so, and since when
+        async with http.get(f"{api}/scans/{running}") as r:
+            assert r.status == 200
+            view = await r.json()
+        assert view["stale"] is True and view["status"] == "running"
+        assert view["as_of_ms"] <= d.clock.now_ms()
+
+        mcp = Mcp(http, f"{d.url}/mcp")
+        call = {"name": "run_untrusted_scan", "arguments": {"targets": "10.0.0.3"}}
+        status, _, body = await mcp.modern("tools/call", call, **{"Mcp-Name": str(call["name"])})
+        result = body["result"]
+        assert status == 200 and result["isError"] is True, body
+        out = result["structuredContent"]
+        assert out["code"] == "storage_unavailable" and out["status_code"] == 503
+        assert f"retry after {out['retry_after_s']} s" in out["error"]
+        call = {"name": "get_scan_status", "arguments": {"task_id": running}}
+        status, _, body = await mcp.modern("tools/call", call, **{"Mcp-Name": str(call["name"])})
+        out = body["result"]["structuredContent"]
+        assert out["stale"] is True and out["as_of"].endswith("Z"), out
+
+        # the scan ends on its scanner while the database is still away; the daemon keeps
+        # polling it (its progress moves in memory), and its end waits for the database
+        while sim.stats().running:
+            await d.engine.wait_change(running, 0.5)
+        assert d.engine.tasks[running].progress_pct == 100
+        cluster.start()
+        await _until_ready(d, True)
+        done = await d.service.wait_for(running, 30.0)
+        assert (done.status, done.attempt, done.dead_letter) == ("completed", 1, False)
+        assert sim.stats().created == 1  # no second scan for it
+
+        async with http.post(f"{api}/scans", json={"targets": "10.0.0.4"}) as r:
+            assert r.status == 202 and "Retry-After" not in r.headers
+            after_outage = (await r.json())["task_id"]
+        assert (await d.service.wait_for(after_outage, 30.0)).status == "completed"
+        async with http.get(f"{api}/scans/{after_outage}") as r:
+            assert "stale" not in await r.json()
+    # the refused submits left nothing behind: two tasks stored, both completed
+    page = await d.service.list_tasks()
+    assert sorted(t.status for t in page.tasks) == ["completed", "completed"]
