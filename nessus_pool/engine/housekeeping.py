@@ -13,6 +13,7 @@ import msgspec
 
 from nessus_pool.config import HousekeepingConfig
 from nessus_pool.engine.core import Engine
+from nessus_pool.errors import StorageUnavailableError
 from nessus_pool.models import TERMINAL_STATUSES, status_values
 from nessus_pool.store import TaskFilter
 
@@ -62,4 +63,9 @@ async def housekeeping_loop(engine: Engine, get_cfg: Callable[[], HousekeepingCo
     while True:
         cfg = get_cfg()
         await engine.clock.sleep(cfg.interval_s)
-        await housekeeping_once(engine, cfg)
+        try:
+            await housekeeping_once(engine, cfg)
+        except StorageUnavailableError as exc:  # the database is reconnecting: next round
+            log.warning(
+                "housekeeping skipped", extra={"event": "housekeeping_skipped", "error": str(exc)}
+            )

@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from nessus_pool.clock import FakeClock
+from nessus_pool.config import HousekeepingConfig
+from nessus_pool.engine.housekeeping import housekeeping_loop
 from nessus_pool.errors import StorageError, StorageUnavailableError
+from nessus_pool.models import Task
+from nessus_pool.store import TaskFilter
 from nessus_pool.store.outage import Outage, backoff_s
 from nessus_pool.store.writer import GroupCommitWriter, Op
+from nessus_pool.testing import engine_rig
 
 
 def test_backoff_doubles_from_half_a_second_to_a_cap() -> None:
@@ -57,12 +63,14 @@ class FlakyServer:
         self.batches.append([sql for sql, _ in ops])
 
 
-async def _advance_until(clock: FakeClock, done: Callable[[], bool]) -> None:
+async def _advance_until(
+    clock: FakeClock, done: Callable[[], bool], *, step_s: float = 0.1
+) -> None:
     """Move the fake clock in small steps (a bounded number) until ``done()``."""
     for _ in range(200):
         if done():
             return
-        await clock.advance(0.1)
+        await clock.advance(step_s)
     raise AssertionError("never happened")
 
 
@@ -112,3 +120,27 @@ async def test_close_during_an_outage_fails_the_waiting_callers() -> None:
     await asyncio.wait_for(w.close(), 5)  # no clock advance needed: close wakes the wait
     with pytest.raises(StorageUnavailableError):
         fut.result()
+
+
+async def test_housekeeping_skips_a_round_while_the_database_is_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the essential housekeeping loop died on the outage's error and took the
+    daemon down with it."""
+    async with engine_rig(tmp_path) as rig:
+        rounds: list[str] = []
+        real = rig.store.list_tasks
+
+        async def list_tasks(flt: TaskFilter, limit: int) -> list[Task]:
+            if not rounds:
+                rounds.append("refused")
+                raise StorageUnavailableError("the database is unavailable", retry_after_s=2)
+            rounds.append("ran")
+            return await real(flt, limit)
+
+        monkeypatch.setattr(rig.store, "list_tasks", list_tasks)
+        cfg = HousekeepingConfig(interval_s=60.0)
+        rig.engine.spawn(housekeeping_loop(rig.engine, lambda: cfg), "housekeeping")
+        await _advance_until(rig.clock, lambda: len(rounds) >= 3, step_s=30.0)
+        assert rounds[0] == "refused" and "ran" in rounds
+        assert rig.engine.death is None
