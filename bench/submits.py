@@ -3,6 +3,7 @@
 
     python bench/submits.py            # 10 s per load run, 3 runs each (about 1.5 minutes)
     python bench/submits.py --quick    # 3 s daemon runs, 1 s ceiling runs (< 30 s)
+    python bench/submits.py --store postgresql   # the daemon on PostgreSQL (steps 2 and 3)
 
 What it does, in one run:
   1. load-client ceiling: the same generator (C=50 keep-alive connections) against a trivial
@@ -42,6 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import Series, describe, free_port, percentile, ratio, require, table
+from _pg import STORES, fresh_database, pg_server
 
 DISTS = ("nessus-pool", "aiohttp", "aiosqlite", "msgspec", "huey")
 
@@ -261,8 +263,12 @@ def submit_request() -> tuple[str, str, bytes]:
 
 
 class DaemonProc:
-    def __init__(self, workdir: Path, port: int, log_level: str) -> None:
+    def __init__(
+        self, workdir: Path, port: int, log_level: str, storage_url: str | None = None
+    ) -> None:
         self.workdir = workdir
+        # --store postgresql: tasks in that database ([storage] url), exports under path
+        url_line = f'url = "{storage_url}"' if storage_url else ""
         self.port = port
         self.config = workdir / "nessus-pool.toml"
         self.config.write_text(
@@ -271,6 +277,7 @@ class DaemonProc:
 listen = "127.0.0.1:{port}"
 [storage]
 path = "{workdir / "data"}"
+{url_line}
 [simulator]
 scanners = 1
 scan-seconds = 3600
@@ -465,7 +472,7 @@ async def amain(args: argparse.Namespace) -> int:
                 f"daemon run, {ceil_dur:g} s per ceiling run, {repeat} runs each; distinct "
                 "targets per submit",
                 "daemon": "nessus-pool serve subprocess, embedded simulator (1 scanner, 3600 s "
-                f"scans), JSON logs at {args.log_level}, storage {work}",
+                f"scans), JSON logs at {args.log_level}, storage {work}, store {args.store}",
             },
         ),
         flush=True,
@@ -507,7 +514,7 @@ async def amain(args: argparse.Namespace) -> int:
         triv.wait(10)
 
     # 2. the daemon
-    d = DaemonProc(work, free_port(), args.log_level)
+    d = DaemonProc(work, free_port(), args.log_level, storage_url=args.storage_url)
     ack, p50, p99, pmax = Series(), Series(), Series(), Series()
     acked_ids: list[str] = []
     errors = 0
@@ -603,7 +610,7 @@ async def amain(args: argparse.Namespace) -> int:
                     "-",
                 ],
                 [
-                    "nessus-pool serve",
+                    f"nessus-pool serve ({args.store})",
                     ack.fmt(0),
                     ratio(ack.median, anchor),
                     p50.fmt(1),
@@ -705,12 +712,31 @@ def main() -> int:
     )
     ap.add_argument("--tmp", default=None, help="directory for the temp storage (same disk)")
     ap.add_argument("--keep", action="store_true", help="keep the temp directory")
+    ap.add_argument(
+        "--store", choices=STORES, default="sqlite", help="the daemon's store (default sqlite)"
+    )
+    ap.add_argument(
+        "--pg-url",
+        default=None,
+        help="--store postgresql: a server to use (default $NESSUS_POOL_TEST_PG_URL, else a "
+        "throwaway cluster); each run gets a fresh database on it",
+    )
     ap.add_argument("--trivial-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.trivial_server:
         trivial_server(args.trivial_server)
         return 0
+    args.storage_url = None
+    if args.store == "postgresql":
+        with pg_server(args.pg_url) as server:
+            return asyncio.run(_on_database(args, server))
     return asyncio.run(amain(args))
+
+
+async def _on_database(args: argparse.Namespace, server: str) -> int:
+    async with fresh_database(server) as url:
+        args.storage_url = url
+        return await amain(args)
 
 
 if __name__ == "__main__":
