@@ -243,9 +243,13 @@ async def chaos(a: Any, pg: Postgres, daemons: list[Daemon], rng: random.Random,
     pg_after = max(1, kills // 2)  # the PostgreSQL restart: in the middle
     for c in range(kills):
         await asyncio.sleep(a.kill_every_s * rng.uniform(0.7, 1.0))
-        i = rng.randrange(len(daemons))
-        d = daemons[i]
         before = (await pg.leases() or {}) if a.daemons > 1 else {}
+        # a random daemon among those that hold a lease (a daemon holding none has nothing
+        # to take over: its kill would measure nothing)
+        holders = {owner for owner, _, _ in before.values()}
+        pick = [k for k in range(len(daemons)) if f"d{k}" in holders] or list(range(len(daemons)))
+        i = rng.choice(pick)
+        d = daemons[i]
         t_kill = time.monotonic()
         await d.kill()
         log(f"kill {c + 1}/{kills}: SIGKILL d{i}")
