@@ -48,7 +48,7 @@ class Reads:
     def writable_now(self) -> None:
         """Raise StorageUnavailableError (503, Retry-After) while the database is away: a
         write would only queue behind the store's reconnect, unacknowledged."""
-        self.engine.store.outage.check()
+        self.engine.store.outage.check(write=True)
 
     def _marked_stale(self, view: TaskView) -> TaskView:
         """A view served from memory while the database is away says so, and since when."""

@@ -10,6 +10,7 @@ backend with another dialect translates each name once (see ``store.pg``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
@@ -38,6 +39,7 @@ from nessus_pool.store.queries import (
 )
 from nessus_pool.store.writer import GroupCommitWriter, Op
 
+log = logging.getLogger("nessus_pool.store")
 _task_enc = msgspec.msgpack.Encoder()
 _task_dec = msgspec.msgpack.Decoder(Task)
 
@@ -200,6 +202,10 @@ class BaseStore:
         reader is told when to come back."""
         if not self.outage.down:
             self.outage.failed(exc)
+            log.error(
+                "database unreachable; writes wait for it, retried on a backoff",
+                extra={"event": "storage_unavailable", "error": self.outage.last_error},
+            )
             self.enqueue([(Q_PROBE_WRITE, ())]).add_done_callback(_consume)
         return self.outage.error()
 

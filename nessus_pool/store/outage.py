@@ -82,19 +82,19 @@ class Outage:
         left_s = self.next_try_s - self.clock.monotonic_s()
         return max(1, math.ceil(left_s))
 
-    def error(self) -> StorageUnavailableError:
-        """What a write (or a read that needs the database) is told during the outage."""
+    def error(self, *, write: bool = False) -> StorageUnavailableError:
+        """What a write (or a read that needs the database) is told during the outage. The
+        driver's words stay in the log (they name the database's host and port)."""
         n = self.retry_after_s()
+        stored = "; nothing was stored" if write else ""
         return StorageUnavailableError(
-            f"the database is unavailable ({self.last_error}); nothing was stored; "
-            f"retry after {n} s",
-            retry_after_s=n,
+            f"the database is unavailable{stored}; retry after {n} s", retry_after_s=n
         )
 
-    def check(self) -> None:
+    def check(self, *, write: bool = False) -> None:
         """Raise :meth:`error` while the database is down."""
         if self.down:
-            raise self.error()
+            raise self.error(write=write)
 
     async def wait_down(self) -> None:
         """Return at the next failure (or at once if the database is down now)."""

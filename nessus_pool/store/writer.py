@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,6 +26,8 @@ from nessus_pool.store.outage import Outage
 from nessus_pool.store.queries import Q_INSERT_EVENT, Q_INSERT_FINDING, Q_UPSERT_TASK
 
 Op = tuple[str, Sequence[Any]]
+
+log = logging.getLogger("nessus_pool.store")
 
 _COMMUTING = frozenset({Q_UPSERT_TASK, Q_INSERT_EVENT})
 _MULTI_ROW = frozenset({Q_UPSERT_TASK, Q_INSERT_EVENT, Q_INSERT_FINDING})
@@ -172,6 +175,14 @@ class GroupCommitWriter:
                         if not fut.done():
                             fut.set_exception(err)
                 else:
+                    if self.outage.down:
+                        log.warning(
+                            "database reachable again",
+                            extra={"event": "storage_reconnected",
+                                   "attempts": self.outage.failures,
+                                   "down_ms": self.outage.clock.now_ms()
+                                   - (self.outage.since_ms or 0)},
+                        )  # fmt: skip
                     self.outage.ok()
                     self.commits += 1
                     self.rows_written += len(ops)
@@ -192,7 +203,13 @@ class GroupCommitWriter:
             except Exception as exc:
                 if self._closing or self._unavailable is None or not self._unavailable(exc):
                     raise
+                was_down = self.outage.down
                 delay_s = self.outage.failed(exc)
+                if not was_down:
+                    log.error(
+                        "database unreachable; writes wait for it, retried on a backoff",
+                        extra={"event": "storage_unavailable", "error": self.outage.last_error},
+                    )
             assert self._stop is not None
             if await sleep_or_event(self.outage.clock, self._stop, delay_s):
                 raise self.outage.error()

@@ -7,6 +7,7 @@ with its attempt and its one remote scan; the daemon reconnects without a restar
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -118,9 +119,11 @@ def _retry_after(headers: Any) -> int:
 
 
 async def test_outage_refuses_writes_with_retry_after_and_keeps_running_scans(
-    tmp_path: Path, cluster: Cluster, start_daemon: DaemonFactory
+    tmp_path: Path, cluster: Cluster, start_daemon: DaemonFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     from tests.integration.test_mcp_http import Mcp
+
+    caplog.set_level(logging.INFO, logger="nessus_pool")
 
     d: Daemon = await start_daemon(
         sim_config(
@@ -199,6 +202,70 @@ async def test_outage_refuses_writes_with_retry_after_and_keeps_running_scans(
         assert (await d.service.wait_for(after_outage, 30.0)).status == "completed"
         async with http.get(f"{api}/scans/{after_outage}") as r:
             assert "stale" not in await r.json()
+    # one line when the outage starts (the driver's words, for the operator), one at the end
+    events = [getattr(r, "event", "") for r in caplog.records]
+    assert events.count("storage_unavailable") == 1 and events.count("storage_reconnected") == 1
     # the refused submits left nothing behind: two tasks stored, both completed
     page = await d.service.list_tasks()
     assert sorted(t.status for t in page.tasks) == ["completed", "completed"]
+
+
+async def test_outage_never_answers_500_on_any_route_or_tool(
+    tmp_path: Path, cluster: Cluster, start_daemon: DaemonFactory
+) -> None:
+    """Every GET route of the admin API and every MCP tool (with valid arguments, about a
+    finished task) during the outage: an answer from memory, or 503 with Retry-After (an
+    isError result with retry_after_s over MCP); never a 500 or an internal error."""
+    from tests.integration.test_mcp_http import Mcp
+
+    d: Daemon = await start_daemon(
+        sim_config(
+            tmp_path,
+            scanners=1,
+            scan_seconds=0.2,
+            storage={"path": str(tmp_path / "data"), "url": cluster.url},
+        )
+    )
+    assert d.service is not None
+    api = f"{d.url}/api/v1"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{api}/scans", json={"targets": "10.0.0.1"}) as r:
+            tid = (await r.json())["task_id"]
+        assert (await d.service.wait_for(tid, 30.0)).status == "completed"
+        cluster.stop()
+        await _until_ready(d, False)
+        gets = [
+            "/scans", f"/scans/{tid}", f"/scans/{tid}/results", f"/scans/{tid}/export",
+            f"/scans/{tid}/compare", "/pools", "/pools/lan", "/scanners", "/scanners/sim-1",
+            "/policies", "/dlq", f"/dlq/{tid}", "/openapi.json",
+        ]  # fmt: skip
+        for path in gets:
+            async with http.get(api + path) as r:
+                assert r.status in (200, 404, 503), (path, r.status, await r.text())
+                if r.status == 503:
+                    _retry_after(r.headers)
+                    assert (await r.json())["error"]["code"] == "storage_unavailable", path
+        async with http.get(f"{d.url}/metrics") as r:
+            assert r.status == 200
+        mcp = Mcp(http, f"{d.url}/mcp")
+        status, _, body = await mcp.modern("tools/list")
+        tools = [t["name"] for t in body["result"]["tools"]]
+        args: dict[str, dict[str, Any]] = {
+            "run_untrusted_scan": {"targets": "10.0.0.9"},
+            "run_authenticated_scan": {"targets": "10.0.0.9", "ssh_username": "u",
+                                       "ssh_password": "p"},
+            "get_scan_status": {"task_id": tid}, "cancel_scan": {"task_id": tid},
+            "wait_for_scan": {"task_id": tid, "timeout_s": 0},
+            "get_scan_results": {"task_id": tid}, "compare_scans": {"task_id": tid},
+        }  # fmt: skip
+        for name in tools:
+            call = {"name": name, "arguments": args.get(name, {})}
+            status, _, body = await mcp.modern("tools/call", call, **{"Mcp-Name": name})
+            assert status == 200 and "result" in body, (name, body)
+            out = body["result"]["structuredContent"]
+            if body["result"]["isError"]:
+                assert out.get("status_code") in (400, 403, 409, 503), (name, out)
+                if out.get("status_code") == 503:
+                    assert out["code"] == "storage_unavailable" and out["retry_after_s"] >= 1
+        cluster.start()
+        await _until_ready(d, True)
