@@ -237,37 +237,66 @@ async def takeover_s(pg: Postgres, victim: str, before: dict[str, tuple[str, int
     return bound_s
 
 
+async def kill_and_restart(a: Any, pg: Postgres, daemons: list[Daemon], i: int, n: str,
+                           out: dict[str, Any]) -> None:  # fmt: skip
+    """SIGKILL daemon ``i``; with several daemons wait (bounded) until the others have
+    taken its scanners over, then start it again (as systemd's Restart= would)."""
+    d = daemons[i]
+    before = (await pg.leases() or {}) if a.daemons > 1 else {}
+    t_kill = time.monotonic()
+    await d.kill()
+    log(f"{n}: SIGKILL d{i}")
+    if a.daemons > 1:
+        took = await takeover_s(pg, f"d{i}", before, t_kill, a.lease_s + 10)
+        if took is not None:
+            out["takeover_s"].append(took)
+            log(f"  d{i}'s scanners taken over after {took:.2f} s")
+    t0 = time.monotonic()
+    await d.start_daemon()
+    out["restart_s"].append(time.monotonic() - t0)
+
+
 async def chaos(a: Any, pg: Postgres, daemons: list[Daemon], rng: random.Random,
                 out: dict[str, Any]) -> None:  # fmt: skip
+    """On one timeline from now: a kill every ``kill_every_s`` (each measured and restarted
+    in the background, so the cadence holds) within ``chaos_s``, and one PostgreSQL restart
+    in the middle, once no takeover is being measured (a takeover that spans the restart
+    would measure the restart)."""
     kills = max(1, int(a.chaos_s // a.kill_every_s))
-    pg_after = max(1, kills // 2)  # the PostgreSQL restart: in the middle
-    for c in range(kills):
-        await asyncio.sleep(a.kill_every_s * rng.uniform(0.7, 1.0))
-        before = (await pg.leases() or {}) if a.daemons > 1 else {}
-        # a random daemon among those that hold a lease (a daemon holding none has nothing
-        # to take over: its kill would measure nothing)
-        holders = {owner for owner, _, _ in before.values()}
-        pick = [k for k in range(len(daemons)) if f"d{k}" in holders] or list(range(len(daemons)))
-        i = rng.choice(pick)
-        d = daemons[i]
-        t_kill = time.monotonic()
-        await d.kill()
-        log(f"kill {c + 1}/{kills}: SIGKILL d{i}")
-        if a.daemons > 1:
-            took = await takeover_s(pg, f"d{i}", before, t_kill, a.lease_s + 10)
-            if took is not None:
-                out["takeover_s"].append(took)
-                log(f"  d{i}'s scanners taken over after {took:.2f} s")
-        t0 = time.monotonic()
-        await d.start_daemon()
-        out["restart_s"].append(time.monotonic() - t0)
-        if c + 1 == pg_after:
+    pg_at_s = min(a.chaos_s / 2, a.kill_every_s / 2) if kills == 1 else a.chaos_s / 2
+    events = sorted([(k * a.kill_every_s, "kill") for k in range(1, kills + 1)] + [(pg_at_s, "pg")])
+    t0 = time.monotonic()
+    pending: set[asyncio.Task[None]] = set()
+    killed = 0
+    for at_s, what in events:
+        await asyncio.sleep(max(0.0, t0 + at_s - time.monotonic()))
+        if what == "pg":
+            if pending:
+                await asyncio.gather(*pending)
             log("PostgreSQL: restart")
-            t0 = time.monotonic()
+            t_pg = time.monotonic()
             await asyncio.to_thread(pg.stop)
             await asyncio.sleep(2.0)
             await asyncio.to_thread(pg.start)
-            out["pg_restart_s"] = round(time.monotonic() - t0, 2)
+            out["pg_restart_s"] = round(time.monotonic() - t_pg, 2)
+            continue
+        before = (await pg.leases() or {}) if a.daemons > 1 else {}
+        holders = {owner for owner, _, _ in before.values()}
+        up = [k for k in range(len(daemons)) if daemons[k].running]
+        if a.daemons > 1 and len(up) < 2:
+            log("kill skipped: only one daemon is up")
+            continue
+        # a random live daemon among those that hold a lease (one holding none has
+        # nothing to take over: its kill would measure nothing)
+        pick = [k for k in up if f"d{k}" in holders] or up
+        killed += 1
+        job = asyncio.create_task(
+            kill_and_restart(a, pg, daemons, rng.choice(pick), f"kill {killed}/{kills}", out)
+        )
+        pending.add(job)
+        job.add_done_callback(pending.discard)
+    if pending:
+        await asyncio.gather(*pending)
 
 
 # --- main --------------------------------------------------------------------------------
@@ -293,7 +322,9 @@ async def main() -> int:
             log(f"{a.daemons} daemon(s), {a.scanners} scanners x {CAP}, {a.tasks} tasks")
             async with aiohttp.ClientSession() as http:
                 sub = Submitter(http, daemons, a.tasks)
-                rate = a.tasks / max(1.0, a.chaos_s * 0.8)
+                # submits spread over the whole chaos window: some meet the kills and the
+                # PostgreSQL restart
+                rate = a.tasks / max(1.0, a.chaos_s * 0.9)
                 submitting = asyncio.create_task(sub.run(rate, per_task_s=a.chaos_s + 60))
                 await chaos(a, pg, daemons, rng, out)
                 await submitting
