@@ -19,6 +19,7 @@ import pytest
 
 from nessus_pool.daemon import Daemon
 from nessus_pool.errors import LockedError
+from nessus_pool.service import SubmitRequest
 from nessus_pool.store.pg import PgStore
 from tests.conftest import DaemonFactory, sim_config
 from tests.pgcluster import SCRIPT, binaries_present
@@ -269,3 +270,30 @@ async def test_outage_never_answers_500_on_any_route_or_tool(
                     assert out["code"] == "storage_unavailable" and out["retry_after_s"] >= 1
         cluster.start()
         await _until_ready(d, True)
+
+
+async def test_a_stop_during_the_outage_is_bounded_and_the_next_start_loses_nothing(
+    tmp_path: Path, cluster: Cluster, start_daemon: DaemonFactory
+) -> None:
+    """SIGTERM while the database is away: the writer gives up its reconnect at once (the
+    stop does not hang on it), and the next daemon, once the database is back, finishes the
+    task that was running."""
+    data = sim_config(
+        tmp_path,
+        scanners=1,
+        scan_seconds=1.0,
+        server={"listen": "127.0.0.1:0", "shutdown-grace-s": 1},
+        storage={"path": str(tmp_path / "data"), "url": cluster.url},
+    )
+    d: Daemon = await start_daemon(data)
+    assert d.service is not None
+    running = (await d.service.submit(SubmitRequest(targets="10.0.0.1"))).task_id
+    await _until_status(d, running, "running")
+    cluster.stop()
+    await _until_ready(d, False)
+    await asyncio.wait_for(d.stop(), 15)
+    cluster.start()
+    again: Daemon = await start_daemon(data, name="again.toml")
+    assert again.service is not None
+    done = await again.service.wait_for(running, 30.0)
+    assert done.status == "completed" and not done.dead_letter
