@@ -291,7 +291,17 @@ async def test_a_stop_during_the_outage_is_bounded_and_the_next_start_loses_noth
     await _until_status(d, running, "running")
     cluster.stop()
     await _until_ready(d, False)
+    assert d.store is not None
+    outage = d.store.outage
+    for _ in range(300):  # bounded (30 s): until a fresh 8 s backoff has just begun
+        if outage.failures >= 5:
+            break
+        await asyncio.sleep(0.1)
+    assert outage.retry_after_s() >= 7
+    t0 = asyncio.get_running_loop().time()
     await asyncio.wait_for(d.stop(), 15)
+    # the reconnect's wait is cut short: not the 8 s of the backoff
+    assert asyncio.get_running_loop().time() - t0 < 4.0
     cluster.start()
     again: Daemon = await start_daemon(data, name="again.toml")
     assert again.service is not None
