@@ -268,6 +268,23 @@ async def test_outage_never_answers_500_on_any_route_or_tool(
                 assert out.get("status_code") in (400, 403, 409, 503), (name, out)
                 if out.get("status_code") == 503:
                     assert out["code"] == "storage_unavailable" and out["retry_after_s"] >= 1
+        # resources read the database too: a JSON-RPC error of its own (HTTP 503 on the
+        # stateless wire), never "internal error"
+        reads: list[tuple[str, dict[str, Any]]] = [("resources/list", {})] + [
+            ("resources/read", {"uri": f"nessus-pool://scans/{tid}/{kind}"})
+            for kind in ("report", "findings")
+        ]
+        unavailable = 0
+        for method, params in reads:
+            extra = {"Mcp-Name": params["uri"]} if params else {}
+            status, _, body = await mcp.modern(method, params, **extra)
+            if "error" in body:
+                assert (status, body["error"]["code"]) == (503, -32050), (method, body)
+                assert body["error"]["data"]["retry_after_s"] >= 1
+                unavailable += 1
+            else:
+                assert status == 200, (method, body)
+        assert unavailable >= 1
         cluster.start()
         await _until_ready(d, True)
 
