@@ -16,6 +16,11 @@ job), so the first start is itself a restart with 100,000 queued.
 
     python bench/scale.py                 # 500 scanners, 100,000 queued, 300 s window
     python bench/scale.py --quick         # 50 scanners, 10,000 queued, 30 s window
+    python bench/scale.py --store postgresql              # the same on PostgreSQL
+    python bench/scale.py --store postgresql --daemons 2  # split over two daemons ([cluster])
+
+With ``--daemons N`` (PostgreSQL and ``[cluster]`` only) the scanners are split into N zones
+(scanner k belongs to daemon k mod N) and CPU and RSS are reported per daemon.
 """
 
 from __future__ import annotations
@@ -30,14 +35,17 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tomli_w
 from _common import describe, percentile, table
+from _pg import STORES, fresh_database, pg_server
 
+from nessus_pool.config import Config
 from nessus_pool.models import Task
 from nessus_pool.simulator.ports import free_port_range
-from nessus_pool.store import Store, decode_task
+from nessus_pool.store import BaseStore, Store, decode_task, make_store
 
 EXE = str(Path(sys.executable).parent / "nessus-pool")
 
@@ -79,8 +87,12 @@ def ready(port: int) -> bool:
         return False
 
 
-async def prefill(db: Path, pool: str, n: int) -> None:
-    store = Store(db)
+def open_store(work: Path, url: str | None) -> BaseStore:
+    """The daemons' store: daemon 0's SQLite file, or the PostgreSQL database."""
+    return make_store(url=url, sqlite_path=work / "data0" / "nessus-pool.db")
+
+
+async def prefill(store: BaseStore, pool: str, n: int) -> None:
     await store.open()
     now = int(time.time() * 1000)
     for start in range(0, n, 5000):
@@ -192,7 +204,7 @@ async def start_daemon(cfg: Path, port: int) -> tuple[asyncio.subprocess.Process
 async def amain(args: argparse.Namespace) -> int:
     n_sc, queued, window_s = args.scanners, args.queued, args.window_s
     work = Path(tempfile.mkdtemp(prefix="np-bench-scale-"))
-    base = free_port_range(n_sc + 1)
+    base = free_port_range(n_sc + args.daemons)
     port = base + n_sc
     print(
         describe(
@@ -200,7 +212,7 @@ async def amain(args: argparse.Namespace) -> int:
             {
                 "scenario": f"{n_sc} simulated scanners x {args.slots} slots, {queued:,} queued, "
                 f"poll {args.poll_s:g} s, scans {args.scan_s:g} s, window {window_s:g} s",
-                "storage": str(work),
+                "storage": f"{work}, store {args.store}, {args.daemons} daemon(s)",
                 "placement": "daemon on core 0, simulator on core 1 (taskset, --pin)"
                 if args.pin
                 else "daemon and simulator unpinned, on the same cores",
@@ -226,53 +238,66 @@ async def amain(args: argparse.Namespace) -> int:
     assert sim.stdout is not None and sim.stderr is not None
     await wait_line(sim.stdout, f":{base + n_sc - 1}", 120)
     drains = [asyncio.ensure_future(drain(sim.stdout)), asyncio.ensure_future(drain(sim.stderr))]
-    cfg = work / "np.toml"
-    cfg.write_text(
-        tomli_w.dumps(
-            {
-                "server": {"listen": f"127.0.0.1:{port}"},
-                "storage": {"path": str(work / "data")},
-                "logging": {"level": "warning"},
-                "pools": [
-                    {
-                        "name": "scale",
-                        "poll-interval-s": args.poll_s,
-                        "max-queued": queued * 2,
-                        "probe-interval-s": 60,
-                        "scanners": [
-                            {
-                                "id": f"s{i}",
-                                "url": f"http://127.0.0.1:{base + i}",
-                                "access-key": "sim-access-key",
-                                "secret-key": "sim-secret-key",
-                                "max-concurrent-scans": args.slots,
-                            }
-                            for i in range(n_sc)
-                        ],
-                    }
-                ],
-            }
-        )
-    )
-    await prefill(work / "data" / "nessus-pool.db", "scale", queued)
+    ports = [port + 1 + i for i in range(args.daemons - 1)]
+    ports.insert(0, port)
+    cfgs = [work / f"np{i}.toml" for i in range(args.daemons)]
+    for i, cfg in enumerate(cfgs):
+        storage: dict[str, Any] = {"path": str(work / f"data{i}")}
+        if args.storage_url:
+            storage["url"] = args.storage_url
+        data: dict[str, Any] = {
+            "server": {"listen": f"127.0.0.1:{ports[i]}"},
+            "storage": storage,
+            "logging": {"level": "warning"},
+            "pools": [
+                {
+                    "name": "scale",
+                    "poll-interval-s": args.poll_s,
+                    "max-queued": queued * 2,
+                    "probe-interval-s": 60,
+                    "scanners": [
+                        {
+                            "id": f"s{k}",
+                            "url": f"http://127.0.0.1:{base + k}",
+                            "access-key": "sim-access-key",
+                            "secret-key": "sim-secret-key",
+                            "max-concurrent-scans": args.slots,
+                        }
+                        for k in range(n_sc)
+                    ],
+                }
+            ],
+        }
+        if args.daemons > 1:
+            zone = [f"s{k}" for k in range(i, n_sc, args.daemons)]
+            data["cluster"] = {"daemon-id": f"d{i}", "zone": zone}
+        cfg.write_text(tomli_w.dumps(data))
+    await prefill(open_store(work, args.storage_url), "scale", queued)
     try:
-        proc, first_ready_s = await start_daemon(cfg, port)
+        started = [await start_daemon(cfg, p) for cfg, p in zip(cfgs, ports, strict=True)]
+        procs = [proc for proc, _ in started]
+        first_ready_s = max(s for _, s in started)
         print(f"first start with {queued:,} queued: ready in {first_ready_s:.2f} s")
         # let the scanners fill up, then measure a steady window
         warm_s = min(args.scan_s + 2 * args.poll_s, 60)
         await asyncio.sleep(warm_s)
         window_start_ms = int(time.time() * 1000)
-        cpu0, t0 = cpu_s(proc.pid), time.monotonic()
+        cpu0, t0 = [cpu_s(p.pid) for p in procs], time.monotonic()
         sim_cpu0 = cpu_s(sim.pid)
-        rss: list[float] = []
+        rss: list[list[float]] = [[] for _ in procs]
         while time.monotonic() - t0 < window_s:
-            rss.append(rss_mb(proc.pid))
+            for i, p in enumerate(procs):
+                rss[i].append(rss_mb(p.pid))
             await asyncio.sleep(1)
-        cpu_share = (cpu_s(proc.pid) - cpu0) / (time.monotonic() - t0)
+        cpu_share = [
+            (cpu_s(p.pid) - c) / (time.monotonic() - t0) for p, c in zip(procs, cpu0, strict=True)
+        ]
         sim_share = (cpu_s(sim.pid) - sim_cpu0) / (time.monotonic() - t0)
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.wait(), 60)
-        store = Store(work / "data" / "nessus-pool.db")
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            await asyncio.wait_for(p.wait(), 60)
+        store = open_store(work, args.storage_url)
         await store.open()
         rows = await store._fetch("SELECT data FROM tasks")
         created_rows = await store._fetch(
@@ -292,7 +317,7 @@ async def amain(args: argparse.Namespace) -> int:
                 )
         readies: list[float] = []
         for _ in range(3):
-            proc, ready_s = await start_daemon(cfg, port)
+            proc, ready_s = await start_daemon(cfgs[0], ports[0])
             readies.append(ready_s)
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 60)
@@ -301,6 +326,7 @@ async def amain(args: argparse.Namespace) -> int:
         await asyncio.wait_for(sim.wait(), 30)
         for d in drains:
             d.cancel()
+    names = [f"d{i} " if args.daemons > 1 else "" for i in range(args.daemons)]
     rows_out = [
         ["freed slot -> next launch p50 (ms)", f"{percentile(lat, 0.5):.1f}", "-", f"n={len(lat)}"],
         [
@@ -309,19 +335,25 @@ async def amain(args: argparse.Namespace) -> int:
             "< 50",
             "met" if percentile(lat, 0.99) < 50 else "NOT met",
         ],
-        [
-            "daemon CPU (share of one core)",
-            f"{cpu_share * 100:.0f}%",
-            "< 50%",
-            "met" if cpu_share < 0.5 else "NOT met",
-        ],
+        *(
+            [
+                f"daemon {name}CPU (share of one core)",
+                f"{share * 100:.0f}%",
+                "< 50%",
+                "met" if share < 0.5 else "NOT met",
+            ]
+            for name, share in zip(names, cpu_share, strict=True)
+        ),
         ["simulator CPU (share of one core)", f"{sim_share * 100:.0f}%", "-", ""],
-        [
-            "daemon RSS median / max (MB)",
-            f"{statistics.median(rss):.0f} / {max(rss):.0f}",
-            "< 300",
-            "met" if max(rss) < 300 else "NOT met",
-        ],
+        *(
+            [
+                f"daemon {name}RSS median / max (MB)",
+                f"{statistics.median(r):.0f} / {max(r):.0f}",
+                "< 300",
+                "met" if max(r) < 300 else "NOT met",
+            ]
+            for name, r in zip(names, rss, strict=True)
+        ),
         [
             f"ready after restart with {still_queued:,} queued (s), median (min-max) of 3",
             f"{statistics.median(readies):.2f} ({min(readies):.2f}-{max(readies):.2f})",
@@ -331,8 +363,8 @@ async def amain(args: argparse.Namespace) -> int:
     ]
     print(
         table(
-            f"Scale: {n_sc} scanners x {args.slots} slots, {queued:,} queued "
-            f"({done:,} finished during the run)",
+            f"Scale ({args.store}, {args.daemons} daemon(s)): {n_sc} scanners x {args.slots} "
+            f"slots, {queued:,} queued ({done:,} finished during the run)",
             ["measure", "value", "target", "verdict"],
             rows_out,
         )
@@ -380,12 +412,36 @@ def main() -> int:
         help="run the daemon on core 0 and the simulated scanners on core 1 (taskset), so that "
         "the simulator's CPU does not share the daemon's core",
     )
+    p.add_argument("--store", choices=STORES, default="sqlite")
+    p.add_argument(
+        "--pg-url",
+        default=None,
+        help="--store postgresql: a server to use (default $NESSUS_POOL_TEST_PG_URL, else a "
+        "throwaway cluster); the run gets a fresh database on it",
+    )
+    p.add_argument(
+        "--daemons", type=int, default=1, help="split the scanners over N daemons ([cluster])"
+    )
     args = p.parse_args()
     if args.pin:
         PIN["daemon"], PIN["simulator"] = ["taskset", "-c", "0"], ["taskset", "-c", "1"]
     if args.quick:
         args.scanners, args.queued, args.window_s, args.scan_s = 50, 10_000, 30, 20
+    if args.daemons > 1 and (
+        args.store != "postgresql" or "cluster" not in Config.__struct_fields__
+    ):
+        p.error("--daemons > 1 needs --store postgresql and [cluster] (issue 14's coordination)")
+    args.storage_url = None
+    if args.store == "postgresql":
+        with pg_server(args.pg_url) as server:
+            return asyncio.run(_on_database(args, server))
     return asyncio.run(amain(args))
+
+
+async def _on_database(args: argparse.Namespace, server: str) -> int:
+    async with fresh_database(server) as url:
+        args.storage_url = url
+        return await amain(args)
 
 
 if __name__ == "__main__":

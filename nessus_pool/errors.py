@@ -90,6 +90,17 @@ class StorageError(NessusPoolError):
     code = "storage_error"
 
 
+class StorageUnavailableError(StorageError):
+    """The database is unavailable; retry later."""
+
+    code = "storage_unavailable"
+
+    def __init__(self, message: str | None = None, *, retry_after_s: int = 1) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        #: whole seconds until the store tries to reconnect (HTTP ``Retry-After``)
+        self.retry_after_s = retry_after_s
+
+
 class LockedError(StorageError):
     """The storage directory is locked by another nessus-pool process."""
 

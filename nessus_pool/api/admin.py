@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from nessus_pool.api.errors import error_body, http_status, validation_error
+from nessus_pool.api.errors import error_body, http_status, retry_after_s, validation_error
 from nessus_pool.api.guard import Forbidden as _Forbidden
 from nessus_pool.api.guard import TokenAuth
 from nessus_pool.api.openapi import openapi_document
@@ -50,6 +50,9 @@ def error_response(exc: NessusPoolError) -> web.Response:
     resp = json_response(error_body(exc), status)
     if status == 401:
         resp.headers["WWW-Authenticate"] = 'Bearer realm="nessus-pool"'
+    after = retry_after_s(exc)
+    if after is not None:
+        resp.headers["Retry-After"] = str(after)
     return resp
 
 

@@ -17,6 +17,7 @@ from nessus_pool.errors import (
     ScannerError,
     ScopeError,
     StorageError,
+    StorageUnavailableError,
     ValidationError,
 )
 from nessus_pool.msgspec_errors import (
@@ -51,14 +52,26 @@ def http_status(exc: NessusPoolError) -> int:
     return 500
 
 
+def retry_after_s(exc: NessusPoolError) -> int | None:
+    """Whole seconds after which the same request may succeed (HTTP ``Retry-After``), for
+    errors that pass by themselves (the database reconnecting); None for the others."""
+    if isinstance(exc, StorageUnavailableError):
+        return exc.retry_after_s
+    return None
+
+
 def error_body(exc: NessusPoolError) -> dict[str, Any]:
-    """``{"error": {"code", "message", "field"?}}``: ``field`` names the one input at fault
-    (a body field, query parameter or path parameter such as ``task_id``) whenever there
-    is one; errors of a whole request (auth, server faults) have none."""
+    """``{"error": {"code", "message", "field"?, "retry_after_s"?}}``: ``field`` names the
+    one input at fault (a body field, query parameter or path parameter such as
+    ``task_id``) whenever there is one; errors of a whole request (auth, server faults)
+    have none. ``retry_after_s`` repeats the ``Retry-After`` header."""
     err: dict[str, Any] = {"code": exc.code, "message": str(exc)}
     field = getattr(exc, "field", None) or exc.fields.get("field")
     if field:
         err["field"] = field
+    after = retry_after_s(exc)
+    if after is not None:
+        err["retry_after_s"] = after
     return {"error": err}
 
 

@@ -33,6 +33,15 @@ from nessus_pool.service import (
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
+#: PostgreSQL unreachable: the daemon reconnects by itself; same request after Retry-After
+_UNAVAILABLE = {
+    "description": "The database is unavailable (storage_unavailable): send the same "
+    "request again after Retry-After seconds",
+    "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+    "content": {"application/json": {"schema": _ERROR}},
+}
+
+
 def _ref(t: type) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{t.__name__}"}
 
@@ -54,6 +63,7 @@ def _op(
                 "content": {"application/json": {"schema": ok or {"type": "object"}}},
             },
             "4XX": {"description": "Error", "content": {"application/json": {"schema": _ERROR}}},
+            "503": _UNAVAILABLE,
         },
     }
     if body is not None:
@@ -156,6 +166,7 @@ def openapi_document() -> dict[str, Any]:
                     "code": {"type": "string"},
                     "message": {"type": "string"},
                     "field": {"type": "string"},
+                    "retry_after_s": {"type": "integer", "minimum": 1},
                 },
             }
         },

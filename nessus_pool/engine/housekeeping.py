@@ -13,6 +13,7 @@ import msgspec
 
 from nessus_pool.config import HousekeepingConfig
 from nessus_pool.engine.core import Engine
+from nessus_pool.errors import StorageUnavailableError
 from nessus_pool.models import TERMINAL_STATUSES, status_values
 from nessus_pool.store import TaskFilter
 
@@ -62,10 +63,15 @@ async def housekeeping_loop(engine: Engine, get_cfg: Callable[[], HousekeepingCo
     while True:
         cfg = get_cfg()
         await engine.clock.sleep(cfg.interval_s)
-        if engine.cluster is None:
-            await housekeeping_once(engine, cfg)
-        else:
-            await housekeeping_turn(engine, cfg)
+        try:
+            if engine.cluster is None:
+                await housekeeping_once(engine, cfg)
+            else:
+                await housekeeping_turn(engine, cfg)
+        except StorageUnavailableError as exc:  # the database is reconnecting: next round
+            log.warning(
+                "housekeeping skipped", extra={"event": "housekeeping_skipped", "error": str(exc)}
+            )
 
 
 async def housekeeping_turn(engine: Engine, cfg: HousekeepingConfig) -> HousekeepingRun | None:

@@ -37,6 +37,7 @@ class DeadLetters(Reads):
     async def dlq_retry(self, task_id: str) -> TaskView:
         """A fresh attempt that really runs: the task goes back to its pool's queue with its
         attempt count reset and its dead-letter mark cleared."""
+        self.writable_now()
         t = await self.task(task_id)
         if not t.dead_letter:
             raise ConflictError(
@@ -58,6 +59,7 @@ class DeadLetters(Reads):
     ) -> dict[str, Any]:
         """Delete dead letters by id, or in bulk by pool and/or age. A bulk purge without
         ``confirm`` is a dry run that lists what it would delete."""
+        self.writable_now()
         if task_ids:
             for tid in task_ids:
                 check_task_id(tid, "task_ids")

@@ -80,6 +80,7 @@ class Service(DeadLetters):
     # --- scans ---------------------------------------------------------------------------
 
     async def submit(self, req: SubmitRequest) -> SubmitResult:
+        self.writable_now()
         return await self._submitter.submit(req)
 
     def scope_for(self, pool: str) -> Scope:
@@ -89,6 +90,7 @@ class Service(DeadLetters):
     async def cancel(self, task_id: str) -> TaskView:
         """A queued task ends ``canceled`` at once; a dispatched one is stopped on its
         scanner, so the reply says ``cancelling`` until the engine has done so."""
+        self.writable_now()
         t = await self.task(task_id)
         if t.status.is_terminal:
             raise ConflictError(f"task {task_id} already ended ({t.status.value})", field="task_id")

@@ -71,6 +71,19 @@ class Reads:
     def view(self, t: Task, results: dict[str, Any] | None = None) -> TaskView:
         return task_view(self.engine, t, results)
 
+    def writable_now(self) -> None:
+        """Raise StorageUnavailableError (503, Retry-After) while the database is away: a
+        write would only queue behind the store's reconnect, unacknowledged."""
+        self.engine.store.outage.check(write=True)
+
+    def _marked_stale(self, view: TaskView) -> TaskView:
+        """A view served from memory while the database is away says so, and since when."""
+        outage = self.engine.store.outage
+        if outage.down:
+            view.stale = True
+            view.as_of_ms = outage.last_ok_ms or outage.since_ms
+        return view
+
     async def task(self, task_id: str) -> Task:
         """The task, live or stored; ``NotFoundError`` (field ``task_id``) if there is none."""
         check_task_id(task_id)
@@ -94,10 +107,10 @@ class Reads:
     async def get_task(self, task_id: str, *, with_results: bool = True) -> TaskView:
         t = await self.task(task_id)
         if not (with_results and t.status.is_terminal):
-            return self.view(t)
+            return self._marked_stale(self.view(t))
         cached = self._finished.get(task_id)
         if cached is not None:
-            return self.view(cached[0], cached[1])
+            return self._marked_stale(self.view(cached[0], cached[1]))
         results = None
         blob = await self.engine.store.get_results(task_id)
         if blob is not None:

@@ -71,6 +71,10 @@ class TaskView(msgspec.Struct, kw_only=True):
     paused_by: str | None = None
     #: the schedule whose run this is, else None
     schedule_id: str | None = None
+    #: served from memory while the database is unavailable: true, with the time the
+    #: database last confirmed a write (absent otherwise)
+    stale: bool | msgspec.UnsetType = msgspec.UNSET
+    as_of_ms: int | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class TaskPage(msgspec.Struct, kw_only=True):

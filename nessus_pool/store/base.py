@@ -13,13 +13,14 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import msgspec
 
-from nessus_pool.errors import StorageError
+from nessus_pool.errors import StorageError, StorageUnavailableError
 from nessus_pool.models import Task, TaskEvent
+from nessus_pool.store.outage import Outage
 from nessus_pool.store.queries import (
     Q_BY_IDEMPOTENCY,
     Q_COUNT_FINDINGS,
@@ -246,6 +247,8 @@ class TaskStore(Protocol):
     def commits(self) -> int: ...
     @property
     def rows_written(self) -> int: ...
+    @property
+    def outage(self) -> Outage: ...
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     def enqueue(self, ops: list[Op], *, bulk: bool = False) -> asyncio.Future[None]: ...
@@ -279,13 +282,27 @@ class TaskStore(Protocol):
     async def writable(self) -> bool: ...
 
 
+def _consume(fut: asyncio.Future[None]) -> None:
+    """A probe's outcome is read from the outage, not from its future."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 class BaseStore:
     """Group commit, named writes and named reads over a backend's ``_commit`` and
     ``_fetch``. Open with :meth:`open`, close with :meth:`close`."""
 
-    def __init__(self, *, max_batch: int = 512) -> None:
-        # through a lambda so that a subclass's _commit (tests hold commits) is used
-        self._writer = GroupCommitWriter(lambda ops: self._commit(ops), max_batch=max_batch)
+    def __init__(
+        self,
+        *,
+        max_batch: int = 512,
+        unavailable: Callable[[BaseException], bool] | None = None,
+    ) -> None:
+        # through a lambda so that a subclass's _commit (tests hold commits) is used;
+        # ``unavailable``: the backend's test for "server unreachable" (commit again later)
+        self._writer = GroupCommitWriter(
+            lambda ops: self._commit(ops), max_batch=max_batch, unavailable=unavailable
+        )
 
     op_save_task = staticmethod(op_save_task)
     op_event = staticmethod(op_event)
@@ -301,6 +318,24 @@ class BaseStore:
     @property
     def last_commit_ok(self) -> bool:
         return self._writer.last_commit_ok
+
+    @property
+    def outage(self) -> Outage:
+        """Whether the database is reachable, and the reconnect schedule while it is not."""
+        return self._writer.outage
+
+    def read_unreachable(self, exc: BaseException) -> StorageUnavailableError:
+        """A read found the server unreachable: the outage starts (if the writer had not
+        noticed it yet, a probe write retried on the backoff is its reconnect) and the
+        reader is told when to come back."""
+        if not self.outage.down:
+            self.outage.failed(exc)
+            log.error(
+                "database unreachable; writes wait for it, retried on a backoff",
+                extra={"event": "storage_unavailable", "error": self.outage.last_error},
+            )
+            self.enqueue([(Q_PROBE_WRITE, ())]).add_done_callback(_consume)
+        return self.outage.error()
 
     async def open(self) -> None:
         raise NotImplementedError
@@ -508,10 +543,19 @@ class BaseStore:
         """Readiness. While writes flow, the last commit's outcome answers at once (a probe
         write would queue behind a burst and make a busy daemon look unready); with nothing
         committed yet, or after a failure, a real write transaction round-trips."""
+        if self.outage.down:
+            return False  # the writer is reconnecting on its backoff: no probe of our own
         if self.last_commit_ok and self._writer.busy:
             return True
+        # a probe that meets an outage stays queued as the reconnect's write: stop waiting
+        # for it when the outage is noticed
+        probe = self.enqueue([(Q_PROBE_WRITE, ())])
+        probe.add_done_callback(_consume)
+        down = asyncio.ensure_future(self.outage.wait_down())
         try:
-            await self.write([(Q_PROBE_WRITE, ())])
-        except StorageError:
+            await asyncio.wait({probe, down}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            down.cancel()
+        if not probe.done():
             return False
-        return True
+        return probe.exception() is None

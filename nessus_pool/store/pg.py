@@ -83,6 +83,25 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+#: the server or the connection is gone (a restart, a network cut): commit again later
+_UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def server_unreachable(exc: BaseException) -> bool:
+    """``exc`` says the server cannot be reached now, not that it refused a statement."""
+    if isinstance(exc, _UNREACHABLE):
+        return True
+    return isinstance(exc, asyncpg.InterfaceError) and "connection" in str(exc)
+
+
 @functools.lru_cache(maxsize=2048)
 def to_pg(sql: str) -> str:
     """A statement of ours in PostgreSQL's dialect (cached: the named statements and the
@@ -118,7 +137,7 @@ class PgStore(BaseStore):
         pool_size: int = 8,
         exclusive: bool = False,
     ) -> None:
-        super().__init__(max_batch=max_batch)
+        super().__init__(max_batch=max_batch, unavailable=server_unreachable)
         self.url = url
         self._password = password
         self._pool_size = pool_size
@@ -332,10 +351,13 @@ class PgStore(BaseStore):
         return conn
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        self.outage.check()  # while the writer reconnects, fail at once (503 + Retry-After)
         try:
             async with self._need_pool().acquire() as conn:
                 return list(await conn.fetch(to_pg(sql), *params))
         except DB_ERRORS as exc:
+            if server_unreachable(exc):
+                raise self.read_unreachable(exc) from exc
             raise StorageError(f"database read failed: {type(exc).__name__}: {exc}") from exc
 
     async def load_active(self, *, chunk_rows: int = 5000) -> list[Task]:

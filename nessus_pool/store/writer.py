@@ -3,7 +3,10 @@
 A burst of writes costs one transaction (one fsync) per batch instead of one per caller. The
 order of :meth:`GroupCommitWriter.enqueue` calls is the order of commits. A caller that is
 cancelled cancels only its own wait: its rows stay queued and are committed with their batch.
-A batch that fails fails every caller in it, and the next batch is tried on its own.
+A batch that fails fails every caller in it, and the next batch is tried on its own, except
+when the backend says the server is unreachable (``unavailable``): then the same batch is
+committed again on the reconnect backoff of :class:`~nessus_pool.store.outage.Outage`, its
+callers still waiting, until it goes through or the writer is closed.
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import re
 import sqlite3
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from nessus_pool.clock import sleep_or_event
 from nessus_pool.errors import StorageError
+from nessus_pool.store.outage import Outage
 from nessus_pool.store.queries import (
     Q_INSERT_EVENT,
     Q_INSERT_FINDING,
@@ -30,6 +36,8 @@ Op = tuple[str, Sequence[Any]]
 #: a batch handed to the backend: its callers, its row count, its commit, whether it holds a
 #: bulk write
 _InFlight = tuple[list[tuple[list[Op], asyncio.Future[None]]], int, asyncio.Future[None], bool]
+
+log = logging.getLogger("nessus_pool.store")
 
 _COMMUTING = frozenset({Q_UPSERT_TASK, Q_INSERT_EVENT})
 _MULTI_ROW = frozenset(
@@ -102,8 +110,14 @@ class GroupCommitWriter:
         max_batch: int = 512,
         name: str = "store:writer",
         depth: int = 1,
+        unavailable: Callable[[BaseException], bool] | None = None,
+        outage: Outage | None = None,
     ) -> None:
         self._commit = commit
+        #: the backend's test for "the server is unreachable" (retry); None: never retry
+        self._unavailable = unavailable
+        self.outage = outage or Outage()
+        self._stop: asyncio.Event | None = None
         self.max_batch = max_batch
         #: commits handed to ``commit`` at once. Above 1 only for a backend that runs them
         #: one after another in the order handed over (SQLite's one connection thread): the
@@ -124,6 +138,7 @@ class GroupCommitWriter:
 
     def start(self) -> None:
         self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
         self._task = asyncio.create_task(self._loop(), name=self.name)
 
     @property
@@ -148,6 +163,8 @@ class GroupCommitWriter:
         self._closing = True
         if self._task is not None and self._wake is not None:
             self._wake.set()
+            if self._stop is not None:
+                self._stop.set()  # a batch waiting to reconnect fails now
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
@@ -160,7 +177,7 @@ class GroupCommitWriter:
             batch.append(self._bulk.pop(0))
             bulk = True
         ops = [op for ops, _ in batch for op in ops]
-        done = asyncio.ensure_future(self._commit(ops))
+        done = asyncio.ensure_future(self._commit_retrying(ops))
         wake = self._wake
         assert wake is not None
         done.add_done_callback(lambda _: wake.set())
@@ -190,6 +207,15 @@ class GroupCommitWriter:
                 if not fut.done():
                     fut.set_exception(err)
         else:
+            if self.outage.down:
+                log.warning(
+                    "database reachable again",
+                    extra={"event": "storage_reconnected",
+                           "attempts": self.outage.failures,
+                           "down_ms": self.outage.clock.now_ms()
+                           - (self.outage.since_ms or 0)},
+                )  # fmt: skip
+            self.outage.ok()
             self.commits += 1
             self.rows_written += rows
             self.last_commit_ok = True
@@ -216,3 +242,24 @@ class GroupCommitWriter:
         finally:
             for _, _, done, _ in inflight:
                 done.cancel()
+
+    async def _commit_retrying(self, ops: list[Op]) -> None:
+        """Commit ``ops``; while the server is unreachable, again after each backoff delay
+        (the reconnect), until it goes through or :meth:`close` is called."""
+        while True:
+            try:
+                await self._commit(ops)
+                return
+            except Exception as exc:
+                if self._closing or self._unavailable is None or not self._unavailable(exc):
+                    raise
+                was_down = self.outage.down
+                delay_s = self.outage.failed(exc)
+                if not was_down:
+                    log.error(
+                        "database unreachable; writes wait for it, retried on a backoff",
+                        extra={"event": "storage_unavailable", "error": self.outage.last_error},
+                    )
+            assert self._stop is not None
+            if await sleep_or_event(self.outage.clock, self._stop, delay_s):
+                raise self.outage.error()

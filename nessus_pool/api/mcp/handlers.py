@@ -174,6 +174,9 @@ async def status_out(
     out = compat.status_result(v, next_step=next_step(v), export_bytes=await _export_bytes(svc, v))
     if wait_timed_out is not None:
         out["wait_timed_out"] = wait_timed_out
+    if v.stale is True:  # served from memory while the database is unavailable
+        out["stale"] = True
+        out["as_of"] = compat.iso(v.as_of_ms if isinstance(v.as_of_ms, int) else None)
     return out
 
 

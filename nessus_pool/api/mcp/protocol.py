@@ -27,6 +27,7 @@ from nessus_pool.api.mcp.tools import (
     ToolContext,
     UnknownToolError,
 )
+from nessus_pool.errors import StorageUnavailableError
 
 log = logging.getLogger("nessus_pool.mcp")
 
@@ -48,6 +49,9 @@ HEADER_MISMATCH: Final = -32020
 #: resource not found in the handshake era; 2026-07-28 (SEP-2164) answers INVALID_PARAMS
 RESOURCE_NOT_FOUND: Final = -32002
 UNSUPPORTED_VERSION: Final = -32022
+#: the database is unavailable (a PostgreSQL outage): ``data.retry_after_s`` says when to
+#: send the same request again (tools answer an isError result instead)
+STORAGE_UNAVAILABLE: Final = -32050
 
 #: HTTP status of a JSON-RPC error on the stateless (2026-07-28) HTTP wire
 MODERN_HTTP_STATUS: Final = {
@@ -57,6 +61,7 @@ MODERN_HTTP_STATUS: Final = {
     HEADER_MISMATCH: 400,
     UNSUPPORTED_VERSION: 400,
     METHOD_NOT_FOUND: 404,
+    STORAGE_UNAVAILABLE: 503,
 }
 
 #: cache hint for results that only change with a new server build (tools/list, discover)
@@ -364,6 +369,9 @@ class Dispatcher:
             return error_bytes(rid, exc.code, exc.message, exc.data), exc.code
         except RpcError as exc:
             return error_bytes(rid, exc.code, exc.message, exc.data), exc.code
+        except StorageUnavailableError as exc:  # resources/* read the database too
+            data = {"code": exc.code, "retry_after_s": exc.retry_after_s}
+            return error_bytes(rid, STORAGE_UNAVAILABLE, str(exc), data), STORAGE_UNAVAILABLE
         except Exception:
             log.exception("mcp request failed", extra={"event": "mcp_internal_error"})
             text = "internal error (see the server log)"

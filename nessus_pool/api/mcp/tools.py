@@ -147,7 +147,11 @@ class Toolbox:
         except NessusPoolError as exc:
             body = error_body(exc)["error"]
             return error_result(
-                body["code"], body["message"], body.get("field"), status_code=http_status(exc)
+                body["code"],
+                body["message"],
+                body.get("field"),
+                status_code=http_status(exc),
+                retry_after_s=body.get("retry_after_s"),
             )
         if isinstance(out, str):  # JSON-NL: the text, and the same wrapped for fastmcp
             return {
@@ -173,13 +177,21 @@ def _result(body: dict[str, Any], is_error: bool) -> dict[str, Any]:
 
 
 def error_result(
-    code: str, message: str, field: str | None = None, *, status_code: int = 400
+    code: str,
+    message: str,
+    field: str | None = None,
+    *,
+    status_code: int = 400,
+    retry_after_s: int | None = None,
 ) -> dict[str, Any]:
     """A tool failure the model can read and act on, in the seed's shape (``error`` is the
-    message) with our ``code``, ``field`` and the HTTP-like ``status_code`` beside it."""
+    message) with our ``code``, ``field``, the HTTP-like ``status_code`` and, for a failure
+    that passes by itself (the database reconnecting), ``retry_after_s`` beside it."""
     body: dict[str, Any] = {"error": message, "code": code, "status_code": status_code}
     if field:
         body["field"] = field
+    if retry_after_s is not None:
+        body["retry_after_s"] = retry_after_s
     return _result(body, True)
 
 
