@@ -303,8 +303,14 @@ class PgStore(BaseStore):
         try:
             async with self._need_pool().acquire() as conn, conn.transaction():
                 return await work(conn)
-        except DB_ERRORS as exc:
-            raise StorageError(f"database call failed: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            # a heartbeat, claim or cancel that finds the server gone starts the outage
+            # (503 + Retry-After, /readyz), as a read or a write does
+            if server_unreachable(exc):
+                raise self.read_unreachable(exc) from exc
+            if isinstance(exc, DB_ERRORS):
+                raise StorageError(f"database call failed: {type(exc).__name__}: {exc}") from exc
+            raise
 
     async def apply(self, conn: Any, ops: list[Op]) -> set[str]:
         """:meth:`_apply` for work run through :meth:`transact` (a claim, a cancel)."""
