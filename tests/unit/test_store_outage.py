@@ -76,6 +76,16 @@ async def _advance_until(
     raise AssertionError("never happened")
 
 
+async def _turns_until(done: Callable[[], bool]) -> None:
+    """Let the loop run (no time passes) until ``done()``: the writer hands a batch to the
+    backend a few loop turns after it is queued (the pipelined group commit)."""
+    for _ in range(50):
+        if done():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("never happened")
+
+
 def unreachable(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionRefusedError)
 
@@ -86,8 +96,8 @@ async def test_a_batch_that_meets_an_outage_is_committed_once_the_server_is_back
     w = GroupCommitWriter(server.commit, unavailable=unreachable, outage=Outage(clock))
     w.start()
     fut = w.enqueue([("a", ())])
-    await asyncio.sleep(0)
-    assert w.outage.down and not fut.done() and server.tries == 1
+    await _turns_until(lambda: w.outage.down)
+    assert not fut.done() and server.tries == 1
     later = w.enqueue([("b", ())])  # queued behind the stuck batch, in order
     await _advance_until(clock, lambda: server.tries == 3)
     assert clock.monotonic_s() >= 1.5  # 0.5 s, then 1 s of backoff
@@ -117,8 +127,7 @@ async def test_close_during_an_outage_fails_the_waiting_callers() -> None:
     w = GroupCommitWriter(server.commit, unavailable=unreachable, outage=Outage(FakeClock()))
     w.start()
     fut = w.enqueue([("a", ())])
-    await asyncio.sleep(0)
-    assert w.outage.down
+    await _turns_until(lambda: w.outage.down)
     await asyncio.wait_for(w.close(), 5)  # no clock advance needed: close wakes the wait
     with pytest.raises(StorageUnavailableError):
         fut.result()
