@@ -131,12 +131,15 @@ class Notifications:
         """Deliveries that used up their attempts, most recent first, and the outbox counts."""
         if not 1 <= limit <= MAX_LIST:
             raise ValidationError(f"limit must be 1..{MAX_LIST}", field="limit")
+        # counts first: a delivery that fails between the two reads is then listed without
+        # being counted yet, never counted without being listed (failed is final until a retry)
+        counts = await ob.counts(self._store)
         rows = await ob.by_state(self._store, ob.FAILED, MAX_LIST if target else limit)
         if target is not None:
             rows = [r for r in rows if r.target == target][:limit]
         return {
             "deliveries": [msgspec.to_builtins(delivery_view(r)) for r in rows],
-            "counts": await ob.counts(self._store),
+            "counts": counts,
         }
 
     async def retry(self, delivery_id: str) -> dict[str, Any]:
