@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import msgspec
 
 from nessus_pool.clock import Clock
+from nessus_pool.engine.gate import CallPriority
 from nessus_pool.engine.outcome import Finished, Outcome, Requeued, Stop, outcome_of
 from nessus_pool.engine.state import TransitionError
 from nessus_pool.engine.windows import (
@@ -184,13 +185,18 @@ class TaskRunner:
         *,
         idempotent: bool = True,
         what: str = "",
+        priority: CallPriority = CallPriority.LAUNCH,
     ) -> T:
         gate, self._first_call_gate = self._first_call_gate, None
         wake = self.control.wake
         if gate is None:
-            return await self.sc.call(op, policy, idempotent=idempotent, what=what, interrupt=wake)
+            return await self.sc.call(
+                op, policy, idempotent=idempotent, what=what, interrupt=wake, priority=priority
+            )
         async with gate:
-            return await self.sc.call(op, policy, idempotent=idempotent, what=what, interrupt=wake)
+            return await self.sc.call(
+                op, policy, idempotent=idempotent, what=what, interrupt=wake, priority=priority
+            )
 
     @property
     def policy(self) -> RetryPolicy:
@@ -475,7 +481,10 @@ class TaskRunner:
                         raise
             try:
                 d = await self._call(
-                    lambda: self.sc.client.scan_details(scan_id), self.policy, what="scan_details"
+                    lambda: self.sc.client.scan_details(scan_id),
+                    self.policy,
+                    what="scan_details",
+                    priority=CallPriority.POLL,
                 )
             except RemoteNotFoundError:
                 if self.control.cancel_requested:
@@ -517,27 +526,35 @@ class TaskRunner:
     async def _export(self, scan_id: int, dest: Path) -> ExportResult:
         """The scan has ended on the scanner: keep trying (with backoff) until the pool's
         export deadline, then dead-letter. A brief outage must not lose a finished scan."""
-        started_s = self.e.clock.monotonic_s()
         deadline_s = self.pool.export_deadline_s
         # one deadline for the whole export, however many tries it takes (the client checks
-        # it on the same clock: each retry gets what is left, never a fresh deadline)
-        deadline_at_s = started_s + deadline_s
+        # it on the same clock: each retry gets what is left, never a fresh deadline). It
+        # starts when the first try gets one of the scanner's export slots: a wave of
+        # finished scans waiting for those is not the scanner failing to export.
+        deadline_at_s = self.e.clock.monotonic_s() + deadline_s
+        started = False
+
+        def export() -> Awaitable[ExportResult]:
+            nonlocal deadline_at_s, started
+            if not started:
+                started = True
+                deadline_at_s = self.e.clock.monotonic_s() + deadline_s
+            return self.sc.client.export_scan(
+                scan_id,
+                dest,
+                deadline_s=deadline_s,
+                deadline_at_s=deadline_at_s,
+                max_bytes=self.e.settings.max_export_bytes,
+                poll_interval_s=min(2.0, self.pool.config.poll_interval_s),
+            )
+
         tries = 0
         full_disk: StorageError | None = None  # our side failed: say so, whatever ends it
         while True:
             tries += 1
             try:
                 return await self._call(
-                    lambda: self.sc.client.export_scan(
-                        scan_id,
-                        dest,
-                        deadline_s=deadline_s,
-                        deadline_at_s=deadline_at_s,
-                        max_bytes=self.e.settings.max_export_bytes,
-                        poll_interval_s=min(2.0, self.pool.config.poll_interval_s),
-                    ),
-                    self.policy,
-                    what="export_scan",
+                    export, self.policy, what="export_scan", priority=CallPriority.EXPORT
                 )
             except (ScannerError, StorageError) as exc:
                 # a full disk (StorageError) is as passing as a flaky scanner: the finished
