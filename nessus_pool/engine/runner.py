@@ -448,9 +448,16 @@ class TaskRunner:
     async def _watch(self, *, nap_first: bool = False) -> RemotePhase:
         """Poll until the remote scan ends; handle cancel, max duration, lost scanner.
         ``nap_first``: the scan was launched a moment ago, so the first poll waits an
-        interval (asking at once only tells us it is running: one request per scan saved)."""
+        interval (asking at once only tells us it is running: one request per scan saved).
+
+        The first wait is 0.5-1.5 intervals (at random), the others one interval: scans
+        launched together (a wave refilling freed slots, or re-attached after a restart) are
+        then polled spread over the interval instead of all in the same instant, and their
+        ends are noticed (and exported) spread out as well."""
+        phased = False
         if nap_first:
-            await self._nap(self.pool.config.poll_interval_s)
+            await self._nap(self._first_interval_s())
+            phased = True
         t = self.task
         assert t.remote_scan_id is not None
         scan_id = t.remote_scan_id
@@ -503,7 +510,12 @@ class TaskRunner:
             self.e.on_progress(t, d.progress_pct, len(d.hosts))
             if is_terminal(d.phase):
                 return d.phase
-            await self._nap(self.pool.config.poll_interval_s)
+            interval_s = self.pool.config.poll_interval_s
+            await self._nap(interval_s if phased else self._first_interval_s())
+            phased = True
+
+    def _first_interval_s(self) -> float:
+        return self.pool.config.poll_interval_s * (0.5 + self.sc.rng.random())
 
     async def _after_scan(self, phase: RemotePhase) -> Outcome:
         if self.control.cancel_requested:
