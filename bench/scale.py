@@ -213,31 +213,44 @@ async def amain(args: argparse.Namespace) -> int:
                 "scenario": f"{n_sc} simulated scanners x {args.slots} slots, {queued:,} queued, "
                 f"poll {args.poll_s:g} s, scans {args.scan_s:g} s, window {window_s:g} s",
                 "storage": f"{work}, store {args.store}, {args.daemons} daemon(s)",
+                "simulator": f"{args.sim_procs} process(es)",
                 "placement": "daemon on core 0, simulator on core 1 (taskset, --pin)"
                 if args.pin
                 else "daemon and simulator unpinned, on the same cores",
             },
         )
     )
-    sim = await asyncio.create_subprocess_exec(
-        *PIN["simulator"],
-        EXE,
-        "simulate",
-        "--port",
-        str(base),
-        "--scanners",
-        str(n_sc),
-        "--scan-seconds",
-        str(args.scan_s),
-        "--seed",
-        "1",
-        "--plain-http",  # the daemon's scanner urls below are http://, as in earlier runs
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert sim.stdout is not None and sim.stderr is not None
-    await wait_line(sim.stdout, f":{base + n_sc - 1}", 120)
-    drains = [asyncio.ensure_future(drain(sim.stdout)), asyncio.ensure_future(drain(sim.stderr))]
+    # --sim-procs N: the scanners split over N simulator processes (a real pool's scanners
+    # are separate machines; one process answering all 500 queues a launch behind other
+    # scanners' export builds, which measures the simulator)
+    sims: list[asyncio.subprocess.Process] = []
+    drains: list[asyncio.Future[None]] = []
+    per = -(-n_sc // args.sim_procs)
+    for first in range(0, n_sc, per):
+        count = min(per, n_sc - first)
+        sim = await asyncio.create_subprocess_exec(
+            *PIN["simulator"],
+            EXE,
+            "simulate",
+            "--port",
+            str(base + first),
+            "--scanners",
+            str(count),
+            "--scan-seconds",
+            str(args.scan_s),
+            "--seed",
+            str(1 + first),
+            "--plain-http",  # the daemon's scanner urls below are http://, as in earlier runs
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert sim.stdout is not None and sim.stderr is not None
+        await wait_line(sim.stdout, f":{base + first + count - 1}", 120)
+        drains += [
+            asyncio.ensure_future(drain(sim.stdout)),
+            asyncio.ensure_future(drain(sim.stderr)),
+        ]
+        sims.append(sim)
     ports = [port + 1 + i for i in range(args.daemons - 1)]
     ports.insert(0, port)
     cfgs = [work / f"np{i}.toml" for i in range(args.daemons)]
@@ -283,7 +296,7 @@ async def amain(args: argparse.Namespace) -> int:
         await asyncio.sleep(warm_s)
         window_start_ms = int(time.time() * 1000)
         cpu0, t0 = [cpu_s(p.pid) for p in procs], time.monotonic()
-        sim_cpu0 = cpu_s(sim.pid)
+        sim_cpu0 = sum(cpu_s(sim.pid) for sim in sims)
         rss: list[list[float]] = [[] for _ in procs]
         while time.monotonic() - t0 < window_s:
             for i, p in enumerate(procs):
@@ -292,7 +305,7 @@ async def amain(args: argparse.Namespace) -> int:
         cpu_share = [
             (cpu_s(p.pid) - c) / (time.monotonic() - t0) for p, c in zip(procs, cpu0, strict=True)
         ]
-        sim_share = (cpu_s(sim.pid) - sim_cpu0) / (time.monotonic() - t0)
+        sim_share = (sum(cpu_s(sim.pid) for sim in sims) - sim_cpu0) / (time.monotonic() - t0)
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
@@ -322,8 +335,10 @@ async def amain(args: argparse.Namespace) -> int:
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 60)
     finally:
-        sim.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(sim.wait(), 30)
+        for sim in sims:
+            sim.send_signal(signal.SIGTERM)
+        for sim in sims:
+            await asyncio.wait_for(sim.wait(), 30)
         for d in drains:
             d.cancel()
     names = [f"d{i} " if args.daemons > 1 else "" for i in range(args.daemons)]
@@ -406,6 +421,12 @@ def main() -> int:
     p.add_argument("--window-s", type=float, default=300)
     p.add_argument("--poll-s", type=float, default=10)
     p.add_argument("--scan-s", type=float, default=60)
+    p.add_argument(
+        "--sim-procs",
+        type=int,
+        default=1,
+        help="split the simulated scanners over this many simulator processes (default 1)",
+    )
     p.add_argument(
         "--pin",
         action="store_true",

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import msgspec
 
 from nessus_pool.clock import Clock
+from nessus_pool.engine.gate import CallPriority
 from nessus_pool.engine.outcome import Finished, Outcome, Requeued, Stop, outcome_of
 from nessus_pool.engine.state import TransitionError
 from nessus_pool.engine.windows import (
@@ -184,13 +185,18 @@ class TaskRunner:
         *,
         idempotent: bool = True,
         what: str = "",
+        priority: CallPriority = CallPriority.LAUNCH,
     ) -> T:
         gate, self._first_call_gate = self._first_call_gate, None
         wake = self.control.wake
         if gate is None:
-            return await self.sc.call(op, policy, idempotent=idempotent, what=what, interrupt=wake)
+            return await self.sc.call(
+                op, policy, idempotent=idempotent, what=what, interrupt=wake, priority=priority
+            )
         async with gate:
-            return await self.sc.call(op, policy, idempotent=idempotent, what=what, interrupt=wake)
+            return await self.sc.call(
+                op, policy, idempotent=idempotent, what=what, interrupt=wake, priority=priority
+            )
 
     @property
     def policy(self) -> RetryPolicy:
@@ -442,9 +448,16 @@ class TaskRunner:
     async def _watch(self, *, nap_first: bool = False) -> RemotePhase:
         """Poll until the remote scan ends; handle cancel, max duration, lost scanner.
         ``nap_first``: the scan was launched a moment ago, so the first poll waits an
-        interval (asking at once only tells us it is running: one request per scan saved)."""
+        interval (asking at once only tells us it is running: one request per scan saved).
+
+        The first wait is 0.5-1.5 intervals (at random), the others one interval: scans
+        launched together (a wave refilling freed slots, or re-attached after a restart) are
+        then polled spread over the interval instead of all in the same instant, and their
+        ends are noticed (and exported) spread out as well."""
+        phased = False
         if nap_first:
-            await self._nap(self.pool.config.poll_interval_s)
+            await self._nap(self._first_interval_s())
+            phased = True
         t = self.task
         assert t.remote_scan_id is not None
         scan_id = t.remote_scan_id
@@ -475,7 +488,10 @@ class TaskRunner:
                         raise
             try:
                 d = await self._call(
-                    lambda: self.sc.client.scan_details(scan_id), self.policy, what="scan_details"
+                    lambda: self.sc.client.scan_details(scan_id),
+                    self.policy,
+                    what="scan_details",
+                    priority=CallPriority.POLL,
                 )
             except RemoteNotFoundError:
                 if self.control.cancel_requested:
@@ -494,7 +510,12 @@ class TaskRunner:
             self.e.on_progress(t, d.progress_pct, len(d.hosts))
             if is_terminal(d.phase):
                 return d.phase
-            await self._nap(self.pool.config.poll_interval_s)
+            interval_s = self.pool.config.poll_interval_s
+            await self._nap(interval_s if phased else self._first_interval_s())
+            phased = True
+
+    def _first_interval_s(self) -> float:
+        return self.pool.config.poll_interval_s * (0.5 + self.sc.rng.random())
 
     async def _after_scan(self, phase: RemotePhase) -> Outcome:
         if self.control.cancel_requested:
@@ -517,27 +538,35 @@ class TaskRunner:
     async def _export(self, scan_id: int, dest: Path) -> ExportResult:
         """The scan has ended on the scanner: keep trying (with backoff) until the pool's
         export deadline, then dead-letter. A brief outage must not lose a finished scan."""
-        started_s = self.e.clock.monotonic_s()
         deadline_s = self.pool.export_deadline_s
         # one deadline for the whole export, however many tries it takes (the client checks
-        # it on the same clock: each retry gets what is left, never a fresh deadline)
-        deadline_at_s = started_s + deadline_s
+        # it on the same clock: each retry gets what is left, never a fresh deadline). It
+        # starts when the first try gets one of the scanner's export slots: a wave of
+        # finished scans waiting for those is not the scanner failing to export.
+        deadline_at_s = self.e.clock.monotonic_s() + deadline_s
+        started = False
+
+        def export() -> Awaitable[ExportResult]:
+            nonlocal deadline_at_s, started
+            if not started:
+                started = True
+                deadline_at_s = self.e.clock.monotonic_s() + deadline_s
+            return self.sc.client.export_scan(
+                scan_id,
+                dest,
+                deadline_s=deadline_s,
+                deadline_at_s=deadline_at_s,
+                max_bytes=self.e.settings.max_export_bytes,
+                poll_interval_s=min(2.0, self.pool.config.poll_interval_s),
+            )
+
         tries = 0
         full_disk: StorageError | None = None  # our side failed: say so, whatever ends it
         while True:
             tries += 1
             try:
                 return await self._call(
-                    lambda: self.sc.client.export_scan(
-                        scan_id,
-                        dest,
-                        deadline_s=deadline_s,
-                        deadline_at_s=deadline_at_s,
-                        max_bytes=self.e.settings.max_export_bytes,
-                        poll_interval_s=min(2.0, self.pool.config.poll_interval_s),
-                    ),
-                    self.policy,
-                    what="export_scan",
+                    export, self.policy, what="export_scan", priority=CallPriority.EXPORT
                 )
             except (ScannerError, StorageError) as exc:
                 # a full disk (StorageError) is as passing as a flaky scanner: the finished

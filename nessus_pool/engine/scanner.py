@@ -12,6 +12,7 @@ from typing import Protocol, TypeVar
 import msgspec
 
 from nessus_pool.clock import Clock, sleep_or_event
+from nessus_pool.engine.gate import CallPriority, RequestGate
 from nessus_pool.errors import RateLimitedError, ScannerAuthError, ScannerError
 from nessus_pool.models import ScanSpec
 from nessus_pool.nessus import (
@@ -109,7 +110,8 @@ class ScannerHandle:
             scanner_id=spec.scanner_id, pool=spec.pool, capacity=spec.capacity, enabled=spec.enabled
         )
         self.breaker = breaker or CircuitBreaker()
-        self.sem = asyncio.Semaphore(http_concurrency)
+        #: our calls in flight on this scanner, handed out launches first
+        self.gate = RequestGate(http_concurrency)
         self.rng = random.Random(hash(spec.scanner_id) & 0xFFFF)
         self.probe_now = asyncio.Event()
         #: set after every probe (tests wait on it instead of sleeping through probe rounds)
@@ -159,16 +161,18 @@ class ScannerHandle:
         idempotent: bool = True,
         what: str = "",
         interrupt: asyncio.Event | None = None,
+        priority: CallPriority = CallPriority.LAUNCH,
     ) -> T:
         """Run one client call, retrying transient failures of idempotent calls with
         backoff. 429 waits Retry-After without using an attempt. A set ``interrupt`` ends a
         backoff sleep early and re-raises the last error instead of trying again (a cancel
-        does not wait out a minute of backoff)."""
+        does not wait out a minute of backoff). ``priority`` orders the calls waiting for
+        one of the scanner's request slots (a launch before a poll before an export)."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                async with self.sem:
+                async with self.gate.slot(priority):
                     result = await op()
             except ScannerAuthError as exc:
                 self.slots.message = f"authentication failed: {exc.message}"
