@@ -598,6 +598,21 @@ class ClusterMember:
         if fut is not None and not fut.done():
             fut.set_result(refused if isinstance(refused, str) else None)
 
+    async def export_elsewhere(self, task_id: str, scanner_id: str | None) -> str:
+        """Why a task's export file is not on this daemon, naming the daemon that launched
+        its scan (the one that exports it, unless a takeover moved the scanner since)."""
+        launched = [
+            ev.detail.rpartition("daemon=")[2]
+            for ev in await self.store.events(task_id)
+            if ev.status == "dispatching" and ev.detail and "daemon=" in ev.detail
+        ]
+        by = f"daemon {launched[-1]}" if launched else "another daemon"
+        return (
+            f"task {task_id}'s export file is kept by the daemon that ran its scan ({by}, "
+            f"scanner {scanner_id}), not by this one (daemon {self.daemon_id}): download it "
+            "from that daemon; its findings, hosts and comparisons can be read from any daemon"
+        )
+
     async def snapshot(self) -> tuple[list[Any], list[Any]]:
         """The ``daemons`` and ``scanner_leases`` rows (for the cluster view)."""
         daemons = await self.store._fetch(Q_DAEMONS)

@@ -3,8 +3,10 @@ end, its findings, its export file and the difference between two scans."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import ipaddress
+import os
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -301,6 +303,12 @@ class Reads:
         if t.export_path is None:
             raise NotFoundError(
                 f"task {task_id} has no export (status {t.status.value})", field="task_id"
+            )
+        member = self.engine.cluster
+        if member is not None and not await asyncio.to_thread(os.path.isfile, t.export_path):
+            # [cluster] the file is on the daemon that exported it (another host): say which
+            raise NotFoundError(
+                await member.export_elsewhere(task_id, t.scanner_id), field="task_id"
             )
         return t.export_path
 

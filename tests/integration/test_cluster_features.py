@@ -5,12 +5,14 @@ takeovers. Engines in one process on one fake clock (the rig of ``test_cluster``
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import pytest
 
 from nessus_pool.errors import ConflictError, NotFoundError
 from nessus_pool.models import TaskStatus
+from nessus_pool.service.reads import Reads
 from tests.integration.test_cluster import cluster_of, pg_url  # noqa: F401 (fixture)
 
 
@@ -72,3 +74,27 @@ async def test_a_pause_no_daemon_answers_is_a_clear_conflict_not_a_hang(
         with pytest.raises(ConflictError, match="no daemon answered"):
             asked.result()
         assert (await c.statuses())[t.task_id] == "running"
+
+
+async def test_results_read_from_any_daemon_and_the_export_names_the_daemon_that_has_it(
+    pg_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    async with cluster_of(pg_url, tmp_path, scanners=1, cap=1, scan_s=30.0) as c:
+        a = await c.start("a")
+        b = await c.start("b", zone=[])
+        t = await b.engine.submit(c.task())
+        await c.until(lambda: c.all_in([t]))
+        reads_a, reads_b = Reads(a.engine), Reads(b.engine)
+        # findings and per-host rows are in the database: the same from either daemon
+        assert (await reads_b.task(t.task_id)).status is TaskStatus.COMPLETED
+        from_b = await reads_b.findings(t.task_id)
+        assert from_b and from_b == await reads_a.findings(t.task_id)
+        # the raw export is a file on the daemon that exported it (here a shares our disk)
+        path = await reads_a.export_path(t.task_id)
+        assert Path(path).is_file()
+        # as if b ran on another host: the file is not there; a clear 404 names daemon a
+        shutil.rmtree(tmp_path / "a")
+        with pytest.raises(NotFoundError, match=r"daemon a\b") as err:
+            await reads_b.export_path(t.task_id)
+        assert err.value.fields["field"] == "task_id"
