@@ -5,15 +5,21 @@ takeovers. Engines in one process on one fake clock (the rig of ``test_cluster``
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import shutil
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from nessus_pool.clock import FakeClock
+from nessus_pool.config import MaintenanceWindowConfig, PoolConfig
 from nessus_pool.errors import ConflictError, NotFoundError
 from nessus_pool.models import TaskStatus
 from nessus_pool.service.reads import Reads
-from tests.integration.test_cluster import cluster_of, pg_url  # noqa: F401 (fixture)
+from tests.integration.test_cluster import POOL, cluster_of, pg_url  # noqa: F401 (fixture)
+
+START_MS = FakeClock().now_ms()
 
 
 async def test_pause_and_resume_sent_to_a_daemon_that_does_not_run_the_scan_reach_the_owner(
@@ -98,3 +104,60 @@ async def test_results_read_from_any_daemon_and_the_export_names_the_daemon_that
         with pytest.raises(NotFoundError, match=r"daemon a\b") as err:
             await reads_b.export_path(t.task_id)
         assert err.value.fields["field"] == "task_id"
+
+
+def _window(start_s: float, end_s: float, on_window: str = "finish") -> PoolConfig:
+    def at(offset_s: float) -> str:
+        return dt.datetime.fromtimestamp(START_MS / 1000 + offset_s, dt.UTC).isoformat()
+
+    w = MaintenanceWindowConfig(start=at(start_s), end=at(end_s), on_window=on_window)  # type: ignore[arg-type]
+    return msgspec.structs.replace(POOL, maintenance_windows=[w])
+
+
+async def test_claims_of_every_daemon_skip_a_scanner_inside_a_maintenance_window(
+    pg_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    pool = _window(0.0, 100.0)
+    async with cluster_of(pg_url, tmp_path, scanners=2, cap=2, scan_s=30.0, pool=pool) as c:
+        nodes = [await c.start("a"), await c.start("b")]
+        await c.until(lambda: all(len(n.member.held) == 1 for n in nodes))
+        tasks = [await nodes[i % 2].engine.submit(c.task()) for i in range(4)]
+        await c.until(lambda: c.clock.now_ms() >= START_MS + 95_000, step_s=5.0)
+        assert sum(f.count("launch_scan") for f in c.fakes.values()) == 0
+        assert set((await c.statuses()).values()) == {"queued"}
+        # the window ends: both owners' dispatchers are woken and claim
+        await c.until(lambda: c.all_in(tasks))
+        first = min(s.launched_at_s or 1e9 for f in c.fakes.values() for s in f.scans.values())
+        assert first >= 100.0
+        assert all(n == 1 for n in c.created().values()) and len(c.created()) == 4
+
+
+async def test_a_scan_a_window_paused_is_taken_over_paused_and_resumed_when_it_ends(
+    pg_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    pool = _window(60.0, 300.0, "pause")
+    async with cluster_of(pg_url, tmp_path, scanners=1, cap=1, scan_s=200.0, pool=pool) as c:
+        await c.start("a")
+        b = await c.start("b")
+        t = await b.engine.submit(c.task())
+        await c.until(lambda: c.all_in([t], "running"))
+        await c.until(lambda: c.all_in([t], "paused"))
+        fake = c.fakes["fake-1"]
+        assert fake.count("pause_scan") == 1
+        await c.stop("a", crash=True)
+        await c.until(lambda: b.member.holds("fake-1"), step_s=1.0)
+        # re-attached as it is: paused by the window, no call to the scanner to change it
+        adopted = b.engine.tasks[t.task_id]
+        assert adopted.status is TaskStatus.PAUSED and adopted.paused_by == "window"
+        assert c.clock.now_ms() < START_MS + 300_000
+        # still inside the window: a person's resume is refused, naming the window
+        with pytest.raises(ConflictError, match="maintenance window"):
+            await b.engine.windows.resume(t.task_id)
+        await c.until(lambda: c.all_in([t], "running"), step_s=5.0)
+        assert c.clock.now_ms() >= START_MS + 300_000
+        assert fake.count("resume_scan") == 1 and fake.count("pause_scan") == 1
+        await c.until(lambda: c.all_in([t]), step_s=5.0)
+    assert list(c.created().values()) == [1]
+    assert fake.count("launch_scan") == 1
