@@ -49,6 +49,10 @@ Q_RUNS_RECENT = (
 Q_RUN_OF_SLOT = (
     "SELECT outcome, task_id FROM schedule_runs WHERE schedule = ? AND kind = ? AND slot_ms = ?"
 )
+Q_RUNS_FIRED = (
+    "SELECT task_id FROM schedule_runs WHERE schedule = ? AND outcome = 'fired'"
+    " ORDER BY id DESC LIMIT ?"
+)
 #: the last slot each schedule reached (fired or skipped; runs by hand are not slots)
 Q_LAST_SLOTS = (
     "SELECT schedule, MAX(slot_ms) FROM schedule_runs WHERE kind <> 'manual' GROUP BY schedule"
@@ -134,6 +138,11 @@ class ScheduleStore:
             )
             for r in rows
         ]
+
+    async def fired_tasks(self, schedule: str, limit: int = 5) -> list[str]:
+        """The task ids of the schedule's latest fired runs (slots and runs by hand), newest
+        first."""
+        return [r[0] for r in await self._rows(Q_RUNS_FIRED, (schedule, limit)) if r[0]]
 
     async def run_of_slot(self, schedule: str, kind: str, slot_ms: int) -> tuple[str, str | None]:
         """``(outcome, task_id)`` of a recorded slot, or ``("", None)``."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import shutil
 from pathlib import Path
 
@@ -13,10 +14,12 @@ import msgspec
 import pytest
 
 from nessus_pool.clock import FakeClock
-from nessus_pool.config import MaintenanceWindowConfig, PoolConfig
+from nessus_pool.config import Config, MaintenanceWindowConfig, PoolConfig, ScheduleConfig
 from nessus_pool.errors import ConflictError, NotFoundError
 from nessus_pool.models import TaskStatus
+from nessus_pool.service import Service
 from nessus_pool.service.reads import Reads
+from nessus_pool.store import TaskFilter
 from tests.integration.test_cluster import POOL, cluster_of, pg_url  # noqa: F401 (fixture)
 
 START_MS = FakeClock().now_ms()
@@ -161,3 +164,34 @@ async def test_a_scan_a_window_paused_is_taken_over_paused_and_resumed_when_it_e
         await c.until(lambda: c.all_in([t]), step_s=5.0)
     assert list(c.created().values()) == [1]
     assert fake.count("launch_scan") == 1
+
+
+async def test_two_daemons_schedulers_fire_each_slot_once_and_skip_while_a_run_is_on_another(
+    pg_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    # scans take 100 s, the schedule fires every 60 s: every other slot is skipped, and the
+    # run in the way may be queued in the database or running on the other daemon
+    sched = ScheduleConfig(name="s", targets="10.0.0.1", pool="lan", every_s=60)
+    cfg = Config(pools=[POOL], schedules=[sched])
+    async with cluster_of(pg_url, tmp_path, scanners=1, cap=2, scan_s=100.0) as c:
+        nodes = [await c.start("a"), await c.start("b", zone=[])]
+        services = [Service(n.engine, lambda: cfg) for n in nodes]
+        for svc in services:
+            svc.schedules.max_sleep_s = 3600.0
+            svc.schedules.start()
+        await c.until(lambda: c.clock.now_ms() >= START_MS + 60_000 * 8, step_s=1.0, limit=1000)
+        await c.flush()
+        runs = list(reversed(await services[1].schedules.store.runs("s", 100)))
+        tasks = sorted(
+            (t for t in await nodes[0].store.list_tasks(TaskFilter(), 100) if t.schedule_id),
+            key=lambda t: t.seq,
+        )
+    slots = [r.slot_ms for r in runs]
+    assert len(slots) == len(set(slots)) >= 7  # every slot once, by one daemon or the other
+    fired = [r.task_id for r in runs if r.outcome == "fired"]
+    assert fired == [t.task_id for t in tasks][: len(fired)] and len(tasks) == len(fired)
+    assert "skipped" in [r.outcome for r in runs]
+    # never two runs at once, whichever daemon fired them
+    for prev, nxt in itertools.pairwise(tasks):
+        assert prev.finished_at_ms is not None and prev.finished_at_ms <= nxt.created_at_ms
