@@ -17,6 +17,7 @@ from nessus_pool.clock import FakeClock
 from nessus_pool.config import Config, MaintenanceWindowConfig, PoolConfig, ScheduleConfig
 from nessus_pool.errors import ConflictError, NotFoundError
 from nessus_pool.models import TaskStatus
+from nessus_pool.schedules import ScheduleSpec
 from nessus_pool.service import Service
 from nessus_pool.service.reads import Reads
 from nessus_pool.store import TaskFilter
@@ -195,3 +196,27 @@ async def test_two_daemons_schedulers_fire_each_slot_once_and_skip_while_a_run_i
     # never two runs at once, whichever daemon fired them
     for prev, nxt in itertools.pairwise(tasks):
         assert prev.finished_at_ms is not None and prev.finished_at_ms <= nxt.created_at_ms
+
+
+async def test_a_schedule_created_through_one_daemon_is_seen_and_run_by_the_other(
+    pg_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    cfg = Config(pools=[POOL])
+    async with cluster_of(pg_url, tmp_path, scanners=1, cap=1, scan_s=30.0) as c:
+        nodes = [await c.start("a"), await c.start("b", zone=[])]
+        a, b = (Service(n.engine, lambda: cfg) for n in nodes)
+        await a.schedules.create(ScheduleSpec(name="api", targets="10.0.0.3", every_s=600))
+        assert [s["name"] for s in await b.schedules.list()] == ["api"]
+        ran = await b.schedules.run_now("api")
+        task_id = ran["run"]["task_id"]
+
+        async def completed() -> bool:
+            return (await c.statuses()).get(task_id) == "completed"
+
+        await c.until(completed)
+        assert (await c.stored(task_id)).schedule_id == "api"
+        runs = await a.schedules.store.runs("api")
+        assert [(r.kind, r.task_id) for r in runs] == [("manual", task_id)]
+        await b.schedules.delete("api")
+        assert await a.schedules.list() == []
