@@ -231,16 +231,11 @@ class Scheduler:
 
     async def _run_in_flight(self, name: str) -> tuple[str, str] | None:
         """The schedule's run still queued or running, if any. [cluster] queued tasks live
-        in the database and running ones on their scanner's owner: the latest fired runs'
-        rows are read (under the firing lock, so another daemon's firing is committed)."""
-        busy = self._unfinished_run(name)
-        if busy is not None or self.engine.cluster is None:
-            return busy
-        for task_id in await self.store.fired_tasks(name):
-            t = await self.engine.store.get_task(task_id)
-            if t is not None and not t.status.is_terminal:
-                return t.task_id, t.status.value
-        return None
+        in the database and running ones on their scanner's owner: read from the rows
+        (under the firing lock, so another daemon's firing is committed)."""
+        if self.engine.cluster is None:
+            return self._unfinished_run(name)
+        return (await self.store.in_flight(name)).get(name)
 
     def _unfinished_run(self, name: str) -> tuple[str, str] | None:
         for t in self.engine.tasks.values():

@@ -220,3 +220,27 @@ async def test_a_schedule_created_through_one_daemon_is_seen_and_run_by_the_othe
         assert [(r.kind, r.task_id) for r in runs] == [("manual", task_id)]
         await b.schedules.delete("api")
         assert await a.schedules.list() == []
+
+
+async def test_every_daemon_shows_a_schedules_run_in_flight(
+    pg_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    cfg = Config(pools=[POOL])
+    async with cluster_of(pg_url, tmp_path, scanners=1, cap=1, scan_s=100.0) as c:
+        nodes = [await c.start("a"), await c.start("b", zone=[])]
+        a, b = (Service(n.engine, lambda: cfg) for n in nodes)
+        await b.schedules.create(ScheduleSpec(name="api", targets="10.0.0.3", every_s=600))
+        task_id = (await b.schedules.run_now("api"))["run"]["task_id"]
+        # queued in the database, then running on a: every daemon names it
+        assert (await b.schedules.get("api"))["active_task_id"] == task_id
+        await c.until(lambda: task_id in nodes[0].engine.tasks)
+        for svc in (a, b):
+            assert (await svc.schedules.get("api"))["active_task_id"] == task_id
+            assert [s["active_task_id"] for s in await svc.schedules.list()] == [task_id]
+
+        async def completed() -> bool:
+            return (await c.statuses()).get(task_id) == "completed"
+
+        await c.until(completed)
+        assert (await b.schedules.get("api"))["active_task_id"] is None
