@@ -95,6 +95,8 @@ async def test_results_read_from_any_daemon_and_the_export_names_the_daemon_that
         b = await c.start("b", zone=[])
         t = await b.engine.submit(c.task())
         await c.until(lambda: c.all_in([t]))
+        t2 = await a.engine.submit(c.task())
+        await c.until(lambda: c.all_in([t2]))
         reads_a, reads_b = Reads(a.engine), Reads(b.engine)
         # findings and per-host rows are in the database: the same from either daemon
         assert (await reads_b.task(t.task_id)).status is TaskStatus.COMPLETED
@@ -108,6 +110,12 @@ async def test_results_read_from_any_daemon_and_the_export_names_the_daemon_that
         with pytest.raises(NotFoundError, match=r"daemon a\b") as err:
             await reads_b.export_path(t.task_id)
         assert err.value.fields["field"] == "task_id"
+        # per-host pages and the comparison with the previous run: rows, not the file
+        hosts = await reads_b.hosts(t2.task_id)
+        assert hosts["hosts"] and hosts == await reads_a.hosts(t2.task_id)
+        diff = await reads_b.compare(t2.task_id)
+        assert diff["base_task_id"] == t.task_id
+        assert diff == await reads_a.compare(t2.task_id)
 
 
 def _window(start_s: float, end_s: float, on_window: str = "finish") -> PoolConfig:
