@@ -304,13 +304,19 @@ class Reads:
             raise NotFoundError(
                 f"task {task_id} has no export (status {t.status.value})", field="task_id"
             )
+        return t.export_path
+
+    async def export_download(self, task_id: str) -> str:
+        """:meth:`export_path` for a download: [cluster] a file kept by another daemon (on
+        another host) is a ``NotFoundError`` naming that daemon, not a bare 404."""
+        path = await self.export_path(task_id)
         member = self.engine.cluster
-        if member is not None and not await asyncio.to_thread(os.path.isfile, t.export_path):
-            # [cluster] the file is on the daemon that exported it (another host): say which
+        if member is not None and not await asyncio.to_thread(os.path.isfile, path):
+            t = await self.task(task_id)
             raise NotFoundError(
                 await member.export_elsewhere(task_id, t.scanner_id), field="task_id"
             )
-        return t.export_path
+        return path
 
     async def compare(
         self,

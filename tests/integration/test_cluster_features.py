@@ -103,12 +103,12 @@ async def test_results_read_from_any_daemon_and_the_export_names_the_daemon_that
         from_b = await reads_b.findings(t.task_id)
         assert from_b and from_b == await reads_a.findings(t.task_id)
         # the raw export is a file on the daemon that exported it (here a shares our disk)
-        path = await reads_a.export_path(t.task_id)
+        path = await reads_a.export_download(t.task_id)
         assert Path(path).is_file()
         # as if b ran on another host: the file is not there; a clear 404 names daemon a
         shutil.rmtree(tmp_path / "a")
         with pytest.raises(NotFoundError, match=r"daemon a\b") as err:
-            await reads_b.export_path(t.task_id)
+            await reads_b.export_download(t.task_id)
         assert err.value.fields["field"] == "task_id"
         # per-host pages and the comparison with the previous run: rows, not the file
         hosts = await reads_b.hosts(t2.task_id)
