@@ -145,7 +145,7 @@ async def scan_export(request: web.Request) -> web.StreamResponse:
     request.app[AUTH].require(request, "read")
     parse_query(request, NO_QUERY)
     task_id = check_task_id(request.match_info["task_id"])
-    path = Path(await request.app[SERVICE].export_path(task_id))
+    path = Path(await request.app[SERVICE].export_download(task_id))
     return web.FileResponse(
         path,
         headers={

@@ -39,7 +39,7 @@ from nessus_pool.config import (
     SecretRef,
 )
 from nessus_pool.engine.pool import QUEUE_KEYS, SharedQueue
-from nessus_pool.errors import LockedError, StorageError
+from nessus_pool.errors import ConflictError, LockedError, NessusPoolError, StorageError
 from nessus_pool.store.queries import (
     CANCEL_CHANNEL,
     Q_ACQUIRE_LEASE,
@@ -74,6 +74,10 @@ log = logging.getLogger("nessus_pool.engine")
 
 #: queued tasks of a pool that no daemon seen for this long defines are failed
 ORPHAN_AFTER_S = 86400.0
+#: a pause or resume asked through a daemon that does not run the scan ("pause:<task id>"),
+#: and the owner's answer (JSON: task_id, action, refused)
+SWITCH_CHANNEL = "nessus_pool_switch"
+SWITCHED_CHANNEL = "nessus_pool_switched"
 
 
 class ClusterSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -198,6 +202,8 @@ class ClusterMember:
         #: counters for tests and the cluster view
         self.takeovers = 0
         self.losses = 0
+        #: "pause:<task id>" -> the owner's answer to a switch we forwarded (None: done)
+        self.switches: dict[str, asyncio.Future[str | None]] = {}
 
     @property
     def daemon_id(self) -> str:
@@ -497,7 +503,12 @@ class ClusterMember:
         if self._listener is not None and not self._listener.is_closed():
             return
         self._listener = await self.store.listen(
-            {SUBMIT_CHANNEL: self.on_submit, CANCEL_CHANNEL: self.on_cancel}
+            {
+                SUBMIT_CHANNEL: self.on_submit,
+                CANCEL_CHANNEL: self.on_cancel,
+                SWITCH_CHANNEL: self.on_switch,
+                SWITCHED_CHANNEL: self.on_switched,
+            }
         )
         # what was notified while nobody listened: look once
         self._last_recheck_s = -1e18
@@ -516,6 +527,91 @@ class ClusterMember:
 
         if task_id in self.engine.tasks:
             shared.cancel_local(self.engine, task_id)
+
+    async def ask_switch(self, task_id: str, action: str, timeout_s: float) -> str | None:
+        """A pause or resume of a task another daemon runs: ask the owner through a NOTIFY
+        (it carries the switch out itself: its runner, memory and row agree) and wait
+        ``timeout_s`` on the engine clock for its answer: None (done) or why not. Raises
+        :class:`ConflictError` when no daemon answers (an owner down before its takeover)."""
+        key = f"{action}:{task_id}"
+        fut = self.switches.get(key)
+        if fut is None or fut.done():
+            fut = self.switches[key] = asyncio.get_running_loop().create_future()
+
+        async def ask(conn: Any) -> None:
+            await conn.execute("SELECT pg_notify($1, $2)", SWITCH_CHANNEL, key)
+
+        try:
+            await self.store.transact(ask)
+            sleeper = asyncio.ensure_future(self.engine.clock.sleep(timeout_s))
+            waits: set[asyncio.Future[Any]] = {fut, sleeper}
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+        finally:
+            if self.switches.get(key) is fut:
+                del self.switches[key]
+        if not fut.done():
+            raise ConflictError(
+                f"task {task_id} cannot {action} now: no daemon answered within "
+                f"{timeout_s:g} s (the daemon that owns its scanner may be down; its lease "
+                f"moves to another daemon within {self.settings.lease_s:g} s): try again",
+                field="task_id",
+            )
+        return fut.result()
+
+    def on_switch(self, payload: str) -> None:
+        action, _, task_id = payload.partition(":")
+        if action in ("pause", "resume") and task_id in self.engine.tasks:
+            self.engine.spawn(
+                self._switch_here(task_id, action), f"{action}:{task_id}", essential=False
+            )
+
+    async def _switch_here(self, task_id: str, action: str) -> None:
+        """A pause or resume asked through another daemon, for a task we run: carried out
+        as if asked here, answered on SWITCHED_CHANNEL."""
+        refused: str | None = None
+        try:
+            if action == "pause":
+                await self.engine.windows.pause(task_id)
+            else:
+                await self.engine.windows.resume(task_id)
+        except NessusPoolError as exc:
+            refused = exc.message
+        answer = json.dumps({"task_id": task_id, "action": action, "refused": refused})
+
+        async def reply(conn: Any) -> None:
+            await conn.execute("SELECT pg_notify($1, $2)", SWITCHED_CHANNEL, answer)
+
+        with contextlib.suppress(NessusPoolError):  # the asker times out with a clear 409
+            await self.store.transact(reply)
+
+    def on_switched(self, payload: str) -> None:
+        try:
+            answer = json.loads(payload)
+            key = f"{answer['action']}:{answer['task_id']}"
+            refused = answer["refused"]
+        except (ValueError, KeyError, TypeError):
+            return
+        fut = self.switches.get(key)
+        if fut is not None and not fut.done():
+            fut.set_result(refused if isinstance(refused, str) else None)
+
+    async def export_elsewhere(self, task_id: str, scanner_id: str | None) -> str:
+        """Why a task's export file is not on this daemon, naming the daemon that launched
+        its scan (the one that exports it, unless a takeover moved the scanner since)."""
+        launched = [
+            ev.detail.rpartition("daemon=")[2]
+            for ev in await self.store.events(task_id)
+            if ev.status == "dispatching" and ev.detail and "daemon=" in ev.detail
+        ]
+        by = f"daemon {launched[-1]}" if launched else "another daemon"
+        return (
+            f"task {task_id}'s export file is kept by the daemon that ran its scan ({by}, "
+            f"scanner {scanner_id}), not by this one (daemon {self.daemon_id}): download it "
+            "from that daemon; its findings, hosts and comparisons can be read from any daemon"
+        )
 
     async def snapshot(self) -> tuple[list[Any], list[Any]]:
         """The ``daemons`` and ``scanner_leases`` rows (for the cluster view)."""

@@ -186,6 +186,8 @@ class WindowKeeper:
     async def pause(self, task_id: str) -> Task:
         """Pause a running scan on its scanner (it keeps its slot). Refused (409, naming
         the status) where Nessus cannot pause: not launched yet, exporting, ended."""
+        if self.e.cluster is not None and task_id not in self.e.tasks:
+            return await self._remote(task_id, "pause")
         t = await self._live(task_id, "pause")
         if t.status is TaskStatus.PAUSED:
             if t.paused_by != USER:  # a person's pause outlasts the window's
@@ -194,16 +196,18 @@ class WindowKeeper:
                 self.e.committed(fut, t.task_id)
             return t
         if t.status is not TaskStatus.RUNNING:
-            raise ConflictError(_cannot("pause", t), status=t.status.value, field="task_id")
+            raise ConflictError(cannot("pause", t), status=t.status.value, field="task_id")
         return await self._switch(t, "pause")
 
     async def resume(self, task_id: str) -> Task:
         """Resume a paused scan. Refused while its scanner is in a maintenance window."""
+        if self.e.cluster is not None and task_id not in self.e.tasks:
+            return await self._remote(task_id, "resume")
         t = await self._live(task_id, "resume")
         if t.status is TaskStatus.RUNNING:
             return t
         if t.status is not TaskStatus.PAUSED:
-            raise ConflictError(_cannot("resume", t), status=t.status.value, field="task_id")
+            raise ConflictError(cannot("resume", t), status=t.status.value, field="task_id")
         sc = self.e.scanners.get(t.scanner_id or "")
         now_ms = self.e.clock.now_ms()
         until = None if sc is None else self.in_window_until_ms(sc, now_ms)
@@ -215,6 +219,24 @@ class WindowKeeper:
                 field="task_id",
             )
         return await self._switch(t, "resume")
+
+    async def _remote(self, task_id: str, action: str) -> Task:
+        """[cluster] Another daemon runs the scan (or none does right now): its owner is
+        asked through the database and does the switch itself; refusals are conflicts."""
+        assert self.e.cluster is not None
+        t = await self.e.store.get_task(task_id)
+        if t is None:
+            raise NotFoundError(f"task {task_id!r} not found", field="task_id")
+        want = TaskStatus.PAUSED if action == "pause" else TaskStatus.RUNNING
+        if t.status is want and (action == "resume" or t.paused_by == USER):
+            return t  # so already: asked twice, one scanner call
+        if t.status not in (TaskStatus.RUNNING, TaskStatus.PAUSED):
+            raise ConflictError(cannot(action, t), status=t.status.value, field="task_id")
+        refused = await self.e.cluster.ask_switch(task_id, action, SWITCH_TIMEOUT_S)
+        if refused is not None:
+            raise ConflictError(refused, status=t.status.value, field="task_id")
+        after = await self.e.store.get_task(task_id)
+        return after if after is not None else t
 
     async def _live(self, task_id: str, action: str) -> Task:
         t = self.e.tasks.get(task_id)
@@ -278,7 +300,8 @@ class WindowKeeper:
         return t
 
 
-def _cannot(action: str, t: Task) -> str:
+def cannot(action: str, t: Task) -> str:
+    """Why ``action`` (pause, resume) cannot be done to ``t`` in its status."""
     why = {
         TaskStatus.QUEUED: "it is queued and has not been launched",
         TaskStatus.DISPATCHING: "it is being launched; try again in a moment",

@@ -3,8 +3,10 @@ end, its findings, its export file and the difference between two scans."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import ipaddress
+import os
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -303,6 +305,18 @@ class Reads:
                 f"task {task_id} has no export (status {t.status.value})", field="task_id"
             )
         return t.export_path
+
+    async def export_download(self, task_id: str) -> str:
+        """:meth:`export_path` for a download: [cluster] a file kept by another daemon (on
+        another host) is a ``NotFoundError`` naming that daemon, not a bare 404."""
+        path = await self.export_path(task_id)
+        member = self.engine.cluster
+        if member is not None and not await asyncio.to_thread(os.path.isfile, path):
+            t = await self.task(task_id)
+            raise NotFoundError(
+                await member.export_elsewhere(task_id, t.scanner_id), field="task_id"
+            )
+        return path
 
     async def compare(
         self,

@@ -214,7 +214,7 @@ class Scheduler:
             if late_s >= 1:
                 note = f"caught up at start-up, {late_s:.0f} s late"
         if e.spec.overlap == "skip":
-            busy = self._unfinished_run(name)
+            busy = await self._run_in_flight(name)
             if busy is not None:
                 await self._record(
                     name,
@@ -228,6 +228,14 @@ class Scheduler:
                 )
                 return
         await self._record(name, await self._submit(name, e.spec, slot, "slot", now, note))
+
+    async def _run_in_flight(self, name: str) -> tuple[str, str] | None:
+        """The schedule's run still queued or running, if any. [cluster] queued tasks live
+        in the database and running ones on their scanner's owner: read from the rows
+        (under the firing lock, so another daemon's firing is committed)."""
+        if self.engine.cluster is None:
+            return self._unfinished_run(name)
+        return (await self.store.in_flight(name)).get(name)
 
     def _unfinished_run(self, name: str) -> tuple[str, str] | None:
         for t in self.engine.tasks.values():

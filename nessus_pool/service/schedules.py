@@ -32,11 +32,15 @@ class Schedules(Scheduler):
     async def list(self) -> list[dict[str, Any]]:
         entries = await self.entries()
         last = await self.store.last_slots()
-        return [self._view(e, last.get(n)) for n, e in sorted(entries.items())]
+        busy = await self.store.in_flight() if self.engine.cluster is not None else None
+        return [
+            self._view(e, last.get(n), busy.get(n) if busy is not None else None)
+            for n, e in sorted(entries.items())
+        ]
 
     async def get(self, name: str) -> dict[str, Any]:
         e = await self._entry(name)
-        view = self._view(e, None)
+        view = self._view(e, None, await self._run_in_flight(name))
         view["runs"] = msgspec.to_builtins(await self.store.runs(name, RECENT_RUNS))
         return view
 
@@ -137,10 +141,14 @@ class Schedules(Scheduler):
             raise ValidationError("an authenticated schedule needs credential", field="credential")
         return spec
 
-    def _view(self, e: Entry, last_slot: int | None) -> dict[str, Any]:
+    def _view(
+        self, e: Entry, last_slot: int | None, busy: tuple[str, str] | None
+    ) -> dict[str, Any]:
+        """``busy``: its run in flight, read from the rows in a cluster (else memory)."""
         now = self.engine.clock.now_ms()
         nxt = Timing(e.spec).next_after(now) if e.spec.enabled else None
-        busy = self._unfinished_run(e.spec.name)
+        if self.engine.cluster is None:
+            busy = self._unfinished_run(e.spec.name)
         view: dict[str, Any] = msgspec.to_builtins(e.spec)
         view.update(
             source=e.source,

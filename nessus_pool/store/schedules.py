@@ -18,6 +18,7 @@ import msgspec
 
 from nessus_pool.errors import StorageError
 from nessus_pool.store.base import BaseStore, TaskStore
+from nessus_pool.store.schema import UNFINISHED_SQL
 from nessus_pool.store.writer import Op
 
 #: ``pg_advisory_lock`` key of the schedule firing round ("np-sched" as an integer)
@@ -48,6 +49,11 @@ Q_RUNS_RECENT = (
 )
 Q_RUN_OF_SLOT = (
     "SELECT outcome, task_id FROM schedule_runs WHERE schedule = ? AND kind = ? AND slot_ms = ?"
+)
+#: the fired runs whose task is still queued or in flight (oldest first)
+Q_RUNS_IN_FLIGHT = (
+    "SELECT r.schedule, t.task_id, t.status FROM schedule_runs r JOIN tasks t"
+    f" ON t.task_id = r.task_id WHERE r.outcome = 'fired' AND t.status IN ({UNFINISHED_SQL})"
 )
 #: the last slot each schedule reached (fired or skipped; runs by hand are not slots)
 Q_LAST_SLOTS = (
@@ -134,6 +140,18 @@ class ScheduleStore:
             )
             for r in rows
         ]
+
+    async def in_flight(self, schedule: str | None = None) -> dict[str, tuple[str, str]]:
+        """Schedule -> ``(task_id, status)`` of its latest run (a slot's or one by hand)
+        still queued or in flight; of one schedule, or of all (from the rows, for several
+        daemons: another's queue and runs are not in this one's memory)."""
+        if schedule is None:
+            rows = await self._rows(Q_RUNS_IN_FLIGHT + " ORDER BY r.id")
+        else:
+            rows = await self._rows(
+                Q_RUNS_IN_FLIGHT + " AND r.schedule = ? ORDER BY r.id", (schedule,)
+            )
+        return {r[0]: (r[1], r[2]) for r in rows}
 
     async def run_of_slot(self, schedule: str, kind: str, slot_ms: int) -> tuple[str, str | None]:
         """``(outcome, task_id)`` of a recorded slot, or ``("", None)``."""

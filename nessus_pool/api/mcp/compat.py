@@ -177,8 +177,9 @@ def status_result(
 
 
 def _task_keys(v: TaskView) -> dict[str, Any]:
-    """The seed's keys that name a task, shared by get_scan_status and list_tasks entries."""
-    return {
+    """The seed's keys that name a task, shared by get_scan_status and list_tasks entries
+    (and ``schedule_id`` for a scheduled run only: no null key on every one-off scan)."""
+    keys = {
         "task_id": v.task_id,
         "trace_id": trace_id(v.task_id),
         "status": seed_status(v),
@@ -193,6 +194,9 @@ def _task_keys(v: TaskView) -> dict[str, Any]:
         "started_at": iso(v.started_at_ms),
         "completed_at": iso(v.finished_at_ms),
     }
+    if v.schedule_id is not None:
+        keys["schedule_id"] = v.schedule_id
+    return keys
 
 
 def task_entry(v: TaskView) -> dict[str, Any]:
