@@ -260,7 +260,7 @@ async def test_addresses_are_checked_on_resolution_and_redirects_not_followed(
     receiver.script = [302]  # the first delivery to arrive is answered with a redirect
     r = await d.service.submit(SubmitRequest(targets="10.9.0.5"))
     assert (await d.service.wait_for(r.task_id, 30)).status == "completed"
-    # (the page lists, then counts: wait until both saw every failure)
+    # (wait until the page's list and its counts agree: two reads)
     page = await until(d, d.notifications.failed, lambda p: p["counts"]["failed"] >= 1 and
                        p["counts"]["failed"] + p["counts"]["delivered"] == 3 and
                        len(p["deliveries"]) == p["counts"]["failed"])  # fmt: skip
