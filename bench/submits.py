@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
 import signal
 import subprocess
@@ -43,6 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import Series, describe, free_port, percentile, ratio, require, table
+from _pg import fresh_database
 
 DISTS = ("nessus-pool", "aiohttp", "aiosqlite", "msgspec", "huey")
 
@@ -518,14 +520,12 @@ async def amain(args: argparse.Namespace) -> int:
     errors = 0
     startup_s = await d.start()
     pg: DaemonProc | None = None
-    pg_schema = None
+    # a fresh database for the PostgreSQL daemon, dropped at the end (bench/_pg.py)
+    pg_db = contextlib.AsyncExitStack()
     if args.pg_url:
-        pg_schema = await pg_create_schema(args.pg_url)
+        db_url = await pg_db.enter_async_context(fresh_database(args.pg_url))
         (work / "pg").mkdir()
-        sep = "&" if "?" in args.pg_url else "?"
-        pg = DaemonProc(
-            work / "pg", free_port(), args.log_level, f"{args.pg_url}{sep}search_path={pg_schema}"
-        )
+        pg = DaemonProc(work / "pg", free_port(), args.log_level, db_url)
         await pg.start()
     try:
         for i in range(repeat):
@@ -591,8 +591,7 @@ async def amain(args: argparse.Namespace) -> int:
         d.kill()
         if pg is not None:
             pg.stop()
-        if pg_schema is not None:
-            await pg_drop_schema(args.pg_url, pg_schema)
+        await pg_db.aclose()
     restart_s = await d.start()
     try:
         t0 = time.perf_counter()
@@ -747,27 +746,6 @@ async def amain(args: argparse.Namespace) -> int:
     else:
         print(f"kept {work}")
     return 0 if missing == 0 else 1
-
-
-async def pg_create_schema(server_url: str) -> str:
-    """A fresh schema on the PostgreSQL server for one bench run (dropped at the end)."""
-    asyncpg = require("asyncpg")
-    name = f"bench_{time.monotonic_ns():x}"
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f"CREATE SCHEMA {name}")
-    finally:
-        await conn.close()
-    return name
-
-
-async def pg_drop_schema(server_url: str, name: str) -> None:
-    asyncpg = require("asyncpg")
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-    finally:
-        await conn.close()
 
 
 def main() -> int:
