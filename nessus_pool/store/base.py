@@ -329,11 +329,7 @@ class BaseStore:
         noticed it yet, a probe write retried on the backoff is its reconnect) and the
         reader is told when to come back."""
         if not self.outage.down:
-            self.outage.failed(exc)
-            log.error(
-                "database unreachable; writes wait for it, retried on a backoff",
-                extra={"event": "storage_unavailable", "error": self.outage.last_error},
-            )
+            self.outage.failed(exc)  # logs the outage's start
             self.enqueue([(Q_PROBE_WRITE, ())]).add_done_callback(_consume)
         return self.outage.error()
 

@@ -7,12 +7,14 @@ refuses new writes at once with :class:`StorageUnavailableError` (HTTP 503, ``Re
 the seconds until the next attempt) instead of queueing them behind the stuck batch, and
 reads served from memory say how old the database's confirmation of them is (``as_of_ms``).
 
-Pure bookkeeping over an injected clock: no I/O, no asyncio primitive made before a loop runs.
+Bookkeeping over an injected clock: no I/O but its two log lines (the outage's start and its
+end, each written once, whoever noticed it), no asyncio primitive made before a loop runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 
 from nessus_pool.clock import Clock, SystemClock
@@ -22,6 +24,8 @@ from nessus_pool.errors import StorageUnavailableError
 FIRST_RETRY_S = 0.5
 RETRY_FACTOR = 2.0
 MAX_RETRY_S = 10.0
+
+log = logging.getLogger("nessus_pool.store")
 
 
 def backoff_s(
@@ -58,6 +62,12 @@ class Outage:
 
     def ok(self) -> None:
         """A commit went through: the database is up (again)."""
+        if self.failures:
+            log.warning(
+                "database reachable again",
+                extra={"event": "storage_reconnected", "attempts": self.failures,
+                       "down_ms": self.clock.now_ms() - (self.since_ms or 0)},
+            )  # fmt: skip
         self.failures = 0
         self.since_ms = None
         self.last_ok_ms = self.clock.now_ms()
@@ -65,10 +75,14 @@ class Outage:
     def failed(self, exc: BaseException) -> float:
         """An attempt failed because the server is unreachable: the seconds to wait before
         the next one."""
+        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
         if self.failures == 0:
             self.since_ms = self.clock.now_ms()
+            log.error(
+                "database unreachable; writes wait for it, retried on a backoff",
+                extra={"event": "storage_unavailable", "error": self.last_error},
+            )
         self.failures += 1
-        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
         delay_s = backoff_s(self.failures, max_s=self.max_retry_s)
         self.next_try_s = self.clock.monotonic_s() + delay_s
         waiters, self._down_waiters = self._down_waiters, []

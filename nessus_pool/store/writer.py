@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import logging
 import re
 import sqlite3
 from collections import deque
@@ -37,7 +36,6 @@ Op = tuple[str, Sequence[Any]]
 #: bulk write
 _InFlight = tuple[list[tuple[list[Op], asyncio.Future[None]]], int, asyncio.Future[None], bool]
 
-log = logging.getLogger("nessus_pool.store")
 
 _COMMUTING = frozenset({Q_UPSERT_TASK, Q_INSERT_EVENT})
 _MULTI_ROW = frozenset(
@@ -207,15 +205,7 @@ class GroupCommitWriter:
                 if not fut.done():
                     fut.set_exception(err)
         else:
-            if self.outage.down:
-                log.warning(
-                    "database reachable again",
-                    extra={"event": "storage_reconnected",
-                           "attempts": self.outage.failures,
-                           "down_ms": self.outage.clock.now_ms()
-                           - (self.outage.since_ms or 0)},
-                )  # fmt: skip
-            self.outage.ok()
+            self.outage.ok()  # logs the reconnect, when there was an outage
             self.commits += 1
             self.rows_written += rows
             self.last_commit_ok = True
@@ -253,13 +243,7 @@ class GroupCommitWriter:
             except Exception as exc:
                 if self._closing or self._unavailable is None or not self._unavailable(exc):
                     raise
-                was_down = self.outage.down
-                delay_s = self.outage.failed(exc)
-                if not was_down:
-                    log.error(
-                        "database unreachable; writes wait for it, retried on a backoff",
-                        extra={"event": "storage_unavailable", "error": self.outage.last_error},
-                    )
+                delay_s = self.outage.failed(exc)  # logs the outage's start, once
             assert self._stop is not None
             if await sleep_or_event(self.outage.clock, self._stop, delay_s):
                 raise self.outage.error()
