@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from nessus_pool.errors import StorageError
+from nessus_pool.errors import StorageError, StorageUnavailableError
 from nessus_pool.store import redact_url
 from nessus_pool.store.pg import PgStore, to_pg
 from nessus_pool.store.queries import Q_GET_TASK, Q_UPSERT_RESULTS
@@ -70,3 +70,47 @@ def test_named_statements_are_translated_to_the_postgresql_dialect() -> None:
     upsert = to_pg(Q_UPSERT_RESULTS)
     assert "OR REPLACE" not in upsert and "ON CONFLICT (task_id)" in upsert
     assert "$2" in upsert and "?" not in upsert
+
+
+class _GonePool:
+    """A pool whose server has gone: acquiring a connection is refused."""
+
+    def acquire(self) -> object:
+        raise ConnectionRefusedError("connection refused")
+
+
+async def test_a_transaction_that_finds_the_server_gone_starts_the_outage(pg_url: str) -> None:
+    """A heartbeat, claim or cancel (``transact``) meeting an unreachable server is a
+    storage outage (503 + Retry-After, /readyz), as a read or a write is: not a bare
+    StorageError (which the API answers 500) and not a raw OSError."""
+    store = PgStore(pg_url, pool_size=2)
+    await store.open()
+    real = store._pool
+    try:
+        store._pool = _GonePool()  # type: ignore[assignment]
+
+        async def work(conn: object) -> None:
+            raise AssertionError("no connection was given")
+
+        with pytest.raises(StorageUnavailableError) as err:
+            await store.transact(work)
+        assert store.outage.down and err.value.retry_after_s >= 1
+        assert "refused" not in str(err.value)  # the driver's words stay in the log
+    finally:
+        store._pool = real
+        await store.close()
+
+
+async def test_a_statement_error_in_a_transaction_stays_a_storage_error(pg_url: str) -> None:
+    store = PgStore(pg_url, pool_size=2)
+    await store.open()
+    try:
+
+        async def work(conn: asyncpg.Connection) -> None:
+            await conn.execute("SELECT * FROM no_such_table")
+
+        with pytest.raises(StorageError, match="UndefinedTableError") as err:
+            await store.transact(work)
+        assert not isinstance(err.value, StorageUnavailableError) and not store.outage.down
+    finally:
+        await store.close()
