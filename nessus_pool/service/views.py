@@ -64,6 +64,8 @@ class TaskView(msgspec.Struct, kw_only=True):
     started_at_ms: int | None = None
     finished_at_ms: int | None = None
     export_available: bool = False
+    #: the export's size, recorded when it was downloaded
+    export_bytes: int | None = None
     results: dict[str, Any] | None = None
     #: while paused: since when, for how long so far, and by whom (user or window)
     paused_at_ms: int | None = None
@@ -161,6 +163,7 @@ def task_view(engine: Engine, t: Task, results: dict[str, Any] | None = None) ->
         started_at_ms=t.started_at_ms,
         finished_at_ms=t.finished_at_ms,
         export_available=t.export_path is not None,
+        export_bytes=t.export_bytes,
         results=results,
         paused_at_ms=t.paused_at_ms if paused else None,
         paused_for_s=round(max(0, now_ms - (t.paused_at_ms or now_ms)) / 1000, 1)

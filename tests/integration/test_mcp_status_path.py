@@ -69,3 +69,30 @@ async def test_status_of_a_completed_scan_makes_no_thread_hop(
         assert compat.iso.cache_info().misses == 3
         assert await _status(http, d, task_id) == first
         assert compat.iso.cache_info().misses == 3
+
+
+async def test_status_gives_the_export_size_recorded_at_download_without_a_stat(
+    tmp_path: Path, start_daemon: DaemonFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d: Daemon = await start_daemon(sim_config(tmp_path, scan_seconds=0.2))
+    assert d.service is not None
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{d.url}/api/v1/scans", json={"targets": "10.9.1.2"}) as r:
+            task_id = (await r.json())["task_id"]
+        assert (await d.service.wait_for(task_id, 30)).status == "completed"
+        path = Path(await d.service.export_path(task_id))
+        size = path.stat().st_size
+        stats: list[str] = []
+        real = os.path.getsize
+
+        def counted(p: Any) -> int:
+            stats.append(str(p))
+            return real(p)
+
+        monkeypatch.setattr(os.path, "getsize", counted)
+        first = await _status(http, d, task_id)
+        assert first["results_summary"]["file_size_kb"] == round(size / 1024, 1)
+        assert stats == []
+        # the file kept on another daemon's disk (a cluster): the same answer
+        path.rename(path.with_suffix(".moved"))
+        assert await _status(http, d, task_id) == first

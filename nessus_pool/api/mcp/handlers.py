@@ -159,6 +159,11 @@ def next_step(v: TaskView) -> str:
 async def _export_bytes(svc: Service, v: TaskView) -> int | None:
     if not v.export_available:
         return None
+    if v.export_bytes is not None:
+        # recorded at the download: no task lookup and stat() per call (2.5% of a call's
+        # CPU), and every daemon of a cluster gives the same size, not only the one that
+        # keeps the file
+        return v.export_bytes
     try:
         path = await svc.export_path(v.task_id)
         # one stat() of a file under our own storage directory: microseconds, where a
