@@ -472,6 +472,7 @@ class TurnBufferedHandler(_StreamHandler):
 def setup_logging(fmt: str = "json", level: str = "info") -> None:
     root = logging.getLogger("nessus_pool")
     for h in list(root.handlers):
+        h.flush()  # lines it holds for the end of this turn
         root.removeHandler(h)
     handler = TurnBufferedHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
