@@ -293,6 +293,20 @@ def _free(el: Any) -> None:
             del parent[0]
 
 
+#: the HostProperties tags a host's result and validation read
+_PROPERTIES = frozenset(
+    {
+        "host-ip",
+        "host-fqdn",
+        "hostname",
+        "operating-system",
+        "HOST_START",
+        "HOST_END",
+        "Credentialed_Scan",
+    }
+)
+
+
 class _Host:
     """Per-host accumulator; holds counts and the validation facts, never the findings."""
 
@@ -305,8 +319,12 @@ class _Host:
         self.by_severity = [0, 0, 0, 0, 0]
 
     def set_properties(self, el: Any) -> None:
-        # read here and dropped: kept per host, the tags grew memory with the host count
-        props = {t.get("name", ""): (t.text or "") for t in el.iterchildren("tag")}
+        # read here and dropped: kept per host, the tags grew memory with the host count;
+        # only the texts used are turned into strings (a host has ~50 tags, some long)
+        props: dict[str, str] = {}
+        for t in el.iterchildren("tag"):
+            if (name := t.get("name", "")) in _PROPERTIES:
+                props[name] = t.text or ""
         r = self.result
         r.ip = props.get("host-ip") or None
         r.fqdn = props.get("host-fqdn") or props.get("hostname") or None
@@ -526,6 +544,7 @@ def _summarise_fast(p: Path, on_host: Callable[[_Host], None], totals: _Totals) 
     #: the open ReportItem, its last cvss3_base_score and exploit_available and its first
     #: compliance result (what the exact pass reads with iterchildren and findtext)
     item: Any = None
+    item_parent: Any = None
     cvss3_el: Any = None
     exploit_el: Any = None
     cm_el: Any = None
@@ -564,7 +583,7 @@ def _summarise_fast(p: Path, on_host: Callable[[_Host], None], totals: _Totals) 
                     top = started[-1]
                     if top is parent:
                         break
-                    top_parent = top.getparent()
+                    top_parent = item_parent if top is item else top.getparent()
                     if top_parent is not parent and _is_ancestor(top, parent):
                         break
                     started.pop()
@@ -572,7 +591,9 @@ def _summarise_fast(p: Path, on_host: Callable[[_Host], None], totals: _Totals) 
                         _read_other(top, top_parent, hosts)
                         continue
                     # a ReportItem: what _summarise reads of it, inline (44k a second)
-                    h = hosts.of(top_parent)
+                    h = hosts.current
+                    if h is None or top_parent is not hosts.parent:
+                        h = hosts.of(top_parent)
                     get = top.get
                     value = get("severity")
                     sev = severities.get(value) if value is not None else None
@@ -591,7 +612,11 @@ def _summarise_fast(p: Path, on_host: Callable[[_Host], None], totals: _Totals) 
                             compliance = ComplianceBreakdown()
                         compliance.add(cm_el.text or "")
                     item = cvss3_el = exploit_el = cm_el = None
-                    plugin_id = _int(get("pluginID"))
+                    value = get("pluginID")
+                    try:
+                        plugin_id = int(value) if value is not None else 0
+                    except ValueError:
+                        plugin_id = 0
                     if plugin_id in auth_ids:
                         output = None
                         for child in top.iterchildren("plugin_output"):
@@ -606,6 +631,7 @@ def _summarise_fast(p: Path, on_host: Callable[[_Host], None], totals: _Totals) 
                     if item is not None:  # inside another one, deeper than its child
                         raise _Reread("a ReportItem inside a ReportItem")
                     item = el
+                    item_parent = parent
     except etree.XMLSyntaxError as exc:
         raise _Reread("XML that is not well-formed") from exc
     except OSError as exc:
