@@ -43,7 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import MIB, Series, describe, ratio, run_in_child, table
+from _common import MIB, Series, describe, open_ingest_store, ratio, run_in_child, table
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO.parent / "shared" / "nessus-samples"
@@ -327,28 +327,11 @@ def work_ingest(path: str, db_dir: str, tree: str | None = None) -> dict[str, An
     import asyncio
 
     from nessus_pool.engine.ingest import ingest_export
-    from nessus_pool.models import ScanType, Task
-    from nessus_pool.store import Store
 
     async def go() -> dict[str, Any]:
         db = Path(db_dir) / "ingest.db"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{db}{suffix}").unlink(missing_ok=True)  # noqa: ASYNC240  (set-up, not timed)
-        store = Store(db)
-        await store.open()
+        store, task = await open_ingest_store(db, path)
         try:
-            task = Task(
-                task_id="bench0000000001",
-                seq=1,
-                pool="lan",
-                name="bench",
-                targets=["10.0.0.0/8"],
-                scan_type=ScanType.AUTHENTICATED,
-                created_at_ms=0,
-                updated_at_ms=0,
-                export_path=path,
-            )
-            await store.save_task(task)
             base = _rss_mib()
             t0, c0 = time.perf_counter(), time.process_time()
             await ingest_export(store, task)
