@@ -108,16 +108,7 @@ TEXTS = [
     "<!-- c -->",
     "<?pi x?>",
 ]
-PROPERTY_NAMES = [
-    "host-ip",
-    "host-fqdn",
-    "hostname",
-    "operating-system",
-    "HOST_START",
-    "HOST_END",
-    "Credentialed_Scan",
-    "other",
-]
+PROPERTY_NAMES = [*sorted(parser._PROPERTIES), "other"]
 PLUGIN_IDS = ["19506", "21745", "10180", "117887", "110095", "1", "0019506", "x", None]
 FAMILIES = ["General", "Policy Compliance", "Windows : Compliance", None]
 SEVERITIES = ["0", "1", "2", "3", "4", "5", "-1", "x", None]
