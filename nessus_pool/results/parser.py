@@ -528,9 +528,10 @@ def _summarise_fast(p: Path, on_host: Callable[[_Host], None], totals: _Totals) 
     elements are read in the order of their ends, as the exact pass reads them.
 
     What it cannot vouch for it hands back (:class:`_Reread`; the caller then runs the
-    exact pass from the start): a DTD; XML that is not well-formed (the error is the exact
-    pass's); a handled element inside a ReportItem or HostProperties (the exact pass frees
-    it, and so changes its parent's children, before it reads the parent)."""
+    exact pass from the start): a DTD; XML that is not well-formed or a read that fails
+    (the error is the exact pass's); a handled element inside a ReportItem or
+    HostProperties (the exact pass frees it, and so changes its parent's children, before
+    it reads the parent)."""
     by_severity = totals.by_severity
     auth_ids = AUTH_PLUGIN_IDS
     severities = _SEVERITY
@@ -632,10 +633,9 @@ def _summarise_fast(p: Path, on_host: Callable[[_Host], None], totals: _Totals) 
                         raise _Reread("a ReportItem inside a ReportItem")
                     item = el
                     item_parent = parent
-    except etree.XMLSyntaxError as exc:
-        raise _Reread("XML that is not well-formed") from exc
-    except OSError as exc:
-        raise ResultsError(f"cannot read export {p}: {exc.strerror or exc}") from exc
+    except (etree.XMLSyntaxError, OSError) as exc:
+        # the error (and whether the file is still there to fail on) is the exact pass's
+        raise _Reread("XML that is not well-formed, or a file that cannot be read") from exc
     totals.max_cvss3 = max_cvss3
     totals.exploitable = exploitable
     totals.compliance = compliance

@@ -357,3 +357,16 @@ def test_repeated_children(tmp_path: Path) -> None:
     s = parse_export(path, scan_type=None).summary
     assert (s.max_cvss3, s.exploitable_total) == (4.0, 0)
     assert s.compliance is not None and (s.compliance.failed, s.compliance.total) == (1, 1)
+
+
+def test_read_error_handed_back(tmp_path: Path) -> None:
+    """A read that fails in the fast pass: the exact pass reads the file again (and its
+    error, should it fail too, is the one raised)."""
+    path = tmp_path / "r.nessus"
+    path.write_text(document('<Report name="r"><ReportHost name="h"/></Report>'))
+    with (
+        mock.patch.object(parser._Chunks, "read", side_effect=OSError(5, "Input/output error")),
+        exact_pass_counted() as runs,
+    ):
+        assert parse_export(path, scan_type=None).summary.hosts_scanned == 1
+    assert runs == [1]
