@@ -595,8 +595,7 @@ def _summarise_fast(p: Path, on_host: Callable[[_Host], None], totals: _Totals) 
                     h = hosts.current
                     if h is None or top_parent is not hosts.parent:
                         h = hosts.of(top_parent)
-                    get = top.get
-                    value = get("severity")
+                    value = top.get("severity")
                     sev = severities.get(value) if value is not None else None
                     if sev is None:
                         sev = _severity(value)
@@ -608,12 +607,12 @@ def _summarise_fast(p: Path, on_host: Callable[[_Host], None], totals: _Totals) 
                             max_cvss3 = cvss3
                     if exploit_el is not None and (text := exploit_el.text) is not None:
                         exploitable += text.strip().lower() == "true"
-                    if cm_el is not None and "Compliance" in get("pluginFamily", ""):
+                    if cm_el is not None and "Compliance" in top.get("pluginFamily", ""):
                         if compliance is None:
                             compliance = ComplianceBreakdown()
                         compliance.add(cm_el.text or "")
                     item = cvss3_el = exploit_el = cm_el = None
-                    value = get("pluginID")
+                    value = top.get("pluginID")
                     try:
                         plugin_id = int(value) if value is not None else 0
                     except ValueError:
