@@ -591,7 +591,7 @@ def _summarise_fast(p: Path, on_host: Callable[[_Host], None], totals: _Totals) 
                     if top is not item:
                         _read_other(top, top_parent, hosts)
                         continue
-                    # a ReportItem: what _summarise reads of it, inline (44k a second)
+                    # a ReportItem: what _summarise reads of it, inline (once per item)
                     h = hosts.current
                     if h is None or top_parent is not hosts.parent:
                         h = hosts.of(top_parent)
