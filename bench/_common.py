@@ -17,6 +17,7 @@ import statistics
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 MIB = 1024 * 1024
@@ -166,3 +167,34 @@ def percentile(values: Sequence[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+async def open_ingest_store(db: Path, export_path: str) -> tuple[Any, Any]:
+    """A fresh SQLite :class:`Store` at ``db`` (any earlier file removed) holding one
+    authenticated task whose export is ``export_path``, as the engine has it before
+    ``ingest_export``; returns ``(store, task)``, the caller closes the store. nessus_pool
+    is imported here, when called (bench/parse.py --before puts another tree first)."""
+    from nessus_pool.models import ScanType, Task
+    from nessus_pool.store import Store
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)  # noqa: ASYNC240  (set-up, not timed)
+    store = Store(db)
+    await store.open()
+    task = Task(
+        task_id="bench0000000001",
+        seq=1,
+        pool="lan",
+        name="bench",
+        targets=["10.0.0.0/8"],
+        scan_type=ScanType.AUTHENTICATED,
+        created_at_ms=0,
+        updated_at_ms=0,
+        export_path=export_path,
+    )
+    try:
+        await store.save_task(task)
+    except BaseException:
+        await store.close()
+        raise
+    return store, task

@@ -33,25 +33,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import MIB, Series, describe, run_in_child, table
+from _common import MIB, Series, describe, open_ingest_store, run_in_child, table, vmhwm_mib
 from parse import CACHE, DISTS, build_export
-
-
-def _hwm_mib() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def work(path: str, db_dir: str, layout: str) -> dict[str, Any]:
     import asyncio
 
     from nessus_pool.engine import ingest
-    from nessus_pool.models import ScanType, Task
     from nessus_pool.results.types import Finding
-    from nessus_pool.store import Store
 
     if layout == "whole":
 
@@ -65,27 +55,12 @@ def work(path: str, db_dir: str, layout: str) -> dict[str, Any]:
 
     async def go() -> dict[str, Any]:
         db = Path(db_dir) / f"{layout}.db"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{db}{suffix}").unlink(missing_ok=True)  # noqa: ASYNC240  (set-up, not timed)
-        store = Store(db)
-        await store.open()
+        store, task = await open_ingest_store(db, path)
         try:
-            task = Task(
-                task_id="bench0000000001",
-                seq=1,
-                pool="lan",
-                name="bench",
-                targets=["10.0.0.0/8"],
-                scan_type=ScanType.AUTHENTICATED,
-                created_at_ms=0,
-                updated_at_ms=0,
-                export_path=path,
-            )
-            await store.save_task(task)
             t0 = time.perf_counter()
             await ingest.ingest_export(store, task)
             seconds = time.perf_counter() - t0
-            ingest_hwm_mib = _hwm_mib()
+            ingest_hwm_mib = vmhwm_mib()
             stored = await store.count_findings(task.task_id)
             t1 = time.perf_counter()
             blobs = await store.get_findings_blobs(task.task_id)
