@@ -16,7 +16,11 @@ import msgspec
 
 from nessus_pool.results.types import CredentialedChecks
 
-_KV = re.compile(r"^[ \t]*([A-Za-z][A-Za-z0-9 ()/_.-]*?)[ \t]*:[ \t]*(.*?)[ \t\r]*$", re.M)
+#: "key : value" lines; greedy groups (the key's trailing blanks are stripped after, the
+#: value's trailing blanks and CR too): the lazy ones backtracked on every character, 21.5
+#: against 12.6 us per 19506 output, twice per host
+_KV = re.compile(r"^[ \t]*([A-Za-z][A-Za-z0-9 ()/_.-]*)[ \t]*:[ \t]*(.*)$", re.M)
+_BLANKS = " \t\r"
 _CRED_LINE = re.compile(r"^[ \t]*Credentialed checks[ \t]*:[ \t]*(.*?)[ \t\r]*$", re.M | re.I)
 _AS_USER = re.compile(r"as '(?P<user>[^']*)'")
 _VIA = re.compile(r"via (?P<proto>[A-Za-z0-9]+)")
@@ -83,6 +87,17 @@ def parse_credentialed_checks(output: str | None) -> CredentialedChecks | None:
     return normalise_credentialed(m.group(1)) if m else None
 
 
+def last_credentialed_checks(output: str | None) -> CredentialedChecks | None:
+    """``parse_scan_info(output).credentialed_checks`` (the last such line wins) without
+    reading the other lines: 4.6 against 24.7 us per output."""
+    if not output:
+        return None
+    last = None
+    for m in _CRED_LINE.finditer(output):
+        last = m
+    return normalise_credentialed(last.group(1)) if last else None
+
+
 def credentialed_from_tag(tag: str | None) -> CredentialedChecks | None:
     """The ``Credentialed_Scan`` host property (``true`` / ``false``) as yes / no."""
     if tag is None:
@@ -97,7 +112,7 @@ def parse_scan_info(output: str | None) -> ScanInfo:
     if not output:
         return info
     for m in _KV.finditer(output):
-        key, value = m.group(1).strip().lower(), m.group(2)
+        key, value = m.group(1).strip().lower(), m.group(2).rstrip(_BLANKS)
         if key == "credentialed checks":
             info.credentialed_raw = value
             info.credentialed_checks = normalise_credentialed(value)

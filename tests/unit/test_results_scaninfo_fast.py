@@ -1,0 +1,71 @@
+"""Issue 18: plugin 19506 outputs are read with greedy patterns (the lazy ones backtracked
+on every character) and the scan-type inference reads only the credential line; both give
+exactly what the earlier patterns gave."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from nessus_pool.results.scaninfo import (
+    last_credentialed_checks,
+    normalise_credentialed,
+    parse_scan_info,
+)
+
+#: the pattern before the change, as the reference
+OLD_KV = re.compile(r"^[ \t]*([A-Za-z][A-Za-z0-9 ()/_.-]*?)[ \t]*:[ \t]*(.*?)[ \t\r]*$", re.M)
+
+KEYS = [
+    "Credentialed checks",
+    "credentialed CHECKS",
+    "Nessus version",
+    "Scan type",
+    "Scan policy used",
+    "Report verbosity",
+    "Paranoia level",
+    "Port scanner(s)",
+    "Port range",
+    "Plugin feed version",
+    "Foo's bar",
+]
+blank = st.sampled_from(["", " ", "  ", "\t", " \t"])
+value = st.text(st.sampled_from(list("yesno ,'()\t\r:abc/.-12")), max_size=20)
+line = st.one_of(
+    st.builds(
+        lambda a, k, b, c, v, e: f"{a}{k}{b}:{c}{v}{e}",
+        blank,
+        st.sampled_from(KEYS),
+        blank,
+        blank,
+        value,
+        st.sampled_from(["", " ", "\r", " \r", "\t\r"]),
+    ),
+    st.text(st.sampled_from(list("ab :\t\r()'-")), max_size=15),
+)
+
+
+def old_parse(output: str) -> dict[str, str]:
+    return {m.group(1).strip().lower(): m.group(2) for m in OLD_KV.finditer(output)}
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(line, max_size=8))
+@example(["Credentialed checks : no", "Credentialed checks : yes, as 'root' via ssh"])
+def test_the_greedy_pattern_reads_what_the_lazy_one_read(lines: list[str]) -> None:
+    output = "\n".join(lines)
+    old = old_parse(output)
+    info = parse_scan_info(output)
+    assert info.credentialed_raw == old.get("credentialed checks")
+    assert info.credentialed_checks == normalise_credentialed(old.get("credentialed checks"))
+    assert info.scan_type == old.get("scan type")
+    assert info.policy == old.get("scan policy used")
+    assert info.report_verbosity == old.get("report verbosity")
+    assert info.paranoia_level == old.get("paranoia level")
+    assert info.port_range == old.get("port range")
+    scanners = old.get("port scanner(s)")
+    assert info.port_scanners == (scanners.split() if scanners is not None else None)
+    # the inference's shortcut: the same verdict as the whole parse
+    assert last_credentialed_checks(output) == info.credentialed_checks
