@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ from nessus_pool.engine import Engine, ScannerSpec
 from nessus_pool.engine.core import apply_reload
 from nessus_pool.engine.housekeeping import housekeeping_loop
 from nessus_pool.errors import ConfigError, LockedError, NessusPoolError, StorageError
+from nessus_pool.gc_policy import full_collections, manual_full_collections
 from nessus_pool.logs import register_secret, route_library_logs, setup_logging
 from nessus_pool.metrics import Metrics
 from nessus_pool.nessus import NessusClient
@@ -135,6 +137,8 @@ class Daemon:
         self._previous_loop_handler: Any = None
         self._previous_umask: int | None = None
         self._token_auth: TokenAuth | None = None
+        #: puts back the collector's thresholds found at start (gc_policy)
+        self._restore_gc: Callable[[], None] | None = None
 
     @property
     def config(self) -> Config:
@@ -191,6 +195,9 @@ class Daemon:
             if gc_was_enabled:
                 gc.enable()
         assert self.engine is not None
+        # full collections on a timer: each automatic one paused the loop 200-300 ms
+        self._restore_gc = manual_full_collections()
+        self.engine.spawn(full_collections(self.clock), "gc:full")
         if self.serve_http:
             await self._start_http()
         # the listener is up: now the probes, re-attached runners and dispatchers start
@@ -486,6 +493,9 @@ class Daemon:
         if self._previous_umask is not None:
             os.umask(self._previous_umask)
             self._previous_umask = None
+        if self._restore_gc is not None:
+            self._restore_gc()
+            self._restore_gc = None
         log.info("stopped", extra={"event": "daemon_stopped"})
 
     # --- signals -------------------------------------------------------------------------

@@ -257,3 +257,62 @@ async def test_with_depth_two_at_most_one_bulk_write_is_in_flight() -> None:
         g.set()
     await asyncio.wait_for(asyncio.gather(small2, bulk3), 5)
     await w.close()
+
+
+async def test_a_batch_the_backend_says_is_committed_is_settled_before_its_commit_returns() -> None:
+    """``committed(ops)`` (SQLite's database thread, scheduled on the loop) settles the
+    callers at once; callers still hear in commit order: a later batch said committed
+    waits for the one before it, and that one's failure fails only its own callers."""
+    gates = {name: asyncio.Event() for name in ("a", "b", "c")}
+    entered = {name: asyncio.Event() for name in gates}
+
+    async def commit(ops: list[Op]) -> None:
+        name = ops[0][0]
+        entered[name].set()
+        if name != "a":
+            w.committed(ops)  # committed; the call itself returns only later
+        await gates[name].wait()
+        if name == "a":
+            raise StorageError("a failed")
+
+    w = GroupCommitWriter(commit, depth=2)
+    w.start()
+    a = w.enqueue([op("a")])
+    await asyncio.wait_for(entered["a"].wait(), 5)
+    b = w.enqueue([op("b")])
+    await asyncio.wait_for(entered["b"].wait(), 5)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not a.done() and not b.done()  # b is committed, but a is ahead of it
+    gates["a"].set()
+    await asyncio.wait_for(asyncio.wait([a, b]), 5)
+    assert isinstance(a.exception(), StorageError)
+    assert b.exception() is None and not gates["b"].is_set()
+    c = w.enqueue([op("c")])
+    await asyncio.wait_for(c, 5)  # its commit call has not returned
+    assert (w.commits, w.rows_written) == (2, 2)
+    gates["b"].set()
+    gates["c"].set()
+    await w.close()
+
+
+async def test_sqlite_callers_hear_of_a_commit_from_the_database_thread(tmp_path: Path) -> None:
+    """The SQLite store's callers are settled by its database thread's word, not by the end
+    of the coroutine that handed the batch over (four loop turns later)."""
+    returned = asyncio.Event()
+
+    class LateReturn(Store):
+        async def _commit(self, ops: list[Op]) -> None:
+            await super()._commit(ops)
+            await returned.wait()
+
+    store = LateReturn(tmp_path / "late.db")
+    await store.open()
+    try:
+        t = _task("t1", 1, None)
+        await asyncio.wait_for(store.save_task(t), 5)
+        got = await store.get_task("t1")
+        assert got is not None and got.status is TaskStatus.QUEUED
+    finally:
+        returned.set()
+        await store.close()
