@@ -23,19 +23,28 @@ async def test_scans_launched_together_are_polled_spread_over_the_interval(
         fake = rig.fakes["fake-1"]
         rig.engine.scanners["fake-1"].rng = random.Random(7)
         polls: list[tuple[int, float]] = []
+        launched: dict[int, float] = {}
         details = fake.scan_details
+        launch = fake.launch_scan
 
         async def recorded(scan_id: int) -> ScanDetails:
             polls.append((scan_id, rig.clock.monotonic_s()))
             return await details(scan_id)
 
+        async def launch_recorded(scan_id: int) -> str:
+            launched[scan_id] = rig.clock.monotonic_s()
+            return await launch(scan_id)
+
         setattr(fake, "scan_details", recorded)  # noqa: B010 (an instance attribute)
+        setattr(fake, "launch_scan", launch_recorded)  # noqa: B010
         tasks = [await rig.submit() for _ in range(8)]
         await rig.until(lambda: all(t.status is TaskStatus.RUNNING for t in tasks))
-        launched_s = rig.clock.monotonic_s()
         await rig.until(lambda: len(polls) >= 24, step_s=0.25)
 
-    first = {sid: at - launched_s for sid, at in sorted(polls, key=lambda p: -p[1])}
+    # each scan's first poll, from its own launch (the launches of the 8 spread over the
+    # fake clock's steps: measured from the last one, an early scan's first poll looked
+    # under half an interval)
+    first = {sid: at - launched[sid] for sid, at in sorted(polls, key=lambda p: -p[1])}
     assert len(first) == 8
     # each scan's first poll comes 0.5-1.5 intervals after its launch, not all at one time
     assert all(5.0 <= s <= 15.25 for s in first.values()), first
