@@ -41,16 +41,22 @@ async def _status(http: aiohttp.ClientSession, d: Daemon, task_id: str) -> dict[
     return out
 
 
+async def _completed(http: aiohttp.ClientSession, d: Daemon, target: str) -> str:
+    """The id of a scan of ``target`` submitted through the API and waited on to completion."""
+    assert d.service is not None
+    async with http.post(f"{d.url}/api/v1/scans", json={"targets": target}) as r:
+        task_id: str = (await r.json())["task_id"]
+    assert (await d.service.wait_for(task_id, 30)).status == "completed"
+    return task_id
+
+
 async def test_status_of_a_completed_scan_makes_no_thread_hop(
     tmp_path: Path, start_daemon: DaemonFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d: Daemon = await start_daemon(sim_config(tmp_path, scan_seconds=0.2))
     assert d.service is not None
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{d.url}/api/v1/scans", json={"targets": "10.9.1.1"}) as r:
-            task_id = (await r.json())["task_id"]
-        view = await d.service.wait_for(task_id, 30)
-        assert view.status == "completed"
+        task_id = await _completed(http, d, "10.9.1.1")
         hops: list[Any] = []
         real = asyncio.to_thread
 
@@ -77,9 +83,7 @@ async def test_status_gives_the_export_size_recorded_at_download_without_a_stat(
     d: Daemon = await start_daemon(sim_config(tmp_path, scan_seconds=0.2))
     assert d.service is not None
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{d.url}/api/v1/scans", json={"targets": "10.9.1.2"}) as r:
-            task_id = (await r.json())["task_id"]
-        assert (await d.service.wait_for(task_id, 30)).status == "completed"
+        task_id = await _completed(http, d, "10.9.1.2")
         path = Path(await d.service.export_path(task_id))
         size = path.stat().st_size
         stats: list[str] = []
