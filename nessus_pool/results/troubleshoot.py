@@ -37,7 +37,8 @@ _KEYS = {
     "database",
     "credential type",
 }
-_KEY_LINE = re.compile(r"^-?\s*([A-Za-z][A-Za-z ]*?)\s*:\s*(.*)$")
+#: the part of a "- Key : value" line before its first colon, trailing whitespace stripped
+_KEY_PART = re.compile(r"-?\s*([A-Za-z][A-Za-z ]*)")
 _AS_USER = re.compile(r"protocol as (?P<user>.+?)\. ", re.S)
 _PROBLEM = re.compile(r"^Plugin\s+(\S+?):\s+(.*)$")
 
@@ -52,6 +53,18 @@ class CredentialIssue(msgspec.Struct, kw_only=True):
     message: str = ""
 
 
+def key_value(line: str) -> tuple[str, str] | None:
+    """``("key", "value")`` of a ``- Key : value`` line (key lowercased, value stripped of
+    whitespace), or None. Split at the first colon in Python: the regular expression
+    that did it backtracked quadratically on a long run of blanks (8,000 took 94 ms, holding
+    the GIL; a scanner writes these outputs)."""
+    head, colon, rest = line.partition(":")
+    m = _KEY_PART.fullmatch(head.rstrip()) if colon else None
+    if m is None:
+        return None
+    return m.group(1).strip().lower(), rest.strip()
+
+
 def parse_issue_blocks(text: str | None) -> list[CredentialIssue]:
     """``Protocol`` / ``Port`` / ``User`` / ``Plugin`` / ``Message`` blocks of 104410, 21745,
     117886 and 110385 outputs. Context (protocol, port, user) carries over to later issues."""
@@ -62,10 +75,9 @@ def parse_issue_blocks(text: str | None) -> list[CredentialIssue]:
     current: CredentialIssue | None = None
     for raw in text.replace("\r\n", "\n").split("\n"):
         line = raw.strip()
-        m = _KEY_LINE.match(line)
-        key = m.group(1).strip().lower() if m else None
-        if m and key in _KEYS:
-            value = m.group(2).strip().strip("'")
+        kv = key_value(line)
+        if kv is not None and kv[0] in _KEYS:
+            key, value = kv[0], kv[1].strip("'")
             if key == "message":
                 current = CredentialIssue(
                     protocol=ctx["protocol"],
@@ -83,7 +95,7 @@ def parse_issue_blocks(text: str | None) -> list[CredentialIssue]:
                 ctx[key] = value or None
             elif key in ("plugin name", "plugin"):
                 ctx["plugin"] = value or ctx["plugin"]
-        elif m and not m.group(2).strip():
+        elif kv is not None and not kv[1]:
             current = None  # a section header such as "The following ... were logged :"
         elif current is not None and line:
             current.message = f"{current.message} {line}".strip()

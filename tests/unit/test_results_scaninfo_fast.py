@@ -9,6 +9,7 @@ import re
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from nessus_pool.results import troubleshoot
 from nessus_pool.results.scaninfo import (
     last_credentialed_checks,
     normalise_credentialed,
@@ -69,3 +70,40 @@ def test_the_greedy_pattern_reads_what_the_lazy_one_read(lines: list[str]) -> No
     assert info.port_scanners == (scanners.split() if scanners is not None else None)
     # the inference's shortcut: the same verdict as the whole parse
     assert last_credentialed_checks(output) == info.credentialed_checks
+
+
+#: troubleshoot.py's key pattern before the change, as the reference
+OLD_KEY_LINE = re.compile(r"^-?\s*([A-Za-z][A-Za-z ]*?)\s*:\s*(.*)$")
+ISSUE_KEYS = ["Protocol", "Port", "User", "Plugin", "Message", "credential type", "Foo"]
+issue_line = st.one_of(
+    st.builds(
+        lambda d, a, k, b, v: f"{d}{a}{k}{b}:{v}",
+        st.sampled_from(["", "-", "- "]),
+        blank,
+        st.sampled_from(ISSUE_KEYS),
+        st.sampled_from(["", " ", "\t", " \u00a0", "\x0b"]),
+        value,
+    ),
+    st.text(st.sampled_from(list("ab :\t-'\u00a0")), max_size=15),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(issue_line)
+def test_issue_keys_are_read_as_the_old_pattern_read_them(line: str) -> None:
+    old = OLD_KEY_LINE.match(line.strip())
+    want = (old.group(1).strip().lower(), old.group(2).strip()) if old else None
+    assert troubleshoot.key_value(line.strip()) == want
+
+
+def test_a_hostile_run_of_blanks_is_read_in_linear_time() -> None:
+    """A scanner's output with a line of a million blanks: the old patterns backtracked
+    quadratically (20,000 blanks: 0.35 s; a million: minutes, past the test timeout)."""
+    blanks = " " * 1_000_000
+    info = parse_scan_info(f"Credentialed checks : yes\nx{blanks}y\nScan type{blanks}: normal")
+    assert (info.credentialed_checks, info.scan_type) == ("yes", "normal")
+    assert parse_scan_info(f"Scan type{blanks}: normal").scan_type == "normal"
+    assert last_credentialed_checks(f"Credentialed checks :{blanks}yes") == "yes"
+    issues = troubleshoot.parse_issue_blocks(f"Protocol{blanks}: SSH\nMessage{blanks}: denied")
+    assert [(i.protocol, i.message) for i in issues] == [("SSH", "denied")]
+    assert troubleshoot.key_value(f"x{blanks}9: z") is None
