@@ -107,3 +107,23 @@ def test_a_hostile_run_of_blanks_is_read_in_linear_time() -> None:
     issues = troubleshoot.parse_issue_blocks(f"Protocol{blanks}: SSH\nMessage{blanks}: denied")
     assert [(i.protocol, i.message) for i in issues] == [("SSH", "denied")]
     assert troubleshoot.key_value(f"x{blanks}9: z") is None
+
+
+OLD_AS_USER = re.compile(r"protocol as (?P<user>.+?)\. ", re.S)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.sampled_from(["protocol as ", ". ", "'root'", "x", " ", ".", "as "]), max_size=12)
+)
+def test_the_account_is_found_as_the_old_pattern_found_it(parts: list[str]) -> None:
+    text = "".join(parts)
+    old = OLD_AS_USER.search(text)
+    assert troubleshoot._as_user(text) == (old.group("user").strip("'") if old else None)
+
+
+def test_many_unfinished_mentions_are_read_in_linear_time() -> None:
+    """'protocol as x' a hundred thousand times and no '. ': the old pattern rescanned to the
+    end from each (8,000 took 4.3 s; this many, far past the test timeout)."""
+    assert troubleshoot._as_user("protocol as x" * 100_000) is None
+    assert troubleshoot._as_user("protocol as x" * 100_000 + ". ") == "x" + "protocol as x" * 99_999
