@@ -89,7 +89,7 @@ def parse_credentialed_checks(output: str | None) -> CredentialedChecks | None:
 
 def last_credentialed_checks(output: str | None) -> CredentialedChecks | None:
     """``parse_scan_info(output).credentialed_checks`` (the last such line wins) without
-    reading the other lines: 4.6 against 24.7 us per output."""
+    reading the other lines: 4.6 us per 19506 output against 18 for the whole parse."""
     if not output:
         return None
     last = None
