@@ -34,7 +34,7 @@ from nessus_pool.results import troubleshoot as ts
 from nessus_pool.results.scaninfo import (
     ScanInfo,
     credentialed_from_tag,
-    last_credentialed_checks,
+    parse_credentialed_checks,
     parse_scan_info,
 )
 from nessus_pool.results.types import AuthStatus, CredentialedChecks, Validation, plural
@@ -218,7 +218,7 @@ def infer_scan_type(hosts: list[HostFacts]) -> ScanType:
     """``authenticated`` if any host's 19506 / ``Credentialed_Scan`` says credentials were
     used or a credential plugin is present, else ``untrusted`` (the offline CLI default)."""
     for h in hosts:
-        cc = last_credentialed_checks(h.first(SCAN_INFO))
+        cc = parse_credentialed_checks(h.first(SCAN_INFO))
         if cc == "yes" or credentialed_from_tag(h.credentialed_scan_tag) == "yes":
             return ScanType.AUTHENTICATED
         if any(p in h.outputs for p in CREDENTIAL_SUPPLIED):

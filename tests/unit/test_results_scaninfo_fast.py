@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from nessus_pool.results import troubleshoot
 from nessus_pool.results.scaninfo import (
-    last_credentialed_checks,
     normalise_credentialed,
+    parse_credentialed_checks,
     parse_scan_info,
 )
 
@@ -69,7 +69,7 @@ def test_the_greedy_pattern_reads_what_the_lazy_one_read(lines: list[str]) -> No
     scanners = old.get("port scanner(s)")
     assert info.port_scanners == (scanners.split() if scanners is not None else None)
     # the inference's shortcut: the same verdict as the whole parse
-    assert last_credentialed_checks(output) == info.credentialed_checks
+    assert parse_credentialed_checks(output) == info.credentialed_checks
 
 
 #: troubleshoot.py's key pattern before the change, as the reference
@@ -103,7 +103,7 @@ def test_a_hostile_run_of_blanks_is_read_in_linear_time() -> None:
     info = parse_scan_info(f"Credentialed checks : yes\nx{blanks}y\nScan type{blanks}: normal")
     assert (info.credentialed_checks, info.scan_type) == ("yes", "normal")
     assert parse_scan_info(f"Scan type{blanks}: normal").scan_type == "normal"
-    assert last_credentialed_checks(f"Credentialed checks :{blanks}yes") == "yes"
+    assert parse_credentialed_checks(f"Credentialed checks :{blanks}yes") == "yes"
     issues = troubleshoot.parse_issue_blocks(f"Protocol{blanks}: SSH\nMessage{blanks}: denied")
     assert [(i.protocol, i.message) for i in issues] == [("SSH", "denied")]
     assert troubleshoot.key_value(f"x{blanks}9: z") is None
