@@ -79,6 +79,12 @@ class Receiver:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    async def __aenter__(self) -> Receiver:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def wait_for(self, pred: Any, timeout_s: float = 20.0) -> list[Delivery]:
         """Wait until ``pred(deliveries)`` is true (bounded); returns the deliveries."""
         async with asyncio.timeout(timeout_s):

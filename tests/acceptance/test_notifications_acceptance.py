@@ -25,11 +25,8 @@ SECRET = "acceptance-" + "9f" * 20
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver(SECRET).start()
-    try:
+    async with Receiver(SECRET) as r:
         yield r
-    finally:
-        await r.close()
 
 
 def _config(tmp_path: Path, port: int, hook_url: str) -> dict[str, Any]:

@@ -29,11 +29,8 @@ TIMEOUT_S = 5.0
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver(SECRET).start()
-    try:
+    async with Receiver(SECRET) as r:
         yield r
-    finally:
-        await r.close()
 
 
 async def _prepared(row: OutboxRow, target: NotificationConfig) -> bytes | None:

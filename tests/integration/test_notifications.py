@@ -23,11 +23,8 @@ SECRET = "whsec-" + "0123456789abcdef" * 2
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver(SECRET).start()
-    try:
+    async with Receiver(SECRET) as r:
         yield r
-    finally:
-        await r.close()
 
 
 async def until(

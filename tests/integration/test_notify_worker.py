@@ -27,11 +27,8 @@ SECRET = "worker-" + "ab" * 16
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver(SECRET).start()
-    try:
+    async with Receiver(SECRET) as r:
         yield r
-    finally:
-        await r.close()
 
 
 async def _sleeping_until(worker: DeliveryWorker, clock: FakeClock, at_ms: int) -> None:
