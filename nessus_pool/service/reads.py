@@ -86,6 +86,16 @@ class Reads:
             view.as_of_ms = outage.last_ok_ms or outage.since_ms
         return view
 
+    def finished_entry(self, task_id: str) -> object | None:
+        """What ``get_task(task_id)`` answers from while the task is finished and cached, to be
+        compared by identity: the same object as long as that answer stays the same (the
+        engine's change hook drops the entry when the task changes); None when the task is
+        not cached or the database is away (the answer is then marked stale, with a time).
+        It lets a caller keep what it derived from the answer (the MCP status reply)."""
+        if self.engine.store.outage.down:
+            return None
+        return self._finished.get(task_id)
+
     async def task(self, task_id: str) -> Task:
         """The task, live or stored; ``NotFoundError`` (field ``task_id``) if there is none."""
         check_task_id(task_id)

@@ -15,6 +15,8 @@ import pytest
 
 from nessus_pool.api.mcp import compat
 from nessus_pool.daemon import Daemon
+from nessus_pool.service import SubmitRequest
+from nessus_pool.simulator import Faults
 from tests.conftest import DaemonFactory, sim_config
 from tests.integration.test_mcp_http import META, MODERN
 
@@ -69,12 +71,77 @@ async def test_status_of_a_completed_scan_makes_no_thread_hop(
         assert hops == []  # before: os.path.getsize went through a thread on every call
         size = os.path.getsize(await d.service.export_path(task_id))
         assert first["results_summary"]["file_size_kb"] == round(size / 1024, 1)
-        # three timestamps formatted once, none again on the next call
+
+
+async def test_status_of_a_running_scan_formats_its_timestamps_once(
+    tmp_path: Path, start_daemon: DaemonFactory
+) -> None:
+    # a running task's status is built on every call (a finished one's is kept whole)
+    d: Daemon = await start_daemon(sim_config(tmp_path, scanners=1, scan_seconds=60))
+    assert d.service is not None and d.engine is not None
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{d.url}/api/v1/scans", json={"targets": "10.9.1.3"}) as r:
+            task_id: str = (await r.json())["task_id"]
+        while (await d.service.get_task(task_id)).status != "running":
+            await d.engine.wait_change(task_id, 5)
+        first = await _status(http, d, task_id)
+        assert first["detailed_status"] == "running" and first["started_at"] is not None
         compat.iso.cache_clear()
         assert await _status(http, d, task_id) == first
-        assert compat.iso.cache_info().misses == 3
+        formatted = compat.iso.cache_info().misses
+        assert formatted >= 2  # created_at and started_at
         assert await _status(http, d, task_id) == first
-        assert compat.iso.cache_info().misses == 3
+        assert compat.iso.cache_info().misses == formatted
+
+
+async def test_status_of_a_finished_scan_is_kept_until_the_task_changes(
+    tmp_path: Path, start_daemon: DaemonFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d: Daemon = await start_daemon(sim_config(tmp_path, scanners=1, scan_seconds=0.2))
+    assert d.service is not None and d.engine is not None and d.sim_cluster is not None
+    sim = d.sim_cluster.scanners[0]
+    sim.set_faults(Faults(abort_rate=1.0))  # attempts run out: failed, dead-lettered
+    task_id = (await d.service.submit(SubmitRequest(targets="10.8.0.1"))).task_id
+    assert (await d.service.wait_for(task_id, 60)).dead_letter
+    built: list[str] = []
+    real = compat.status_result
+
+    def counted(v: Any, **kw: Any) -> dict[str, Any]:
+        built.append(v.status)
+        return real(v, **kw)
+
+    monkeypatch.setattr(compat, "status_result", counted)
+    async with aiohttp.ClientSession() as http:
+        first = await _status(http, d, task_id)
+        assert (first["detailed_status"], first["dead_letter"]) == ("failed", True)
+        assert await _status(http, d, task_id) == first
+        kept = len(built)
+        assert 1 <= kept <= 2  # the service's cache filled, then the reply kept
+        for _ in range(3):
+            assert await _status(http, d, task_id) == first
+        assert len(built) == kept  # answered from the kept reply, not built again
+
+        # the database away: the reply is built again and says it is stale
+        outage = d.engine.store.outage
+        outage.failed(ConnectionError("test: database away"))
+        try:
+            stale = await _status(http, d, task_id)
+        finally:
+            outage.ok()
+        assert stale["stale"] is True and stale["detailed_status"] == "failed"
+        assert "stale" not in await _status(http, d, task_id)
+
+        # the task changes (a dead letter retried): the kept reply goes with it
+        sim.set_faults(Faults())
+        async with http.post(f"{d.url}/api/v1/dlq/{task_id}/retry") as r:
+            assert r.status == 200, await r.text()
+        again = await _status(http, d, task_id)
+        assert again["detailed_status"] in ("queued", "dispatching", "running"), again
+        assert again["dead_letter"] is False
+        assert (await d.service.wait_for(task_id, 60)).status == "completed"
+        done = await _status(http, d, task_id)
+        assert done["detailed_status"] == "completed" and "results_summary" in done
+        assert await _status(http, d, task_id) == done
 
 
 async def test_status_gives_the_export_size_recorded_at_download_without_a_stat(

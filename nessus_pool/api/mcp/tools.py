@@ -4,6 +4,7 @@ The tool bodies call the service only (see :mod:`.handlers`)."""
 
 from __future__ import annotations
 
+import collections
 import copy
 import re
 from collections.abc import Awaitable, Callable
@@ -76,6 +77,12 @@ class ToolContext:
 
 
 Handler = Callable[["Service", Any, ToolContext], Awaitable[Any]]
+#: (slot, version) of a call whose result may be kept: a later call with the same slot is
+#: answered from the kept result while the service hands out the same ``version`` object
+#: (compared by identity); None: compute it
+Memo = Callable[["Service", Any], tuple[str, object] | None]
+#: results kept per Toolbox (a finished task's status is a few KB)
+MEMO_SIZE = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +99,9 @@ class ToolSpec:
     open_world: bool = False
     #: execution.taskSupport (2025-11-25 tasks); None: not declared (forbidden)
     task_support: str | None = None
+    #: a read-only tool whose successful result stays right while the service's version
+    #: object for it is the same (see :data:`Memo`)
+    memo: Memo | None = None
 
 
 class Toolbox:
@@ -102,6 +112,10 @@ class Toolbox:
         self._specs = {s.name: s for s in specs}
         self._definitions = _definitions(specs)
         self._inputs = {d["name"]: d["inputSchema"] for d in self._definitions}
+        #: kept results of memo tools: slot -> (version, CallToolResult), least recent first
+        self._memo: collections.OrderedDict[str, tuple[object, dict[str, Any]]] = (
+            collections.OrderedDict()
+        )
 
     @property
     def names(self) -> list[str]:
@@ -137,6 +151,13 @@ class Toolbox:
                 f"{name} changes state and needs an admin token; this token is read-only",
                 status_code=403,
             )
+        memo_of = spec.memo
+        memo = memo_of(self.service, args) if memo_of is not None else None
+        if memo is not None:
+            kept = self._memo.get(memo[0])
+            if kept is not None and kept[0] is memo[1]:
+                # a copy: the dispatcher adds resultType to the top level of what it sends
+                return dict(kept[1])
         try:
             out = await spec.handler(self.service, args, ctx)
         except NotFoundError as exc:
@@ -160,11 +181,21 @@ class Toolbox:
                 "isError": False,
             }
         data = _enc.encode(out)
-        return {
+        result = {
             "content": [{"type": "text", "text": data.decode()}],
             "structuredContent": msgspec.Raw(data),
             "isError": False,
         }
+        if memo is not None and memo_of is not None:
+            # kept only if nothing changed while the handler ran (it awaited the service)
+            after = memo_of(self.service, args)
+            if after is not None and after[1] is memo[1]:
+                self._memo[memo[0]] = (memo[1], result)
+                self._memo.move_to_end(memo[0])
+                if len(self._memo) > MEMO_SIZE:
+                    self._memo.popitem(last=False)
+                return dict(result)
+        return result
 
 
 def _result(body: dict[str, Any], is_error: bool) -> dict[str, Any]:
