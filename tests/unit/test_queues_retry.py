@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from nessus_pool.errors import (
@@ -141,3 +141,43 @@ def test_targets_parse_strictly() -> None:
             parse_targets(bad)
     with pytest.raises(ValidationError, match="more than 256"):
         parse_targets("10.0.0.0/23", max_addresses=256)
+    # digits of other scripts are not an address (they passed as one before: "\\d")
+    for lookalike in ("\u0661\u0660.0.0.1", "10.0.0.\u0661", "\uff11.0.0.1"):
+        with pytest.raises(ValidationError, match="not an IP address"):
+            parse_targets(lookalike)
+
+
+_OCTETS = st.one_of(
+    st.integers(min_value=0, max_value=300).map(str),
+    st.from_regex(r"\A[0-9\u0660-\u0669]{1,4}\Z"),
+)
+_QUADISH = st.tuples(
+    st.lists(_OCTETS, min_size=3, max_size=5).map(".".join),
+    st.sampled_from(["", " ", ",", "\n", "/24", "-5", ".", " 10.0.0.2"]),
+).map("".join)
+
+
+@given(
+    st.one_of(_QUADISH, st.ip_addresses(v=4).map(str), st.text(max_size=20)),
+    st.integers(min_value=0, max_value=3),
+)
+@example("300.0.0.1", 1)
+@example("010.0.0.1", 1)
+@example("10.0.0.1", 0)
+@example("10.0.0.1\n", 1)
+def test_one_address_shortcut_answers_as_the_general_parse(raw: str, max_addresses: int) -> None:
+    import re
+
+    from nessus_pool import targets as tg
+    from nessus_pool.errors import ValidationError
+
+    def answer() -> list[str] | str:
+        try:
+            return parse_targets(raw, max_addresses=max_addresses)
+        except ValidationError as exc:
+            return f"{exc.field}: {exc}"
+
+    got = answer()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tg, "_CANONICAL_IPV4", re.compile(r"(?!)"))  # the shortcut never taken
+        assert got == answer()
