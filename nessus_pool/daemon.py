@@ -26,7 +26,7 @@ from nessus_pool.api.admin import (
     READY,
     SERVICE,
     add_routes,
-    error_middleware,
+    guard_routes,
 )
 from nessus_pool.api.guard import (
     BODY_TIMEOUT_S,
@@ -344,11 +344,7 @@ class Daemon:
     async def _start_http(self) -> None:
         cfg = self.config
         door = FrontDoor(cfg.server, body_timeout_s=self.body_timeout_s)
-        # the front door first: a refused request never reaches a route or its error mapping
-        app = web.Application(
-            client_max_size=cfg.body_limit_bytes,
-            middlewares=[door.middleware, error_middleware],
-        )
+        app = web.Application(client_max_size=cfg.body_limit_bytes)
         assert self.service is not None
         app[SERVICE] = self.service
         assert self._token_auth is not None
@@ -361,6 +357,8 @@ class Daemon:
         add_schedule_routes(app)
         max_connections = self.max_connections or connection_cap()
         mount_mcp(app, self.service, cfg, app[AUTH], max_connections)
+        # the front door first: a refused request never reaches a route or its error mapping
+        guard_routes(app, door)
         self.app = app
         # slowloris: the site gives the first request head header_timeout_s; aiohttp's
         # keep-alive timer, armed after each response, closes a connection still waiting for

@@ -3,8 +3,9 @@ service, encode: no logic here."""
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,7 +14,7 @@ from aiohttp import web
 
 from nessus_pool.api.errors import error_body, http_status, retry_after_s, validation_error
 from nessus_pool.api.guard import Forbidden as _Forbidden
-from nessus_pool.api.guard import TokenAuth
+from nessus_pool.api.guard import FrontDoor, TokenAuth
 from nessus_pool.api.openapi import openapi_document
 from nessus_pool.api.query import (
     COMPARE,
@@ -39,6 +40,7 @@ METRICS: web.AppKey[Callable[[], bytes]] = web.AppKey("metrics", object)  # type
 T = TypeVar("T")
 _enc = msgspec.json.Encoder()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+RouteHandler = Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -56,23 +58,63 @@ def error_response(exc: NessusPoolError) -> web.Response:
     return resp
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except NessusPoolError as exc:
-        return error_response(exc)
-    except web.HTTPRequestEntityTooLarge:
+def front(door: FrontDoor, handler: Handler) -> RouteHandler:
+    """``handler`` behind the front door (Host, Origin, type, body read under a deadline),
+    its errors mapped to JSON: what two aiohttp middlewares did, in one coroutine and without
+    aiohttp's middleware chain (2.5% of a submit's instructions)."""
+
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        refused = await door.admit(request)
+        if refused is not None:
+            return refused
+        try:
+            return await handler(request)
+        except NessusPoolError as exc:
+            return error_response(exc)
+        except web.HTTPException as exc:
+            return _http_error(request, exc)
+
+    return guarded
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusals (404, 405, 413, ...) as our JSON errors on the API's paths."""
+    if exc.status == 413:
         return json_response(
             {"error": {"code": "body_too_large", "message": "request body is too large"}}, 413
         )
-    except web.HTTPException as exc:
-        if exc.status >= 400 and request.path.startswith(("/api/", "/healthz", "/readyz")):
-            return json_response(
-                {"error": {"code": exc.reason.lower().replace(" ", "_"), "message": exc.reason}},
-                exc.status,
-            )
-        raise
+    if exc.status >= 400 and request.path.startswith(("/api/", "/healthz", "/readyz")):
+        resp = json_response(
+            {"error": {"code": exc.reason.lower().replace(" ", "_"), "message": exc.reason}},
+            exc.status,
+        )
+        allow = exc.headers.get("Allow")
+        if allow is not None:
+            resp.headers["Allow"] = allow
+        return resp
+    raise exc
+
+
+async def _unmatched(request: web.Request) -> web.StreamResponse:
+    """The last route: 405 (with Allow) for a path another route serves with other methods,
+    else 404, as aiohttp's router would say them."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not request.match_info.route.resource:
+            allowed |= (await resource.resolve(request))[1]
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
+
+
+def guard_routes(app: web.Application, door: FrontDoor) -> None:
+    """Put every route of ``app`` (and a last one for paths nobody serves) behind
+    :func:`front`. Call it once all routes are added."""
+    app.router.add_route("*", "/{tail:.*}", _unmatched)
+    for route in app.router.routes():
+        # aiohttp has no public way to wrap a handler once its route is added
+        route._handler = front(door, route.handler)
 
 
 async def decode_body(request: web.Request, typ: type[T]) -> T:

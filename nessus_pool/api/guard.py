@@ -145,8 +145,8 @@ class FrontDoor:
             )
         return None
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def admit(self, request: web.Request) -> web.Response | None:
+        """The refusal for this request, or None once its body (if any) is read."""
         refused = self.check(request)
         if refused is not None:
             return refused
@@ -169,7 +169,7 @@ class FrontDoor:
                 )
             except web.HTTPRequestEntityTooLarge:
                 return refusal(request, 413, "body_too_large", "request body is too large")
-        return await handler(request)
+        return None
 
 
 # --- tokens --------------------------------------------------------------------------------

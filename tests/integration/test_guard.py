@@ -32,6 +32,7 @@ PLACEHOLDERS = {
     "scanner_id": "sim-1",
     "name": "lan",
     "delivery_id": "dlv-0123456789abcdef01234567",
+    "tail": "api/v1/no-such-path",  # the last route: paths nobody serves
 }
 
 
@@ -51,7 +52,7 @@ def concrete_routes(d: Daemon) -> list[tuple[str, str]]:
             continue
         path = route.resource.canonical
         path = re.sub(r"\{(\w+)\}", lambda m: PLACEHOLDERS[m.group(1)], path)
-        out.append((route.method, path))
+        out.append(("GET" if route.method == "*" else route.method, path))
     assert len(out) >= 25, out  # admin API, probes, metrics and /mcp
     return out
 
@@ -541,3 +542,29 @@ def test_read_only_storage_is_one_line_and_exit_2(tmp_path: Path) -> None:
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, lines
     assert str(storage) in lines[0] and "not writable" in lines[0]
+
+
+async def test_paths_and_methods_nobody_serves(tmp_path: Path, start_daemon: DaemonFactory) -> None:
+    """No aiohttp middleware runs any more (every route has the front door and the error
+    mapping in one coroutine, and a last route takes what no other serves): the API's 404
+    and 405 stay JSON, 405 names the methods that are served, other paths get aiohttp's."""
+    d: Daemon = await start_daemon(sim_config(tmp_path))
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{d.url}/api/v1/no-such-thing") as r:
+            assert r.status == 404
+            assert (await r.json())["error"]["code"] == "not_found"
+        async with http.put(f"{d.url}/api/v1/scans", json={}) as r:
+            assert r.status == 405
+            assert (await r.json())["error"]["code"] == "method_not_allowed"
+            assert set(r.headers["Allow"].split(",")) >= {"GET", "POST"}
+        async with http.delete(f"{d.url}/healthz") as r:
+            assert r.status == 405 and "GET" in r.headers["Allow"]
+        async with http.get(f"{d.url}/no-such-page") as r:
+            assert r.status == 404 and r.content_type == "text/plain"
+        async with http.patch(f"{d.url}/mcp", json={}) as r:
+            assert r.status == 405 and r.content_type == "text/plain"
+            assert set(r.headers["Allow"].split(",")) == {"DELETE", "GET", "HEAD", "POST"}
+        # a foreign Host is refused before anything says whether the path exists
+        async with http.get(f"{d.url}/api/v1/no-such-thing", headers={"Host": "evil.example"}) as r:
+            assert r.status == 403
+            assert (await r.json())["error"]["code"] == "forbidden_host"

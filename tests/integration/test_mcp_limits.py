@@ -8,6 +8,7 @@ wait bounded."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -391,7 +392,7 @@ async def test_a_change_is_read_once_for_all_the_streams_that_report_it(
 def _mcp_http(d: Daemon) -> McpHttp:
     assert d.app is not None
     for route in d.app.router.routes():
-        owner = getattr(route.handler, "__self__", None)
+        owner = getattr(inspect.unwrap(route.handler), "__self__", None)
         if isinstance(owner, McpHttp):
             return owner
     raise AssertionError("no /mcp routes")
