@@ -75,7 +75,10 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
         "request read + parse (aiohttp)",
         (r"data_received", r"_read_ready", r"^BaseRequest\.", r"^StreamReader\."),
     ),
-    ("routing + middlewares (aiohttp)", (r"\[web_app\.py\]", r"web_urldispatcher", r"middleware")),
+    (
+        "routing + route wrapper (aiohttp, guard_routes)",
+        (r"\[web_app\.py\]", r"web_urldispatcher", r"middleware", r"^front\.<locals>"),
+    ),
     ("aiohttp request handler", (r"\[web_protocol\.py\]", r"\[web_request\.py\]")),
 ]
 _FRAME = re.compile(r"(.*?) \((.*?):\d+\)")

@@ -2,7 +2,8 @@
 tokens, and the connection limits of the listener.
 
 - Host (DNS rebinding) and Origin (cross-site pages) for every route on the port: admin
-  API, probes, ``/metrics`` and ``/mcp`` alike, as one middleware (:class:`FrontDoor`).
+  API, probes, ``/metrics`` and ``/mcp`` alike (:class:`FrontDoor`, in front of every route:
+  ``api.admin.guard_routes``).
 - A request body must be ``application/json`` (415), and the content types of a browser's
   "simple request" (``text/plain``, forms) are refused even without a body: a page cannot
   send JSON cross-site without a CORS preflight, which we never grant.
