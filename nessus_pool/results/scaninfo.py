@@ -26,11 +26,13 @@ _FIELDS = (
 #: a "key : value" line of one of those keys in a lowercased ASCII output with a "\n"
 #: before it: the text before the line's first colon, blanks stripped, is the key; the
 #: rest of the line is the value. The leading "\n" lets the search skip from line to line
-#: (a literal prefix) and no case folding is needed: 3x faster than the pattern below
-_FIELD_LINE = re.compile(r"\n[ \t]*" + _FIELDS + r"[ \t]*:(.*)")
+#: (a literal prefix) and no case folding is needed: 3x faster than the pattern below.
+#: The blanks are possessive (*+): a key never starts or ends with a blank, and giving
+#: them back one by one cost 8 failed keys a blank on indented outputs (11 -> 3.7 us)
+_FIELD_LINE = re.compile(r"\n[ \t]*+" + _FIELDS + r"[ \t]*+:(.*)")
 #: the same on any output as written (any ASCII case); for outputs that are not ASCII
-_FIELD_LINE_ANY = re.compile(r"^[ \t]*" + _FIELDS + r"[ \t]*:(.*)$", re.M | re.I | re.A)
-_CRED_LINE = re.compile(r"^[ \t]*Credentialed checks[ \t]*:(.*)$", re.M | re.I)
+_FIELD_LINE_ANY = re.compile(r"^[ \t]*+" + _FIELDS + r"[ \t]*+:(.*)$", re.M | re.I | re.A)
+_CRED_LINE = re.compile(r"^[ \t]*+Credentialed checks[ \t]*+:(.*)$", re.M | re.I)
 _AS_USER = re.compile(r"as '(?P<user>[^']*)'")
 _VIA = re.compile(r"via (?P<proto>[A-Za-z0-9]+)")
 

@@ -103,6 +103,7 @@ line = st.one_of(
 @example(["Scan type : a", "scan TYPE : b", "Credentialed checks : yes, as 'x' via ssh"], "\n")
 @example(["Credentialed chec\u212as : yes", "Scan type : agent"], "\n")
 @example(["Scan type : \u212a", "Port range : 1-9"], "\r\n")
+@example([" " * 20 + "Scan type : normal", "\t" * 9 + "Credentialed checks  \t : yes"], "\n")
 def test_the_same_scan_info_as_the_whole_line_reader(lines: list[str], eol: str) -> None:
     output = eol.join(lines)
     assert parse_scan_info(output) == old_parse_scan_info(output)
