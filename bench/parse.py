@@ -13,6 +13,9 @@ Every measurement runs in a fresh spawned interpreter that reads its own VmHWM f
   (c') the floor of (d)'s parse: lxml iterparse on start events only (one GIL round trip
       per element instead of two), 128 KiB reads, each ReportItem cleared once the next
       handled start shows it has ended
+  (c'') the floor of any summary read in Python: (c') plus the two attributes every summary
+      reads of every item (severity, pluginID); (d) adds the children it reads, the
+      per-host work (properties, verdicts, validation, scan window) and its checks
   (d) nessus-pool's summary pass: parse_export() without on_findings
   (e) nessus-pool's findings extraction + storage: engine.ingest.ingest_export() writing
       every finding to a real SQLite file through Store, as the engine does after a scan
@@ -286,6 +289,61 @@ def work_lxml_start_events(path: str) -> dict[str, Any]:
     }
 
 
+def work_lxml_start_attributes(path: str) -> dict[str, Any]:
+    """(c'') (c') plus what any summary must read of every item in Python: its severity
+    and pluginID attributes (the summary counts the first and needs the second to find the
+    authentication plugins), counted per severity text. No per-host work, no children."""
+    from lxml import etree
+
+    class Chunks:
+        def __init__(self, fh: Any) -> None:
+            self.fh = fh
+
+        def read(self, _size: int) -> bytes:
+            data: bytes = self.fh.read(128 * 1024)
+            return data
+
+    def free(el: Any) -> None:
+        el.clear(keep_tail=False)
+        parent = el.getparent()
+        if parent is not None:
+            del parent[: parent.index(el)]
+
+    base = _rss_mib()
+    t0, c0 = time.perf_counter(), time.process_time()
+    items = 0
+    by_severity: dict[str | None, int] = {}
+    plugin_ids: set[str | None] = set()
+    item = host = None
+    with open(path, "rb", buffering=0) as fh:
+        for _event, el in etree.iterparse(
+            Chunks(fh), events=("start",), tag=("ReportItem", "ReportHost"), resolve_entities=False
+        ):
+            if item is not None:
+                severity = item.get(b"severity")
+                by_severity[severity] = by_severity.get(severity, 0) + 1
+                plugin_ids.add(item.get(b"pluginID"))
+                item.clear(keep_tail=False)
+                if not items % 128:
+                    free(item)
+                item = None
+            if el.tag == "ReportItem":
+                items += 1
+                item = el
+            else:
+                if host is not None:
+                    free(host)
+                host = el
+    if item is not None:
+        by_severity[item.get(b"severity")] = 1 + by_severity.get(item.get(b"severity"), 0)
+    return {
+        "seconds": time.perf_counter() - t0,
+        "cpu_s": time.process_time() - c0,
+        "items": sum(by_severity.values()),
+        "base_mib": base,
+    }
+
+
 def _digest(results: Any) -> str:
     import msgspec
 
@@ -358,6 +416,7 @@ WAYS = (
     ("b", "stdlib iterparse + clear(), count", work_stdlib_iterparse),
     ("c", "lxml iterparse + clear(), count", work_lxml_iterparse),
     ("c'", "lxml iterparse, start events, 128 KiB reads, count", work_lxml_start_events),
+    ("c''", "(c') + each item's severity and pluginID read", work_lxml_start_attributes),
     ("d", "nessus-pool summary (parse_export)", work_summary),
     ("e", "nessus-pool findings extracted + stored (ingest_export)", work_ingest),
 )

@@ -213,6 +213,7 @@ _FINDING_TAGS = (
 _SUMMARY_TAGS = ("cvss3_base_score", "exploit_available")
 _SUMMARY_AUTH_TAGS = (*_SUMMARY_TAGS, "plugin_output")
 _SEVERITY = {"0": 0, "1": 1, "2": 2, "3": 3, "4": 4}
+_SEVERITY_TEXTS = tuple(_SEVERITY)
 #: the result of a compliance check (audit policies), in Nessus's ``cm`` namespace
 CM_RESULT = "{http://www.nessus.org/cm}compliance-result"
 
@@ -323,7 +324,7 @@ class _Host:
         # only the texts used are turned into strings (a host has ~50 tags, some long)
         props: dict[str, str] = {}
         for t in el.iterchildren("tag"):
-            if (name := t.get("name", "")) in _PROPERTIES:
+            if (name := t.get(b"name")) in _PROPERTIES:
                 props[name] = t.text or ""
         r = self.result
         r.ip = props.get("host-ip") or None
@@ -527,54 +528,110 @@ def _summarise_fast(p: Path, on_host: Callable[[_Host], None], totals: _Totals) 
     later start shows that it has ended (it is not an ancestor of the new element), so
     elements are read in the order of their ends, as the exact pass reads them.
 
+    The open ReportItem is kept apart from the chain of other started elements: the start
+    of its next sibling (nearly every event) ends it and opens the next one without a walk
+    of the chain, and the severities of a run of sibling items are counted together.
+
     What it cannot vouch for it hands back (:class:`_Reread`; the caller then runs the
     exact pass from the start): a DTD; XML that is not well-formed or a read that fails
     (the error is the exact pass's); a handled element inside a ReportItem or
     HostProperties (the exact pass frees it, and so changes its parent's children, before
     it reads the parent)."""
-    by_severity = totals.by_severity
-    auth_ids = AUTH_PLUGIN_IDS
-    severities = _SEVERITY
     children = _FAST_CHILDREN
+    auth_memo: dict[str | None, int] = {}
     max_cvss3 = totals.max_cvss3
     exploitable = totals.exploitable
     compliance = totals.compliance
     hosts = _Hosts(on_host)
-    #: handled elements started and not read yet: a chain, each an ancestor of the next
+    #: handled elements other than ReportItems started and not read yet: a chain, each an
+    #: ancestor of the next (and of the open item)
     started: list[Any] = []
-    #: the open ReportItem, its last cvss3_base_score and exploit_available and its first
-    #: compliance result (what the exact pass reads with iterchildren and findtext)
-    item: Any = None
-    item_parent: Any = None
+    #: what ``item`` and ``item_parent`` hold while no item is open: no element's parent
+    closed: Any = _CLOSED
+    #: the open ReportItem, its parent and its host's accumulator; the last
+    #: cvss3_base_score and exploit_available and the first compliance result among its
+    #: children (what the exact pass reads with iterchildren and findtext); ``kids``: one
+    #: of them was seen
+    item: Any = closed
+    item_parent: Any = closed
+    item_host = _Host("")
+    kids = False
     cvss3_el: Any = None
     exploit_el: Any = None
     cm_el: Any = None
+    #: the severity attributes of the items read since the last count (one host's)
+    severities: list[str | None] = []
+    add_severity = severities.append
     #: the last parent checked: not a ReportItem or HostProperties
     checked_parent: Any = None
-    ended = 0
-    first = True
+    countdown = _FAST_FREE_EVERY
     try:
         with p.open("rb", buffering=0) as fh:
-            events = _iterparse(_Chunks(fh, _FAST_READ_BYTES), ("start",), _FAST_TAGS)
+            events = iter(_iterparse(_Chunks(fh, _FAST_READ_BYTES), ("start",), _FAST_TAGS))
+            first = next(events, None)
+            if first is not None:
+                info = first[1].getroottree().docinfo
+                if info.doctype or info.internalDTD is not None:
+                    raise _Reread("a DTD")
             # the end of the file ends every element: a last start without a parent
             end_of_file = etree.Element("end-of-file")
-            for _event, el in chain(events, (("start", end_of_file),)):
-                if first:
-                    first = False
-                    info = el.getroottree().docinfo
-                    if info.doctype or info.internalDTD is not None:
-                        raise _Reread("a DTD")
+            for _event, el in chain((first,) if first else (), events, (("start", end_of_file),)):
                 tag = el.tag
                 parent = el.getparent()
-                if tag in children:
-                    if parent is item and item is not None:
+                sibling = parent is item_parent
+                if not sibling:
+                    if parent is item:  # a child of the open item
                         if tag == "cvss3_base_score":
                             cvss3_el = el
                         elif tag == "exploit_available":
                             exploit_el = el
-                        elif cm_el is None:
-                            cm_el = el
-                    continue
+                        elif tag == CM_RESULT:
+                            if cm_el is None:
+                                cm_el = el
+                        else:
+                            raise _Reread(f"a {tag} inside a ReportItem")
+                        kids = True
+                        continue
+                    if tag in children:
+                        continue  # deeper inside the open item, or in no item: never read
+                    if item is not closed and _is_ancestor(item, parent):
+                        raise _Reread(f"a {tag} inside a ReportItem")
+                if item is not closed:
+                    # the open item has ended: what _summarise reads of it, inline
+                    add_severity(item.get(b"severity"))
+                    if kids:
+                        if cvss3_el is not None and (text := cvss3_el.text) is not None:
+                            cvss3 = _float(text)
+                            if cvss3 is not None and (max_cvss3 is None or cvss3 > max_cvss3):
+                                max_cvss3 = cvss3
+                        if exploit_el is not None and (text := exploit_el.text) is not None:
+                            exploitable += text.strip().lower() == "true"
+                        if cm_el is not None and "Compliance" in item.get("pluginFamily", ""):
+                            if compliance is None:
+                                compliance = ComplianceBreakdown()
+                            compliance.add(cm_el.text or "")
+                        kids = False
+                        cvss3_el = exploit_el = cm_el = None
+                    value = item.get(b"pluginID")
+                    if plugin_id := auth_memo.get(value, -1):
+                        if plugin_id < 0:
+                            plugin_id = _auth_id(value, auth_memo)
+                        if plugin_id:
+                            item_host.add_output(plugin_id, _last_output(item))
+                    item.clear()
+                    countdown -= 1
+                    if not countdown:
+                        countdown = _FAST_FREE_EVERY
+                        _count_severities(severities, totals.by_severity, item_host.by_severity)
+                        if item_parent is not None:
+                            del item_parent[: item_parent.index(item)]
+                    if sibling and tag == "ReportItem":
+                        item = el  # the same parent, host and started ancestors
+                        continue
+                    _count_severities(severities, totals.by_severity, item_host.by_severity)
+                    item = item_parent = closed
+                    if tag in children:
+                        continue
                 if parent is not checked_parent:
                     if parent is not None and parent.tag in _READ_BY_PARENT:
                         raise _Reread(f"a {tag} inside a {parent.tag}")
@@ -584,60 +641,77 @@ def _summarise_fast(p: Path, on_host: Callable[[_Host], None], totals: _Totals) 
                     top = started[-1]
                     if top is parent:
                         break
-                    top_parent = item_parent if top is item else top.getparent()
+                    top_parent = top.getparent()
                     if top_parent is not parent and _is_ancestor(top, parent):
                         break
                     started.pop()
-                    if top is not item:
-                        _read_other(top, top_parent, hosts)
-                        continue
-                    # a ReportItem: what _summarise reads of it, inline (once per item)
-                    h = hosts.current
-                    if h is None or top_parent is not hosts.parent:
-                        h = hosts.of(top_parent)
-                    value = top.get("severity")
-                    sev = severities.get(value) if value is not None else None
-                    if sev is None:
-                        sev = _severity(value)
-                    by_severity[sev] += 1
-                    h.by_severity[sev] += 1
-                    if cvss3_el is not None and (text := cvss3_el.text) is not None:
-                        cvss3 = _float(text)
-                        if cvss3 is not None and (max_cvss3 is None or cvss3 > max_cvss3):
-                            max_cvss3 = cvss3
-                    if exploit_el is not None and (text := exploit_el.text) is not None:
-                        exploitable += text.strip().lower() == "true"
-                    if cm_el is not None and "Compliance" in top.get("pluginFamily", ""):
-                        if compliance is None:
-                            compliance = ComplianceBreakdown()
-                        compliance.add(cm_el.text or "")
-                    item = cvss3_el = exploit_el = cm_el = None
-                    value = top.get("pluginID")
-                    try:
-                        plugin_id = int(value) if value is not None else 0
-                    except ValueError:
-                        plugin_id = 0
-                    if plugin_id in auth_ids:
-                        output = None
-                        for child in top.iterchildren("plugin_output"):
-                            output = child.text
-                        h.add_output(plugin_id, output)
-                    top.clear(keep_tail=False)
-                    ended += 1
-                    if not ended % _FAST_FREE_EVERY and top_parent is not None:
-                        del top_parent[: top_parent.index(top)]
-                started.append(el)
+                    _read_other(top, top_parent, hosts)
                 if tag == "ReportItem":
-                    if item is not None:  # inside another one, deeper than its child
-                        raise _Reread("a ReportItem inside a ReportItem")
                     item = el
                     item_parent = parent
+                    # nothing else is read before the item ends: its host is known now
+                    h = hosts.current
+                    if h is None or parent is not hosts.parent:
+                        h = hosts.of(parent)
+                    item_host = h
+                else:
+                    started.append(el)
     except (etree.XMLSyntaxError, OSError) as exc:
         # the error (and whether the file is still there to fail on) is the exact pass's
         raise _Reread("XML that is not well-formed, or a file that cannot be read") from exc
     totals.max_cvss3 = max_cvss3
     totals.exploitable = exploitable
     totals.compliance = compliance
+
+
+#: the placeholder for "no open item" in :func:`_summarise_fast` (no element's parent)
+_CLOSED = object()
+#: pluginID texts remembered by the fast pass (their count, each one's length)
+_AUTH_MEMO_MAX = 4096
+_AUTH_MEMO_CHARS = 16
+
+
+def _auth_id(value: str | None, memo: dict[str | None, int]) -> int:
+    """The plugin id of a ``pluginID`` text (read as :func:`_int` reads it) if it is one of
+    :data:`AUTH_PLUGIN_IDS`, else 0; remembered in ``memo`` (a short text only, and the
+    memo cleared when full: a hostile file cannot grow it)."""
+    plugin_id = _int(value)
+    if plugin_id not in AUTH_PLUGIN_IDS:
+        plugin_id = 0
+    if value is None or len(value) <= _AUTH_MEMO_CHARS:
+        if len(memo) >= _AUTH_MEMO_MAX:
+            memo.clear()
+        memo[value] = plugin_id
+    return plugin_id
+
+
+def _last_output(item: Any) -> str | None:
+    """The text of the item's last ``plugin_output`` child (None without one), as
+    :func:`_summarise` reads it: Nessus writes it last, so the last child is looked at
+    first, and the children are searched only when it is not."""
+    if len(item) and (last := item[-1]).tag == "plugin_output":
+        text: str | None = last.text
+        return text
+    output = None
+    for child in item.iterchildren("plugin_output"):
+        output = child.text
+    return output
+
+
+def _count_severities(values: list[str | None], *into: list[int]) -> None:
+    """Count severity attributes (as :func:`_severity` reads each) into each of ``into``,
+    then empty ``values``: the five usual ones with a C-level count each."""
+    if not values:
+        return
+    counts = [values.count(text) for text in _SEVERITY_TEXTS]
+    if sum(counts) != len(values):  # missing or unusual ones: each read alone
+        counts = [0, 0, 0, 0, 0]
+        for value in values:
+            counts[_severity(value)] += 1
+    for by_severity in into:
+        for sev, n in enumerate(counts):
+            by_severity[sev] += n
+    values.clear()
 
 
 def _is_ancestor(el: Any, of: Any) -> bool:

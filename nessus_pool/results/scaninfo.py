@@ -11,17 +11,28 @@ XML) and end in CRLF; the plugin may be present with no ``plugin_output`` at all
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import msgspec
 
 from nessus_pool.results.types import CredentialedChecks
 
-#: the key of a "key : value" line: the text before its first colon, blanks stripped
-_KEY = re.compile(r"[A-Za-z][A-Za-z0-9 ()/_.-]*")
 _BLANKS = " \t"
 _TRAILING = " \t\r"
-_CRED_LINE = re.compile(r"^[ \t]*Credentialed checks[ \t]*:(.*)$", re.M | re.I)
+#: the keys parse_scan_info reads (lowercase; none has a colon)
+_FIELDS = (
+    r"(credentialed checks|nessus version|scan type|scan policy used|report verbosity"
+    r"|paranoia level|port scanner\(s\)|port range)"
+)
+#: a "key : value" line of one of those keys in a lowercased ASCII output with a "\n"
+#: before it: the text before the line's first colon, blanks stripped, is the key; the
+#: rest of the line is the value. The leading "\n" lets the search skip from line to line
+#: (a literal prefix) and no case folding is needed: 3x faster than the pattern below.
+#: The blanks are possessive (*+): a key never starts or ends with a blank, and giving
+#: them back one by one cost 8 failed keys a blank on indented outputs (11 -> 3.7 us)
+_FIELD_LINE = re.compile(r"\n[ \t]*+" + _FIELDS + r"[ \t]*+:(.*)")
+#: the same on any output as written (any ASCII case); for outputs that are not ASCII
+_FIELD_LINE_ANY = re.compile(r"^[ \t]*+" + _FIELDS + r"[ \t]*+:(.*)$", re.M | re.I | re.A)
+_CRED_LINE = re.compile(r"^[ \t]*+Credentialed checks[ \t]*+:(.*)$", re.M | re.I)
 _AS_USER = re.compile(r"as '(?P<user>[^']*)'")
 _VIA = re.compile(r"via (?P<proto>[A-Za-z0-9]+)")
 
@@ -104,25 +115,17 @@ def _value(text: str) -> str:
     return text.lstrip(_BLANKS).rstrip(_TRAILING)
 
 
-def _key_values(output: str) -> Iterator[tuple[str, str]]:
-    """The ``key : value`` lines of an output, the key lowercased. Split at the first colon
-    in Python, linear in the text: the regular expression that did this backtracked on a
-    long run of blanks, quadratically (20,000 blanks in one line took 0.35 s, holding the
-    GIL, and a scanner writes these outputs), and cost 21.5 us per 19506 output."""
-    for line in output.split("\n"):
-        key, colon, value = line.partition(":")
-        if colon:
-            key = key.strip(_BLANKS)
-            if _KEY.fullmatch(key):
-                yield key.lower(), _value(value)
-
-
 def parse_scan_info(output: str | None) -> ScanInfo:
-    """Parse a 19506 ``plugin_output``; an empty ScanInfo when the output is missing."""
+    """Parse a 19506 ``plugin_output``; an empty ScanInfo when the output is missing.
+
+    The last line of a key wins. Only the lines of the keys read are matched
+    (:data:`_FIELD_LINE`), with no Python step per line: 19506 outputs have about 28
+    lines, 8 of them read: about half the time of splitting every line (issue 18)."""
     info = ScanInfo()
     if not output:
         return info
-    for key, value in _key_values(output):
+    lowered = output.lower()
+    for key, value in _fields(output, lowered):
         if key == "credentialed checks":
             info.credentialed_raw = value
             info.credentialed_checks = normalise_credentialed(value)
@@ -141,8 +144,19 @@ def parse_scan_info(output: str | None) -> ScanInfo:
             info.port_scanners = value.split()
         elif key == "port range":
             info.port_range = value
-    info.no_port_scanner_warning = "no port scanner was enabled" in output.lower()
+    info.no_port_scanner_warning = "no port scanner was enabled" in lowered
     return info
+
+
+def _fields(output: str, lowered: str) -> list[tuple[str, str]]:
+    """The (key, value) of each line of the keys read, in order; the key lowercased, the
+    value without its leading blanks and trailing blanks or CR."""
+    if output.isascii():  # lowercasing keeps every character in its place
+        return [
+            (m.group(1), _value(output[m.start(2) - 1 : m.end(2) - 1]))
+            for m in _FIELD_LINE.finditer("\n" + lowered)
+        ]
+    return [(m.group(1).lower(), _value(m.group(2))) for m in _FIELD_LINE_ANY.finditer(output)]
 
 
 def _credential_details(info: ScanInfo, value: str) -> None:

@@ -370,3 +370,102 @@ def test_read_error_handed_back(tmp_path: Path) -> None:
     ):
         assert parse_export(path, scan_type=None).summary.hosts_scanned == 1
     assert runs == [1]
+
+
+# --- round four: the open item apart, severities counted per run, pluginIDs remembered -------
+
+
+def item_xml(severity: str | None, plugin_id: str | None, inner: str = "") -> str:
+    return f"<ReportItem{attrs({'severity': severity, 'pluginID': plugin_id})}>{inner}</ReportItem>"
+
+
+def test_severities_counted_across_runs_and_free_steps(tmp_path: Path) -> None:
+    """Severities are counted per run of sibling items and at each free step: unusual
+    values anywhere in a run, runs cut by HostProperties, a Policy, a stray child or a
+    host's end, and a run longer than three steps."""
+    odd = ["0", "1", "2", "3", "4", "5", "-1", "x", None, " 3", "03", "4 "]
+    long_run = "".join(
+        item_xml(odd[i % len(odd)], "1") for i in range(3 * parser._FAST_FREE_EVERY + 5)
+    )
+    hosts = (
+        f'<ReportHost name="a">{item_xml("2", "1")}<HostProperties/>{item_xml(None, "1")}'
+        f"<cvss3_base_score>9.0</cvss3_base_score>{item_xml('x', '1')}<Policy/>"
+        f"{item_xml('4', '1')}</ReportHost>"
+        f'<ReportHost name="b">{long_run}</ReportHost>'
+        f'<ReportHost name="a">{item_xml("3", "1")}</ReportHost>'
+    )
+    path = tmp_path / "runs.nessus"
+    path.write_text(document(f'<Report name="r">{hosts}{item_xml("1", "1")}</Report>'))
+    assert not same_outcome(path, scan_type=None)
+
+
+@pytest.mark.parametrize(
+    "plugin_id",
+    ["19506", "0019506", " 19506 ", "+19506", "19_506", "\u0661\u0669\u0665\u0660\u0666", "1" * 40],
+)
+def test_plugin_ids_read_as_int_reads_them(tmp_path: Path, plugin_id: str) -> None:
+    """Every text int() reads as an authentication plugin's id is one (and a long one is
+    not remembered); the same text twice reads the same."""
+    output = "<plugin_output>Credentialed checks : yes</plugin_output>"
+    items = item_xml("0", plugin_id, output) + item_xml("1", plugin_id, output)
+    path = tmp_path / "ids.nessus"
+    path.write_text(
+        document(f'<Report name="r"><ReportHost name="h">{items}</ReportHost></Report>')
+    )
+    assert not same_outcome(path, scan_type=None)
+
+
+def test_the_plugin_id_memo_is_bounded(tmp_path: Path) -> None:
+    """A file with more distinct pluginIDs than the memo holds: the memo is emptied and
+    the ids read again, with the same result."""
+    items = "".join(
+        item_xml("2", str(i), "<plugin_output>x</plugin_output>")
+        for i in [*range(19490, 19520), 19506, 21745, 19506]
+    )
+    path = tmp_path / "memo.nessus"
+    path.write_text(
+        document(f'<Report name="r"><ReportHost name="h">{items}</ReportHost></Report>')
+    )
+    with mock.patch.object(parser, "_AUTH_MEMO_MAX", 4):
+        assert not same_outcome(path, scan_type=ScanType.AUTHENTICATED)
+
+
+@pytest.mark.parametrize(
+    "children",
+    [
+        "<plugin_output>first</plugin_output><plugin_output>last</plugin_output>",
+        "<plugin_output>only</plugin_output><!-- after -->",
+        "<plugin_output>only</plugin_output><?pi after?>",
+        "<plugin_output>only</plugin_output><see_also>x</see_also>",
+        "<plugin_output>kept</plugin_output><cm:plugin_output>not this</cm:plugin_output>",
+        "<plugin_output/>",
+        "<plugin_output>a<!-- c -->b</plugin_output>",
+        "<foo><plugin_output>deeper</plugin_output></foo>",
+        "",
+    ],
+)
+def test_the_last_plugin_output_of_an_auth_item(tmp_path: Path, children: str) -> None:
+    """The fast pass looks at the item's last child first; whatever comes last, it reads
+    the output the exact pass reads."""
+    items = item_xml("0", "19506", children) + item_xml("0", "21745", children)
+    path = tmp_path / "output.nessus"
+    path.write_text(
+        document(f'<Report name="r"><ReportHost name="h">{items}</ReportHost></Report>')
+    )
+    assert not same_outcome(path, scan_type=None)
+    assert not same_outcome(path, scan_type=ScanType.AUTHENTICATED)
+
+
+@pytest.mark.parametrize(
+    "inner",
+    ["<foo><Policy/></foo>", "<foo><HostProperties/></foo>", "<foo><ReportHost name='x'/></foo>"],
+)
+def test_handled_elements_deeper_in_an_item_handed_back(tmp_path: Path, inner: str) -> None:
+    """A handled element anywhere inside the open item (not only as its child) hands the
+    file back: the exact pass reads it before the item."""
+    items = item_xml("3", "1") + item_xml("2", "1", inner) + item_xml("1", "1")
+    path = tmp_path / "deep.nessus"
+    path.write_text(
+        document(f'<Report name="r"><ReportHost name="h">{items}</ReportHost></Report>')
+    )
+    assert same_outcome(path, scan_type=None)
