@@ -159,7 +159,6 @@ class PgStore(BaseStore):
                 max_size=self._pool_size,
                 timeout=10.0,
                 command_timeout=60.0,
-                reset=_keep_session,
             )
             await self._migrate()
             if self.exclusive:
@@ -344,13 +343,7 @@ class PgStore(BaseStore):
                 yield got
             finally:
                 if got:
-                    try:
-                        await conn.execute("SELECT pg_advisory_unlock($1)", key)
-                    except BaseException:
-                        # the pool does not reset sessions (_keep_session): a lock that
-                        # may still be held goes with its connection
-                        conn.terminate()
-                        raise
+                    await conn.execute("SELECT pg_advisory_unlock($1)", key)
 
     async def listen(self, channels: dict[str, Callable[[str], None]]) -> asyncpg.Connection:
         """A connection of its own that calls ``channels[name](payload)`` on each NOTIFY;
@@ -389,14 +382,3 @@ class PgStore(BaseStore):
 
 def _deliver(fn: Callable[[str], None], _conn: Any, _pid: int, _channel: str, payload: str) -> None:
     fn(payload)
-
-
-async def _keep_session(_conn: Any) -> None:
-    """The pool's reset of a released connection: nothing beyond asyncpg's own (a
-    transaction left open is rolled back, listeners are dropped). asyncpg's default also
-    sends ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` at every
-    release: one more round trip, awaited by every commit, claim and read. Our pooled
-    connections keep no session state: no ``SET``, no ``LISTEN`` (listeners have
-    connections of their own), cursors only inside a transaction, and the one session
-    lock taken on a pooled connection (:meth:`PgStore.exclusive_turn`) is released before
-    the release, or its connection is closed."""

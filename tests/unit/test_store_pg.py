@@ -12,7 +12,7 @@ import pytest
 from nessus_pool.errors import StorageError, StorageUnavailableError
 from nessus_pool.store import redact_url
 from nessus_pool.store.pg import PgStore, to_pg
-from nessus_pool.store.queries import Q_GET_TASK, Q_PROBE_WRITE, Q_UPSERT_RESULTS
+from nessus_pool.store.queries import Q_GET_TASK, Q_UPSERT_RESULTS
 from nessus_pool.store.schema import PG_MIGRATIONS, SCHEMA_VERSION
 from tests.pgcluster import create_schema, drop_schema, with_search_path
 
@@ -112,31 +112,5 @@ async def test_a_statement_error_in_a_transaction_stays_a_storage_error(pg_url: 
         with pytest.raises(StorageError, match="UndefinedTableError") as err:
             await store.transact(work)
         assert not isinstance(err.value, StorageUnavailableError) and not store.outage.down
-    finally:
-        await store.close()
-
-
-async def test_a_released_connection_costs_no_reset_round_trip(pg_url: str) -> None:
-    """asyncpg's default reset sent ``... UNLISTEN *; RESET ALL`` at every release of a
-    pooled connection: one more round trip awaited by each commit, claim and read. Our
-    pooled connections keep no session state, so none is sent; the session lock of an
-    exclusive turn is still released at its end."""
-    store = PgStore(pg_url, pool_size=1)  # one connection: the logger sees every statement
-    await store.open()
-    seen: list[str] = []
-    try:
-        async with store.connection() as conn:
-            conn.add_query_logger(lambda record: seen.append(record.query))
-        await store.write([(Q_PROBE_WRITE, ())])
-        assert await store.transact(lambda conn: conn.fetchval("SELECT 1")) == 1
-        async with store.exclusive_turn(0x5EED) as mine:
-            assert mine
-        other = await asyncpg.connect(pg_url)
-        try:
-            assert await other.fetchval("SELECT pg_try_advisory_lock($1)", 0x5EED)
-        finally:
-            await other.close()
-        assert any("probe" in q for q in seen) and any("pg_advisory_unlock(" in q for q in seen)
-        assert not [q for q in seen if "RESET ALL" in q or "UNLISTEN" in q]
     finally:
         await store.close()
