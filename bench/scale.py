@@ -183,6 +183,25 @@ def launch_split_ms(
     return out
 
 
+async def pg_backends(url: str | None) -> list[int]:
+    """The server processes of the daemons' sessions on the run's database, when the server
+    runs on this machine (their CPU is read from /proc like the daemons'): the commits,
+    claims and findings the daemons send cost CPU there too, on the same two cores."""
+    if url is None:
+        return []
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return [int(r[0]) for r in rows if Path(f"/proc/{r[0]}/stat").exists()]  # noqa: ASYNC240
+
+
 async def start_daemon(cfg: Path, port: int) -> tuple[asyncio.subprocess.Process, float]:
     t0 = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
@@ -295,6 +314,8 @@ async def amain(args: argparse.Namespace) -> int:
         warm_s = min(args.scan_s + 2 * args.poll_s, 60)
         await asyncio.sleep(warm_s)
         window_start_ms = int(time.time() * 1000)
+        backends = await pg_backends(args.storage_url)
+        pg_cpu0 = sum(cpu_s(pid) for pid in backends)
         cpu0, t0 = [cpu_s(p.pid) for p in procs], time.monotonic()
         sim_cpu0 = sum(cpu_s(sim.pid) for sim in sims)
         rss: list[list[float]] = [[] for _ in procs]
@@ -306,6 +327,7 @@ async def amain(args: argparse.Namespace) -> int:
             (cpu_s(p.pid) - c) / (time.monotonic() - t0) for p, c in zip(procs, cpu0, strict=True)
         ]
         sim_share = (sum(cpu_s(sim.pid) for sim in sims) - sim_cpu0) / (time.monotonic() - t0)
+        pg_share = (sum(cpu_s(pid) for pid in backends) - pg_cpu0) / (time.monotonic() - t0)
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
@@ -360,6 +382,18 @@ async def amain(args: argparse.Namespace) -> int:
             for name, share in zip(names, cpu_share, strict=True)
         ),
         ["simulator CPU (share of one core)", f"{sim_share * 100:.0f}%", "-", ""],
+        *(
+            [
+                [
+                    f"PostgreSQL backends CPU ({len(backends)} sessions)",
+                    f"{pg_share * 100:.0f}%",
+                    "-",
+                    "a local server only",
+                ]
+            ]
+            if backends
+            else []
+        ),
         *(
             [
                 f"daemon {name}RSS median / max (MB)",

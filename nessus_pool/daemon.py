@@ -57,7 +57,7 @@ from nessus_pool.engine import Engine, ScannerSpec
 from nessus_pool.engine.core import apply_reload
 from nessus_pool.engine.housekeeping import housekeeping_loop
 from nessus_pool.errors import ConfigError, LockedError, NessusPoolError, StorageError
-from nessus_pool.gc_policy import full_collections, manual_full_collections
+from nessus_pool.gc_policy import daemon_runtime, full_collections
 from nessus_pool.logs import register_secret, route_library_logs, setup_logging
 from nessus_pool.metrics import Metrics
 from nessus_pool.nessus import NessusClient
@@ -195,8 +195,9 @@ class Daemon:
             if gc_was_enabled:
                 gc.enable()
         assert self.engine is not None
-        # full collections on a timer: each automatic one paused the loop 200-300 ms
-        self._restore_gc = manual_full_collections()
+        # full collections on a timer: each automatic one paused the loop 200-300 ms;
+        # a short thread switch interval: the loop waits less for a parsing thread's GIL
+        self._restore_gc = daemon_runtime()
         self.engine.spawn(full_collections(self.clock), "gc:full")
         if self.serve_http:
             await self._start_http()

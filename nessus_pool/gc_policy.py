@@ -17,8 +17,10 @@ a few times an hour instead of every ~13 s.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import sys
 import time
 from collections.abc import Callable
 
@@ -30,6 +32,31 @@ log = logging.getLogger("nessus_pool.daemon")
 FULL_COLLECTION_INTERVAL_S = 300.0
 #: generation-1 collections before CPython would run a full one on its own: never, in practice
 _NEVER = 1 << 30
+
+
+#: the interpreter's thread switch interval while a daemon runs (CPython's default: 5 ms)
+SWITCH_INTERVAL_S = 0.0005
+
+
+def daemon_runtime() -> Callable[[], None]:
+    """The process settings of a running daemon (or simulator): :func:`manual_full_collections`
+    and a short thread switch interval. Returns the function that restores both.
+
+    A thread running Python (an export parsed, a simulated export built) keeps the GIL
+    until the event loop's thread has waited :data:`SWITCH_INTERVAL_S` for it, at every
+    turn of the loop: with CPython's 5 ms, one such thread made each loop turn wait p50 5.2
+    ms (p99 10.6), with 0.5 ms p50 0.7 (p99 2.4); six threads 44.6 ms (p99 197) against 5.8
+    (p99 38.5) (bench/gil_convoy.py). The launches of a wave of freed slots wait in those
+    turns while the wave's exports are parsed (bench/README.md, "Scale, round four")."""
+    restore_gc = manual_full_collections()
+    before_s = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+    def restore() -> None:
+        sys.setswitchinterval(before_s)
+        restore_gc()
+
+    return restore
 
 
 def manual_full_collections() -> Callable[[], None]:
@@ -44,9 +71,35 @@ def manual_full_collections() -> Callable[[], None]:
     return restore
 
 
+#: seconds (real time) between two collections of the young generations
+YOUNG_COLLECTION_INTERVAL_S = 0.1
+
+
+async def young_collections(interval_s: float = YOUNG_COLLECTION_INTERVAL_S) -> None:
+    """Collect the young generations every ``interval_s`` of real time, forever.
+
+    CPython 3.11 counts a young collection's trigger as allocations minus deallocations,
+    and the deallocation of an old object counts too: a daemon whose 2,000 runners
+    replace their sleeping coroutines, tasks and futures every poll (allocated young,
+    alive for 10 s, freed old) keeps that count near zero while the young generations
+    fill. bench/scale.py's daemon had 46,000-102,000 live objects in them at its slow
+    generation-1 collections (coroutines, contexts, futures, tasks; 0 of them garbage),
+    which took up to 69-85 ms of CPU each with the loop stopped. On a timer they hold what
+    one interval allocated."""
+    while True:
+        await asyncio.sleep(interval_s)
+        gc.collect(1)
+
+
 async def full_collections(clock: Clock, interval_s: float = FULL_COLLECTION_INTERVAL_S) -> None:
-    """Run a full collection every ``interval_s`` of ``clock``, forever (a background task:
-    cancel it to stop)."""
+    """Run a full collection every ``interval_s`` of ``clock``, and :func:`young_collections`
+    beside it, forever (a background task: cancel it to stop)."""
+    async with asyncio.TaskGroup() as group:
+        group.create_task(young_collections(), name="gc:young")
+        await _full_collections(clock, interval_s)
+
+
+async def _full_collections(clock: Clock, interval_s: float) -> None:
     while True:
         await clock.sleep(interval_s)
         started_s = time.perf_counter()  # the pause itself, not the clock's time

@@ -67,6 +67,16 @@ CLUSTER_WAIT_POLL_S = 1.0
 _IN_FLIGHT = ACTIVE_STATUSES
 
 
+#: exports parsed at once. A parse is Python in a thread, holding the GIL: each one running
+#: makes every turn of the event loop wait for it (bench/gil_convoy.py: 1 thread, loop turn
+#: p50 0.7 ms, p99 2.4 with the daemon's switch interval; 3 threads 3.0 ms, p99 14; 6
+#: threads, as many as the default executor runs on 2 cores, 5.8 ms, p99 39). A wave of
+#: scans ending together parsed up to 6 exports at once, and the launches of the slots
+#: they freed waited in those turns. The parses share one GIL either way; whether six at
+#: once ever finished a wave sooner than one at a time was not measured.
+INGEST_CONCURRENCY = 1
+
+
 def recovery_gate() -> asyncio.Semaphore:
     return asyncio.Semaphore(RECOVERY_CONCURRENCY)
 
@@ -112,6 +122,8 @@ class Engine:
         #: bounds the first scanner call of probes and re-attached runners (a restart with
         #: 2,000 running scans and 500 scanners would otherwise send them all at once)
         self.recovery_gate = recovery_gate()
+        #: held while an export is parsed and stored (:data:`INGEST_CONCURRENCY`)
+        self.ingest_gate = asyncio.Semaphore(INGEST_CONCURRENCY)
         self.dlq_counts: dict[str, int] = {}
         #: runners that failed with an unexpected error, per pool (a metric)
         self.internal_errors: dict[str, int] = {}
@@ -669,7 +681,8 @@ class Engine:
 
     async def ingest_results(self, t: Task) -> bool:
         """Parse the export, store findings and results; True if authentication failed."""
-        result = await ingest_export(self.store, t)
+        async with self.ingest_gate:
+            result = await ingest_export(self.store, t)
         t.authentication_status = result.validation.authentication_status.value
         self.metrics.validated(t.pool, t.authentication_status)
         return t.scan_type.is_authenticated and t.authentication_status == "failed"

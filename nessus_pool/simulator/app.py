@@ -4,7 +4,9 @@ and the ``/_sim`` control routes."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
@@ -26,6 +28,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _PUBLIC = {("POST", "/session"), ("GET", "/server/status")}
 _faults_decoder = msgspec.json.Decoder(Faults)
 _CHUNK = 64 * 1024
+#: the thread that builds the exports of every scanner of this process, one at a time
+_BUILDS = ThreadPoolExecutor(1, thread_name_prefix="sim-export")
 
 
 def build_app(scanner: ScannerState) -> web.Application:
@@ -280,9 +284,12 @@ async def _download(request: web.Request, scanner: ScannerState, export: Any) ->
         raise SimHTTPError(409, "Report is still being generated")
     scan = scanner.scan(export.scan_id)
     if export.data is None:
-        # generating a few MiB of XML would stall every other simulated call
-        export.data = await asyncio.to_thread(
-            views.export_bytes, scanner, scan, export.history_id, export.format
+        # generating a few MiB of XML would stall every other simulated call; one thread
+        # for all the scanners of the process: each build running in parallel made every
+        # turn of the loop wait for its GIL (see nessus_pool.engine.core.INGEST_CONCURRENCY)
+        export.data = await asyncio.get_running_loop().run_in_executor(
+            _BUILDS,
+            functools.partial(views.export_bytes, scanner, scan, export.history_id, export.format),
         )
     data = export.data
     filename = views.export_filename(scan, export.format)

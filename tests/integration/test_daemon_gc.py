@@ -5,8 +5,10 @@ are off while it runs and come back when it stops."""
 from __future__ import annotations
 
 import gc
+import sys
 from pathlib import Path
 
+from nessus_pool.gc_policy import SWITCH_INTERVAL_S
 from tests.conftest import DaemonFactory, sim_config
 
 
@@ -14,8 +16,11 @@ async def test_the_daemon_turns_automatic_full_collections_off_while_it_runs(
     tmp_path: Path, start_daemon: DaemonFactory
 ) -> None:
     before = gc.get_threshold()
+    switch_before_s = sys.getswitchinterval()
     d = await start_daemon(sim_config(tmp_path))
     try:
+        # a parsing thread gives the loop the GIL back within 0.5 ms, not CPython's 5
+        assert sys.getswitchinterval() == SWITCH_INTERVAL_S < switch_before_s
         assert gc.get_threshold()[:2] == before[:2]
         assert gc.get_threshold()[2] >= 1 << 30
         assert d.engine is not None
@@ -24,3 +29,4 @@ async def test_the_daemon_turns_automatic_full_collections_off_while_it_runs(
     finally:
         await d.stop()
     assert gc.get_threshold() == before
+    assert sys.getswitchinterval() == switch_before_s

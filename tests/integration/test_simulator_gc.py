@@ -8,13 +8,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import sys
 
-from nessus_pool.gc_policy import _NEVER
+from nessus_pool.gc_policy import _NEVER, SWITCH_INTERVAL_S
 from nessus_pool.simulator.cli import run_simulate
 
 
 async def test_simulate_collects_on_the_policy_and_restores_it() -> None:
     before = gc.get_threshold()
+    switch_before_s = sys.getswitchinterval()
     assert before[2] != _NEVER
     args = argparse.Namespace(
         host="127.0.0.1",
@@ -34,6 +36,7 @@ async def test_simulate_collects_on_the_policy_and_restores_it() -> None:
             await asyncio.sleep(0.01)
         assert gc.get_threshold() == (before[0], before[1], _NEVER)
         assert gc.get_freeze_count() > 0
+        assert sys.getswitchinterval() == SWITCH_INTERVAL_S
         names = {t.get_name() for t in asyncio.all_tasks()}
         assert "sim:gc" in names
     finally:
@@ -41,3 +44,4 @@ async def test_simulate_collects_on_the_policy_and_restores_it() -> None:
         await asyncio.gather(task, return_exceptions=True)
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+    assert sys.getswitchinterval() == switch_before_s
