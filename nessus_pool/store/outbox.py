@@ -151,10 +151,13 @@ def op_update(row: OutboxRow) -> Op:
 async def claim_due(store: BaseStore, now_ms: int, lease_ms: int, limit: int) -> list[OutboxRow]:
     """Claim up to ``limit`` due rows for ``lease_ms`` (their next attempt moves past the
     lease, so no other claim takes them meanwhile)."""
-    connection = getattr(store, "connection", None)
-    if connection is not None:  # PostgreSQL: one transaction, rows locked by others skipped
-        async with connection() as conn, conn.transaction():
-            rows = await conn.fetch(Q_OUTBOX_CLAIM_PG, now_ms + lease_ms, now_ms, limit)
+    transact = getattr(store, "transact", None)
+    if transact is not None:
+        # PostgreSQL: one transaction, rows locked by others skipped; through transact, so
+        # a server that is gone is a StorageError (the worker backs off) and an outage
+        rows = await transact(
+            lambda conn: conn.fetch(Q_OUTBOX_CLAIM_PG, now_ms + lease_ms, now_ms, limit)
+        )
         return sorted((_row(r) for r in rows), key=lambda r: r.next_attempt_at_ms)
     lock = _claim_locks.setdefault(store, asyncio.Lock())
     async with lock:  # read then lease, with no other claim in between
