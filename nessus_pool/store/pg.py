@@ -159,6 +159,7 @@ class PgStore(BaseStore):
                 max_size=self._pool_size,
                 timeout=10.0,
                 command_timeout=60.0,
+                reset=_keep_session,
             )
             await self._migrate()
             if self.exclusive:
@@ -337,13 +338,40 @@ class PgStore(BaseStore):
         """``async with store.exclusive_turn(KEY) as mine``: True while this daemon holds
         the advisory lock ``key`` (no other daemon does the same work meanwhile), False
         when another holds it (skip this round)."""
+        async with self.session_lock(key, wait=False) as got:
+            yield got
+
+    @contextlib.asynccontextmanager
+    async def session_lock(self, key: int, *, wait: bool) -> AsyncIterator[bool]:
+        """``async with store.session_lock(KEY, wait=...) as held``: the session advisory
+        lock ``key`` on a pooled connection, for the body. ``wait=True`` waits for it;
+        ``wait=False`` tries once (False: another session holds it).
+
+        Released connections are not reset (:func:`_keep_session`), so a connection that
+        might still hold the lock never goes back to the pool: when its take or its unlock
+        is interrupted (an error, a cancellation: the server may have granted the lock
+        after the client stopped waiting), the connection is terminated, and the end of
+        its session releases the lock."""
         async with self._need_pool().acquire() as conn:
-            got = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+            try:
+                if wait:
+                    await conn.execute("SELECT pg_advisory_lock($1)", key)
+                    got = True
+                else:
+                    got = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+            except BaseException:
+                conn.terminate()
+                raise
             try:
                 yield got
             finally:
                 if got:
-                    await conn.execute("SELECT pg_advisory_unlock($1)", key)
+                    try:
+                        await conn.execute("SELECT pg_advisory_unlock($1)", key)
+                    except BaseException as exc:
+                        conn.terminate()  # the lock goes with the session
+                        if not isinstance(exc, Exception):
+                            raise
 
     async def listen(self, channels: dict[str, Callable[[str], None]]) -> asyncpg.Connection:
         """A connection of its own that calls ``channels[name](payload)`` on each NOTIFY;
@@ -382,3 +410,14 @@ class PgStore(BaseStore):
 
 def _deliver(fn: Callable[[str], None], _conn: Any, _pid: int, _channel: str, payload: str) -> None:
     fn(payload)
+
+
+async def _keep_session(_conn: Any) -> None:
+    """The pool's reset of a released connection: nothing beyond asyncpg's own (a
+    transaction left open is rolled back, listeners are dropped). asyncpg's default also
+    sends ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` at every
+    release: one more round trip, awaited by every commit, claim and read. Our pooled
+    connections keep no session state: no ``SET``, no ``LISTEN`` (listeners have
+    connections of their own), cursors only inside a transaction, and session locks only
+    through :meth:`PgStore.session_lock`, which unlocks before the release or closes the
+    connection."""

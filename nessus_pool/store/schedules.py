@@ -166,26 +166,20 @@ class ScheduleStore:
         """Held while one round of slots fires. PostgreSQL: a session advisory lock, so
         daemons sharing the database fire one at a time. SQLite: one daemon per file
         already (the storage lock), nothing to take."""
-        connection = getattr(self._store, "connection", None)
-        if connection is None:
+        session_lock = getattr(self._store, "session_lock", None)
+        if session_lock is None:
             yield
             return
         async with contextlib.AsyncExitStack() as stack:
             try:
-                conn = await stack.enter_async_context(connection())
-                await conn.execute("SELECT pg_advisory_lock($1)", FIRING_LOCK_KEY)
+                await stack.enter_async_context(session_lock(FIRING_LOCK_KEY, wait=True))
             except (OSError, StorageError, TimeoutError) as exc:
                 raise StorageError(f"cannot take the schedule firing lock: {exc}") from exc
             except Exception as exc:  # asyncpg's errors (an optional dependency)
                 raise StorageError(
                     f"cannot take the schedule firing lock: {type(exc).__name__}: {exc}"
                 ) from exc
-            try:
-                yield
-            finally:
-                with contextlib.suppress(Exception):
-                    # a lost session has released the lock already
-                    await conn.execute("SELECT pg_advisory_unlock($1)", FIRING_LOCK_KEY)
+            yield
 
 
 def _schedule(r: Any) -> StoredSchedule:

@@ -12,7 +12,7 @@ import pytest
 from nessus_pool.errors import StorageError, StorageUnavailableError
 from nessus_pool.store import redact_url
 from nessus_pool.store.pg import PgStore, to_pg
-from nessus_pool.store.queries import Q_GET_TASK, Q_UPSERT_RESULTS
+from nessus_pool.store.queries import Q_GET_TASK, Q_PROBE_WRITE, Q_UPSERT_RESULTS
 from nessus_pool.store.schema import PG_MIGRATIONS, SCHEMA_VERSION
 from tests.pgcluster import create_schema, drop_schema, with_search_path
 
@@ -113,4 +113,91 @@ async def test_a_statement_error_in_a_transaction_stays_a_storage_error(pg_url: 
             await store.transact(work)
         assert not isinstance(err.value, StorageUnavailableError) and not store.outage.down
     finally:
+        await store.close()
+
+
+async def test_a_released_connection_costs_no_reset_round_trip(pg_url: str) -> None:
+    """asyncpg's default reset sent ``... UNLISTEN *; RESET ALL`` at every release of a
+    pooled connection: one more round trip awaited by each commit, claim and read. Our
+    pooled connections keep no session state, so none is sent; the session lock of an
+    exclusive turn is still released at its end."""
+    store = PgStore(pg_url, pool_size=1)  # one connection: the logger sees every statement
+    await store.open()
+    seen: list[str] = []
+    try:
+        async with store.connection() as conn:
+            conn.add_query_logger(lambda record: seen.append(record.query))
+        await store.write([(Q_PROBE_WRITE, ())])
+        assert await store.transact(lambda conn: conn.fetchval("SELECT 1")) == 1
+        async with store.exclusive_turn(0x5EED) as mine:
+            assert mine
+        other = await asyncpg.connect(pg_url)
+        try:
+            assert await other.fetchval("SELECT pg_try_advisory_lock($1)", 0x5EED)
+        finally:
+            await other.close()
+        assert any("probe" in q for q in seen) and any("pg_advisory_unlock(" in q for q in seen)
+        assert not [q for q in seen if "RESET ALL" in q or "UNLISTEN" in q]
+    finally:
+        await store.close()
+
+
+async def _free_within(probe: asyncpg.Connection, key: int, limit_s: float) -> bool:
+    """True once ``probe`` can take (and give back) the advisory lock ``key``."""
+    deadline_s = asyncio.get_running_loop().time() + limit_s
+    while not await probe.fetchval("SELECT pg_try_advisory_lock($1)", key):
+        if asyncio.get_running_loop().time() > deadline_s:
+            return False
+        await asyncio.sleep(0.01)
+    return bool(await probe.fetchval("SELECT pg_advisory_unlock($1)", key))
+
+
+@pytest.mark.parametrize("cancel_at", ["waiting", "granted"])
+async def test_a_lock_wait_cut_short_leaves_no_lock_behind(pg_url: str, cancel_at: str) -> None:
+    """A firing round waits for the session lock and is cancelled: while it still waits,
+    or just after the other holder let go, when the server may already have granted the
+    lock to the waiting session. Released connections are not reset, so a connection that
+    might hold the lock must not go back to the pool: afterwards the lock is free and the
+    pool's one connection still serves."""
+    key = 0x5EED0 + (cancel_at == "granted")
+    store = PgStore(pg_url, pool_size=1)
+    await store.open()
+    holder = await asyncpg.connect(pg_url)
+    probe = await asyncpg.connect(pg_url)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", key)
+        entered = asyncio.Event()
+
+        async def round_() -> None:
+            async with store.session_lock(key, wait=True):
+                entered.set()
+                await asyncio.Event().wait()
+
+        for _ in range(5):  # the "granted" race, several times
+            waiter = asyncio.create_task(round_())
+            for _ in range(200):  # until the waiter's session shows as waiting
+                waits = await probe.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                )
+                if waits:
+                    break
+                await asyncio.sleep(0.01)
+            assert waits == 1
+            if cancel_at == "granted":
+                await holder.execute("SELECT pg_advisory_unlock($1)", key)
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            if cancel_at == "waiting":
+                assert not entered.is_set()
+                await holder.execute("SELECT pg_advisory_unlock($1)", key)
+            # nobody holds it now: the cancelled round neither kept it nor queued for it
+            # (a terminated session's backend may get the lock before it notices that its
+            # client is gone, and then dies with it: free within moments, not never)
+            assert await _free_within(probe, key, 5.0)
+            assert await store.transact(lambda conn: conn.fetchval("SELECT 1")) == 1
+            await holder.execute("SELECT pg_advisory_lock($1)", key)
+    finally:
+        await holder.close()
+        await probe.close()
         await store.close()
