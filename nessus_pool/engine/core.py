@@ -663,6 +663,11 @@ class Engine:
 
     def on_launched(self, t: Task) -> None:
         self.metrics.launched(t.pool)
+        self._notify(t.task_id)
+
+    def on_status(self, t: Task) -> None:
+        """A runner's committed step that watchers hear of (``exporting``, ``exported``)."""
+        self._notify(t.task_id)
 
     def on_progress(self, t: Task, progress_pct: int | None, hosts: int) -> None:
         if progress_pct is not None and progress_pct != t.progress_pct:

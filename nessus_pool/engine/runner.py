@@ -131,6 +131,7 @@ class RunnerHost(Protocol):
     def export_path(self, t: Task) -> Path: ...
     async def ingest_results(self, t: Task) -> bool: ...
     def on_launched(self, t: Task) -> None: ...
+    def on_status(self, t: Task) -> None: ...
     def on_progress(self, t: Task, progress_pct: int | None, hosts: int) -> None: ...
     def on_internal_error(self, t: Task) -> None: ...
 
@@ -596,6 +597,7 @@ class TaskRunner:
             # the reason says which end it is (completed or max_scan_duration), so a
             # restart while exporting ends it the same way
             await self.e.change(t, TaskStatus.EXPORTING, "exporting", reason=reason)
+            self.e.on_status(t)
         elif t.reason == "max_scan_duration":
             status, reason = TaskStatus.TIMED_OUT, "max_scan_duration"
         assert t.remote_scan_id is not None
@@ -621,6 +623,7 @@ class TaskRunner:
             await self.e.change(
                 t, TaskStatus.EXPORTING, "exported", ev_detail=f"sha256={res.sha256}"
             )
+            self.e.on_status(t)
         if self.e.settings.delete_remote_scans:
             # only ever the scan this task created, by the id stored when it was created
             await self._delete_remote(scan_id)

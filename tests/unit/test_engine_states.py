@@ -52,6 +52,31 @@ async def test_a_scan_runs_to_completed_with_the_calls_in_order(
         assert not rig.engine.scanners["fake-1"].slots.active
 
 
+async def test_watchers_hear_of_every_step_a_scan_takes(
+    tmp_path: Path, store_url: str | None
+) -> None:
+    """MCP subscriptions and long polls wake on the engine's change hook: each committed
+    step must call it, or a watcher sees "dispatching" and then, long after, "completed"
+    (the launch and the export were silent). Each hook call here reads the task as it
+    stands then; the export checkpoint shows as its sha256."""
+    async with engine_rig(tmp_path, store_url=store_url, scan_s=30.0) as rig:
+        heard: list[str] = []
+
+        def hook(task_id: str) -> None:
+            t = rig.engine.tasks.get(task_id)
+            if t is not None:
+                step = t.status.value + ("+sha256" if t.export_sha256 else "")
+                if not heard or heard[-1] != step:
+                    heard.append(step)
+
+        rig.engine.on_change.append(hook)
+        t = await rig.submit()
+        await rig.until(lambda: t.task_id not in rig.engine.tasks)
+        assert heard[:2] == ["dispatching", "running"]
+        assert heard[-2:] == ["exporting", "exporting+sha256"]
+        assert (await rig.stored(t.task_id)).status is TaskStatus.COMPLETED
+
+
 def _pool(**kw: object) -> PoolConfig:
     base: dict[str, object] = {"name": "lan", "poll_interval_s": 1.0, "max_attempts": 3}
     base.update(kw)
