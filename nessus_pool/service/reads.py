@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import copy
 import ipaddress
 import os
 import re
@@ -58,6 +59,10 @@ MAX_HOST_DIFF_NAMES = 10_000
 _MAX_PAGE = 1_000_000
 
 
+#: live states whose ``get_task`` answer depends on the task's own fields only
+_SELF_CONTAINED = frozenset({TaskStatus.DISPATCHING, TaskStatus.RUNNING, TaskStatus.EXPORTING})
+
+
 class Reads:
     """Task reads, with a cache of finished tasks kept right by the engine's change hook."""
 
@@ -86,15 +91,32 @@ class Reads:
             view.as_of_ms = outage.last_ok_ms or outage.since_ms
         return view
 
-    def finished_entry(self, task_id: str) -> object | None:
-        """What ``get_task(task_id)`` answers from while the task is finished and cached, to be
-        compared by identity: the same object as long as that answer stays the same (the
-        engine's change hook drops the entry when the task changes); None when the task is
-        not cached or the database is away (the answer is then marked stale, with a time).
-        It lets a caller keep what it derived from the answer (the MCP status reply)."""
+    def kept_entry(self, task_id: str) -> object | None:
+        """What ``get_task(task_id)`` answers from, for a caller that keeps what it derived
+        from the answer (the MCP status reply) while the entries it sees compare equal:
+
+        - a finished, cached task: its cache entry (the engine's change hook drops it when
+          the task changes);
+        - a live task dispatching, running or exporting: a copy of it. In those states the
+          answer is a function of the task's own fields (no queue position or wait
+          estimate, no time since a pause), so equal copies give equal answers, whether
+          the change came through the change hook or not.
+
+        None when the answer must be built: another state, a task not held here, an
+        export size that only a ``stat()`` gives, or the database away (the answer is then
+        marked stale, with a time)."""
         if self.engine.store.outage.down:
             return None
-        return self._finished.get(task_id)
+        t = self.engine.tasks.get(task_id)
+        if t is None:
+            return self._finished.get(task_id)
+        if (
+            t.status not in _SELF_CONTAINED
+            or task_id in self.engine.ending
+            or (t.export_path is not None and t.export_bytes is None)
+        ):
+            return None
+        return copy.copy(t)
 
     async def task(self, task_id: str) -> Task:
         """The task, live or stored; ``NotFoundError`` (field ``task_id``) if there is none."""

@@ -76,8 +76,9 @@ async def test_status_of_a_completed_scan_makes_no_thread_hop(
 async def test_status_of_a_running_scan_formats_its_timestamps_once(
     tmp_path: Path, start_daemon: DaemonFactory
 ) -> None:
-    # a running task's status is built on every call (a finished one's is kept whole)
-    d: Daemon = await start_daemon(sim_config(tmp_path, scanners=1, scan_seconds=60))
+    # a running task's status is built again at each change of the task (its name, here:
+    # a field no poll touches): the timestamps, which do not change, are formatted once
+    d: Daemon = await start_daemon(sim_config(tmp_path, scanners=1, scan_seconds=600))
     assert d.service is not None and d.engine is not None
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{d.url}/api/v1/scans", json={"targets": "10.9.1.3"}) as r:
@@ -86,11 +87,14 @@ async def test_status_of_a_running_scan_formats_its_timestamps_once(
             await d.engine.wait_change(task_id, 5)
         first = await _status(http, d, task_id)
         assert first["detailed_status"] == "running" and first["started_at"] is not None
+        t = d.engine.tasks[task_id]
         compat.iso.cache_clear()
-        assert await _status(http, d, task_id) == first
+        t.name = "renamed-1"
+        assert (await _status(http, d, task_id))["name"] == "renamed-1"
         formatted = compat.iso.cache_info().misses
         assert formatted >= 2  # created_at and started_at
-        assert await _status(http, d, task_id) == first
+        t.name = "renamed-2"
+        assert (await _status(http, d, task_id))["name"] == "renamed-2"
         assert compat.iso.cache_info().misses == formatted
 
 
@@ -167,3 +171,59 @@ async def test_status_gives_the_export_size_recorded_at_download_without_a_stat(
         # the file kept on another daemon's disk (a cluster): the same answer
         path.rename(path.with_suffix(".moved"))
         assert await _status(http, d, task_id) == first
+
+
+async def test_status_of_a_running_scan_is_kept_while_the_task_is_unchanged(
+    tmp_path: Path, start_daemon: DaemonFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running task's reply is kept while a copy of the task compares equal: any change
+    of its fields, heard of by the change hook or not, builds the reply again; so does the
+    database going away (the reply says it is stale). The scan lasts a day: its progress
+    stays 0 after the first poll, so no poll changes the task during the test."""
+    d: Daemon = await start_daemon(sim_config(tmp_path, scanners=1, scan_seconds=86400))
+    assert d.service is not None and d.engine is not None
+    built: list[str] = []
+    real = compat.status_result
+
+    def counted(v: Any, **kw: Any) -> dict[str, Any]:
+        built.append(v.status)
+        return real(v, **kw)
+
+    monkeypatch.setattr(compat, "status_result", counted)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{d.url}/api/v1/scans", json={"targets": "10.9.1.4"}) as r:
+            task_id: str = (await r.json())["task_id"]
+        while (v := await d.service.get_task(task_id)).status != "running" or (
+            v.progress_pct is None
+        ):
+            await d.engine.wait_change(task_id, 5)
+        first = await _status(http, d, task_id)
+        assert first["detailed_status"] == "running"
+        for _ in range(3):
+            assert await _status(http, d, task_id) == first
+        assert built == ["running"]  # built once, then kept
+
+        # a field changed in memory without the change hook (no poll would: see above):
+        # the copy differs, the reply is built again
+        t = d.engine.tasks[task_id]
+        t.name = "renamed"
+        moved = await _status(http, d, task_id)
+        assert moved == {**first, "name": "renamed"}
+        assert await _status(http, d, task_id) == moved
+        assert built == ["running", "running"]
+
+        outage = d.engine.store.outage
+        outage.failed(ConnectionError("test: database away"))
+        try:
+            stale = await _status(http, d, task_id)
+        finally:
+            outage.ok()
+        assert stale["stale"] is True and stale["name"] == "renamed"
+        assert "stale" not in await _status(http, d, task_id)
+
+        # cancelled: the next reply is built from the new state
+        async with http.post(f"{d.url}/api/v1/scans/{task_id}/cancel") as r:
+            assert r.status in (200, 202), await r.text()
+        await d.service.wait_for(task_id, 30)
+        done = await _status(http, d, task_id)
+        assert done["detailed_status"] == "canceled"

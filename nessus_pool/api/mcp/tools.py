@@ -78,8 +78,8 @@ class ToolContext:
 
 Handler = Callable[["Service", Any, ToolContext], Awaitable[Any]]
 #: (slot, version) of a call whose result may be kept: a later call with the same slot is
-#: answered from the kept result while the service hands out the same ``version`` object
-#: (compared by identity); None: compute it
+#: answered from the kept result while the service hands out a ``version`` equal to the
+#: kept one (the same object, or an equal copy); None: compute it
 Memo = Callable[["Service", Any], tuple[str, object] | None]
 #: results kept per Toolbox (a finished task's status is a few KB)
 MEMO_SIZE = 1024
@@ -155,7 +155,7 @@ class Toolbox:
         memo = memo_of(self.service, args) if memo_of is not None else None
         if memo is not None:
             kept = self._memo.get(memo[0])
-            if kept is not None and kept[0] is memo[1]:
+            if kept is not None and kept[0] == memo[1]:
                 # a copy: the dispatcher adds resultType to the top level of what it sends
                 return dict(kept[1])
         try:
@@ -189,7 +189,7 @@ class Toolbox:
         if memo is not None and memo_of is not None:
             # kept only if nothing changed while the handler ran (it awaited the service)
             after = memo_of(self.service, args)
-            if after is not None and after[1] is memo[1]:
+            if after is not None and after[1] == memo[1]:
                 self._memo[memo[0]] = (memo[1], result)
                 self._memo.move_to_end(memo[0])
                 if len(self._memo) > MEMO_SIZE:
