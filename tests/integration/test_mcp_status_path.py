@@ -43,6 +43,20 @@ async def _status(http: aiohttp.ClientSession, d: Daemon, task_id: str) -> dict[
     return out
 
 
+def _count_builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The status of each view a status reply is built from, in order (a kept reply adds
+    nothing)."""
+    built: list[str] = []
+    real = compat.status_result
+
+    def counted(v: Any, **kw: Any) -> dict[str, Any]:
+        built.append(v.status)
+        return real(v, **kw)
+
+    monkeypatch.setattr(compat, "status_result", counted)
+    return built
+
+
 async def _completed(http: aiohttp.ClientSession, d: Daemon, target: str) -> str:
     """The id of a scan of ``target`` submitted through the API and waited on to completion."""
     assert d.service is not None
@@ -107,14 +121,7 @@ async def test_status_of_a_finished_scan_is_kept_until_the_task_changes(
     sim.set_faults(Faults(abort_rate=1.0))  # attempts run out: failed, dead-lettered
     task_id = (await d.service.submit(SubmitRequest(targets="10.8.0.1"))).task_id
     assert (await d.service.wait_for(task_id, 60)).dead_letter
-    built: list[str] = []
-    real = compat.status_result
-
-    def counted(v: Any, **kw: Any) -> dict[str, Any]:
-        built.append(v.status)
-        return real(v, **kw)
-
-    monkeypatch.setattr(compat, "status_result", counted)
+    built = _count_builds(monkeypatch)
     async with aiohttp.ClientSession() as http:
         first = await _status(http, d, task_id)
         assert (first["detailed_status"], first["dead_letter"]) == ("failed", True)
@@ -182,14 +189,7 @@ async def test_status_of_a_running_scan_is_kept_while_the_task_is_unchanged(
     stays 0 after the first poll, so no poll changes the task during the test."""
     d: Daemon = await start_daemon(sim_config(tmp_path, scanners=1, scan_seconds=86400))
     assert d.service is not None and d.engine is not None
-    built: list[str] = []
-    real = compat.status_result
-
-    def counted(v: Any, **kw: Any) -> dict[str, Any]:
-        built.append(v.status)
-        return real(v, **kw)
-
-    monkeypatch.setattr(compat, "status_result", counted)
+    built = _count_builds(monkeypatch)
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{d.url}/api/v1/scans", json={"targets": "10.9.1.4"}) as r:
             task_id: str = (await r.json())["task_id"]
