@@ -43,6 +43,18 @@ async def _status(http: aiohttp.ClientSession, d: Daemon, task_id: str) -> dict[
     return out
 
 
+async def _status_while_the_database_is_away(
+    http: aiohttp.ClientSession, d: Daemon, task_id: str
+) -> dict[str, Any]:
+    assert d.engine is not None
+    outage = d.engine.store.outage
+    outage.failed(ConnectionError("test: database away"))
+    try:
+        return await _status(http, d, task_id)
+    finally:
+        outage.ok()
+
+
 def _count_builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The status of each view a status reply is built from, in order (a kept reply adds
     nothing)."""
@@ -133,12 +145,7 @@ async def test_status_of_a_finished_scan_is_kept_until_the_task_changes(
         assert len(built) == kept  # answered from the kept reply, not built again
 
         # the database away: the reply is built again and says it is stale
-        outage = d.engine.store.outage
-        outage.failed(ConnectionError("test: database away"))
-        try:
-            stale = await _status(http, d, task_id)
-        finally:
-            outage.ok()
+        stale = await _status_while_the_database_is_away(http, d, task_id)
         assert stale["stale"] is True and stale["detailed_status"] == "failed"
         assert "stale" not in await _status(http, d, task_id)
 
@@ -212,12 +219,7 @@ async def test_status_of_a_running_scan_is_kept_while_the_task_is_unchanged(
         assert await _status(http, d, task_id) == moved
         assert built == ["running", "running"]
 
-        outage = d.engine.store.outage
-        outage.failed(ConnectionError("test: database away"))
-        try:
-            stale = await _status(http, d, task_id)
-        finally:
-            outage.ok()
+        stale = await _status_while_the_database_is_away(http, d, task_id)
         assert stale["stale"] is True and stale["name"] == "renamed"
         assert "stale" not in await _status(http, d, task_id)
 
