@@ -216,8 +216,8 @@ class ClusterMember:
         self.engine = engine
         self.store = store
         self.settings = settings
-        #: ``settings.zone`` and its :class:`Zone` (may_own, for each scanner each beat)
-        self._zone: tuple[list[str], Zone] | None = None
+        #: ``settings.zone`` compiled (frozen settings: once), for may_own at each beat
+        self._zone = None if settings.zone is None else compiled_zone(tuple(settings.zone))
         #: scanner id -> the epoch of our lease on it
         self.held: dict[str, int] = {}
         #: scanners being handed over, or taken and not yet re-attached: nothing new is
@@ -246,12 +246,7 @@ class ClusterMember:
         return self.settings.daemon_id
 
     def may_own(self, scanner_id: str) -> bool:
-        zone = self.settings.zone
-        if zone is None:
-            return True
-        if self._zone is None or self._zone[0] is not zone:
-            self._zone = (zone, compiled_zone(tuple(zone)))
-        return scanner_id in self._zone[1]
+        return self._zone is None or scanner_id in self._zone
 
     def holds(self, scanner_id: str) -> bool:
         """We own the scanner and may launch on it (not while taking or handing it over)."""
