@@ -13,10 +13,9 @@ from typing import Any
 
 import pytest
 
-from nessus_pool.clock import FakeClock
-from nessus_pool.engine import Engine, core
+from nessus_pool.engine import core
 from nessus_pool.models import Task, TaskStatus
-from nessus_pool.store import make_store
+from nessus_pool.testing import engine_rig
 
 
 async def test_exports_are_parsed_one_at_a_time(
@@ -41,32 +40,9 @@ async def test_exports_are_parsed_one_at_a_time(
         return SimpleNamespace(validation=SimpleNamespace(authentication_status=status))
 
     monkeypatch.setattr(core, "ingest_export", fake_ingest)
-    store = make_store(url=None, sqlite_path=tmp_path / "np.db")
-    await store.open()
-    try:
-        engine = Engine(
-            store=store,
-            clock=FakeClock(),
-            exports_dir=tmp_path / "exports",
-            client_factory=lambda spec: None,  # type: ignore[arg-type,return-value]
-            credentials=lambda name: None,
-        )
-        tasks = [
-            Task(
-                task_id=f"t{i}",
-                seq=i,
-                pool="p",
-                name="n",
-                targets=["10.0.0.1"],
-                status=TaskStatus.EXPORTING,
-                created_at_ms=0,
-                updated_at_ms=0,
-            )
-            for i in range(4)
-        ]
-        failed = await asyncio.gather(*(engine.ingest_results(t) for t in tasks))
-    finally:
-        await store.close()
+    async with engine_rig(tmp_path) as rig:
+        tasks = [rig.task(status=TaskStatus.EXPORTING) for _ in range(4)]
+        failed = await asyncio.gather(*(rig.engine.ingest_results(t) for t in tasks))
     assert failed == [False] * 4
     assert all(t.authentication_status == "success" for t in tasks)
     assert most == core.INGEST_CONCURRENCY == 1
