@@ -84,7 +84,18 @@ async def test_young_generations_are_collected_on_a_timer_while_old_objects_are_
                 old.pop()
                 young.append([])
             await asyncio.sleep(0.03)
-        await asyncio.sleep(0.15)
+        # the next timed collection after the last allocation (bounded: none would fail)
+        collected = asyncio.Event()
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            if phase == "stop" and info["generation"] >= 1:
+                collected.set()
+
+        gc.callbacks.append(on_gc)
+        try:
+            await asyncio.wait_for(collected.wait(), 5.0)
+        finally:
+            gc.callbacks.remove(on_gc)
         assert len(young) == 60_000
         assert len(gc.get_objects(0)) + len(gc.get_objects(1)) < 20_000
     finally:
