@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from nessus_pool import targets as tg
 from nessus_pool.errors import (
     PermanentScannerError,
     RateLimitedError,
     ScanApiUnavailableError,
     TransientScannerError,
+    ValidationError,
 )
 from nessus_pool.models import Task
 from nessus_pool.queues import PoolQueue, ScannerSlots, select_scanner
@@ -134,7 +137,6 @@ def test_targets_parse_strictly() -> None:
         "10.0.0.5-10.0.0.7",
     ]
     assert total_addresses(["10.0.0.0/30", "10.0.0.5-10.0.0.7", "h"]) == 8
-    from nessus_pool.errors import ValidationError
 
     for bad in ("", "10.0.0.300", "a b/c", "10.0.0.9-10.0.0.1", "-bad-.com"):
         with pytest.raises(ValidationError):
@@ -166,11 +168,6 @@ _QUADISH = st.tuples(
 @example("10.0.0.1", 0)
 @example("10.0.0.1\n", 1)
 def test_one_address_shortcut_answers_as_the_general_parse(raw: str, max_addresses: int) -> None:
-    import re
-
-    from nessus_pool import targets as tg
-    from nessus_pool.errors import ValidationError
-
     def answer() -> list[str] | str:
         try:
             return parse_targets(raw, max_addresses=max_addresses)
